@@ -1,0 +1,505 @@
+"""KoboldCpp's token samplers, their settings and presets.
+
+A token is chosen from the model's logits in three stages:
+
+1. logit bias and banned tokens change the raw logits; padding ids (>= the tokenizer's
+   size) are dropped so they can never be sampled;
+2. the samplers run in the configured order (KoboldCpp's `sampler_order`), each one
+   penalising or pruning the candidate set;
+3. one token is drawn from the softmax of what is left, with a numpy Generator seeded once
+   per generation so that a seed reproduces a run.
+
+The sampler maths follows KoboldCpp's gpttype_adapter.cpp (which took top-k, tail-free,
+typical, top-p, min-p and mirostat from llama.cpp): comparisons keep at least one token,
+probabilities are computed in float64 from the logits that survived so far.
+
+`Sampler.sample` returns the chosen token together with the top 10 alternatives and their
+probabilities. For sampling these come from the final distribution the token was drawn from
+(after every sampler and the temperature), so they can be fewer than 10 when top-k/top-p
+pruned harder. For greedy decoding (temperature 0) they come from the softmax of the
+logits after bias and penalties, over the whole vocabulary.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import secrets
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from engine.errors import SettingsError
+
+# Sampler names as they appear in SamplerSettings.order.
+SAMPLER_NAMES = ("rep_pen", "top_k", "top_a", "tfs", "typical", "top_p", "min_p", "temperature")
+
+# KoboldCpp's numeric sampler ids (expose.h enum `samplers`), accepted in an order for the
+# server's sake: 0 top_k, 1 top_a, 2 top_p, 3 tfs, 4 typical, 5 temperature, 6 rep_pen.
+KOBOLD_SAMPLER_IDS = {0: "top_k", 1: "top_a", 2: "top_p", 3: "tfs", 4: "typical", 5: "temperature", 6: "rep_pen"}
+
+DEFAULT_ORDER = ("rep_pen", "top_k", "top_a", "tfs", "typical", "top_p", "min_p", "temperature")
+
+N_ALTERNATIVES = 10
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Every knob of the sampler, validated on construction.
+
+    The defaults are the "KoboldCpp default" preset. A disabled sampler has its neutral value
+    (top_k 0, top_a 0, tfs 1, typical 1, top_p 1, min_p 0, rep_pen 1). temperature 0 means
+    greedy decoding. `seed` None (or -1) means a fresh random seed per generation.
+    Use `dataclasses.replace(settings, top_k=40)` to derive settings; it validates again.
+    """
+
+    temperature: float = 0.7
+    top_k: int = 100
+    top_a: float = 0.0
+    tfs: float = 1.0
+    typical: float = 1.0
+    top_p: float = 0.92
+    min_p: float = 0.0
+    rep_pen: float = 1.1
+    rep_pen_range: int = 320
+    rep_pen_slope: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    mirostat: int = 0
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+    logit_bias: dict = field(default_factory=dict)
+    banned_tokens: tuple = ()
+    order: tuple = DEFAULT_ORDER
+    seed: int | None = None
+
+    def __post_init__(self):
+        _check_number("temperature", self.temperature, low=0.0)
+        _check_int("top_k", self.top_k, low=0)
+        _check_number("top_a", self.top_a, low=0.0)
+        _check_number("tfs", self.tfs, low=0.0, high=1.0)
+        _check_number("typical", self.typical, low=0.0, high=1.0)
+        _check_number("top_p", self.top_p, low=0.0, high=1.0)
+        _check_number("min_p", self.min_p, low=0.0, high=1.0)
+        _check_number("rep_pen", self.rep_pen, low=0.0)
+        if self.rep_pen == 0:
+            raise SettingsError("rep_pen", "must be greater than 0 (1 disables it)")
+        _check_int("rep_pen_range", self.rep_pen_range, low=0)
+        _check_number("rep_pen_slope", self.rep_pen_slope, low=0.0, high=1.0)
+        _check_number("presence_penalty", self.presence_penalty)
+        _check_number("frequency_penalty", self.frequency_penalty)
+        _check_int("mirostat", self.mirostat, low=0, high=2)
+        _check_number("mirostat_tau", self.mirostat_tau, low=0.0)
+        _check_number("mirostat_eta", self.mirostat_eta, low=0.0)
+        object.__setattr__(self, "logit_bias", _normalise_bias(self.logit_bias))
+        object.__setattr__(self, "banned_tokens", _normalise_banned(self.banned_tokens))
+        object.__setattr__(self, "order", _normalise_order(self.order))
+        seed = self.seed
+        if seed is not None:
+            _check_int("seed", seed, low=-1)
+            if seed == -1:
+                seed = None
+        object.__setattr__(self, "seed", seed)
+
+    @property
+    def greedy(self) -> bool:
+        """Temperature 0: always take the most likely token after bias and penalties."""
+        return self.temperature == 0
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "SamplerSettings":
+        """The named preset (see PRESETS), with some fields overridden."""
+        if name not in PRESETS:
+            known = ", ".join(repr(n) for n in PRESETS)
+            raise SettingsError("preset", f"unknown preset {name!r} (known: {known})")
+        return cls(**{**NEUTRAL, **PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values (logit_bias keys become strings, as in KoboldCpp's API)."""
+        d = dataclasses.asdict(self)
+        d["logit_bias"] = {str(k): v for k, v in self.logit_bias.items()}
+        d["banned_tokens"] = list(self.banned_tokens)
+        d["order"] = list(self.order)
+        return d
+
+
+# Every sampler switched off: the base that presets are written against.
+NEUTRAL = dict(temperature=1.0, top_k=0, top_a=0.0, tfs=1.0, typical=1.0, top_p=1.0, min_p=0.0,
+               rep_pen=1.0, rep_pen_range=320, rep_pen_slope=1.0, presence_penalty=0.0,
+               frequency_penalty=0.0, mirostat=0)
+
+PRESETS = {
+    "KoboldCpp default": dict(temperature=0.7, top_k=100, top_p=0.92, rep_pen=1.1, rep_pen_range=320,
+                              order=("rep_pen", "top_k", "top_a", "tfs", "typical", "top_p", "temperature")),
+    # ggml's examples/gpt-neox main.cpp defaults: top-k 40, top-p 0.9, temperature 0.9, no penalty.
+    "ggml example": dict(temperature=0.9, top_k=40, top_p=0.9),
+    "Deterministic": dict(temperature=0.0),
+}
+
+
+def _check_number(name, value, low=None, high=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise SettingsError(name, f"must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise SettingsError(name, f"must be finite, got {value!r}")
+    if low is not None and value < low:
+        raise SettingsError(name, f"must be at least {low}, got {value!r}")
+    if high is not None and value > high:
+        raise SettingsError(name, f"must be between {low} and {high}, got {value!r}")
+
+
+def _check_int(name, value, low=None, high=None):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise SettingsError(name, f"must be an integer, got {value!r}")
+    _check_number(name, value, low, high)
+
+
+def _normalise_bias(bias) -> dict:
+    if not isinstance(bias, dict):
+        raise SettingsError("logit_bias", f"must map token ids to numbers, got {bias!r}")
+    out = {}
+    for key, value in bias.items():
+        try:
+            token = int(key)
+        except (TypeError, ValueError):
+            raise SettingsError("logit_bias", f"key {key!r} is not a token id") from None
+        if token < 0:
+            raise SettingsError("logit_bias", f"token id {token} is negative")
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+                or math.isnan(value) or value == math.inf:
+            # -inf is allowed: it bans the token, as KoboldCpp's custom_token_bans do.
+            raise SettingsError("logit_bias", f"bias for token {token} must be a number or -inf, got {value!r}")
+        out[token] = float(value)
+    return out
+
+
+def _normalise_banned(banned) -> tuple:
+    if isinstance(banned, (str, bytes)) or not hasattr(banned, "__iter__"):
+        raise SettingsError("banned_tokens", f"must be a list of token ids, got {banned!r}")
+    out = []
+    for token in banned:
+        if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or token < 0:
+            raise SettingsError("banned_tokens", f"{token!r} is not a token id")
+        out.append(int(token))
+    return tuple(sorted(set(out)))
+
+
+def _normalise_order(order) -> tuple:
+    """Names (or KoboldCpp's numeric ids) -> a tuple of names with every sampler present once.
+
+    KoboldCpp's older clients send a 6-entry order without rep_pen; like KoboldCpp we then run
+    the repetition penalty first. min_p has no KoboldCpp id: when absent it runs after top_p.
+    """
+    if isinstance(order, (str, bytes)) or not hasattr(order, "__iter__"):
+        raise SettingsError("order", f"must be a list of sampler names, got {order!r}")
+    names = []
+    for item in order:
+        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            if int(item) not in KOBOLD_SAMPLER_IDS:
+                raise SettingsError("order", f"unknown sampler id {item} (KoboldCpp ids are 0-6)")
+            item = KOBOLD_SAMPLER_IDS[int(item)]
+        if item not in SAMPLER_NAMES:
+            raise SettingsError("order", f"unknown sampler {item!r} (known: {', '.join(SAMPLER_NAMES)})")
+        if item in names:
+            raise SettingsError("order", f"sampler {item!r} is listed twice")
+        names.append(item)
+    if "rep_pen" not in names:
+        names.insert(0, "rep_pen")
+    if "min_p" not in names and "top_p" in names:
+        names.insert(names.index("top_p") + 1, "min_p")
+    missing = [n for n in SAMPLER_NAMES if n not in names]
+    if missing:
+        raise SettingsError("order", f"sampler order lacks {', '.join(missing)}")
+    return tuple(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# The candidate set and the samplers that prune it
+
+
+class Candidates:
+    """The tokens still in the running: ids and float64 logits, sorted on demand.
+
+    Sorting is descending by logit with ties broken by the lower id, so every sampler that
+    walks the sorted list is deterministic.
+    """
+
+    __slots__ = ("ids", "logits", "is_sorted")
+
+    def __init__(self, ids: np.ndarray, logits: np.ndarray, is_sorted: bool = False):
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.logits = np.asarray(logits, dtype=np.float64)
+        self.is_sorted = is_sorted
+
+    def __len__(self):
+        return len(self.ids)
+
+    def sorted(self) -> "Candidates":
+        if self.is_sorted:
+            return self
+        order = np.lexsort((self.ids, -self.logits))
+        return Candidates(self.ids[order], self.logits[order], True)
+
+    def probs(self) -> np.ndarray:
+        """Softmax of the logits, in the current order."""
+        shifted = np.exp(self.logits - self.logits.max())
+        return shifted / shifted.sum()
+
+    def head(self, n: int) -> "Candidates":
+        """The first n candidates (at least one) of the current order."""
+        n = max(1, min(n, len(self)))
+        return Candidates(self.ids[:n], self.logits[:n], self.is_sorted)
+
+
+def apply_repetition_penalty(c: Candidates, history: Sequence[int], penalty: float, range_: int,
+                             slope: float, presence: float = 0.0, frequency: float = 0.0) -> Candidates:
+    """KoboldCpp's repetition penalty over the last `range_` tokens of `history`.
+
+    The window is split in half: tokens seen in the newer half get the full `penalty`, tokens
+    seen only in the older half get `1 + (penalty - 1) * slope` (slope 1 = uniform, 0 = the
+    older half is not penalised). A positive logit is divided by the penalty, a negative one
+    multiplied, so the token always becomes less likely. `presence` is then subtracted from
+    every penalised token (KoboldCpp), and `frequency` times the token's count in the window
+    (OpenAI's frequency penalty; KoboldCpp has none).
+    """
+    n = min(len(history), range_)
+    if n == 0 or (penalty == 1.0 and presence == 0.0 and frequency == 0.0):
+        return c
+    window = np.asarray(history[len(history) - n:], dtype=np.int64)
+    near_start = (n + 1) // 2                    # index i is "near" when 2*i >= n
+    near = np.unique(window[near_start:])
+    seen, counts = np.unique(window, return_counts=True)
+    reduced = 1.0 + (penalty - 1.0) * slope if penalty > 1.0 else penalty
+
+    logits = c.logits.copy()
+    hit = np.isin(c.ids, seen)
+    pen = np.where(np.isin(c.ids, near), penalty, reduced)[hit]
+    x = logits[hit]
+    x = np.where(x <= 0, x * pen, x / pen) - presence
+    if frequency:
+        x = x - frequency * counts[np.searchsorted(seen, c.ids[hit])]
+    logits[hit] = x
+    return Candidates(c.ids, logits, False)
+
+
+def apply_top_k(c: Candidates, k: int) -> Candidates:
+    """Keep the k highest logits (ties at the boundary keep the lower id); k 0 disables."""
+    if k <= 0 or k >= len(c):
+        return c
+    if not c.is_sorted and len(c) > 4 * k:
+        # Select before sorting: the boundary value and everything strictly above it, then
+        # as many boundary ties as fit.
+        kth = np.partition(c.logits, len(c) - k)[len(c) - k]
+        above = np.flatnonzero(c.logits > kth)
+        ties = np.flatnonzero(c.logits == kth)
+        ties = ties[np.argsort(c.ids[ties], kind="stable")][:k - len(above)]
+        keep = np.concatenate([above, ties])
+        return Candidates(c.ids[keep], c.logits[keep]).sorted()
+    return c.sorted().head(k)
+
+
+def apply_top_a(c: Candidates, a: float) -> Candidates:
+    """Drop tokens whose probability is below a * p_max^2; a 0 disables."""
+    if a <= 0 or len(c) <= 1:
+        return c
+    c = c.sorted()
+    p = c.probs()
+    return c.head(int(np.count_nonzero(p >= a * p[0] * p[0])))
+
+
+def apply_tail_free(c: Candidates, z: float) -> Candidates:
+    """Tail-free sampling: cut where the normalised |second derivative| of the sorted
+    probabilities has accumulated past z; z 1 disables."""
+    if z >= 1.0 or len(c) <= 2:
+        return c
+    c = c.sorted()
+    p = c.probs()
+    d2 = np.abs(np.diff(p, n=2))
+    total = d2.sum()
+    d2 = d2 / total if total > 1e-6 else np.full(len(d2), 1.0 / len(d2))
+    cum = np.cumsum(d2)
+    # llama.cpp: the first i >= 1 with cum[i] > z keeps i tokens; otherwise keep all.
+    over = np.flatnonzero(cum[1:] > z)
+    return c.head(int(over[0]) + 1) if len(over) else c
+
+
+def apply_typical(c: Candidates, p: float) -> Candidates:
+    """Locally typical sampling: keep the tokens whose surprise is closest to the entropy
+    until their probabilities sum past p; p 1 disables."""
+    if p >= 1.0 or len(c) <= 1:
+        return c
+    c = c.sorted()
+    probs = c.probs()
+    logp = np.log(np.where(probs > 0, probs, np.finfo(np.float64).tiny))
+    entropy = -np.sum(probs * logp)
+    order = np.argsort(np.abs(-logp - entropy), kind="stable")
+    cum = np.cumsum(probs[order])
+    over = np.flatnonzero(cum > p)
+    keep = order[:int(over[0]) + 1] if len(over) else order
+    return Candidates(c.ids[keep], c.logits[keep], False)
+
+
+def apply_top_p(c: Candidates, p: float) -> Candidates:
+    """Nucleus sampling: the smallest head of the sorted list whose probability reaches p."""
+    if p >= 1.0 or len(c) <= 1:
+        return c
+    c = c.sorted()
+    cum = np.cumsum(c.probs())
+    reached = np.flatnonzero(cum >= p)
+    return c.head(int(reached[0]) + 1) if len(reached) else c
+
+
+def apply_min_p(c: Candidates, min_p: float) -> Candidates:
+    """Drop tokens whose probability is below min_p times the top token's; 0 disables."""
+    if min_p <= 0 or len(c) <= 1:
+        return c
+    c = c.sorted()
+    p = c.probs()
+    return c.head(int(np.count_nonzero(p >= min_p * p[0])))
+
+
+def apply_temperature(c: Candidates, t: float) -> Candidates:
+    """Divide the logits by t (> 0); dividing by a positive number keeps the order."""
+    if t == 1.0:
+        return c
+    return Candidates(c.ids, c.logits / t, c.is_sorted)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One chosen token: its id, its probability in the distribution it was drawn from, and
+    the top alternatives as (id, probability) pairs, most likely first."""
+
+    token: int
+    probability: float
+    top: list
+
+
+class Sampler:
+    """Chooses tokens for one generation: owns the seeded random generator and the mirostat
+    state (mu), both kept across the tokens of that generation."""
+
+    def __init__(self, settings: SamplerSettings, n_vocab: int):
+        """`n_vocab` is the tokenizer's size: logits past it are padding and never sampled."""
+        if n_vocab <= 0:
+            raise ValueError(f"n_vocab must be positive, got {n_vocab}")
+        self.settings = settings
+        self.n_vocab = n_vocab
+        for token in settings.logit_bias:
+            if token >= n_vocab:
+                raise SettingsError("logit_bias", f"token id {token} is outside the vocabulary (size {n_vocab})")
+        for token in settings.banned_tokens:
+            if token >= n_vocab:
+                raise SettingsError("banned_tokens", f"token id {token} is outside the vocabulary (size {n_vocab})")
+        # A random run still gets a concrete seed, so that it can be reported and repeated.
+        self.seed = settings.seed if settings.seed is not None else secrets.randbits(31)
+        self.rng = np.random.default_rng(self.seed)
+        self.mirostat_mu = 2.0 * settings.mirostat_tau
+
+    def sample(self, logits: np.ndarray, history: Sequence[int] = ()) -> Sample:
+        """Choose the next token from one row of logits; `history` is the token ids so far
+        (prompt and generated), newest last, for the repetition penalties."""
+        s = self.settings
+        c = self._initial_candidates(logits)
+        if s.greedy:
+            c = self._penalise(c, history).sorted()
+            return self._pick(c, 0)
+        if s.mirostat:
+            # KoboldCpp: mirostat replaces the truncation samplers; penalties and temperature
+            # still apply first.
+            c = apply_temperature(self._penalise(c, history), s.temperature)
+            return self._mirostat(c.sorted())
+        for name in s.order:
+            c = self._run(name, c, history)
+        return self._draw(c.sorted())
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def _initial_candidates(self, logits: np.ndarray) -> Candidates:
+        logits = np.asarray(logits)
+        if logits.ndim != 1 or len(logits) < self.n_vocab:
+            raise ValueError(f"expected one row of at least {self.n_vocab} logits, got shape {logits.shape}")
+        x = logits[:self.n_vocab].astype(np.float64)
+        for token, bias in self.settings.logit_bias.items():
+            x[token] += bias
+        if self.settings.banned_tokens:
+            x[list(self.settings.banned_tokens)] = -np.inf
+        keep = np.isfinite(x)
+        if not keep.any():
+            raise SettingsError("banned_tokens", "every token is banned")
+        ids = np.flatnonzero(keep) if not keep.all() else np.arange(self.n_vocab)
+        return Candidates(ids, x[ids])
+
+    def _penalise(self, c: Candidates, history) -> Candidates:
+        s = self.settings
+        return apply_repetition_penalty(c, history, s.rep_pen, s.rep_pen_range, s.rep_pen_slope,
+                                        s.presence_penalty, s.frequency_penalty)
+
+    def _run(self, name: str, c: Candidates, history) -> Candidates:
+        s = self.settings
+        if name == "rep_pen":
+            return self._penalise(c, history)
+        if name == "top_k":
+            return apply_top_k(c, s.top_k)
+        if name == "top_a":
+            return apply_top_a(c, s.top_a)
+        if name == "tfs":
+            return apply_tail_free(c, s.tfs)
+        if name == "typical":
+            return apply_typical(c, s.typical)
+        if name == "top_p":
+            return apply_top_p(c, s.top_p)
+        if name == "min_p":
+            return apply_min_p(c, s.min_p)
+        if name == "temperature":
+            return apply_temperature(c, s.temperature)
+        raise AssertionError(name)  # the order was validated
+
+    def _pick(self, c: Candidates, index: int, probs: np.ndarray | None = None) -> Sample:
+        """The Sample for candidate `index` of the sorted set `c`."""
+        if probs is None:
+            probs = c.probs()
+        n = min(N_ALTERNATIVES, len(c))
+        top = [(int(c.ids[i]), float(probs[i])) for i in range(n)]
+        return Sample(int(c.ids[index]), float(probs[index]), top)
+
+    def _draw_index(self, probs: np.ndarray) -> int:
+        cum = np.cumsum(probs)
+        u = self.rng.random() * cum[-1]
+        return min(int(np.searchsorted(cum, u, side="right")), len(probs) - 1)
+
+    def _draw(self, c: Candidates) -> Sample:
+        probs = c.probs()
+        return self._pick(c, self._draw_index(probs), probs)
+
+    def _mirostat(self, c: Candidates) -> Sample:
+        s = self.settings
+        tau, eta = s.mirostat_tau, s.mirostat_eta
+        if s.mirostat == 1:
+            c = c.head(_mirostat_v1_k(c.probs(), self.mirostat_mu, self.n_vocab))
+        else:
+            surprise = -np.log2(np.maximum(c.probs(), np.finfo(np.float64).tiny))
+            c = c.head(int(np.count_nonzero(surprise <= self.mirostat_mu)))
+        sample = self._draw(c)
+        observed = -math.log2(max(sample.probability, np.finfo(np.float64).tiny))
+        self.mirostat_mu -= eta * (observed - tau)
+        return sample
+
+
+def _mirostat_v1_k(probs: np.ndarray, mu: float, n_vocab: int, m: int = 100) -> int:
+    """Mirostat 1.0's top-k: estimate the Zipf exponent s from the m most likely tokens, then
+    choose k so that the expected surprise is mu (Basu et al. 2021, as in llama.cpp)."""
+    n = min(m - 1, len(probs) - 1)
+    if n <= 0:
+        return 1
+    i = np.arange(n, dtype=np.float64)
+    t = np.log((i + 2) / (i + 1))
+    tiny = np.finfo(np.float64).tiny
+    b = np.log(np.maximum(probs[:n], tiny) / np.maximum(probs[1:n + 1], tiny))
+    s_hat = float(np.sum(t * b) / np.sum(t * t))
+    eps = s_hat - 1.0
+    with np.errstate(all="ignore"):
+        k = ((eps * 2.0 ** mu) / (1.0 - n_vocab ** (-eps))) ** (1.0 / s_hat)
+    if not math.isfinite(k):
+        return len(probs)
+    return int(max(1, min(k, len(probs))))
