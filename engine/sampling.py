@@ -439,21 +439,13 @@ class Sampler:
         s = self.settings
         if name == "rep_pen":
             return self._penalise(c, history)
-        if name == "top_k":
-            return apply_top_k(c, s.top_k)
-        if name == "top_a":
-            return apply_top_a(c, s.top_a)
-        if name == "tfs":
-            return apply_tail_free(c, s.tfs)
-        if name == "typical":
-            return apply_typical(c, s.typical)
-        if name == "top_p":
-            return apply_top_p(c, s.top_p)
-        if name == "min_p":
-            return apply_min_p(c, s.min_p)
-        if name == "temperature":
-            return apply_temperature(c, s.temperature)
-        raise AssertionError(name)  # the order was validated
+        apply, value = {
+            "top_k": (apply_top_k, s.top_k), "top_a": (apply_top_a, s.top_a),
+            "tfs": (apply_tail_free, s.tfs), "typical": (apply_typical, s.typical),
+            "top_p": (apply_top_p, s.top_p), "min_p": (apply_min_p, s.min_p),
+            "temperature": (apply_temperature, s.temperature),
+        }[name]                                 # the order was validated on construction
+        return apply(c, value)
 
     def _pick(self, c: Candidates, index: int, probs: np.ndarray | None = None) -> Sample:
         """The Sample for candidate `index` of the sorted set `c`."""
