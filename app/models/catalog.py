@@ -1,0 +1,273 @@
+"""The catalog of published Pythia ggml files: shipped facts plus what the hub told us.
+
+`resources/catalog.json` holds what is known without a network: the model shapes, the
+file entries whose names are known, and dated folders whose file names must be listed
+from the hub ("discover"). Sizes and SHA-256 stay null there until the hub reports them;
+`Catalog.refresh(hub)` reads the tree API for every (repo, revision) and stores the answer
+in the user cache folder, and `Catalog.load()` lays that cache over the shipped file.
+Offline, the shipped catalog is used as is.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from .. import paths
+from .atomic import write_json_atomic
+from .hub import Hub, HubFile
+
+SHIPPED_CATALOG = Path(__file__).resolve().parents[2] / "resources" / "catalog.json"
+CACHE_NAME = "catalog-hub.json"
+
+# Bytes per block and values per block of each quantization type, by qnt_version
+# (spec ggml-gpt-neox.md section 5): used only to estimate a file's size before the hub says.
+_BLOCKS = {
+    ("q4_0", 0): (20, 32), ("q4_0", 1): (20, 32), ("q4_0", 2): (18, 32),
+    ("q4_1", 0): (24, 32), ("q4_1", 1): (24, 32), ("q4_1", 2): (20, 32),
+    ("q4_2", 0): (10, 16), ("q4_3", 0): (12, 16),
+    ("q5_0", 0): (22, 32), ("q5_0", 1): (22, 32), ("q5_0", 2): (22, 32),
+    ("q5_1", 0): (24, 32), ("q5_1", 1): (24, 32), ("q5_1", 2): (24, 32),
+    ("q8_0", 0): (36, 32), ("q8_0", 1): (36, 32), ("q8_0", 2): (34, 32),
+    ("f16", 0): (2, 1), ("f32", 0): (4, 1),
+}
+_AVERAGE_TOKEN_BYTES = 7          # Pythia vocab: ~330 kB of text over 50k tokens, plus 4-byte lengths
+_RUNTIME_OVERHEAD = 200 * 1024 * 1024  # Python, numpy, numba and the app itself
+
+
+@dataclass(frozen=True)
+class TokenizerSource:
+    """Where a model's tokenizer.json comes from."""
+    repo: str
+    revision: str = "main"
+    path: str = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Hyper-parameters of one Pythia size (spec section 11); enough to estimate sizes."""
+    n_vocab: int
+    n_ctx: int
+    n_embd: int
+    n_head: int
+    n_layer: int
+
+    @property
+    def matrix_values(self) -> int:
+        """Values in the quantized 2-D weights: embed_in, embed_out and 12 E^2 per layer."""
+        return 2 * self.n_vocab * self.n_embd + self.n_layer * 12 * self.n_embd ** 2
+
+    @property
+    def vector_values(self) -> int:
+        """Values of the f32 biases and layer norms: 13 E per layer and the final norm."""
+        return self.n_layer * 13 * self.n_embd + 2 * self.n_embd
+
+    @property
+    def params(self) -> int:
+        return self.matrix_values + self.vector_values
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One downloadable model file. `size`/`sha256` are None until the hub has said."""
+    id: str
+    name: str
+    repo: str
+    revision: str
+    path: str
+    size: int | None
+    sha256: str | None
+    era: str
+    quant: str
+    qnt_version: int
+    license: str
+    model: str
+    shape: ModelShape
+    tokenizer: TokenizerSource
+    facts_from: str = "shipped"     # "shipped" or "hub tree <date>": where size/sha256 came from
+
+    @property
+    def filename(self) -> str:
+        """Local file name: the basename, prefixed by the dated folder for old eras."""
+        folder, _, base = self.path.rpartition("/")
+        return f"{folder.replace('/', '_')}_{base}" if folder else base
+
+    @property
+    def params(self) -> int:
+        return self.shape.params
+
+    @property
+    def approx_size(self) -> int | None:
+        """File size estimated from the format (exact `size` preferred when known)."""
+        block = _BLOCKS.get((self.quant, self.qnt_version))
+        if block is None:
+            return None
+        nbytes, nvalues = block
+        header = 36 if self.qnt_version > 0 else 32
+        vocab = self.shape.n_vocab * (4 + _AVERAGE_TOKEN_BYTES)
+        records = (12 * self.shape.n_layer + 4) * 64
+        return (header + vocab + records + self.shape.matrix_values * nbytes // nvalues
+                + self.shape.vector_values * 4)
+
+    @property
+    def ram_estimate(self) -> int | None:
+        """Rough RAM to run it: the mapped file, an f32 KV cache for the full context, overhead."""
+        size = self.size or self.approx_size
+        if size is None:
+            return None
+        kv_cache = 2 * self.shape.n_layer * self.shape.n_ctx * self.shape.n_embd * 4
+        return size + kv_cache + _RUNTIME_OVERHEAD
+
+    def url(self, hub: Hub) -> str:
+        return hub.resolve_url(self.repo, self.revision, self.path)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.update(filename=self.filename, params=self.params, approx_size=self.approx_size,
+                   ram_estimate=self.ram_estimate)
+        return out
+
+
+class CatalogError(ValueError):
+    """The shipped catalog file is malformed (names the file and the entry)."""
+
+
+class Catalog:
+    """All catalog entries, in display order, addressable by id."""
+
+    def __init__(self, entries: list[CatalogEntry]):
+        self.entries = entries
+        self._by_id = {e.id: e for e in entries}
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, entry_id: str) -> CatalogEntry | None:
+        return self._by_id.get(entry_id)
+
+    def find_sha256(self, sha256: str) -> CatalogEntry | None:
+        return next((e for e in self.entries if e.sha256 == sha256), None)
+
+    @classmethod
+    def load(cls, shipped: Path = SHIPPED_CATALOG, cache: Path | None = None) -> "Catalog":
+        """The shipped catalog with the cached hub facts laid over it."""
+        doc = _read_json(shipped)
+        cache = cache if cache is not None else paths.cache_dir() / CACHE_NAME
+        listings = _read_cache(cache)
+        try:
+            shapes = {name: ModelShape(**{k: int(m[k]) for k in ModelShape.__dataclass_fields__})
+                      for name, m in doc["models"].items()}
+            tokenizers = {name: TokenizerSource(**m["tokenizer"]) for name, m in doc["models"].items()}
+            entries = [_entry(e, shapes, tokenizers) for e in doc["entries"]]
+            entries += _discovered(doc.get("discover", []), listings, shapes, tokenizers,
+                                   {(e.repo, e.path) for e in entries})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CatalogError(f"{shipped}: malformed catalog: {exc!r}") from exc
+        return cls([_with_hub_facts(e, listings) for e in entries])
+
+    @staticmethod
+    def refresh(hub: Hub, shipped: Path = SHIPPED_CATALOG, cache: Path | None = None) -> list[str]:
+        """Fetch the tree of every (repo, revision) the catalog uses; store them in the cache.
+
+        Returns one message per listing that failed (empty when all succeeded); listings
+        already in the cache are kept when a new fetch fails, so offline changes nothing.
+        """
+        doc = _read_json(shipped)
+        cache = cache if cache is not None else paths.cache_dir() / CACHE_NAME
+        listings = _read_cache(cache)
+        wanted = {(e["repo"], e["revision"]) for e in doc["entries"]}
+        wanted |= {(d["repo"], d["revision"]) for d in doc.get("discover", [])}
+        errors = []
+        for repo, revision in sorted(wanted):
+            try:
+                files = hub.tree(repo, revision)
+            except Exception as exc:  # any failure leaves the older listing in place
+                errors.append(f"{repo}@{revision}: {exc}")
+                continue
+            listings[f"{repo}@{revision}"] = {
+                "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "endpoint": hub.endpoint,
+                "files": {p: {"size": f.size, "sha256": f.sha256, "git_oid": f.git_oid}
+                          for p, f in files.items()},
+            }
+        write_json_atomic(cache, {"format": 1, "listings": listings})
+        return errors
+
+
+def cached_hub_file(repo: str, revision: str, path: str, cache: Path | None = None) -> HubFile | None:
+    """What the last tree listing said about one file (e.g. a tokenizer), or None."""
+    cache = cache if cache is not None else paths.cache_dir() / CACHE_NAME
+    info = _read_cache(cache).get(f"{repo}@{revision}", {}).get("files", {}).get(path)
+    if not isinstance(info, dict):
+        return None
+    return HubFile(path, info.get("size"), info.get("sha256"), info.get("git_oid"))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read the catalog: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise CatalogError(f"{path}: the catalog is not valid JSON: {exc}") from exc
+
+
+def _read_cache(cache: Path) -> dict:
+    """The cached listings; a missing or damaged cache is simply empty (it is only a cache)."""
+    try:
+        with open(cache, encoding="utf-8") as f:
+            doc = json.load(f)
+        listings = doc.get("listings", {})
+        return listings if isinstance(listings, dict) else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _entry(e: dict, shapes, tokenizers) -> CatalogEntry:
+    return CatalogEntry(
+        id=e["id"], name=e["name"], repo=e["repo"], revision=e["revision"], path=e["path"],
+        size=e.get("size"), sha256=e.get("sha256"), era=e["era"], quant=e["quant"],
+        qnt_version=int(e["qnt_version"]), license=e["license"], model=e["model"],
+        shape=shapes[e["model"]], tokenizer=tokenizers[e["model"]])
+
+
+_FILE_NAME = re.compile(r"pythia-(\d+(?:\.\d+)?[mb])-deduped-(q\d_\d|f16|f32)\.bin$")
+
+
+def _discovered(specs: list[dict], listings: dict, shapes, tokenizers, known) -> list[CatalogEntry]:
+    """Entries for files found in cached listings of the 'discover' folders."""
+    out = []
+    for spec in specs:
+        files = listings.get(f"{spec['repo']}@{spec['revision']}", {}).get("files", {})
+        folder = spec["folder"].rstrip("/") + "/"
+        for path in sorted(files):
+            match = _FILE_NAME.search(path)
+            if not path.startswith(folder) or "/" in path[len(folder):] or not match:
+                continue
+            size, quant = match.groups()
+            model = f"pythia-{size}-deduped"
+            if quant not in spec["quants"] or model not in shapes or (spec["repo"], path) in known:
+                continue
+            out.append(CatalogEntry(
+                id=f"{model}-{quant}-{spec['folder']}",
+                name=f"Pythia {size.upper()} deduped {quant} ({spec['folder']}, {spec['era']})",
+                repo=spec["repo"], revision=spec["revision"], path=path, size=None, sha256=None,
+                era=spec["era"], quant=quant, qnt_version=int(spec["qnt_version"]),
+                license=spec["license"], model=model, shape=shapes[model], tokenizer=tokenizers[model]))
+    return out
+
+
+def _with_hub_facts(entry: CatalogEntry, listings: dict) -> CatalogEntry:
+    listing = listings.get(f"{entry.repo}@{entry.revision}", {})
+    info = listing.get("files", {}).get(entry.path)
+    if not isinstance(info, dict):
+        return entry
+    size = entry.size if entry.size is not None else info.get("size")
+    sha = entry.sha256 if entry.sha256 is not None else info.get("sha256")
+    return replace(entry, size=size, sha256=sha, facts_from=f"hub tree {listing.get('fetched_at', '?')}")
