@@ -1,0 +1,213 @@
+"""Read a PyTorch `pytorch_model.bin` (zip of pickles) without torch and without running its code.
+
+`torch.save` writes a zip whose single top folder (its name varies: `archive`, `pytorch_model`,
+...) holds `data.pkl`, the pickled state dict, and `data/<key>`, one raw little-endian file per
+storage. The pickle refers to storages through persistent ids and rebuilds tensors by calling
+`torch._utils._rebuild_tensor_v2`. A pickle can name any importable callable, so loading one
+with the stock unpickler runs arbitrary code. `TensorUnpickler` resolves only the handful of
+globals a state dict needs, each mapped to a local function that builds numpy arrays; every other
+global is refused with `ModelFormatError` before anything is called.
+"""
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import ModelFormatError
+from engine.safetensors_file import bf16_to_float32
+
+# data.pkl of a state dict is a few hundred KB even for 12B models.
+MAX_PICKLE_BYTES = 64 * 1024 * 1024
+
+# torch storage classes by name -> numpy dtype of their elements (BFloat16 is read as its
+# uint16 bit pattern and widened when a tensor is rebuilt).
+STORAGE_DTYPES = {
+    "FloatStorage": np.dtype("<f4"),
+    "HalfStorage": np.dtype("<f2"),
+    "BFloat16Storage": np.dtype("<u2"),
+    "DoubleStorage": np.dtype("<f8"),
+    "LongStorage": np.dtype("<i8"),
+    "IntStorage": np.dtype("<i4"),
+    "ShortStorage": np.dtype("<i2"),
+    "CharStorage": np.dtype("i1"),
+    "ByteStorage": np.dtype("u1"),
+    "BoolStorage": np.dtype("?"),
+}
+
+
+class StorageType:
+    """Stands in for a `torch.<Name>Storage` class inside the pickle: it only carries the dtype."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.dtype = STORAGE_DTYPES[name]
+
+
+class Storage:
+    """One storage file of the archive as a flat numpy array (a view on the mmap'd zip when stored)."""
+
+    def __init__(self, type_: StorageType, values: np.ndarray):
+        self.type = type_
+        self.values = values
+
+
+def rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> np.ndarray:
+    """`torch._utils._rebuild_tensor_v2`: a strided view on a storage, bounds-checked."""
+    if not isinstance(storage, Storage):
+        raise ValueError(f"tensor storage is a {type(storage).__name__}, not a storage reference")
+    size, stride = tuple(size), tuple(stride)
+    if len(size) != len(stride):
+        raise ValueError(f"tensor size {size} and stride {stride} differ in rank")
+    ints = (storage_offset,) + size + stride
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
+        raise ValueError(f"tensor offset {storage_offset}, size {size}, stride {stride} must be non-negative ints")
+    n = len(storage.values)
+    if 0 not in size:
+        last = storage_offset + sum((s - 1) * st for s, st in zip(size, stride))
+        if last >= n:
+            raise ValueError(f"tensor of size {size}, stride {stride} at offset {storage_offset} "
+                             f"reaches element {last} of a {n}-element storage")
+        values = storage.values
+        itemsize = values.dtype.itemsize
+        array = np.lib.stride_tricks.as_strided(values[storage_offset:], shape=size,
+                                                strides=tuple(st * itemsize for st in stride), writeable=False)
+    else:
+        array = np.zeros(size, dtype=storage.values.dtype)
+    if storage.type.name == "BFloat16Storage":
+        array = bf16_to_float32(np.ascontiguousarray(array))
+    return array
+
+
+def rebuild_parameter(data, requires_grad=False, backward_hooks=None, *_ignored) -> np.ndarray:
+    """`torch._utils._rebuild_parameter`: a Parameter is just its tensor here."""
+    return data
+
+
+# (module, name) -> what the unpickler hands back instead of the real torch object.
+ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
+    **{("torch", name): StorageType(name) for name in STORAGE_DTYPES},
+}
+
+
+class TensorUnpickler(pickle.Unpickler):
+    """An unpickler that can only rebuild tensors and dicts; everything else is refused."""
+
+    def __init__(self, data: bytes, archive: "TorchArchive"):
+        super().__init__(io.BytesIO(data))
+        self.archive = archive
+        self.storages: dict[str, Storage] = {}
+
+    def find_class(self, module, name):
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except (KeyError, TypeError):
+            raise ModelFormatError(self.archive.path, None,
+                                   f"{self.archive.pickle_name}: refused global {module}.{name} "
+                                   "(only tensor rebuilding is allowed)") from None
+
+    def persistent_load(self, pid):
+        # torch writes ('storage', storage_type, key, location, numel)
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                and isinstance(pid[1], StorageType) and isinstance(pid[2], str)
+                and isinstance(pid[4], int) and not isinstance(pid[4], bool) and pid[4] >= 0):
+            raise ModelFormatError(self.archive.path, None, f"{self.archive.pickle_name}: unexpected "
+                                                            f"persistent id {pid!r:.200}")
+        type_, key, numel = pid[1], pid[2], pid[4]
+        if key not in self.storages:
+            self.storages[key] = Storage(type_, self.archive.storage_array(key, type_.dtype, numel))
+        return self.storages[key]
+
+
+class TorchArchive:
+    """A `torch.save` zip archive: locates `data.pkl` and maps storage files."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        try:
+            self.zip = zipfile.ZipFile(self.path)
+        except zipfile.BadZipFile:
+            raise ModelFormatError(self.path, 0, "not a zip archive (only the torch.save zip format of "
+                                                 "PyTorch >= 1.6 is supported)") from None
+        except OSError as e:
+            raise ModelFormatError(self.path, None, f"cannot open: {e.strerror}") from None
+        pickles = [n for n in self.zip.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pickles) != 1:
+            raise ModelFormatError(self.path, None, f"expected one <folder>/data.pkl in the archive, found {pickles}")
+        self.pickle_name = pickles[0]
+        self.prefix = self.pickle_name[: -len("data.pkl")]
+        byteorder = self.prefix + "byteorder"
+        if byteorder in self.zip.namelist():
+            order = self.zip.read(byteorder).strip()
+            if order != b"little":
+                raise ModelFormatError(self.path, None, f"storages are {order!r} endian; only little-endian is supported")
+        self._mmap = None
+
+    def read_pickle(self) -> bytes:
+        info = self.zip.getinfo(self.pickle_name)
+        if info.file_size > MAX_PICKLE_BYTES:
+            raise ModelFormatError(self.path, info.header_offset, f"{self.pickle_name} is {info.file_size} bytes, "
+                                                                  f"too large for a state dict")
+        return self.zip.read(info)
+
+    def storage_array(self, key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+        """The storage `data/<key>` as a flat array of numel elements, checked against its stored size."""
+        name = f"{self.prefix}data/{key}"
+        try:
+            info = self.zip.getinfo(name)
+        except KeyError:
+            raise ModelFormatError(self.path, None, f"storage {name} referenced by the pickle is missing") from None
+        if info.file_size != numel * dtype.itemsize:
+            raise ModelFormatError(self.path, info.header_offset,
+                                   f"storage {name} holds {info.file_size} bytes, expected {numel} x {dtype.itemsize}")
+        if info.compress_type != zipfile.ZIP_STORED:
+            # torch never compresses storages, but a repacked zip might: read it (size checked above).
+            return np.frombuffer(self.zip.read(info), dtype=dtype)
+        start = self._data_start(info)
+        if start + info.file_size > self.file_size:
+            raise ModelFormatError(self.path, start, f"storage {name} runs past the end of the file (truncated?)")
+        if self._mmap is None:
+            self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r")
+        return self._mmap[start:start + info.file_size].view(dtype)
+
+    @property
+    def file_size(self) -> int:
+        return self.path.stat().st_size
+
+    def _data_start(self, info: zipfile.ZipInfo) -> int:
+        """Where a stored member's bytes begin: after its 30-byte local header, name and extra field."""
+        with open(self.path, "rb") as f:
+            f.seek(info.header_offset)
+            local = f.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise ModelFormatError(self.path, info.header_offset, f"bad zip local header for {info.filename}")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        return info.header_offset + 30 + name_len + extra_len
+
+
+def load_torch_state_dict(path) -> dict[str, np.ndarray]:
+    """Load a `pytorch_model.bin` state dict as name -> numpy array, without executing pickle code."""
+    archive = TorchArchive(path)
+    unpickler = TensorUnpickler(archive.read_pickle(), archive)
+    try:
+        state = unpickler.load()
+    except ModelFormatError:
+        raise
+    except (pickle.UnpicklingError, ValueError, TypeError, EOFError, IndexError, KeyError, AttributeError) as e:
+        raise ModelFormatError(archive.path, None, f"{archive.pickle_name}: cannot rebuild the state dict ({e})") from None
+    if not isinstance(state, dict):
+        raise ModelFormatError(archive.path, None, f"{archive.pickle_name} holds a {type(state).__name__}, "
+                                                   "not a state dict")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, np.ndarray)]
+    if bad:
+        raise ModelFormatError(archive.path, None, f"{archive.pickle_name}: entries that are not tensors: {bad[:5]}")
+    return state
