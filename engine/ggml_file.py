@@ -38,7 +38,7 @@ CODES_E4 = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 6: "q5_0", 7: "q5_1", 8: "
 # Sanity bounds for header values: far above any GPT-NeoX model, far below what would let a
 # hostile header make us allocate or loop absurdly.
 MAX_VOCAB = 1 << 20
-MAX_CTX = 1 << 20
+MAX_CTX = 1 << 17
 MAX_EMBD = 1 << 16
 MAX_LAYER = 1024
 MAX_TOKEN_BYTES = 1 << 16
@@ -198,15 +198,17 @@ class GGMLFile:
             hypotheses.append(_Layout("gpt-neox", self._hparams(h[:6], par_res=h[6]), h8, 36))
         hypotheses.append(_Layout("stablelm", self._hparams(h[:6], par_res=1), h[6], 32))
 
-        # Report the failure of the hypothesis that parsed furthest: that is the real problem.
+        # Report the failure of the hypothesis that got furthest through the structure (header,
+        # vocab, first tensor record, all records): that one describes the real problem. On a tie
+        # the first, more plausible, hypothesis wins.
         errors = []
         for hyp in hypotheses:
             try:
                 self._parse_as(hyp)
                 return
             except ModelFormatError as exc:
-                errors.append(exc)
-        raise max(errors, key=lambda e: e.offset or 0)
+                errors.append((getattr(exc, "stage", 0), -len(errors), exc))
+        raise max(errors, key=lambda e: e[:2])[2]
 
     def _hparams(self, h, par_res: int) -> dict:
         n_vocab, n_ctx, n_embd, n_head, n_layer, n_rot = h
@@ -229,6 +231,14 @@ class GGMLFile:
 
     def _parse_as(self, hyp: _Layout):
         cur = _Cursor(self.path, self._map, self.file_size)
+        try:
+            self._parse_stages(cur, hyp)
+        except ModelFormatError as exc:
+            exc.stage = cur.stage
+            raise
+
+    def _parse_stages(self, cur: _Cursor, hyp: _Layout):
+        cur.stage = 0
         hp = hyp.hparams
         self._check_hparams(cur, hp)
         ftype_raw = hyp.ftype_raw
@@ -249,11 +259,19 @@ class GGMLFile:
                 cur.fail(f"vocab entry {i} claims {n} bytes (more than {MAX_TOKEN_BYTES})", start)
             vocab.append(cur.take(n, f"vocab entry {i}"))
 
+        cur.stage = 1
         codes = codes_for(hyp.name, ftype, qnt_version)
         expected = expected_tensors(hp["n_vocab"], hp["n_embd"], hp["n_layer"])
         tensors: dict[str, TensorInfo] = {}
         while cur.pos < self.file_size:
-            info = self._parse_record(cur, codes, qnt_version, first=not tensors)
+            try:
+                info = self._parse_record(cur, codes, qnt_version, first=not tensors)
+            except ModelFormatError as exc:
+                if not tensors and cur.stage == 1:
+                    exc.args = (exc.args[0] + f" (the first tensor record should follow the {hp['n_vocab']}"
+                                " vocab entries: is n_vocab right?)",)
+                raise
+            cur.stage = 2
             if info.name in tensors:
                 cur.fail(f"tensor {info.name!r} appears twice", info.offset)
             if info.name not in expected:
