@@ -1,0 +1,207 @@
+"""Trains the demo GPT-NeoX model (Pythia-shaped, tiny) on the corpus from corpus.py.
+
+The model is transformers' GPTNeoXForCausalLM: rotary embedding on a quarter of each head
+(rotary_pct 0.25), parallel residual, exact GELU, untied output head, like Pythia. Training is
+AdamW with linear warmup and cosine decay over a fixed number of steps, on random windows of the
+tokenized training text, on ONE CPU thread (the build machine is shared). Everything random comes
+from --seed, so the same command on the same torch version gives the same weights.
+
+The checkpoint directory (a Hugging Face model folder plus tokenizer.json and the optimizer state)
+is rewritten every --ckpt-every steps, so an interrupted run still leaves a usable model and
+--resume continues it exactly.
+
+    python tools/train_demo/train.py --work WORKDIR [--steps 1800 ...]
+
+reads WORKDIR/{train.txt,val.txt,tokenizer.json}; writes WORKDIR/hf/ and WORKDIR/train_log.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from corpus import DOC_SEPARATOR
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--n-embd", type=int, default=256)
+    p.add_argument("--n-layer", type=int, default=6)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-ctx", type=int, default=512)
+    p.add_argument("--batch", type=int, default=4, help="windows of n_ctx tokens per step")
+    p.add_argument("--steps", type=int, default=1800)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--min-lr", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--ckpt-every", type=int, default=200)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--max-minutes", type=float, default=70.0,
+                   help="safety stop: checkpoint and end after this much wall time")
+    p.add_argument("--resume", action="store_true", help="continue from WORKDIR/hf/train_state.pt")
+    return p.parse_args()
+
+
+def tokenize_corpus(work: Path, tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """Training ids (documents joined by <|endoftext|> = 0) and validation ids, as uint16."""
+    text = (work / "train.txt").read_text(encoding="utf-8")
+    eos = tokenizer.token_to_id(DOC_SEPARATOR)
+    train: list[int] = []
+    for doc in text.split(f"\n\n{DOC_SEPARATOR}\n\n"):
+        train.extend(tokenizer.encode(doc.strip()).ids)
+        train.append(eos)
+    val = tokenizer.encode((work / "val.txt").read_text(encoding="utf-8").strip()).ids
+    return np.array(train, dtype=np.uint16), np.array(val, dtype=np.uint16)
+
+
+def make_model(args, vocab_size: int) -> GPTNeoXForCausalLM:
+    config = GPTNeoXConfig(
+        vocab_size=vocab_size,
+        hidden_size=args.n_embd,
+        num_hidden_layers=args.n_layer,
+        num_attention_heads=args.n_head,
+        intermediate_size=4 * args.n_embd,
+        rotary_pct=0.25,
+        rotary_emb_base=10000,
+        max_position_embeddings=args.n_ctx,
+        use_parallel_residual=True,
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        attention_dropout=0.0,
+        hidden_dropout=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+        initializer_range=0.02,
+    )
+    return GPTNeoXForCausalLM(config)
+
+
+def make_optimizer(model, args) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only (not on biases and LayerNorm gains)."""
+    decay = [p for p in model.parameters() if p.dim() == 2]
+    no_decay = [p for p in model.parameters() if p.dim() != 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def learning_rate(step: int, args) -> float:
+    """Linear warmup, then cosine decay from lr to min_lr at the last step."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
+    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def validation_loss(model, val: np.ndarray, n_ctx: int) -> float:
+    """Mean next-token loss over the validation text cut into non-overlapping n_ctx windows."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(val) - 1, n_ctx):
+        chunk = torch.from_numpy(val[start:start + n_ctx + 1].astype(np.int64))
+        if len(chunk) < 2:
+            break
+        logits = model(input_ids=chunk[None, :-1]).logits[0]
+        total += torch.nn.functional.cross_entropy(logits, chunk[1:], reduction="sum").item()
+        count += len(chunk) - 1
+    model.train()
+    return total / count
+
+
+def save_checkpoint(model, optimizer, step: int, rng: np.random.Generator, args) -> None:
+    """Writes WORKDIR/hf atomically enough: into hf.tmp, then renames over the old one."""
+    tmp = args.work / "hf.tmp"
+    final = args.work / "hf"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    shutil.copy(args.work / "tokenizer.json", tmp / "tokenizer.json")
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(), "args": {k: str(v) for k, v in vars(args).items()}},
+               tmp / "train_state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    print(f"step {step}: checkpoint -> {final}", flush=True)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)  # the machine's two cores are shared; one thread is our budget
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    tokenizer = Tokenizer.from_file(str(args.work / "tokenizer.json"))
+    train, val = tokenize_corpus(args.work, tokenizer)
+    print(f"train tokens {len(train)}, val tokens {len(val)}", flush=True)
+
+    start_step = 0
+    log_path = args.work / "train_log.jsonl"
+    if args.resume:
+        state_dir = args.work / "hf"
+        model = GPTNeoXForCausalLM.from_pretrained(state_dir)
+        optimizer = make_optimizer(model, args)
+        state = torch.load(state_dir / "train_state.pt", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        start_step = state["step"]
+        print(f"resumed at step {start_step}", flush=True)
+    else:
+        model = make_model(args, tokenizer.get_vocab_size())
+        optimizer = make_optimizer(model, args)
+        log_path.unlink(missing_ok=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params / 1e6:.2f}M parameters, {model.config.num_hidden_layers} layers, "
+          f"E={model.config.hidden_size}, n_ctx={args.n_ctx}", flush=True)
+
+    model.train()
+    started = time.time()
+    window = args.n_ctx + 1
+    step = start_step
+    with open(log_path, "a") as log:
+        while step < args.steps:
+            lr = learning_rate(step, args)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            starts = rng.integers(0, len(train) - window, size=args.batch)
+            batch = torch.from_numpy(np.stack([train[s:s + window] for s in starts]).astype(np.int64))
+            # Inputs are the first n_ctx tokens, targets the next token at every position.
+            logits = model(input_ids=batch[:, :-1]).logits
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                     batch[:, 1:].reshape(-1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            elapsed = time.time() - started
+            record = {"step": step, "lr": lr, "train_loss": loss.item(), "elapsed_s": round(elapsed, 1)}
+            if step % args.eval_every == 0 or step == args.steps:
+                record["val_loss"] = validation_loss(model, val, args.n_ctx)
+                record["val_ppl"] = math.exp(record["val_loss"])
+            if step % 20 == 0 or "val_loss" in record:
+                print(json.dumps(record), flush=True)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            out_of_time = elapsed > args.max_minutes * 60
+            if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
+                save_checkpoint(model, optimizer, step, rng, args)
+            if out_of_time:
+                print(f"stopping at step {step}: over --max-minutes {args.max_minutes}", flush=True)
+                break
+
+
+if __name__ == "__main__":
+    main()
