@@ -10,6 +10,7 @@ global is refused with `ModelFormatError` before anything is called.
 """
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import pickle
@@ -108,6 +109,14 @@ class TensorUnpickler(pickle.Unpickler):
         self.storages: dict[str, Storage] = {}
 
     def find_class(self, module, name):
+        # Protocol < 3 pickles spell some globals with Python 2 names (__builtin__, commands);
+        # translate them the way the stock unpickler does, so the error names the real target.
+        # (Those names never clash with Python 3 modules, so this is safe for any protocol.)
+        if isinstance(module, str) and isinstance(name, str):
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except (KeyError, TypeError):
