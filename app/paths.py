@@ -19,33 +19,27 @@ APP_NAME = "NeoXWriter"
 HOME_ENV = "NEOX_WRITER_HOME"
 
 
-def _home() -> Path | None:
+def _user_folder(name: str, platform_folder) -> Path:
+    """`$NEOX_WRITER_HOME/<name>` when that is set, else the platform's folder for us."""
     home = os.environ.get(HOME_ENV)
-    return Path(home).expanduser() if home else None
+    if home:
+        return Path(home).expanduser() / name
+    return Path(platform_folder(APP_NAME, appauthor=False))
 
 
 def data_dir() -> Path:
     """User data folder: models and stories live below it."""
-    home = _home()
-    if home is not None:
-        return home / "data"
-    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    return _user_folder("data", platformdirs.user_data_dir)
 
 
 def cache_dir() -> Path:
     """User cache folder: small metadata that can be fetched again (catalog, tokenizers)."""
-    home = _home()
-    if home is not None:
-        return home / "cache"
-    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+    return _user_folder("cache", platformdirs.user_cache_dir)
 
 
 def config_dir() -> Path:
     """User config folder: settings files."""
-    home = _home()
-    if home is not None:
-        return home / "config"
-    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+    return _user_folder("config", platformdirs.user_config_dir)
 
 
 def models_dir() -> Path:

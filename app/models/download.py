@@ -73,6 +73,7 @@ class Progress:
     eta: float | None
     phase: str
     message: str = ""
+    file: str = ""   # the destination file name, so one callback can follow several files
 
 
 @dataclass
@@ -206,17 +207,23 @@ class Downloader:
     def download(self, url: str, dest: Path, expected: Expected | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
                  control: DownloadControl | None = None, meta: dict | None = None,
-                 on_complete: Callable[[Path, str], None] | None = None) -> str:
+                 on_complete: Callable[[Path, str], None] | None = None,
+                 check: Callable[[Path], None] | None = None) -> str:
         """Download `url` to `dest` and return its SHA-256 (hex).
 
         `meta` is stored in the sidecar for crash recovery; `on_complete(dest, sha256)` runs
         after the rename and before the sidecar is removed (the manager records the file in
-        its manifest there). Raises DownloadError and its subclasses.
+        its manifest there). `check(part)` may inspect the verified bytes before the rename
+        and refuse them by raising DownloadError (the partial is then deleted).
+        Raises DownloadError and its subclasses.
         """
         dest = Path(dest)
         expected = expected or Expected()
         control = control or DownloadControl()
-        report = on_progress or (lambda p: None)
+        def report(progress: Progress) -> None:
+            if on_progress is not None:
+                progress.file = dest.name
+                on_progress(progress)
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = part_path(dest)
         self._adopt_or_discard_partial(dest, url, expected)
@@ -253,7 +260,7 @@ class Downloader:
                                 f"{_describe(exc, self.stall_timeout)}; retry {failures}/{self.retries} "
                                 f"in {delay:.3g} s, resuming at byte {_part_size(part)}"))
                 control.sleep(delay)
-        return self._finish(dest, state, expected, report, on_complete)
+        return self._finish(dest, state, expected, report, on_complete, check)
 
     def _adopt_or_discard_partial(self, dest: Path, url: str, expected: Expected) -> None:
         """Keep an existing .part only if its sidecar says it is the same file we want now."""
@@ -383,7 +390,7 @@ class Downloader:
         part.unlink(missing_ok=True)
         raise _Restart()
 
-    def _finish(self, dest: Path, state: _State, expected: Expected, report, on_complete) -> str:
+    def _finish(self, dest: Path, state: _State, expected: Expected, report, on_complete, check) -> str:
         part = part_path(dest)
         digest = state.hasher.hexdigest()
         report(Progress(state.length, state.length, 0.0, 0.0, "verifying"))
@@ -395,6 +402,12 @@ class Downloader:
             discard_partial(dest)
             raise ChecksumMismatch(f"{dest.name}: SHA-256 {digest} does not match the expected "
                                    f"{expected.sha256}; the partial file was deleted and nothing was installed")
+        if check is not None:
+            try:
+                check(part)
+            except DownloadError:
+                discard_partial(dest)
+                raise
         with open(part, "rb+") as f:
             os.fsync(f.fileno())
         replace_durably(part, dest)

@@ -1,0 +1,162 @@
+"""`python -m app.models`: the headless model manager.
+
+    list [--json] [--refresh] | download ID | import FILE | verify [ID...] | remove ID | path [ID]
+
+Exit codes: 0 done, 1 failed (network, checksum, refused file, paused), 2 bad usage
+(unknown id, missing file, bad arguments). No Qt is imported here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+
+from .catalog import CatalogError
+from .download import DownloadControl, DownloadError, DownloadStopped
+from .manager import ModelError, ModelManager, UsageError
+from .progress_bar import TerminalProgress, human_bytes
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app.models", description="Find, download, verify and "
+                                     "remove the ggml model files NeoX Writer runs.")
+    parser.add_argument("--models-dir", type=Path, help="models folder (default: the user data folder's models/)")
+    parser.add_argument("--endpoint", help="hub or mirror URL (default: $HF_ENDPOINT or https://huggingface.co)")
+    parser.add_argument("--stall-timeout", type=float, default=30.0, metavar="S",
+                        help="seconds without data before a transfer counts as failed (default 30)")
+    parser.add_argument("--retries", type=int, default=5, help="retries after network errors (default 5)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="catalog models and what is installed")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--refresh", action="store_true", help="update sizes, hashes and files from the hub first")
+    p = sub.add_parser("download", help="download (or resume) a catalog model and its tokenizer")
+    p.add_argument("id")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="install even when no SHA-256 is known to check against")
+    p.add_argument("--no-tokenizer", action="store_true", help="skip the tokenizer.json download")
+    p = sub.add_parser("import", help="add a local ggml .bin file after checking it")
+    p.add_argument("file", type=Path)
+    p.add_argument("--link", action="store_true", help="hard-link instead of copying when possible")
+    p = sub.add_parser("verify", help="re-hash installed models")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p = sub.add_parser("remove", help="delete an installed model or a partial download")
+    p.add_argument("id")
+    p = sub.add_parser("path", help="print the models folder, or an installed model's file")
+    p.add_argument("id", nargs="?")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        manager = ModelManager(args.models_dir, args.endpoint, stall_timeout=args.stall_timeout,
+                               retries=args.retries)
+    except (CatalogError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for warning in manager.manifest.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    try:
+        for message in manager.recover():
+            print(message, file=sys.stderr)
+        return COMMANDS[args.command](manager, args)
+    except BrokenPipeError:  # `list | head`: the reader left, nothing more to say
+        sys.stdout = None
+        return EXIT_OK
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ModelError, DownloadError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def cmd_list(manager: ModelManager, args) -> int:
+    if args.refresh:
+        for error in manager.refresh_catalog():
+            print(f"warning: catalog refresh: {error}", file=sys.stderr)
+    for row in manager.statuses():
+        if args.json:
+            print(json.dumps(row.to_dict(), sort_keys=True))
+            continue
+        entry = row.entry
+        mark = "installed" if row.installed else (f"partial {human_bytes(row.partial_bytes)}"
+                                                  if row.partial_bytes else "")
+        if entry is None:
+            size = human_bytes(row.installed.size)
+        else:
+            size = human_bytes(entry.size) if entry.size else f"~{human_bytes(entry.approx_size)}"
+        print(f"{row.id:40} {size:>10}  {mark:16} {entry.name if entry else row.installed.source}")
+    return EXIT_OK
+
+
+def cmd_download(manager: ModelManager, args) -> int:
+    manager.entry(args.id)  # unknown id: usage error before any network traffic
+    control = DownloadControl()
+    bar = TerminalProgress()
+    outcome: dict = {}
+
+    def work():
+        try:
+            outcome["result"] = manager.download(args.id, bar, control, allow_unverified=args.allow_unverified,
+                                                 with_tokenizer=not args.no_tokenizer)
+        except BaseException as exc:  # handed to the main thread, which reports it
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="download", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        control.pause()
+        worker.join()
+    bar.finish_line()
+    if "error" in outcome:
+        exc = outcome["error"]
+        if isinstance(exc, DownloadStopped):
+            print(str(exc), file=sys.stderr)
+            return EXIT_FAILED
+        raise exc
+    result = outcome["result"]
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    record = result.record
+    print(f"installed {record.id}: {manager.manifest.file_path(record)} "
+          f"sha256 {record.sha256} (checked against {record.verified_against})")
+    return EXIT_OK
+
+
+def cmd_import(manager: ModelManager, args) -> int:
+    record = manager.import_file(args.file, link=args.link)
+    print(f"imported {record.id}: {manager.manifest.file_path(record)} sha256 {record.sha256} "
+          f"({record.verified_against})")
+    return EXIT_OK
+
+
+def cmd_verify(manager: ModelManager, args) -> int:
+    results = manager.verify(args.ids)
+    if not results:
+        print("no models installed")
+    for result in results:
+        print(f"{'ok' if result.ok else 'FAILED':6} {result.id}: {result.message}")
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def cmd_remove(manager: ModelManager, args) -> int:
+    for path in manager.remove(args.id):
+        print(f"removed {path}")
+    return EXIT_OK
+
+
+def cmd_path(manager: ModelManager, args) -> int:
+    print(manager.installed_path(args.id) if args.id else manager.models_dir)
+    return EXIT_OK
+
+
+COMMANDS = {"list": cmd_list, "download": cmd_download, "import": cmd_import, "verify": cmd_verify,
+            "remove": cmd_remove, "path": cmd_path}

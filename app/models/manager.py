@@ -1,0 +1,390 @@
+"""ModelManager: the one object the CLI and the GUI use to list, fetch, import, verify and remove models.
+
+Every method that moves bytes blocks and reports through plain callbacks, so the caller
+chooses the thread: the CLI runs `download` in a `threading.Thread`, the GUI in a QThread
+whose wrapper forwards `on_progress(Progress)` to a signal and calls `control.pause()` or
+`control.cancel()` from its buttons. Nothing here imports Qt.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import paths
+from .atomic import fsync_dir, replace_durably
+from .catalog import CACHE_NAME, SHIPPED_CATALOG, Catalog, CatalogEntry
+from .connection import HttpClient, HttpStatusError, NetworkError, RedirectRefused
+from .download import (DiskFullError, DownloadControl, DownloadError, Downloader, Expected, discard_partial,
+                       part_path, read_sidecar, sha256_file, sidecar_path)
+from .hub import Hub, endpoint_from
+from .manifest import MANIFEST_NAME, InstalledModel, Manifest, now_utc
+from .tokenizer_cache import TokenizerCache
+
+
+class ModelError(Exception):
+    """A model operation the user asked for cannot be done (unknown id, refused import...)."""
+
+
+class UsageError(ModelError):
+    """The request itself is wrong (unknown id, missing file): the CLI exits with 2."""
+
+
+class UnknownModel(UsageError, KeyError):
+    """No catalog entry or installed model has this id."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+@dataclass
+class ModelStatus:
+    """A row of the model list: catalog facts (None for imports) and installation state."""
+    id: str
+    entry: CatalogEntry | None
+    installed: InstalledModel | None
+    file: Path | None
+    partial_bytes: int
+
+    def to_dict(self) -> dict:
+        out = self.entry.to_dict() if self.entry else {"id": self.id, "name": self.id, "repo": None,
+                                                       "revision": None, "path": None}
+        out.update(installed=self.installed is not None,
+                   file=str(self.file) if self.file else None,
+                   partial_bytes=self.partial_bytes)
+        if self.installed:
+            out.update(installed_sha256=self.installed.sha256, origin=self.installed.origin,
+                       installed_size=self.installed.size, tokenizer_file=self.installed.tokenizer)
+        return out
+
+
+@dataclass
+class DownloadResult:
+    """A finished download: the manifest record and any warning (e.g. tokenizer unavailable)."""
+    record: InstalledModel
+    warnings: list[str]
+
+
+@dataclass
+class VerifyResult:
+    """The outcome of re-hashing one installed model."""
+    id: str
+    ok: bool
+    message: str
+
+
+class ModelManager:
+    """Catalog + downloader + manifest for one models folder and one hub endpoint."""
+
+    def __init__(self, models_dir: Path | None = None, endpoint: str | None = None, *,
+                 catalog_path: Path = SHIPPED_CATALOG, cache_dir: Path | None = None,
+                 stall_timeout: float = 30.0, retries: int = 5, backoff: float = 1.0):
+        self.models_dir = Path(models_dir) if models_dir else paths.models_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir else paths.cache_dir()
+        self.catalog_path = catalog_path
+        self.catalog_cache = self.cache_dir / CACHE_NAME
+        self.client = HttpClient(endpoint_from(endpoint), timeout=stall_timeout)
+        self.hub = Hub(self.client)
+        self.downloader = Downloader(self.client, stall_timeout=stall_timeout, retries=retries, backoff=backoff)
+        self.tokenizers = TokenizerCache(self.cache_dir / "tokenizers", self.catalog_cache)
+        self.catalog = Catalog.load(catalog_path, self.catalog_cache)
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest = Manifest.load(self.models_dir / MANIFEST_NAME)
+        self._lock = threading.Lock()  # manifest changes may come from a worker and the GUI thread
+
+    # -- catalog ---------------------------------------------------------------------------
+
+    def refresh_catalog(self) -> list[str]:
+        """Re-read sizes, hashes and file lists from the hub; returns the failures (offline: all)."""
+        errors = Catalog.refresh(self.hub, self.catalog_path, self.catalog_cache)
+        self.catalog = Catalog.load(self.catalog_path, self.catalog_cache)
+        return errors
+
+    def entry(self, model_id: str) -> CatalogEntry:
+        entry = self.catalog.get(model_id)
+        if entry is None:
+            raise UnknownModel(f"no catalog entry {model_id!r} (see `python -m app.models list`)")
+        return entry
+
+    def statuses(self) -> list[ModelStatus]:
+        """Every catalog entry, then every installed model that is not in the catalog."""
+        rows = [self._status(e.id, e) for e in self.catalog]
+        rows += [self._status(m.id, None) for m in sorted(self.manifest.models.values(), key=lambda m: m.id)
+                 if self.catalog.get(m.id) is None]
+        return rows
+
+    def _status(self, model_id: str, entry: CatalogEntry | None) -> ModelStatus:
+        record = self.manifest.get(model_id)
+        file = self.manifest.file_path(record) if record else None
+        partial = 0
+        if entry is not None and record is None:
+            part = part_path(self.models_dir / entry.filename)
+            partial = part.stat().st_size if part.exists() else 0
+        return ModelStatus(model_id, entry, record, file, partial)
+
+    def installed_path(self, model_id: str) -> Path:
+        record = self.manifest.get(model_id)
+        if record is None:
+            raise UnknownModel(f"model {model_id!r} is not installed")
+        return self.manifest.file_path(record)
+
+    # -- download --------------------------------------------------------------------------
+
+    def expected_for(self, entry: CatalogEntry) -> tuple[Expected, str | None]:
+        """What the file must hash to, and where that came from (None: nothing known).
+
+        A SHA-256 shipped in the catalog wins; otherwise the hub's HEAD answer (it describes
+        exactly the file the resolve URL serves now), else the cached tree listing.
+        """
+        if entry.sha256 and entry.facts_from == "shipped":
+            return Expected(entry.size, entry.sha256), "catalog"
+        try:
+            head = self.hub.head(entry.repo, entry.revision, entry.path)
+        except HttpStatusError as exc:
+            if exc.status == 404:
+                raise DownloadError(f"{entry.id}: {entry.repo}@{entry.revision}:{entry.path} is not on "
+                                    f"{self.hub.endpoint} (HTTP 404)") from exc
+            head = None
+        except (NetworkError, RedirectRefused):
+            head = None   # the download itself reports (and retries) network trouble
+        if head is not None and head.sha256:
+            return Expected(head.size, head.sha256), "hub HEAD"
+        if entry.sha256:
+            return Expected(entry.size, entry.sha256), entry.facts_from
+        return Expected(head.size if head else entry.size, None), None
+
+    def download(self, model_id: str, on_progress=None, control: DownloadControl | None = None,
+                 allow_unverified: bool = False, with_tokenizer: bool = True) -> DownloadResult:
+        """Download (or resume) a catalog model, verify it, record it; then fetch its tokenizer.
+
+        Raises DownloadError (with DownloadStopped when paused/cancelled) or UnknownModel.
+        """
+        entry = self.entry(model_id)
+        control = control or DownloadControl()
+        expected, source = self.expected_for(entry)
+        if expected.sha256 is None and not allow_unverified:
+            raise DownloadError(f"{entry.id}: no SHA-256 is known for {entry.path} (the catalog has none and "
+                                f"{self.hub.endpoint} gave none); refresh the catalog online, or allow an "
+                                "unverified download explicitly")
+        dest = self.models_dir / entry.filename
+        url = entry.url(self.hub)
+        verified = source or "nothing (unverified download allowed)"
+
+        def record(path: Path, sha: str) -> None:
+            self._record(InstalledModel(
+                id=entry.id, file=path.name, sha256=sha, size=path.stat().st_size, origin="download",
+                source=url, verified_against=verified, repo=entry.repo, revision=entry.revision,
+                path=entry.path, installed_at=now_utc()))
+
+        self.downloader.download(url, dest, expected, on_progress, control,
+                                 meta={"entry_id": entry.id, "verified_against": verified}, on_complete=record)
+        warnings = []
+        if with_tokenizer:
+            warning = self._fetch_tokenizer(entry, on_progress, control)
+            if warning:
+                warnings.append(warning)
+        return DownloadResult(self.manifest.get(entry.id), warnings)
+
+    def _fetch_tokenizer(self, entry: CatalogEntry, on_progress, control) -> str | None:
+        """Fetch the tokenizer.json once; a failure is a warning (the engine can rebuild one)."""
+        try:
+            path = self.tokenizers.fetch(entry.tokenizer, self.hub, self.downloader, on_progress, control)
+        except DownloadError as exc:
+            return (f"tokenizer {entry.tokenizer.repo}/{entry.tokenizer.path} not downloaded ({exc}); the model "
+                    "works with a tokenizer rebuilt from its vocabulary; download again to retry")
+        with self._lock:
+            record = self.manifest.get(entry.id)
+            if record is not None:
+                record.tokenizer = str(path)
+                self.manifest.save()
+        return None
+
+    def tokenizer_path(self, model_id: str) -> Path | None:
+        """The cached tokenizer.json for a catalog model, if it has been downloaded."""
+        entry = self.catalog.get(model_id)
+        return self.tokenizers.get(entry.tokenizer) if entry else None
+
+    def _record(self, record: InstalledModel) -> None:
+        with self._lock:
+            old = self.manifest.get(record.id)
+            if old is not None and old.tokenizer and not record.tokenizer:
+                record.tokenizer = old.tokenizer
+            self.manifest.put(record)
+
+    def recover(self, on_progress=None) -> list[str]:
+        """Finish what a crash interrupted; returns one message per partial download found.
+
+        For each `.part.json` sidecar: a renamed file missing from the manifest is verified and
+        recorded; a complete `.part` whose hash verifies is renamed and recorded (a wrong one is
+        deleted); an incomplete `.part` is kept for a resume.
+        """
+        messages = []
+        for side in sorted(self.models_dir.glob("*.part.json")):
+            dest = self.models_dir / side.name[:-len(".part.json")]
+            info = read_sidecar(dest) or {}
+            meta = info.get("meta") if isinstance(info.get("meta"), dict) else {}
+            model_id, sha, size = meta.get("entry_id"), info.get("sha256"), info.get("size")
+            part = part_path(dest)
+            if not model_id or self.catalog.get(model_id) is None:
+                messages.append(f"{side.name}: not a download of a catalog model; left alone")
+                continue
+            if not part.exists() and not dest.exists():
+                side.unlink()
+                continue
+            candidate = dest if not part.exists() else part
+            if candidate is part and (size is None or part.stat().st_size != size or sha is None):
+                have = part.stat().st_size
+                messages.append(f"{model_id}: partial download {have} of {size if size else '?'} bytes kept; "
+                                f"`download {model_id}` resumes it")
+                continue
+            hasher, _ = sha256_file(candidate)
+            digest = hasher.hexdigest()
+            if sha is not None and digest != sha:
+                if candidate is part:
+                    discard_partial(dest)
+                    messages.append(f"{model_id}: the complete partial file does not match SHA-256 {sha}; deleted")
+                else:
+                    side.unlink()
+                    messages.append(f"{model_id}: {dest.name} does not match SHA-256 {sha}; not recorded")
+                continue
+            if candidate is part:
+                with open(part, "rb+") as f:
+                    os.fsync(f.fileno())
+                replace_durably(part, dest)
+            entry = self.entry(model_id)
+            self._record(InstalledModel(
+                id=model_id, file=dest.name, sha256=digest, size=dest.stat().st_size, origin="download",
+                source=info.get("url", ""), verified_against=str(meta.get("verified_against", "recovered")),
+                repo=entry.repo, revision=entry.revision, path=entry.path, installed_at=now_utc()))
+            side.unlink()
+            messages.append(f"{model_id}: finished the download interrupted after it was verified")
+        return messages
+
+    # -- import, verify, remove ------------------------------------------------------------
+
+    def import_file(self, source: Path, link: bool = False) -> InstalledModel:
+        """Validate a local ggml file with the engine's reader, then copy (or hard-link) it in."""
+        from engine.errors import ModelFormatError
+        from engine.ggml_file import GGMLFile
+
+        source = Path(source)
+        if not source.is_file():
+            raise UsageError(f"{source}: no such file")
+        try:
+            with GGMLFile(source):
+                pass
+        except ModelFormatError as exc:
+            raise ModelError(f"refused to import {source}: not a usable ggml GPT-NeoX file: {exc}") from exc
+        hasher, size = sha256_file(source)
+        sha = hasher.hexdigest()
+        entry = self.catalog.find_sha256(sha)
+        model_id = entry.id if entry else _local_id(source, self.catalog, self.manifest)
+        dest = self.models_dir / (entry.filename if entry else f"{model_id}.bin")
+        if self.manifest.get(model_id) is not None:
+            raise ModelError(f"{model_id} is already installed as {self.installed_path(model_id)}")
+        how = self._link_or_copy(source, dest, sha) if link else self._copy(source, dest, sha)
+        record = InstalledModel(
+            id=model_id, file=dest.name, sha256=sha, size=size, origin="import", source=str(source.resolve()),
+            verified_against=("catalog" if entry else "engine header check") + f" ({how})",
+            repo=entry.repo if entry else None, revision=entry.revision if entry else None,
+            path=entry.path if entry else None, installed_at=now_utc())
+        self._record(record)
+        return record
+
+    def _link_or_copy(self, source: Path, dest: Path, sha: str) -> str:
+        try:
+            os.link(source, dest)
+            fsync_dir(dest.parent)
+            return "hard link"
+        except FileExistsError as exc:
+            raise ModelError(f"{dest} already exists; remove it first") from exc
+        except OSError:
+            return self._copy(source, dest, sha) + ", linking not possible"
+
+    def _copy(self, source: Path, dest: Path, sha: str) -> str:
+        if dest.exists():
+            raise ModelError(f"{dest} already exists; remove it first")
+        size = source.stat().st_size
+        free = Downloader.free_space(dest.parent)
+        if size > free:
+            raise DiskFullError(f"not enough free space in {dest.parent} to import {source.name}: "
+                                f"{size} bytes needed, {free} free")
+        tmp = dest.with_name(dest.name + ".importing")
+        try:
+            with open(source, "rb") as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, 4 * 1024 * 1024)
+                out.flush()
+                os.fsync(out.fileno())
+            hasher, _ = sha256_file(tmp)
+            if hasher.hexdigest() != sha:
+                raise ModelError(f"{source} changed while it was being copied; try again")
+            replace_durably(tmp, dest)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskFullError(f"disk full while copying {source} to {dest}") from exc
+            raise ModelError(f"cannot copy {source} to {dest}: {exc.strerror or exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        return "copy"
+
+    def verify(self, model_ids: list[str] | None = None, on_progress=None) -> list[VerifyResult]:
+        """Re-hash installed files against the manifest (and the catalog, when it knows better)."""
+        ids = model_ids if model_ids else sorted(self.manifest.models)
+        results = []
+        for model_id in ids:
+            record = self.manifest.get(model_id)
+            if record is None:
+                raise UnknownModel(f"model {model_id!r} is not installed")
+            path = self.manifest.file_path(record)
+            if not path.is_file():
+                results.append(VerifyResult(model_id, False, f"{path} is missing"))
+                continue
+            progress = (lambda done, _id=model_id: on_progress(_id, done, record.size)) if on_progress else None
+            digest = sha256_file(path, progress)[0].hexdigest()
+            entry = self.catalog.get(model_id)
+            if digest != record.sha256:
+                results.append(VerifyResult(model_id, False, f"{path}: SHA-256 {digest} differs from the "
+                                                             f"recorded {record.sha256}: the file changed"))
+            elif entry is not None and entry.sha256 and entry.sha256 != digest:
+                results.append(VerifyResult(model_id, False, f"{path}: SHA-256 {digest} differs from the "
+                                                             f"catalog's {entry.sha256} ({entry.facts_from})"))
+            else:
+                results.append(VerifyResult(model_id, True, f"{path}: SHA-256 {digest} OK"))
+        return results
+
+    def remove(self, model_id: str) -> list[str]:
+        """Delete an installed model (and any partial download of it); returns what was removed."""
+        removed = []
+        with self._lock:
+            record = self.manifest.get(model_id)
+            if record is not None:
+                path = self.manifest.file_path(record)
+                path.unlink(missing_ok=True)
+                self.manifest.drop(model_id)
+                removed.append(str(path))
+        entry = self.catalog.get(model_id)
+        if entry is not None:
+            dest = self.models_dir / entry.filename
+            for leftover in (part_path(dest), sidecar_path(dest)):
+                if leftover.exists():
+                    leftover.unlink()
+                    removed.append(str(leftover))
+        if not removed:
+            if entry is None:
+                raise UnknownModel(f"no model {model_id!r} is installed or in the catalog")
+            raise UsageError(f"{model_id} is not installed")
+        return removed
+
+
+def _local_id(source: Path, catalog: Catalog, manifest: Manifest) -> str:
+    """An id for an imported file that is not in the catalog: 'local-<stem>', made unique."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", source.stem).strip("-") or "model"
+    base = f"local-{stem}"
+    candidate, n = base, 2
+    while catalog.get(candidate) is not None or manifest.get(candidate) is not None:
+        candidate, n = f"{base}-{n}", n + 1
+    return candidate

@@ -1,0 +1,94 @@
+"""The manifest: which model files are installed, where they came from, and their SHA-256.
+
+It is one JSON file next to the models (`<models dir>/manifest.json`), rewritten atomically
+on every change so that a crash leaves either the old or the new version. A manifest that
+cannot be read is moved aside (the user's files are not touched) and an empty one is used;
+`Manifest.warnings` says so.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from .atomic import write_json_atomic
+
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class InstalledModel:
+    """One installed model file.
+
+    `file` is relative to the models folder. `origin` is "download" or "import"; `source`
+    the URL or the imported file's original path; `verified_against` where the expected
+    SHA-256 came from ("catalog", "hub HEAD", "hub tree ..."), or why nothing was compared.
+    """
+    id: str
+    file: str
+    sha256: str
+    size: int
+    origin: str
+    source: str
+    verified_against: str
+    repo: str | None = None
+    revision: str | None = None
+    path: str | None = None
+    tokenizer: str | None = None
+    installed_at: str = ""
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "InstalledModel":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+
+def now_utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class Manifest:
+    """The installed models of one models folder, keyed by id."""
+
+    def __init__(self, path: Path, models: dict[str, InstalledModel] | None = None):
+        self.path = path
+        self.models = models or {}
+        self.warnings: list[str] = []
+
+    @classmethod
+    def load(cls, path: Path) -> "Manifest":
+        if not path.exists():
+            return cls(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+            models = {m["id"]: InstalledModel.from_dict(m) for m in doc["models"]}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+            path.replace(aside)
+            manifest = cls(path)
+            manifest.warnings.append(f"{path} could not be read ({exc!r}); moved it to {aside.name} "
+                                     "and started an empty manifest")
+            return manifest
+        return cls(path, models)
+
+    def save(self) -> None:
+        write_json_atomic(self.path, {"format": 1,
+                                      "models": [asdict(m) for m in sorted(self.models.values(), key=lambda m: m.id)]})
+
+    def get(self, model_id: str) -> InstalledModel | None:
+        return self.models.get(model_id)
+
+    def put(self, record: InstalledModel) -> None:
+        self.models[record.id] = record
+        self.save()
+
+    def drop(self, model_id: str) -> InstalledModel | None:
+        record = self.models.pop(model_id, None)
+        if record is not None:
+            self.save()
+        return record
+
+    def file_path(self, record: InstalledModel) -> Path:
+        return self.path.parent / record.file
