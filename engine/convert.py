@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import ModelFormatError
+from engine.ggml_file import expected_tensors
 
 FTYPES = {"f32": 0, "f16": 1}
 
@@ -108,22 +109,7 @@ class NeoXConfig:
 
     def ggml_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor of the ggml file, in the HF state_dict order, with its PyTorch shape."""
-        E, V = self.n_embd, self.n_vocab
-        shapes = {"gpt_neox.embed_in.weight": (V, E)}
-        for i in range(self.n_layer):
-            p = f"gpt_neox.layers.{i}."
-            shapes.update({
-                p + "input_layernorm.weight": (E,), p + "input_layernorm.bias": (E,),
-                p + "post_attention_layernorm.weight": (E,), p + "post_attention_layernorm.bias": (E,),
-                p + "attention.query_key_value.weight": (3 * E, E), p + "attention.query_key_value.bias": (3 * E,),
-                p + "attention.dense.weight": (E, E), p + "attention.dense.bias": (E,),
-                p + "mlp.dense_h_to_4h.weight": (4 * E, E), p + "mlp.dense_h_to_4h.bias": (4 * E,),
-                p + "mlp.dense_4h_to_h.weight": (E, 4 * E), p + "mlp.dense_4h_to_h.bias": (E,),
-            })
-        shapes["gpt_neox.final_layer_norm.weight"] = (E,)
-        shapes["gpt_neox.final_layer_norm.bias"] = (E,)
-        shapes["embed_out.weight"] = (V, E)
-        return shapes
+        return expected_tensors(self.n_vocab, self.n_embd, self.n_layer)
 
 
 class CheckpointWeights:
