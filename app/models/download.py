@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from .atomic import replace_durably, write_json_atomic
-from .connection import AbortHandle, HttpClient, HttpStatusError, NetworkError, StallError
+from .connection import AbortHandle, HttpClient, HttpStatusError, NetworkError, RedirectRefused, StallError
 
 CHUNK = 256 * 1024
 HASH_CHUNK = 4 * 1024 * 1024
@@ -227,6 +227,8 @@ class Downloader:
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = part_path(dest)
         self._adopt_or_discard_partial(dest, url, expected)
+        if expected.size is not None:
+            self._check_space(dest.parent, expected.size - _part_size(part))
         write_json_atomic(sidecar_path(dest), {"url": url, "size": expected.size,
                                                "sha256": expected.sha256, "meta": meta or {}})
         state = _State()
@@ -245,6 +247,8 @@ class Downloader:
             except _Restart:
                 state = _State()
                 continue
+            except RedirectRefused as exc:
+                raise DownloadError(f"download of {url} failed: {exc}") from exc
             except (NetworkError, HttpStatusError) as exc:
                 if control.stopped:
                     self._check_stop(control, dest)
