@@ -1,0 +1,101 @@
+"""``generate MODEL --prompt TEXT``: stream a continuation to stdout (or JSON events with --json)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from engine.errors import CLIError
+
+
+def register(sub):
+    p = sub.add_parser("generate", help="continue a prompt, streaming the text as it is generated")
+    p.add_argument("model", help="a legacy ggml .bin file")
+    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--memory", default="", help="text kept at the head of the context when a long prompt is cut")
+    add_model_arguments(p)
+    p.add_argument("--max-tokens", type=int, default=80, help="how many tokens to generate at most (default 80)")
+    p.add_argument("--context", type=int, default=None, help="context size to use (default: the model's)")
+    p.add_argument("--preset", default="KoboldCpp default",
+                   help='sampler preset: "KoboldCpp default", "ggml example" or "Deterministic"')
+    p.add_argument("--temperature", type=float, help="0 means greedy")
+    p.add_argument("--top-k", type=int, help="0 disables")
+    p.add_argument("--top-p", type=float, help="1 disables")
+    p.add_argument("--seed", type=int, help="makes the run reproducible (default: random, reported at the end)")
+    p.add_argument("--stop", nargs="+", action="extend", default=[], metavar="STR",
+                   help="stop when the text contains one of these strings (not printed)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per token, then a final {\"done\": true, ...} object")
+    p.set_defaults(func=run)
+
+
+def add_model_arguments(p):
+    """The options every command that runs a model shares."""
+    p.add_argument("--tokenizer", help="a Hugging Face tokenizer.json (default: one next to the model file, "
+                                       "else the tokenizer rebuilt from the file's vocab)")
+    p.add_argument("--backend", default="auto", choices=["auto", "fast", "reference"])
+    p.add_argument("--threads", type=int, default=None)
+
+
+def open_model_and_tokenizer(args):
+    """Load the model and its tokenizer: --tokenizer, else tokenizer.json beside the model,
+    else the byte-level BPE rebuilt from the vocab stored in the model file."""
+    from engine.model import load_model
+    from engine.tokenizer import load_tokenizer
+
+    tokenizer_json = args.tokenizer
+    if tokenizer_json is not None and not Path(tokenizer_json).is_file():
+        raise CLIError(f"--tokenizer: {tokenizer_json}: no such file")
+    beside = Path(args.model).with_name("tokenizer.json")
+    if tokenizer_json is None and beside.is_file():
+        tokenizer_json = str(beside)
+    model = load_model(args.model, backend=args.backend, threads=args.threads)
+    tokenizer = load_tokenizer(model.vocab, tokenizer_json, source=str(args.model))
+    if tokenizer.approximate:
+        print("note: no tokenizer.json given; using the tokenizer rebuilt from the model's vocab, "
+              "which is approximate for text needing its lossy tokens", file=sys.stderr)
+    return model, tokenizer
+
+
+def sampler_settings(args):
+    """The preset with the options given on the command line laid over it."""
+    from engine.sampling import SamplerSettings
+
+    overrides = {name: value for name, value in (("temperature", args.temperature), ("top_k", args.top_k),
+                                                 ("top_p", args.top_p), ("seed", args.seed))
+                 if value is not None}
+    return SamplerSettings.from_preset(args.preset, **overrides)
+
+
+def run(args) -> int:
+    from engine.generator import DoneEvent, Generator
+
+    settings = sampler_settings(args)
+    model, tokenizer = open_model_and_tokenizer(args)
+    generator = Generator(model, tokenizer)
+    events = generator.generate(args.prompt, settings, memory=args.memory, max_tokens=args.max_tokens,
+                                stop=args.stop, max_context=args.context)
+    out = sys.stdout
+    for event in events:
+        if isinstance(event, DoneEvent):
+            done = event
+        elif args.json:
+            out.write(json.dumps({"text": event.text, "token": event.token,
+                                  "top": [[t, p] for t, p in event.top]}) + "\n")
+        else:
+            out.write(event.text)
+        out.flush()
+    if args.json:
+        out.write(json.dumps({
+            "done": True, "stop_reason": done.stop_reason, "prompt_tokens": done.prompt_tokens,
+            "prompt_tokens_reused": done.prompt_tokens_reused, "gen_tokens_per_s": done.gen_tokens_per_s,
+            "gen_tokens": done.gen_tokens, "prompt_tokens_evaluated": done.prompt_tokens_evaluated,
+            "prompt_tokens_dropped": done.prompt_tokens_dropped, "prompt_tokens_per_s": done.prompt_tokens_per_s,
+            "stop_sequence": done.stop_sequence, "seed": done.seed}) + "\n")
+        out.flush()
+    else:
+        out.write("\n")
+        print(f"[{done.stop_reason}] prompt {done.prompt_tokens} tokens ({done.prompt_tokens_evaluated} "
+              f"evaluated, {done.prompt_tokens_per_s:.1f} tokens/s); generated {done.gen_tokens} tokens "
+              f"({done.gen_tokens_per_s:.1f} tokens/s); seed {done.seed}", file=sys.stderr)
+    return 0

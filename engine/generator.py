@@ -1,0 +1,230 @@
+"""The generation loop: prompt window, KV-cache reuse, sampling, stop sequences, streaming events.
+
+`Generator(model, tokenizer).generate(prompt, settings, ...)` returns an iterator of events:
+one `TokenEvent` per sampled token, then one `DoneEvent`. Text reaches the caller only when it
+is final: complete UTF-8 (StreamDecoder) and not possibly the start of a stop sequence
+(`StopMatcher`). Concatenating the `text` of every TokenEvent gives `DoneEvent.text`.
+
+The generator keeps one Session (KV cache) across requests. Each request evaluates only the
+tokens after the longest common prefix with what the session already holds, so continuing or
+retrying a story does not re-read it; `DoneEvent.prompt_tokens_reused` says how many were
+reused. One Generator serves one request at a time; `cancel()` may be called from any thread.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from engine.context import ContextShifter, Window
+from engine.errors import SettingsError
+from engine.sampling import Sampler, SamplerSettings
+from engine.stream_decode import StreamDecoder
+
+STOP_REASONS = ("length", "eos", "stop_sequence", "cancelled")
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One sampled token: the text it released (possibly "" while held back), its id, its
+    probability and the top alternatives as (id, probability) pairs, most likely first."""
+
+    text: str
+    token: int
+    probability: float
+    top: list
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    """The end of a request: why it stopped, what it produced and how fast."""
+
+    stop_reason: str              # one of STOP_REASONS
+    text: str                     # all text the TokenEvents carried, concatenated
+    stop_sequence: str | None     # the stop string that ended it (not part of `text`)
+    prompt_tokens: int            # tokens in the prompt window
+    prompt_tokens_reused: int     # of those, taken from the KV cache of the previous request
+    prompt_tokens_dropped: int    # oldest story tokens left out to fit the context
+    gen_tokens: int               # tokens sampled (an end-of-text token included)
+    prompt_seconds: float
+    gen_seconds: float
+    seed: int                     # the seed actually used: repeats the run
+
+    @property
+    def prompt_tokens_evaluated(self) -> int:
+        return self.prompt_tokens - self.prompt_tokens_reused
+
+    @property
+    def prompt_tokens_per_s(self) -> float:
+        return self.prompt_tokens_evaluated / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
+
+    @property
+    def gen_tokens_per_s(self) -> float:
+        return self.gen_tokens / self.gen_seconds if self.gen_seconds > 0 else 0.0
+
+
+class StopMatcher:
+    """Finds stop strings in streamed text, holding back any tail that could start one."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = list(stops)
+        self.held = ""
+
+    def push(self, piece: str) -> tuple[str, str | None]:
+        """Add new text; returns (text safe to emit, the stop string found or None).
+        After a stop is found, the text from it onwards is discarded."""
+        text = self.held + piece
+        found = None
+        for stop in self.stops:
+            at = text.find(stop)
+            if at >= 0 and (found is None or at < found[0]):
+                found = (at, stop)
+        if found:
+            self.held = ""
+            return text[:found[0]], found[1]
+        hold = 0
+        for stop in self.stops:
+            for k in range(min(len(stop) - 1, len(text)), hold, -1):
+                if text.endswith(stop[:k]):
+                    hold = k
+                    break
+        self.held = text[len(text) - hold:] if hold else ""
+        return text[:len(text) - hold], None
+
+    def release(self) -> str:
+        """The held-back text, once it is certain no stop string follows."""
+        held, self.held = self.held, ""
+        return held
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class Generator:
+    """Streams text from a model for prompts and sampler settings, keeping one KV cache."""
+
+    def __init__(self, model, tokenizer, *, n_ctx: int | None = None, batch_size: int = 64):
+        """`n_ctx` caps the context (default: the model's); prompts are evaluated in
+        batches of `batch_size` tokens, with a cancellation check between batches."""
+        self.model = model
+        self.tokenizer = tokenizer
+        model_ctx = int(model.info()["n_ctx"])
+        self.n_ctx = model_ctx if n_ctx is None else int(n_ctx)
+        if not 1 <= self.n_ctx <= model_ctx:
+            raise SettingsError("n_ctx", f"must be within 1..{model_ctx}, got {n_ctx}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.batch_size = batch_size
+        self.n_vocab = min(int(tokenizer.n_vocab), int(model.info()["n_vocab"]))
+        self._session = None
+        self._shifter = ContextShifter()
+        self._cancel = threading.Event()
+
+    @property
+    def session(self):
+        """The Session whose KV cache is reused across requests (made on first use)."""
+        if self._session is None:
+            self._session = self.model.new_session(self.n_ctx)
+        return self._session
+
+    def cancel(self):
+        """Stop the running request within one token (safe from any thread)."""
+        self._cancel.set()
+
+    def reset(self):
+        """Forget the cached prompt and the story cut (e.g. another story was opened)."""
+        if self._session is not None:
+            self._session.truncate(0)
+        self._shifter.reset()
+
+    def generate(self, prompt: str, settings: SamplerSettings | None = None, *, memory: str = "",
+                 max_tokens: int = 80, stop: Sequence[str] = (), max_context: int | None = None,
+                 cancel: threading.Event | None = None) -> Iterator[TokenEvent | DoneEvent]:
+        """Start a request and return its event iterator.
+
+        `prompt` is the story text to continue, `memory` a head that is always kept when the
+        story is cut to fit `max_context` (default and maximum: the generator's n_ctx).
+        Settings are checked here, before any work: a SettingsError names the bad one.
+        Generation runs while the iterator is consumed; `cancel` (or `Generator.cancel()`)
+        ends it within one token.
+        """
+        settings = settings if settings is not None else SamplerSettings()
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise SettingsError("max_tokens", f"must be a positive integer, got {max_tokens!r}")
+        if isinstance(stop, str):
+            stop = [stop]
+        stop = list(stop)
+        for s in stop:
+            if not isinstance(s, str) or not s:
+                raise SettingsError("stop", f"stop sequences must be non-empty strings, got {s!r}")
+        n_ctx = self.n_ctx if max_context is None else max_context
+        if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or not 1 <= n_ctx <= self.n_ctx:
+            raise SettingsError("max_context", f"must be within 1..{self.n_ctx}, got {max_context!r}")
+        sampler = Sampler(settings, self.n_vocab)
+        window = self._shifter.fit(self.tokenizer.encode(memory) if memory else [],
+                                   self.tokenizer.encode(prompt) if prompt else [], n_ctx, max_tokens)
+        self._cancel = cancel if cancel is not None else threading.Event()
+        return self._run(window, sampler, max_tokens, stop, self._cancel)
+
+    def _run(self, window: Window, sampler: Sampler, max_tokens: int, stops: list,
+             cancel: threading.Event) -> Iterator[TokenEvent | DoneEvent]:
+        eos = self.tokenizer.eos_id
+        # An empty prompt starts from end-of-text, the separator the model was trained with.
+        prompt = window.tokens or [eos]
+        session = self.session
+
+        t0 = time.perf_counter()
+        # Reuse the cached prefix; at least the last prompt token is evaluated to get logits.
+        reused = min(common_prefix_length(session.tokens, prompt), len(prompt) - 1)
+        session.truncate(reused)
+        logits = None
+        for start in range(reused, len(prompt), self.batch_size):
+            if cancel.is_set():
+                yield self._done("cancelled", "", None, window, prompt, reused, 0,
+                                 time.perf_counter() - t0, 0.0, sampler)
+                return
+            logits = session.eval(prompt[start:start + self.batch_size])
+        t1 = time.perf_counter()
+
+        decoder = StreamDecoder(self.tokenizer)
+        matcher = StopMatcher(stops)
+        history = list(prompt)
+        emitted = []
+        reason, found = None, None
+        n = 0
+        while reason is None:
+            sample = sampler.sample(logits, history)
+            token = sample.token
+            history.append(token)
+            n += 1
+            if token == eos:
+                # The end-of-text token has no text of its own: release what is pending.
+                text, found = matcher.push(decoder.flush())
+                reason = "stop_sequence" if found else "eos"
+            else:
+                last = n >= max_tokens or cancel.is_set()
+                text, found = matcher.push(decoder.feed(token) + (decoder.flush() if last else ""))
+                if found:
+                    reason = "stop_sequence"
+                elif last:
+                    reason = "cancelled" if cancel.is_set() else "length"
+            if reason is not None and not found:
+                text += matcher.release()
+            emitted.append(text)
+            yield TokenEvent(text, token, sample.probability, sample.top)
+            if reason is None:
+                logits = session.eval([token])
+        yield self._done(reason, "".join(emitted), found, window, prompt, reused, n, t1 - t0,
+                         time.perf_counter() - t1, sampler)
+
+    @staticmethod
+    def _done(reason, text, found, window, prompt, reused, n, prompt_s, gen_s, sampler) -> DoneEvent:
+        return DoneEvent(stop_reason=reason, text=text, stop_sequence=found, prompt_tokens=len(prompt),
+                         prompt_tokens_reused=reused, prompt_tokens_dropped=window.dropped_tokens,
+                         gen_tokens=n, prompt_seconds=prompt_s, gen_seconds=gen_s, seed=sampler.seed)
