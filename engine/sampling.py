@@ -218,10 +218,12 @@ def _normalise_order(order) -> tuple:
 
 
 class Candidates:
-    """The tokens still in the running: ids and float64 logits, sorted on demand.
+    """The tokens still in the running: ids and float64 logits.
 
     Sorting is descending by logit with ties broken by the lower id, so every sampler that
-    walks the sorted list is deterministic.
+    walks the sorted list is deterministic. A full sort of a 50k vocabulary costs several
+    milliseconds per token, so samplers that only need the best few use `best(n)` (a partial
+    selection) and threshold samplers filter without sorting.
     """
 
     __slots__ = ("ids", "logits", "is_sorted")
@@ -240,15 +242,38 @@ class Candidates:
         order = np.lexsort((self.ids, -self.logits))
         return Candidates(self.ids[order], self.logits[order], True)
 
-    def probs(self) -> np.ndarray:
-        """Softmax of the logits, in the current order."""
-        shifted = np.exp(self.logits - self.logits.max())
-        return shifted / shifted.sum()
+    def best(self, n: int) -> "Candidates":
+        """The n highest logits (at least one), sorted; ties at the boundary keep lower ids."""
+        n = max(1, min(int(n), len(self)))
+        if self.is_sorted or 4 * n >= len(self):
+            return self.sorted().head(n)
+        # Select before sorting: everything strictly above the n-th value, then as many of
+        # the boundary ties as fit, lowest ids first.
+        kth = np.partition(self.logits, len(self) - n)[len(self) - n]
+        above = np.flatnonzero(self.logits > kth)
+        ties = np.flatnonzero(self.logits == kth)
+        ties = ties[np.argsort(self.ids[ties], kind="stable")][:n - len(above)]
+        keep = np.concatenate([above, ties])
+        return Candidates(self.ids[keep], self.logits[keep]).sorted()
 
     def head(self, n: int) -> "Candidates":
         """The first n candidates (at least one) of the current order."""
         n = max(1, min(n, len(self)))
         return Candidates(self.ids[:n], self.logits[:n], self.is_sorted)
+
+    def where(self, keep: np.ndarray) -> "Candidates":
+        """The candidates where `keep` is true, in the current order."""
+        return Candidates(self.ids[keep], self.logits[keep], self.is_sorted)
+
+    def log_z(self) -> float:
+        """log of the softmax normaliser: p_i = exp(logit_i - log_z)."""
+        peak = self.logits.max()
+        return float(peak + np.log(np.exp(self.logits - peak).sum()))
+
+    def probs(self) -> np.ndarray:
+        """Softmax of the logits, in the current order."""
+        shifted = np.exp(self.logits - self.logits.max())
+        return shifted / shifted.sum()
 
 
 def apply_repetition_penalty(c: Candidates, history: Sequence[int], penalty: float, range_: int,
@@ -286,25 +311,16 @@ def apply_top_k(c: Candidates, k: int) -> Candidates:
     """Keep the k highest logits (ties at the boundary keep the lower id); k 0 disables."""
     if k <= 0 or k >= len(c):
         return c
-    if not c.is_sorted and len(c) > 4 * k:
-        # Select before sorting: the boundary value and everything strictly above it, then
-        # as many boundary ties as fit.
-        kth = np.partition(c.logits, len(c) - k)[len(c) - k]
-        above = np.flatnonzero(c.logits > kth)
-        ties = np.flatnonzero(c.logits == kth)
-        ties = ties[np.argsort(c.ids[ties], kind="stable")][:k - len(above)]
-        keep = np.concatenate([above, ties])
-        return Candidates(c.ids[keep], c.logits[keep]).sorted()
-    return c.sorted().head(k)
+    return c.best(k)
 
 
 def apply_top_a(c: Candidates, a: float) -> Candidates:
     """Drop tokens whose probability is below a * p_max^2; a 0 disables."""
     if a <= 0 or len(c) <= 1:
         return c
-    c = c.sorted()
     p = c.probs()
-    return c.head(int(np.count_nonzero(p >= a * p[0] * p[0])))
+    p_max = p.max()
+    return c.where(p >= a * p_max * p_max)
 
 
 def apply_tail_free(c: Candidates, z: float) -> Candidates:
@@ -343,19 +359,25 @@ def apply_top_p(c: Candidates, p: float) -> Candidates:
     """Nucleus sampling: the smallest head of the sorted list whose probability reaches p."""
     if p >= 1.0 or len(c) <= 1:
         return c
-    c = c.sorted()
-    cum = np.cumsum(c.probs())
-    reached = np.flatnonzero(cum >= p)
-    return c.head(int(reached[0]) + 1) if len(reached) else c
+    log_z = c.log_z()
+    n = 256
+    while True:
+        # The nucleus is usually a few hundred tokens at most: sort only a growing head.
+        head = c.best(n)
+        reached = np.flatnonzero(np.cumsum(np.exp(head.logits - log_z)) >= p)
+        if len(reached):
+            return head.head(int(reached[0]) + 1)
+        if len(head) == len(c):
+            return head
+        n *= 8
 
 
 def apply_min_p(c: Candidates, min_p: float) -> Candidates:
     """Drop tokens whose probability is below min_p times the top token's; 0 disables."""
     if min_p <= 0 or len(c) <= 1:
         return c
-    c = c.sorted()
     p = c.probs()
-    return c.head(int(np.count_nonzero(p >= min_p * p[0])))
+    return c.where(p >= min_p * p.max())
 
 
 def apply_temperature(c: Candidates, t: float) -> Candidates:
@@ -402,16 +424,17 @@ class Sampler:
         s = self.settings
         c = self._initial_candidates(logits)
         if s.greedy:
-            c = self._penalise(c, history).sorted()
-            return self._pick(c, 0)
+            c = self._penalise(c, history)
+            top, log_z = c.best(N_ALTERNATIVES), c.log_z()
+            return Sample(int(top.ids[0]), float(np.exp(top.logits[0] - log_z)), _alternatives(top, log_z))
         if s.mirostat:
             # KoboldCpp: mirostat replaces the truncation samplers; penalties and temperature
             # still apply first.
             c = apply_temperature(self._penalise(c, history), s.temperature)
-            return self._mirostat(c.sorted())
+            return self._mirostat(c)
         for name in s.order:
             c = self._run(name, c, history)
-        return self._draw(c.sorted())
+        return self._draw(c)
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -447,51 +470,51 @@ class Sampler:
         }[name]                                 # the order was validated on construction
         return apply(c, value)
 
-    def _pick(self, c: Candidates, index: int, probs: np.ndarray | None = None) -> Sample:
-        """The Sample for candidate `index` of the sorted set `c`."""
-        if probs is None:
-            probs = c.probs()
-        n = min(N_ALTERNATIVES, len(c))
-        top = [(int(c.ids[i]), float(probs[i])) for i in range(n)]
-        return Sample(int(c.ids[index]), float(probs[index]), top)
-
-    def _draw_index(self, probs: np.ndarray) -> int:
-        cum = np.cumsum(probs)
-        u = self.rng.random() * cum[-1]
-        return min(int(np.searchsorted(cum, u, side="right")), len(probs) - 1)
-
     def _draw(self, c: Candidates) -> Sample:
+        """Draw from the softmax of what is left (in its current order: deterministic)."""
         probs = c.probs()
-        return self._pick(c, self._draw_index(probs), probs)
+        cum = np.cumsum(probs)
+        index = min(int(np.searchsorted(cum, self.rng.random() * cum[-1], side="right")), len(c) - 1)
+        return Sample(int(c.ids[index]), float(probs[index]),
+                      _alternatives(c.best(N_ALTERNATIVES), c.log_z()))
 
     def _mirostat(self, c: Candidates) -> Sample:
         s = self.settings
         tau, eta = s.mirostat_tau, s.mirostat_eta
         if s.mirostat == 1:
-            c = c.head(_mirostat_v1_k(c.probs(), self.mirostat_mu, self.n_vocab))
+            log_z = c.log_z()
+            top = np.exp(c.best(100).logits - log_z)
+            c = c.best(_mirostat_v1_k(top, self.mirostat_mu, self.n_vocab))
         else:
-            surprise = -np.log2(np.maximum(c.probs(), np.finfo(np.float64).tiny))
-            c = c.head(int(np.count_nonzero(surprise <= self.mirostat_mu)))
+            # Keep the tokens whose surprise (bits) is at most mu; at least the best one.
+            keep = -np.log2(np.maximum(c.probs(), np.finfo(np.float64).tiny)) <= self.mirostat_mu
+            c = c.where(keep) if keep.any() else c.best(1)
         sample = self._draw(c)
         observed = -math.log2(max(sample.probability, np.finfo(np.float64).tiny))
         self.mirostat_mu -= eta * (observed - tau)
         return sample
 
 
-def _mirostat_v1_k(probs: np.ndarray, mu: float, n_vocab: int, m: int = 100) -> int:
-    """Mirostat 1.0's top-k: estimate the Zipf exponent s from the m most likely tokens, then
-    choose k so that the expected surprise is mu (Basu et al. 2021, as in llama.cpp)."""
-    n = min(m - 1, len(probs) - 1)
+def _alternatives(top: Candidates, log_z: float) -> list:
+    """(id, probability) pairs of sorted candidates, probabilities normalised by log_z."""
+    return [(int(t), float(p)) for t, p in zip(top.ids, np.exp(top.logits - log_z))]
+
+
+def _mirostat_v1_k(top_probs: np.ndarray, mu: float, n_vocab: int, m: int = 100) -> int:
+    """Mirostat 1.0's top-k: estimate the Zipf exponent s from the m most likely tokens'
+    probabilities (sorted, most likely first), then choose k so that the expected surprise is
+    mu (Basu et al. 2021, as in llama.cpp)."""
+    n = min(m - 1, len(top_probs) - 1)
     if n <= 0:
         return 1
     i = np.arange(n, dtype=np.float64)
     t = np.log((i + 2) / (i + 1))
     tiny = np.finfo(np.float64).tiny
-    b = np.log(np.maximum(probs[:n], tiny) / np.maximum(probs[1:n + 1], tiny))
+    b = np.log(np.maximum(top_probs[:n], tiny) / np.maximum(top_probs[1:n + 1], tiny))
     s_hat = float(np.sum(t * b) / np.sum(t * t))
     eps = s_hat - 1.0
     with np.errstate(all="ignore"):
         k = ((eps * 2.0 ** mu) / (1.0 - n_vocab ** (-eps))) ** (1.0 / s_hat)
     if not math.isfinite(k):
-        return len(probs)
-    return int(max(1, min(k, len(probs))))
+        return n_vocab
+    return int(max(1, min(k, n_vocab)))

@@ -51,6 +51,20 @@ def test_top_p_smallest_head_reaching_p():
     assert kept(apply_top_p(c, 1.0)) == [0, 1, 2, 3]
 
 
+def test_top_p_nucleus_larger_than_the_first_head():
+    # A nucleus of 850 of 3000 tokens: more than the first partial sort (256) looks at.
+    rng = np.random.default_rng(1)
+    x = rng.permutation(np.linspace(0.0, 2.0, 3000))
+    weights = sorted((math.exp(v) for v in x), reverse=True)
+    total, cum, need = sum(weights), 0.0, 0
+    while cum < 0.5 * total:
+        cum += weights[need]
+        need += 1
+    out = apply_top_p(Candidates(np.arange(3000), x), 0.5)
+    assert len(out) == need and need > 256
+    assert set(out.ids) == set(np.argsort(-x)[:need])
+
+
 def test_min_p_relative_to_top_token():
     c = cands([0.5, 0.3, 0.15, 0.05], log=True)
     assert kept(apply_min_p(c, 0.25)) == [0, 1, 2]             # threshold 0.125
