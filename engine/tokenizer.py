@@ -256,6 +256,9 @@ class RebuiltBPETokenizer(Tokenizer):
     def __init__(self, vocab: list[bytes], source: str = "the model file"):
         from tokenizers import pre_tokenizers   # the real GPT-2 regex, in Rust
         rep = repair_vocab(vocab)
+        if not any(rep.usable[i] and len(rep.token_bytes[i]) == 1 for i in range(rep.n_real)):
+            raise ValueError(f"{source}: the stored vocabulary has no single-byte tokens, so it is not a "
+                             "byte-level BPE the tokenizer can be rebuilt from; give a tokenizer.json")
         self._repair = rep
         self._rows = len(rep.token_bytes)
         self.n_vocab = rep.n_real
