@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -127,6 +128,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     hub: HubFixture
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return  # the client hung up (a pause, a cancel, a test's abort): expected here
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

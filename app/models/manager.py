@@ -281,11 +281,12 @@ class ModelManager:
             raise ModelError(f"refused to import {source}: not a usable ggml GPT-NeoX file: {exc}") from exc
         hasher, size = sha256_file(source)
         sha = hasher.hexdigest()
+        same = next((m for m in self.manifest.models.values() if m.sha256 == sha), None)
+        if same is not None:
+            raise ModelError(f"{source} is already installed as {same.id} ({self.manifest.file_path(same)})")
         entry = self.catalog.find_sha256(sha)
         model_id = entry.id if entry else _local_id(source, self.catalog, self.manifest)
         dest = self.models_dir / (entry.filename if entry else f"{model_id}.bin")
-        if self.manifest.get(model_id) is not None:
-            raise ModelError(f"{model_id} is already installed as {self.installed_path(model_id)}")
         how = self._link_or_copy(source, dest, sha) if link else self._copy(source, dest, sha)
         record = InstalledModel(
             id=model_id, file=dest.name, sha256=sha, size=size, origin="import", source=str(source.resolve()),
