@@ -8,7 +8,9 @@ is final: complete UTF-8 (StreamDecoder) and not possibly the start of a stop se
 The generator keeps one Session (KV cache) across requests. Each request evaluates only the
 tokens after the longest common prefix with what the session already holds, so continuing or
 retrying a story does not re-read it; `DoneEvent.prompt_tokens_reused` says how many were
-reused. One Generator serves one request at a time; `cancel()` may be called from any thread.
+reused. One Generator serves one request at a time (starting another while an iterator is
+still running raises RuntimeError; closing the iterator ends it); `cancel()` may be called
+from any thread.
 """
 from __future__ import annotations
 
@@ -125,6 +127,7 @@ class Generator:
         self._session = None
         self._shifter = ContextShifter()
         self._cancel = threading.Event()
+        self._running = False
 
     @property
     def session(self):
@@ -154,6 +157,9 @@ class Generator:
         Generation runs while the iterator is consumed; `cancel` (or `Generator.cancel()`)
         ends it within one token.
         """
+        if self._running:
+            raise RuntimeError("a request is still running on this Generator: consume or close() its "
+                               "iterator first (one KV cache serves one request at a time)")
         settings = settings if settings is not None else SamplerSettings()
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise SettingsError("max_tokens", f"must be a positive integer, got {max_tokens!r}")
@@ -174,6 +180,14 @@ class Generator:
 
     def _run(self, window: Window, sampler: Sampler, max_tokens: int, stops: list,
              cancel: threading.Event) -> Iterator[TokenEvent | DoneEvent]:
+        self._running = True
+        try:
+            yield from self._stream(window, sampler, max_tokens, stops, cancel)
+        finally:
+            self._running = False
+
+    def _stream(self, window: Window, sampler: Sampler, max_tokens: int, stops: list,
+                cancel: threading.Event) -> Iterator[TokenEvent | DoneEvent]:
         eos = self.tokenizer.eos_id
         # An empty prompt starts from end-of-text, the separator the model was trained with.
         prompt = window.tokens or [eos]

@@ -237,6 +237,17 @@ def test_settings_errors_name_the_setting(model, tokenizer):
         assert err.value.setting == setting
 
 
+def test_one_request_at_a_time(model, tokenizer):
+    generator = Generator(model, tokenizer)
+    events = generator.generate(PROMPT, GREEDY, max_tokens=5)
+    next(events)
+    with pytest.raises(RuntimeError, match="still running"):
+        generator.generate(PROMPT, GREEDY, max_tokens=5)
+    events.close()                                      # an abandoned request frees the generator
+    _, done = run(generator, PROMPT, GREEDY, max_tokens=5)
+    assert done.prompt_tokens_reused > 0
+
+
 def test_empty_prompt_starts_from_end_of_text(model, tokenizer):
     _, done = run(Generator(model, tokenizer), "", GREEDY, max_tokens=3)
     assert done.prompt_tokens == 1 and done.gen_tokens == 3
