@@ -291,7 +291,7 @@ def test_generate_text_stream_with_stop(model, tokenizer, model_path):
               and full.text[i:i + 3].strip())
     stop = full.text[at:at + 3]
     proc = engine_cli("generate", model_path, "--prompt", PROMPT, "--max-tokens", 30, "--temperature", 0,
-                      "--stop", stop, "--tokenizer", FIXTURE / "tokenizer.json", "--seed", 3)
+                      "--stop", stop, "--tokenizer", FIXTURE / "tokenizer.json", "--seed", 3, "--backend", "reference")
     assert proc.stdout == full.text[:full.text.index(stop)] + "\n"
     assert "[stop_sequence]" in proc.stderr
 
