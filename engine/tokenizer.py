@@ -20,6 +20,7 @@ a rebuild work for Pythia's GPT-NeoX-20B tokenizer (see shared/reference/README.
 """
 from __future__ import annotations
 
+import heapq
 import os
 import re
 import unicodedata
@@ -325,15 +326,7 @@ class RebuiltBPETokenizer(Tokenizer):
         u2b, ranks = self._u2b, self._ids
         parts = [bytes([u2b[c]]) for c in word]
         parts = [p for p in parts if self._byte_ids[p[0]] is not None]
-        while len(parts) > 1:
-            best, best_rank = -1, None
-            for k in range(len(parts) - 1):
-                r = ranks.get(parts[k] + parts[k + 1])
-                if r is not None and (best_rank is None or r < best_rank):
-                    best, best_rank = k, r
-            if best < 0:
-                break
-            parts[best:best + 2] = [parts[best] + parts[best + 1]]
+        parts = _merge_short(parts, ranks) if len(parts) <= LONG_WORD else _merge_long(parts, ranks)
         ids = [ranks[p] for p in parts]
         if len(self._word_cache) < 200_000:
             self._word_cache[word] = ids
@@ -342,6 +335,58 @@ class RebuiltBPETokenizer(Tokenizer):
     def token_bytes(self, token_id: int) -> bytes:
         self._check_id(token_id, self._rows)
         return self._repair.token_bytes[token_id]
+
+
+LONG_WORD = 48   # bytes; longer pre-tokens (base64, long runs of letters) use the heap merge
+
+
+def _merge_short(parts: list[bytes], ranks: dict[bytes, int]) -> list[bytes]:
+    """BPE by rescanning: merge the adjacent pair with the lowest rank (leftmost on ties) until
+    no pair is in the vocab. Quadratic, but fastest for the short words of ordinary prose."""
+    while len(parts) > 1:
+        best, best_rank = -1, None
+        for k in range(len(parts) - 1):
+            r = ranks.get(parts[k] + parts[k + 1])
+            if r is not None and (best_rank is None or r < best_rank):
+                best, best_rank = k, r
+        if best < 0:
+            break
+        parts[best:best + 2] = [parts[best] + parts[best + 1]]
+    return parts
+
+
+def _merge_long(parts: list[bytes], ranks: dict[bytes, int]) -> list[bytes]:
+    """The same merges as `_merge_short` in O(n log n): candidate pairs sit in a heap ordered by
+    (rank, position) over a linked list of parts; entries made stale by a merge are skipped."""
+    n = len(parts)
+    nxt = list(range(1, n + 1))
+    nxt[-1] = -1
+    prv = list(range(-1, n - 1))
+    heap = []
+    for i in range(n - 1):
+        r = ranks.get(parts[i] + parts[i + 1])
+        if r is not None:
+            heap.append((r, i, parts[i], parts[i + 1]))
+    heapq.heapify(heap)
+    alive = [True] * n
+    while heap:
+        _, i, a, b = heapq.heappop(heap)
+        j = nxt[i]
+        # Parts only grow, so unchanged bytes at i and at its right neighbour mean a valid entry.
+        if not alive[i] or parts[i] != a or j < 0 or parts[j] != b:
+            continue
+        parts[i] = a + b
+        alive[j] = False
+        nxt[i] = nxt[j]
+        if nxt[j] >= 0:
+            prv[nxt[j]] = i
+        for left in (prv[i], i):
+            right = nxt[left] if left >= 0 else -1
+            if left >= 0 and right >= 0:
+                r = ranks.get(parts[left] + parts[right])
+                if r is not None:
+                    heapq.heappush(heap, (r, left, parts[left], parts[right]))
+    return [parts[i] for i in range(n) if alive[i]]
 
 
 def _split(text: str, pattern):

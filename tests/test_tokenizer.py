@@ -330,3 +330,20 @@ def test_tokenize_command_with_a_model_file(tmp_path):
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["ids"] == HFTokenizer(rust).encode(PROSE[0])
+
+
+def test_long_words_merge_like_short_ones():
+    """The heap merge used for long pre-tokens gives the same parts as the rescanning loop."""
+    import random
+
+    from engine.tokenizer import _merge_long, _merge_short
+    rust = RustTokenizer.from_file(str(FIXTURES_DIR / "tokenizer.json"))
+    rebuilt = RebuiltBPETokenizer(lossy_vocab(rust, rust.get_vocab_size(), False))
+    rng = random.Random(0)
+    letters = "etaoinshrdlucmfwyp"
+    for _ in range(200):
+        word = "".join(rng.choice(letters) for _ in range(rng.randint(2, 150))).encode()
+        parts = [bytes([b]) for b in word]
+        assert _merge_long(list(parts), rebuilt._ids) == _merge_short(list(parts), rebuilt._ids)
+    long_word = "".join(rng.choice(letters) for _ in range(3000))
+    assert rebuilt.encode(long_word) == HFTokenizer(rust).encode(long_word)
