@@ -302,7 +302,7 @@ class RebuiltBPETokenizer(Tokenizer):
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
-        # Lone surrogates cannot be UTF-8: make them U+FFFD like any other undecodable input.
+        # Lone surrogates (possible in a Python str) cannot be UTF-8: they become "?".
         text = text.encode("utf-8", "replace").decode("utf-8")
         ids: list[int] = []
         for piece, special in _split(text, self._special_re):
