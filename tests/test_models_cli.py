@@ -131,3 +131,28 @@ def test_cli_does_not_import_qt(tmp_path):
     env.pop("HF_ENDPOINT", None)
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
+def test_cli_ctrl_c_pauses_and_the_next_run_resumes(model_bytes, tmp_path):
+    import signal
+    import time
+    home = tmp_path / "home"
+    with HubFixture(rate=500_000) as hub:
+        hub.add_file(REPO, "main", FILE, model_bytes)
+        env = dict(os.environ, NEOX_WRITER_HOME=str(home), HF_ENDPOINT=hub.endpoint, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen([sys.executable, "-m", "app.models", "download", MODEL_ID, "--no-tokenizer"],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        part = home / "data" / "models" / (FILE + ".part")
+        deadline = time.monotonic() + 30
+        while not (part.exists() and part.stat().st_size > 0) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 1 and "paused" in err, err
+        kept = part.stat().st_size
+        assert 0 < kept < len(model_bytes)
+        hub.rate = None
+        done = cli(home, hub, "download", MODEL_ID, "--no-tokenizer")
+        assert done.returncode == 0, done.stderr
+        assert hub.requests[-1][2] == f"bytes={kept}-"

@@ -99,6 +99,7 @@ def cmd_download(manager: ModelManager, args) -> int:
     control = DownloadControl()
     bar = TerminalProgress()
     outcome: dict = {}
+    finished = threading.Event()
 
     def work():
         try:
@@ -106,15 +107,17 @@ def cmd_download(manager: ModelManager, args) -> int:
                                                  with_tokenizer=not args.no_tokenizer)
         except BaseException as exc:  # handed to the main thread, which reports it
             outcome["error"] = exc
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=work, name="download", daemon=True)
-    worker.start()
+    # An Event, not Thread.join: a join interrupted by Ctrl-C may return early afterwards.
+    threading.Thread(target=work, name="download", daemon=True).start()
     try:
-        while worker.is_alive():
-            worker.join(0.2)
+        while not finished.wait(0.2):
+            pass
     except KeyboardInterrupt:
-        control.pause()
-        worker.join()
+        control.pause()   # Ctrl-C keeps the .part: running the command again resumes
+        finished.wait()
     bar.finish_line()
     if "error" in outcome:
         exc = outcome["error"]

@@ -397,7 +397,9 @@ class Downloader:
     def _finish(self, dest: Path, state: _State, expected: Expected, report, on_complete, check) -> str:
         part = part_path(dest)
         digest = state.hasher.hexdigest()
-        report(Progress(state.length, state.length, 0.0, 0.0, "verifying"))
+        report(Progress(state.length, state.length, 0.0, 0.0, "verifying",
+                        f"verifying SHA-256 {expected.sha256}" if expected.sha256 else
+                        "no SHA-256 known to compare; checking size and content"))
         if expected.size is not None and state.length != expected.size:
             discard_partial(dest)
             raise ChecksumMismatch(f"{dest.name}: got {state.length} bytes, expected {expected.size}; "

@@ -216,7 +216,7 @@ class ModelManager:
             self.manifest.put(record)
 
     def recover(self, on_progress=None) -> list[str]:
-        """Finish what a crash interrupted; returns one message per partial download found.
+        """Finish what a crash interrupted; returns one message per action taken.
 
         For each `.part.json` sidecar: a renamed file missing from the manifest is verified and
         recorded; a complete `.part` whose hash verifies is renamed and recorded (a wrong one is
@@ -237,10 +237,7 @@ class ModelManager:
                 continue
             candidate = dest if not part.exists() else part
             if candidate is part and (size is None or part.stat().st_size != size or sha is None):
-                have = part.stat().st_size
-                messages.append(f"{model_id}: partial download {have} of {size if size else '?'} bytes kept; "
-                                f"`download {model_id}` resumes it")
-                continue
+                continue  # an incomplete download: kept for a resume (statuses() shows it)
             hasher, _ = sha256_file(candidate)
             digest = hasher.hexdigest()
             if sha is not None and digest != sha:

@@ -58,7 +58,7 @@ class TerminalProgress:
                 self._line(f"{self.label}: {p.message}")
         elif p.phase == "verifying":
             self._draw(p, force=True)
-            self._line(f"{self.label}: verifying SHA-256")
+            self._line(f"{self.label}: {p.message}")
         elif p.phase == "downloading":
             self._draw(p)
 
