@@ -10,7 +10,7 @@ The checkpoint directory (a Hugging Face model folder plus tokenizer.json and th
 is rewritten every --ckpt-every steps, so an interrupted run still leaves a usable model and
 --resume continues it exactly.
 
-    python tools/train_demo/train.py --work WORKDIR [--steps 1800 ...]
+    python tools/train_demo/train.py --work WORKDIR [--steps 1200 ...]
 
 reads WORKDIR/{train.txt,val.txt,tokenizer.json}; writes WORKDIR/hf/ and WORKDIR/train_log.jsonl.
 """
@@ -39,7 +39,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--n-ctx", type=int, default=512)
     p.add_argument("--batch", type=int, default=4, help="windows of n_ctx tokens per step")
-    p.add_argument("--steps", type=int, default=1800)
+    p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--min-lr", type=float, default=1e-4)
@@ -49,6 +49,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--max-minutes", type=float, default=70.0,
                    help="safety stop: checkpoint and end after this much wall time")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="end after this step without changing the schedule (reproduces a run the "
+                        "--max-minutes stop ended early)")
     p.add_argument("--resume", action="store_true", help="continue from WORKDIR/hf/train_state.pt")
     return p.parse_args()
 
@@ -188,18 +191,20 @@ def main() -> None:
             step += 1
             elapsed = time.time() - started
             record = {"step": step, "lr": lr, "train_loss": loss.item(), "elapsed_s": round(elapsed, 1)}
-            if step % args.eval_every == 0 or step == args.steps:
+            stop_early = elapsed > args.max_minutes * 60 or step == args.stop_after
+            last = step == args.steps or stop_early
+            if step % args.eval_every == 0 or last:
                 record["val_loss"] = validation_loss(model, val, args.n_ctx)
                 record["val_ppl"] = math.exp(record["val_loss"])
             if step % 20 == 0 or "val_loss" in record:
                 print(json.dumps(record), flush=True)
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            out_of_time = elapsed > args.max_minutes * 60
-            if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
+            if step % args.ckpt_every == 0 or last:
                 save_checkpoint(model, optimizer, step, rng, args)
-            if out_of_time:
-                print(f"stopping at step {step}: over --max-minutes {args.max_minutes}", flush=True)
+            if stop_early:
+                print(f"stopping at step {step} of {args.steps} (--max-minutes {args.max_minutes}, "
+                      f"--stop-after {args.stop_after})", flush=True)
                 break
 
 
