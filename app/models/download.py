@@ -126,7 +126,8 @@ class SpeedMeter:
         while len(self.samples) > 2 and now - self.samples[0][0] > self.window:
             self.samples.popleft()
         (t0, b0), (t1, b1) = self.samples[0], self.samples[-1]
-        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+        # below half a second of history the rate is noise (the first chunk arrives "instantly")
+        return (b1 - b0) / (t1 - t0) if t1 - t0 >= 0.5 else 0.0
 
 
 def part_path(dest: Path) -> Path:
