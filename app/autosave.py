@@ -1,0 +1,157 @@
+"""Atomic file writes off the GUI thread, and the crash-recovery autosave of the open story.
+
+Every file the app writes goes through `write_atomic`: the bytes go to a temporary file in
+the same folder, are fsynced, and the temporary file is renamed over the target, so a crash
+leaves either the old file or the new one, never half of each. `FileWriter` runs those
+writes on one background thread (in order) and reports back with queued signals.
+
+The autosave lives at ``data_dir()/autosave/story.json``. It exists only while the open
+story has changes that are not in a saved file; a clean exit removes it, so finding it at
+start-up means the previous run ended without saving (a crash) and the app offers it back.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from app import paths
+from app.story import Story, StoryFormatError, read_json_file
+
+AUTOSAVE_FORMAT = "neox-writer-autosave"
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Write `data` to `path` via temp file + fsync + rename (same folder, so the rename is atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if hasattr(os, "O_DIRECTORY"):   # make the rename itself durable (POSIX)
+        try:
+            dfd = os.open(path.parent, os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
+
+
+class FileWriter(QObject):
+    """Writes files atomically on one background thread; results come back as queued signals."""
+
+    written = Signal(str)          # path
+    failed = Signal(str, str)      # path, message
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neox-writer-files")
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    def write(self, path, data: bytes) -> None:
+        """Queue a write; returns at once."""
+        with self._lock:
+            self._pending += 1
+        self._pool.submit(self._write, str(path), data)
+
+    def remove(self, path) -> None:
+        """Queue a delete (after any queued writes, so a late autosave cannot resurrect it)."""
+        with self._lock:
+            self._pending += 1
+        self._pool.submit(self._remove, str(path))
+
+    def _write(self, path: str, data: bytes) -> None:
+        try:
+            write_atomic(path, data)
+        except OSError as e:
+            self.failed.emit(path, f"{path}: {e.strerror or e}")
+        else:
+            self.written.emit(path)
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def _remove(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            self.failed.emit(path, f"{path}: {e.strerror or e}")
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def pending(self) -> int:
+        with self._lock:
+            return self._pending
+
+    def wait(self) -> None:
+        """Block until queued writes are done (only at exit, after the window has closed)."""
+        self._pool.submit(lambda: None).result()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def autosave_path() -> Path:
+    return paths.data_dir() / "autosave" / "story.json"
+
+
+def autosave_bytes(story: Story, story_path: str | None) -> bytes:
+    """The autosave record: the story plus where it was last saved (if anywhere) and when."""
+    record = {"format": AUTOSAVE_FORMAT, "version": 1, "saved_at": time.time(),
+              "story_path": story_path, "story": story.to_json()}
+    return json.dumps(record, ensure_ascii=False).encode("utf-8")
+
+
+class Recovery:
+    """A story found in the autosave folder at start-up: what the previous run left unsaved."""
+
+    def __init__(self, story: Story, story_path: str | None, saved_at: float):
+        self.story = story
+        self.story_path = story_path
+        self.saved_at = saved_at
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.saved_at))
+        where = self.story_path or "an unsaved story"
+        words = len(self.story.text.split())
+        return f"NeoX Writer did not close normally. Recover {where} ({words} words, autosaved {when})?"
+
+
+def find_recovery() -> Recovery | None:
+    """The autosaved story of a run that ended without saving, or None. A broken autosave is ignored."""
+    path = autosave_path()
+    if not path.exists():
+        return None
+    try:
+        record = read_json_file(path)
+        if not isinstance(record, dict) or record.get("format") != AUTOSAVE_FORMAT:
+            return None
+        story = Story.from_json(record.get("story"), path)
+        saved_at = record.get("saved_at")
+        story_path = record.get("story_path")
+        return Recovery(story, story_path if isinstance(story_path, str) else None,
+                        float(saved_at) if isinstance(saved_at, (int, float)) else path.stat().st_mtime)
+    except (StoryFormatError, OSError):
+        return None

@@ -1,0 +1,164 @@
+"""What the model sees: the prompt builder and the read-only view that shows its parts.
+
+Layout of a context (the KoboldAI convention):
+
+    memory | world info entries whose keys occur in the recent story | story ... | author's note | last N tokens
+
+`build_prompt` (run in the worker thread, it needs the tokenizer) turns a story into the two
+strings `engine.generator.Generator.generate` takes: `memory` (memory + world info, always
+kept) and `prompt` (the story with the author's note inserted ``authors_note_depth`` tokens
+before its end). The engine's ContextShifter then cuts the oldest story to fit; `describe`
+labels the resulting window's parts with token counts for the view.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
+
+WORLD_INFO_SCAN_CHARS = 2000     # a key must appear in this much recent story to pull its entry in
+NOTE_TEMPLATE = "\n[Author's note: {}]\n"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The generator's inputs for one request, with the pieces kept apart for display."""
+    memory_text: str         # the memory part of `memory`
+    world_info_text: str     # the world info part of `memory`
+    story: str               # the story with the author's note inserted
+    note: str                # the inserted note ("" if none)
+    note_at: int             # where in `story` the note starts
+
+    @property
+    def memory(self) -> str:
+        return self.memory_text + self.world_info_text
+
+
+@dataclass
+class ContextPart:
+    """One labelled piece of the context and how many tokens it takes."""
+    kind: str            # "memory", "world info", "story", "author's note"
+    text: str
+    n_tokens: int
+
+
+@dataclass
+class Context:
+    """The prompt window of one generation, labelled part by part."""
+    parts: list[ContextPart]
+    n_tokens: int
+    budget: int          # tokens available for the prompt (context size - max new tokens)
+    dropped_tokens: int  # oldest story tokens left out to fit
+
+    def count(self, kind: str) -> int:
+        return sum(p.n_tokens for p in self.parts if p.kind == kind)
+
+
+def _with_newline(text: str) -> str:
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
+def tail_chars(tokenizer, text: str, n_tokens: int) -> int:
+    """How many characters at the end of `text` make up about its last `n_tokens` tokens.
+
+    Encodes a growing tail instead of the whole story, so a long story costs little.
+    """
+    if n_tokens <= 0 or not text:
+        return 0
+    chars = n_tokens * 6
+    while True:
+        whole = chars >= len(text)
+        ids = tokenizer.encode(text if whole else text[-chars:])
+        if not whole:
+            ids = ids[1:]     # the first token may be half a word
+        if len(ids) >= n_tokens or whole:
+            return len(tokenizer.decode(ids[-n_tokens:]))
+        chars *= 2
+
+
+def build_prompt(tokenizer, *, text: str, memory: str = "", authors_note: str = "",
+                 authors_note_depth: int = 80, world_info=()) -> Prompt:
+    """Memory + matching world info, and the story with the author's note inserted."""
+    memory_text = _with_newline(memory) if memory.strip() else ""
+    recent = text[-WORLD_INFO_SCAN_CHARS:]
+    world = "".join(_with_newline(e.content) for e in world_info if e.content.strip() and e.matches(recent))
+    if not authors_note.strip():
+        return Prompt(memory_text, world, text, "", len(text))
+    note = NOTE_TEMPLATE.format(authors_note.strip())
+    at = len(text) - tail_chars(tokenizer, text, authors_note_depth)
+    return Prompt(memory_text, world, text[:at] + note + text[at:], note, at)
+
+
+def describe(tokenizer, prompt: Prompt, window, budget: int) -> Context:
+    """Label the parts of `window` (an engine.context.Window built from `prompt`)."""
+    parts: list[ContextPart] = []
+    n_memory = len(tokenizer.encode(prompt.memory_text)) if prompt.memory_text else 0
+    n_memory = min(n_memory, window.memory_tokens)
+    if prompt.memory_text:
+        parts.append(ContextPart("memory", prompt.memory_text, n_memory))
+    if prompt.world_info_text:
+        parts.append(ContextPart("world info", prompt.world_info_text, window.memory_tokens - n_memory))
+    story_ids = window.tokens[window.memory_tokens:]
+    story_text = tokenizer.decode(story_ids)
+    note_pos = story_text.rfind(prompt.note) if prompt.note else -1
+    if note_pos < 0:
+        parts.append(ContextPart("story", story_text, len(story_ids)))
+    else:
+        before, after = story_text[:note_pos], story_text[note_pos + len(prompt.note):]
+        n_note = len(tokenizer.encode(prompt.note))
+        n_after = len(tokenizer.encode(after)) if after else 0
+        n_before = max(0, len(story_ids) - n_note - n_after)
+        if before:
+            parts.append(ContextPart("story", before, n_before))
+        parts.append(ContextPart("author's note", prompt.note, n_note))
+        if after:
+            parts.append(ContextPart("story", after, n_after))
+    return Context(parts, len(window.tokens), budget, window.dropped_tokens)
+
+
+PART_COLOURS = {"memory": "#3b82f6", "world info": "#10b981", "author's note": "#f59e0b", "story": None}
+
+
+class ContextView(QWidget):
+    """Shows exactly what the model will see, part by part, with token counts."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("contextView")
+        self.summary = QLabel("Load a model to see the context.", objectName="contextSummary")
+        self.summary.setWordWrap(True)
+        self.refresh_button = QPushButton("Refresh", objectName="contextRefreshButton")
+        self.text = QPlainTextEdit(objectName="contextText", readOnly=True)
+        self.text.setLineWrapMode(QPlainTextEdit.WidgetWidth)
+        top = QHBoxLayout()
+        top.addWidget(self.summary, 1)
+        top.addWidget(self.refresh_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.text, 1)
+
+    def show_context(self, context: Context) -> None:
+        counts = [f"{kind}: {context.count(kind)}" for kind in ("memory", "world info", "author's note", "story")
+                  if context.count(kind)]
+        total = context.n_tokens
+        dropped = f"; {context.dropped_tokens} tokens of early story left out" if context.dropped_tokens else ""
+        self.summary.setText(f"{total} / {context.budget} prompt tokens ({', '.join(counts) or 'empty'}){dropped}")
+        self.text.clear()
+        cursor = self.text.textCursor()
+        for part in context.parts:
+            label = QTextCharFormat()
+            label.setFontWeight(QFont.Bold)
+            colour = PART_COLOURS.get(part.kind)
+            if colour:
+                label.setForeground(QColor(colour))
+            cursor.insertText(f"⟦{part.kind}, {part.n_tokens} tokens⟧\n", label)
+            body = QTextCharFormat()
+            if colour:
+                body.setForeground(QColor(colour))
+            cursor.insertText(part.text if part.text.endswith("\n") else part.text + "\n", body)
+        self.text.moveCursor(QTextCursor.End)
+
+    def show_error(self, message: str) -> None:
+        self.summary.setText(message)
+        self.text.clear()

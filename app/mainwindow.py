@@ -1,0 +1,957 @@
+"""The main window: story and chat views, sampler/memory/context docks, model picker, status bar.
+
+The window owns the open `Story` and wires the widgets to the engine thread (`ChatLLM`).
+It never waits for the engine, the disk or the network: model loads and generations are
+queued to the engine thread, story files are read on a Python thread and written by the
+background `FileWriter`, and every answer comes back as a signal.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow,
+                               QMessageBox, QProgressBar, QStackedWidget, QToolBar, QToolButton, QWidget)
+
+from app import paths
+from app.autosave import FileWriter, autosave_bytes, autosave_path, find_recovery
+from app.chatllm import ChatLLM, GenerationRequest
+from app.chattemplates import TEMPLATES, strip_reply, template_for_model
+from app.chatview import ChatView
+from app.contextview import ContextView
+from app.memorypanel import MemoryPanel
+from app.modelpicker import ModelPicker, demo_model
+from app.samplingpanel import SamplingPanel
+from app.settings import Settings, settings_path
+from app.story import ChatTurn, Generation, Story, StoryFormatError, kobold_bytes, load_story, story_bytes
+from app.storyview import StoryView
+from app.tokenprobs import TokenProbsPopup
+
+STORY_FILTER = "NeoX Writer stories (*.neoxstory.json *.json);;All files (*)"
+KOBOLD_FILTER = "KoboldAI / Kobold Lite saves (*.json);;All files (*)"
+EDIT_PAUSE_MS = 800           # typing pauses this long become one undo step
+
+
+def free_ram_bytes() -> int | None:
+    """Memory the OS can give us now (Linux MemAvailable, else free pages); None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory (Linux /proc, else the peak from getrusage)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if os.uname().sysname == "Darwin" else peak * 1024
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+def _mb(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1048576:.0f} MB"
+
+
+class MainWindow(QMainWindow):
+    """NeoX Writer's window: write a story or chat with a local GPT-NeoX model."""
+
+    modelLoaded = Signal(dict)           # the model's info() when a load succeeds
+    modelLoadFailed = Signal(str)        # the engine's message
+    generationFinished = Signal(dict)    # stop reason, seed, speeds
+    storyOpened = Signal(str)            # path
+    storySaved = Signal(str)             # path
+    errorShown = Signal(str)             # every error dialog's text (tests listen here)
+    storyRead = Signal(object, str, str)     # Story or None, path, error (from the reader thread)
+    recoveryFound = Signal(object)       # autosave.Recovery
+
+    def __init__(self, settings: Settings | None = None, *, check_recovery: bool = True):
+        super().__init__()
+        self.setObjectName("mainWindow")
+        self.settings = settings or Settings.load()
+        self.story = Story()
+        self.story_path: str | None = None
+        self.dirty = False                     # changes not in a saved file
+        self._autosave_due = False             # changes not in the autosave either
+        self.model_info: dict | None = None
+        self.model_path = ""
+        self._request_id = 0
+        self._gen: dict | None = None          # the running generation's bookkeeping
+        self._tokens_by_gen: dict = {}         # (start, text) -> [TokenPiece] for clickable tokens
+        self._gen_count = 0
+        self.recovery = None
+        self.error_box: QMessageBox | None = None
+
+        self.writer = FileWriter(self)
+        self.writer.failed.connect(self.on_writer_failed)
+        self.llm = ChatLLM(self.settings.get("threads") or None, self)
+        worker = self.llm.worker
+        worker.modelLoaded.connect(self.on_worker_model_loaded)
+        worker.loadFailed.connect(self.on_worker_load_failed)
+        worker.tokensReady.connect(self.on_worker_tokens_ready)
+        worker.speedChanged.connect(self.on_worker_speed_changed)
+        worker.generationFinished.connect(self.on_worker_generation_finished)
+        worker.generationFailed.connect(self.on_worker_generation_failed)
+        worker.contextReady.connect(self.on_worker_context_ready)
+        worker.contextFailed.connect(self.on_worker_context_failed)
+
+        self._build_widgets()
+        self._build_actions()
+        self._build_status_bar()
+        self._apply_settings()
+        self.storyRead.connect(self.on_story_read)
+        self.recoveryFound.connect(self.on_recovery_found)
+
+        self.autosave_timer = QTimer(self, interval=max(5, self.settings.get("autosave_seconds")) * 1000)
+        self.autosave_timer.timeout.connect(self.on_autosave_timer_timeout)
+        self.autosave_timer.start()
+        self.edit_timer = QTimer(self, singleShot=True, interval=EDIT_PAUSE_MS)
+        self.edit_timer.timeout.connect(self.on_edit_timer_timeout)
+        self.memory_timer = QTimer(self, interval=2000)
+        self.memory_timer.timeout.connect(self.on_memory_timer_timeout)
+        self.memory_timer.start()
+        self._update_title()
+        self._update_actions()
+        self.model_picker.refresh()
+        if check_recovery:
+            threading.Thread(target=lambda: self.recoveryFound.emit(find_recovery()),
+                             name="neox-recovery", daemon=True).start()
+
+    # --- building --------------------------------------------------------------------
+    def _build_widgets(self) -> None:
+        self.story_view = StoryView()
+        self.story_view.userEdited.connect(self.on_story_view_user_edited)
+        self.story_view.tokenClicked.connect(self.on_story_view_token_clicked)
+        self.chat_view = ChatView()
+        self.chat_view.sendRequested.connect(self.on_chat_view_send_requested)
+        self.chat_view.regenerateRequested.connect(self.on_chat_view_regenerate_requested)
+        self.chat_view.turnEdited.connect(self.on_chat_view_turn_edited)
+        self.chat_view.templateChanged.connect(self.on_chat_view_template_changed)
+        self.chat_view.namesChanged.connect(self.on_chat_view_names_changed)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.story_view)
+        self.stack.addWidget(self.chat_view)
+        self.setCentralWidget(self.stack)
+        self.token_popup = TokenProbsPopup(self)
+        self.token_popup.alternativeChosen.connect(self.on_token_popup_alternative_chosen)
+
+        self.sampling = SamplingPanel()
+        self.sampling.presetSaved.connect(self.on_sampling_preset_saved)
+        self.memory = MemoryPanel()
+        self.memory.changed.connect(self.on_memory_changed)
+        self.context_view = ContextView()
+        self.context_view.refresh_button.clicked.connect(self.refresh_context)
+        self.model_picker = ModelPicker()
+        self.model_picker.modelChosen.connect(self.on_model_picker_model_chosen)
+
+        self.docks = {}
+        for key, title, widget, area in (("models", "Models", self.model_picker, Qt.LeftDockWidgetArea),
+                                         ("sampling", "Sampling", self.sampling, Qt.RightDockWidgetArea),
+                                         ("memory", "Memory && world info", self.memory, Qt.RightDockWidgetArea),
+                                         ("context", "Context", self.context_view, Qt.RightDockWidgetArea)):
+            dock = QDockWidget(title.replace("&&", "&"), self, objectName=f"{key}Dock")
+            dock.setWidget(widget)
+            self.addDockWidget(area, dock)
+            self.docks[key] = dock
+        self.tabifyDockWidget(self.docks["sampling"], self.docks["memory"])
+        self.tabifyDockWidget(self.docks["memory"], self.docks["context"])
+        self.docks["sampling"].raise_()
+        self.docks["context"].visibilityChanged.connect(self.on_context_dock_visibility_changed)
+        self.resizeDocks([self.docks["models"], self.docks["sampling"]], [260, 340], Qt.Horizontal)
+
+    def _action(self, text, slot, shortcut=None, tip=None, name=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            shortcuts = shortcut if isinstance(shortcut, list) else [shortcut]
+            action.setShortcuts([QKeySequence(s) for s in shortcuts])
+        if tip:
+            action.setToolTip(tip)
+            action.setStatusTip(tip)
+        if name:
+            action.setObjectName(name)
+        action.triggered.connect(slot)
+        return action
+
+    def _build_actions(self) -> None:
+        a = self._action
+        self.generate_action = a("Generate", self.generate, ["Ctrl+Return", "Ctrl+Enter"],
+                                 "Continue the story (Ctrl+Enter)", "generateAction")
+        self.stop_action = a("Stop", self.stop, "Esc", "Stop generating (Esc)", "stopAction")
+        self.retry_action = a("Retry", self.retry, "Ctrl+R", "Replace the last generation with a new one (Ctrl+R)",
+                              "retryAction")
+        self.undo_action = a("Undo", self.undo, QKeySequence.Undo, "Step back one generation or edit", "undoAction")
+        self.redo_action = a("Redo", self.redo, [QKeySequence(QKeySequence.Redo).toString(), "Ctrl+Y"],
+                             "Step forward again", "redoAction")
+        for action in (self.generate_action, self.stop_action, self.retry_action, self.undo_action,
+                       self.redo_action):
+            action.setShortcutContext(Qt.WindowShortcut)
+        # the editor's own undo would fight the story history
+        self.story_view.setUndoRedoEnabled(False)
+
+        toolbar = QToolBar("Main", self, objectName="mainToolBar")
+        toolbar.setMovable(False)
+        toolbar.setToolButtonStyle(Qt.ToolButtonTextOnly)
+        self.mode_switch = QComboBox(objectName="modeSwitch")
+        self.mode_switch.addItem("Story", "story")
+        self.mode_switch.addItem("Chat", "chat")
+        self.mode_switch.setToolTip("Switch between story writing and chat (Ctrl+M)")
+        self.mode_switch.currentIndexChanged.connect(self.on_mode_switch_changed)
+        toolbar.addWidget(self.mode_switch)
+        toolbar.addSeparator()
+        self.buttons = {}
+        for action, name in ((self.generate_action, "generateButton"), (self.stop_action, "stopButton"),
+                             (self.retry_action, "retryButton"), (self.undo_action, "undoButton"),
+                             (self.redo_action, "redoButton")):
+            button = QToolButton(objectName=name)
+            button.setDefaultAction(action)
+            toolbar.addWidget(button)
+            self.buttons[name] = button
+        self.addToolBar(Qt.TopToolBarArea, toolbar)
+
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        file_menu.addAction(a("&New story", self.new_story, QKeySequence.New, name="newAction"))
+        file_menu.addAction(a("&Open…", self.on_open_triggered, QKeySequence.Open, name="openAction"))
+        file_menu.addAction(a("&Save", self.save, QKeySequence.Save, name="saveAction"))
+        file_menu.addAction(a("Save &as…", self.on_save_as_triggered, QKeySequence.SaveAs, name="saveAsAction"))
+        file_menu.addSeparator()
+        file_menu.addAction(a("&Import KoboldAI / Kobold Lite…", self.on_import_kobold_triggered,
+                              "Ctrl+I", name="importKoboldAction"))
+        file_menu.addAction(a("&Export Kobold Lite JSON…", self.on_export_kobold_triggered,
+                              "Ctrl+Shift+E", name="exportKoboldAction"))
+        file_menu.addAction(a("Export plain &text…", self.on_export_text_triggered, name="exportTextAction"))
+        file_menu.addAction(a("Export &Markdown…", self.on_export_markdown_triggered, name="exportMarkdownAction"))
+        file_menu.addSeparator()
+        file_menu.addAction(a("Open &model file…", self.model_picker.on_open_file_clicked, "Ctrl+Shift+O",
+                              name="openModelAction"))
+        file_menu.addSeparator()
+        file_menu.addAction(a("&Quit", self.close, QKeySequence.Quit, name="quitAction"))
+        edit_menu = menu.addMenu("&Edit")
+        for action in (self.undo_action, self.redo_action):
+            edit_menu.addAction(action)
+        gen_menu = menu.addMenu("&Generate")
+        for action in (self.generate_action, self.stop_action, self.retry_action):
+            gen_menu.addAction(action)
+        gen_menu.addAction(a("Switch story/chat", self.on_toggle_mode_triggered, "Ctrl+M", name="toggleModeAction"))
+        view_menu = menu.addMenu("&View")
+        for dock in self.docks.values():
+            view_menu.addAction(dock.toggleViewAction())
+        view_menu.addSeparator()
+        view_menu.addAction(a("Larger text", lambda: self.set_font_size(self.settings.get("font_size") + 1),
+                              QKeySequence.ZoomIn, name="zoomInAction"))
+        view_menu.addAction(a("Smaller text", lambda: self.set_font_size(self.settings.get("font_size") - 1),
+                              QKeySequence.ZoomOut, name="zoomOutAction"))
+        theme_menu = view_menu.addMenu("Theme")
+        for key, label in (("system", "Follow the system"), ("light", "Light"), ("dark", "Dark")):
+            theme_menu.addAction(a(label, lambda _=False, k=key: self.set_theme(k), name=f"theme_{key}"))
+        view_menu.addAction(a("Engine threads…", self.on_threads_triggered, name="threadsAction"))
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.model_label = QLabel("No model", objectName="modelLabel")
+        self.context_label = QLabel("", objectName="contextLabel")
+        self.tokens_per_second_label = QLabel("– tok/s", objectName="tokensPerSecondLabel")
+        self.memory_label = QLabel("", objectName="memoryLabel")
+        self.load_progress = QProgressBar(objectName="loadProgress", visible=False, maximumWidth=120)
+        self.load_progress.setRange(0, 0)
+        for w in (self.model_label, self.load_progress):
+            bar.addWidget(w)
+        for w in (self.context_label, self.tokens_per_second_label, self.memory_label):
+            bar.addPermanentWidget(w)
+        self.on_memory_timer_timeout()
+
+    def _apply_settings(self) -> None:
+        s = self.settings
+        self.sampling.set_user_presets(s.get("user_presets"))
+        if s.get("preset"):
+            self.sampling.preset_picker.setCurrentText(s.get("preset"))
+        self.sampling.apply_values(s.get("sampler"))
+        self.set_font_size(s.get("font_size"), save=False)
+        self.set_theme(s.get("theme"), save=False)
+        for key, setter in (("window_geometry", self.restoreGeometry), ("window_state", self.restoreState)):
+            if s.get(key):
+                setter(QByteArray.fromBase64(s.get(key).encode("ascii")))
+        if not s.get("window_geometry"):
+            self.resize(1280, 800)
+        self.mode_switch.setCurrentIndex(1 if s.get("mode") == "chat" else 0)
+
+    # --- settings --------------------------------------------------------------------
+    def save_settings(self) -> None:
+        s = self.settings
+        s.set("window_geometry", bytes(self.saveGeometry().toBase64()).decode("ascii"))
+        s.set("window_state", bytes(self.saveState().toBase64()).decode("ascii"))
+        s.set("sampler", self.sampling.values())
+        s.set("preset", self.sampling.preset_picker.currentText())
+        s.set("mode", self.mode())
+        if self.model_path:
+            s.set("last_model", self.model_path)
+        self.writer.write(settings_path(), s.to_bytes())
+
+    def set_font_size(self, points: int, save: bool = True) -> None:
+        points = max(7, min(40, int(points)))
+        self.settings.set("font_size", points)
+        self.story_view.set_font_size(points)
+        if save:
+            self.writer.write(settings_path(), self.settings.to_bytes())
+
+    def set_theme(self, theme: str, save: bool = True) -> None:
+        """"system" follows the desktop's light/dark scheme; "light"/"dark" force one."""
+        hints = QGuiApplication.styleHints()
+        if hasattr(hints, "setColorScheme"):
+            scheme = {"light": Qt.ColorScheme.Light, "dark": Qt.ColorScheme.Dark}.get(theme, Qt.ColorScheme.Unknown)
+            hints.setColorScheme(scheme)
+        self.settings.set("theme", theme if theme in ("system", "light", "dark") else "system")
+        if save:
+            self.writer.write(settings_path(), self.settings.to_bytes())
+
+    def on_threads_triggered(self) -> None:
+        n, ok = QInputDialog.getInt(self, "Engine threads", "Threads (0 = automatic; applies to the next model "
+                                    "load):", self.settings.get("threads"), 0, 256)
+        if ok:
+            self.settings.set("threads", n)
+            self.llm.worker.threads = n or None
+            self.writer.write(settings_path(), self.settings.to_bytes())
+
+    def on_sampling_preset_saved(self, name: str, values: dict) -> None:
+        presets = dict(self.settings.get("user_presets"))
+        presets[name] = values
+        self.settings.set("user_presets", presets)
+        self.writer.write(settings_path(), self.settings.to_bytes())
+
+    # --- models ----------------------------------------------------------------------
+    def open_model(self, path, tokenizer_json: str = "") -> None:
+        """Load a model file on the engine thread; `modelLoaded` fires when it is ready."""
+        path = str(path)
+        free = free_ram_bytes()
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = 0   # the engine reports the missing file
+        if free is not None and size > free:
+            self._ask(f"{Path(path).name} is {_mb(size)} but only {_mb(free)} of memory is free. "
+                      "Loading it may make the computer swap heavily. Load it anyway?",
+                      lambda: self._start_load(path, tokenizer_json))
+            return
+        self._start_load(path, tokenizer_json)
+
+    def _start_load(self, path: str, tokenizer_json: str) -> None:
+        self.load_progress.setVisible(True)
+        self.model_label.setText(f"Loading {Path(path).name}…")
+        self.llm.load(path, tokenizer_json)
+        self._update_actions()
+
+    def on_model_picker_model_chosen(self, path: str, tokenizer_json: str) -> None:
+        self.open_model(path, tokenizer_json)
+
+    def on_worker_model_loaded(self, info: dict) -> None:
+        self.load_progress.setVisible(False)
+        self.model_info = info
+        self.model_path = info.get("path", "")
+        name = Path(self.model_path).name
+        self._show_model_label(info)
+        self.sampling.set_context_limit(int(info.get("n_ctx", 2048)))
+        self.context_label.setText(f"context 0 / {info.get('n_ctx')}")
+        self.story.model_id = name
+        template = template_for_model(name)
+        if not self.story.chat_turns:
+            self.chat_view.set_template(template.name)
+        self.settings.set("last_model", self.model_path)
+        self.writer.write(settings_path(), self.settings.to_bytes())
+        self._update_actions()
+        self.statusBar().showMessage(f"Loaded {name}", 4000)
+        self.modelLoaded.emit(info)
+        if self.docks["context"].isVisible():
+            self.refresh_context()
+
+    def _show_model_label(self, info: dict) -> None:
+        era = f"{info.get('layout', '?')}, qnt v{info.get('qnt_version', '?')}"
+        self.model_label.setText(f"{Path(info.get('path', '')).name} · {era} · {info.get('weight_type', '?')}")
+        self.model_label.setToolTip(f"{info.get('path')}\nbackend: {info.get('backend')}\n"
+                                    f"tokenizer: {info.get('tokenizer')}")
+
+    def on_worker_load_failed(self, path: str, message: str) -> None:
+        self.load_progress.setVisible(False)
+        if self.model_info:
+            self._show_model_label(self.model_info)
+        else:
+            self.model_label.setText("No model")
+        self._update_actions()
+        self.show_error("Could not load the model", message)
+        self.modelLoadFailed.emit(message)
+
+    # --- generation ------------------------------------------------------------------
+    def mode(self) -> str:
+        return self.mode_switch.currentData()
+
+    def busy(self) -> bool:
+        return self._gen is not None
+
+    def _request(self, text: str, stops: list[str]) -> GenerationRequest | None:
+        self.memory.save_to(self.story)
+        try:
+            settings = self.sampling.sampler_settings()
+        except ValueError as e:
+            self.show_error("Invalid sampler setting", str(e))
+            return None
+        self._request_id += 1
+        values = self.sampling.values()
+        return GenerationRequest(self._request_id, text, self.story.memory, self.story.authors_note,
+                                 self.story.authors_note_depth, list(self.story.world_info), settings,
+                                 values["max_new_tokens"], values["n_ctx"], stops)
+
+    def generate(self) -> None:
+        """Continue the story at the end (story mode) or answer in the chat (chat mode)."""
+        if self.busy() or self.llm.loading:
+            return
+        if self.model_info is None:
+            self.show_error("No model", "Load a model first (Models panel, or File › Open model file…).")
+            return
+        if self.mode() == "chat":
+            text = self.chat_view.input.toPlainText().strip()
+            if text:
+                self.chat_view.on_send_clicked()
+            elif self.story.chat_turns and self.story.chat_turns[-1].role == "bot":
+                self.on_chat_view_regenerate_requested()
+            else:
+                self._generate_reply()
+            return
+        self._sync_story_from_view()
+        self.story.checkpoint("edit")
+        self._start_story_generation()
+
+    def _start_story_generation(self) -> None:
+        request = self._request(self.story.text, self.sampling.stop_sequences())
+        if request is None:
+            return
+        self._gen = {"id": request.request_id, "mode": "story", "start": len(self.story.text), "pieces": []}
+        self.story_view.begin_generation()
+        self.llm.generate(request)
+        self._update_actions()
+
+    def retry(self) -> None:
+        """Replace the last generation with a new one (the old one stays reachable with Undo)."""
+        if self.busy() or self.model_info is None:
+            return
+        if self.mode() == "chat":
+            self.on_chat_view_regenerate_requested()
+            return
+        self._sync_story_from_view()
+        self.story.checkpoint("edit")
+        if self.story.drop_last_generation() is None:
+            self.statusBar().showMessage("Nothing to retry: the last generation was edited or there is none", 4000)
+            return
+        self.story_view.set_story(self.story.text)
+        self._start_story_generation()
+
+    def stop(self) -> None:
+        """End the running generation within one token."""
+        if self.busy():
+            self.llm.stop()
+
+    def on_worker_tokens_ready(self, request_id: int, pieces: list) -> None:
+        gen = self._gen
+        if gen is None or gen["id"] != request_id:
+            return
+        gen["pieces"].extend(pieces)
+        if gen["mode"] == "story":
+            self.story_view.append_pieces(pieces)
+        else:
+            text = "".join(p.text for p in gen["pieces"])
+            self.chat_view.set_reply_text(strip_reply(text, gen["stops"]) if text.strip() else "…")
+
+    def on_worker_speed_changed(self, tokens_per_second: float) -> None:
+        self.tokens_per_second_label.setText(f"{tokens_per_second:.1f} tok/s")
+
+    def on_worker_generation_finished(self, request_id: int, summary: dict) -> None:
+        gen = self._gen
+        if gen is None or gen["id"] != request_id:
+            return
+        self._gen = None
+        text = "".join(p.text for p in gen["pieces"])
+        if gen["mode"] == "story":
+            self.story_view.end_generation()
+            # the view's text is authoritative: Qt turns a generated "\r" or U+2029 into "\n"
+            self.story.text = self.story_view.toPlainText()
+            written = self.story.text[gen["start"]:]
+            self.story.add_generation(gen["start"], written, summary.get("seed"))
+            self.story.checkpoint("generation")
+            if written:
+                self._tokens_by_gen[(gen["start"], written)] = list(gen["pieces"])
+        else:
+            reply = strip_reply(text, gen["stops"])
+            self.chat_view.set_reply_text(reply)
+            self.story.chat_turns = [ChatTurn(t.role, t.text) for t in self.chat_view.turns]
+            self.chat_view.set_busy(False)
+        self._gen_count += 1
+        tps = summary.get("tokens_per_second", 0.0)
+        self.tokens_per_second_label.setText(f"{tps:.1f} tok/s")
+        if self.model_info:
+            used = summary.get("prompt_tokens", 0) + summary.get("gen_tokens", 0)
+            self.context_label.setText(f"context {used} / {self.sampling.values()['n_ctx']}")
+        self.statusBar().showMessage(
+            f"{summary.get('gen_tokens', 0)} tokens ({summary.get('stop_reason')}), seed {summary.get('seed')}, "
+            f"prompt {summary.get('prompt_tokens', 0)} tokens ({summary.get('prompt_tokens_reused', 0)} reused)",
+            8000)
+        self._mark_changed()
+        self.autosave_now()
+        self._update_actions()
+        self.generationFinished.emit(summary)
+        if self.docks["context"].isVisible():
+            self.refresh_context()
+
+    def on_worker_generation_failed(self, request_id: int, message: str) -> None:
+        gen = self._gen
+        if gen is None or gen["id"] != request_id:
+            return
+        self._gen = None
+        if gen["mode"] == "story":
+            self.story_view.end_generation()
+            self._sync_story_from_view()
+        else:
+            self.chat_view.set_busy(False)
+            if self.chat_view.turns and self.chat_view.turns[-1].role == "bot" and not gen["pieces"]:
+                self.chat_view.set_turns(self.chat_view.turns[:-1])
+            self.story.chat_turns = [ChatTurn(t.role, t.text) for t in self.chat_view.turns]
+        self._update_actions()
+        self.show_error("Generation failed", message)
+
+    # --- token alternatives ----------------------------------------------------------
+    def on_story_view_token_clicked(self, index: int, at) -> None:
+        if not self.busy():
+            self.token_popup.show_for(index, self.story_view.tokens[index].piece, at)
+
+    def on_token_popup_alternative_chosen(self, index: int, text: str, token: int) -> None:
+        self.choose_alternative(index, text)
+
+    def choose_alternative(self, index: int, text: str) -> None:
+        """Replace generated token `index` of the marked generation by `text` and generate from there."""
+        if self.busy() or index >= len(self.story_view.tokens):
+            return
+        cut = self.story_view.token_start_offset(index)
+        self._sync_story_from_view()
+        self.story.checkpoint("edit")
+        gen = self.story.last_generation()
+        new_text = self.story.text[:cut] + text
+        self.story.text = new_text
+        if gen is not None:
+            self.story.generations.pop()
+            self.story.generations.append(Generation(gen.start, new_text[gen.start:], gen.seed, gen.model))
+        self.story.checkpoint("token choice")
+        self.story_view.set_story(new_text)
+        self._start_story_generation()
+
+    # --- chat --------------------------------------------------------------------------
+    def on_chat_view_send_requested(self, text: str) -> None:
+        if self.busy() or self.model_info is None:
+            if self.model_info is None:
+                self.show_error("No model", "Load a model first.")
+            return
+        self.chat_view.turns.append(ChatTurn("user", text))
+        self.chat_view.set_turns(self.chat_view.turns)
+        self.story.chat_turns = [ChatTurn(t.role, t.text) for t in self.chat_view.turns]
+        self._mark_changed()
+        self._generate_reply()
+
+    def on_chat_view_regenerate_requested(self) -> None:
+        if self.busy() or self.model_info is None:
+            return
+        turns = self.chat_view.turns
+        if turns and turns[-1].role == "bot":
+            self.chat_view.set_turns(turns[:-1])
+        self._generate_reply()
+
+    def _generate_reply(self) -> None:
+        template = TEMPLATES.get(self.chat_view.template_name(), TEMPLATES["plain"])
+        user, bot = self.chat_view.user_name, self.chat_view.bot_name
+        prompt = template.prompt(self.chat_view.turns, user, bot)
+        stops = template.stop_sequences(user, bot) + self.sampling.stop_sequences()
+        request = self._request(prompt, stops)
+        if request is None:
+            return
+        self._gen = {"id": request.request_id, "mode": "chat", "pieces": [], "stops": stops}
+        self.chat_view.begin_reply()
+        self.chat_view.set_busy(True)
+        self.llm.generate(request)
+        self._update_actions()
+
+    def on_chat_view_turn_edited(self, index: int, text: str) -> None:
+        self.story.chat_turns = [ChatTurn(t.role, t.text) for t in self.chat_view.turns]
+        self._mark_changed()
+
+    def on_chat_view_template_changed(self, name: str) -> None:
+        self.story.chat_template = name
+        self._mark_changed()
+
+    def on_chat_view_names_changed(self, user: str, bot: str) -> None:
+        self.story.user_name, self.story.bot_name = user, bot
+        self._mark_changed()
+
+    def on_mode_switch_changed(self, index: int) -> None:
+        mode = self.mode_switch.itemData(index)
+        self.stack.setCurrentIndex(1 if mode == "chat" else 0)
+        if self.story.mode != mode:
+            self.story.mode = mode
+        self._update_actions()
+        (self.chat_view.input if mode == "chat" else self.story_view).setFocus()
+
+    def on_toggle_mode_triggered(self) -> None:
+        if not self.busy():
+            self.mode_switch.setCurrentIndex(1 - self.mode_switch.currentIndex())
+
+    # --- undo / redo and edits ---------------------------------------------------------
+    def _sync_story_from_view(self) -> None:
+        text = self.story_view.toPlainText()
+        if text != self.story.text:
+            self.story.text = text
+            self.story.forget_edited_generations()
+
+    def _show_story_text(self) -> None:
+        gen = self.story.last_generation()
+        if gen is None:
+            self.story_view.set_story(self.story.text)
+        else:
+            self.story_view.set_story(self.story.text, (gen.start, gen.end),
+                                      self._tokens_by_gen.get((gen.start, gen.text)))
+
+    def undo(self) -> None:
+        if self.busy():
+            return
+        self._sync_story_from_view()
+        if self.story.undo():
+            self._show_story_text()
+            self._mark_changed()
+        self._update_actions()
+
+    def redo(self) -> None:
+        if self.busy():
+            return
+        self._sync_story_from_view()
+        if self.story.redo():
+            self._show_story_text()
+            self._mark_changed()
+        self._update_actions()
+
+    def on_story_view_user_edited(self) -> None:
+        self._mark_changed()
+        self.edit_timer.start()
+        self.undo_action.setEnabled(True)
+        self.redo_action.setEnabled(False)
+
+    def on_edit_timer_timeout(self) -> None:
+        if not self.busy():
+            self._sync_story_from_view()
+            self.story.checkpoint("edit")
+            self._update_actions()
+
+    def on_memory_changed(self) -> None:
+        self._mark_changed()
+
+    def _mark_changed(self) -> None:
+        self.dirty = True
+        self._autosave_due = True
+        self._update_title()
+
+    def _update_actions(self) -> None:
+        busy = self.busy()
+        story_mode = self.mode() == "story"
+        loaded = self.model_info is not None and not self.llm.loading
+        self.generate_action.setEnabled(loaded and not busy)
+        self.stop_action.setEnabled(busy)
+        self.retry_action.setEnabled(loaded and not busy)
+        self.undo_action.setEnabled(story_mode and not busy and self.story.can_undo())
+        self.redo_action.setEnabled(story_mode and not busy and self.story.can_redo())
+        self.mode_switch.setEnabled(not busy)
+        self.memory.setEnabled(not busy)
+
+    def _update_title(self) -> None:
+        name = Path(self.story_path).name if self.story_path else (self.story.title or "Untitled")
+        self.setWindowTitle(f"{'*' if self.dirty else ''}{name} — NeoX Writer")
+
+    # --- context view ------------------------------------------------------------------
+    def on_context_dock_visibility_changed(self, visible: bool) -> None:
+        if visible:
+            self.refresh_context()
+
+    def refresh_context(self) -> None:
+        """Ask the engine thread for the context the next generation would see."""
+        if self.model_info is None:
+            self.context_view.show_error("Load a model to see the context.")
+            return
+        if self.mode() == "chat":
+            template = TEMPLATES.get(self.chat_view.template_name(), TEMPLATES["plain"])
+            text = template.prompt(self.chat_view.turns, self.chat_view.user_name, self.chat_view.bot_name)
+        else:
+            self._sync_story_from_view() if not self.busy() else None
+            text = self.story.text
+        request = self._request(text, [])
+        if request is not None:
+            self.llm.preview(request)
+
+    def on_worker_context_ready(self, context) -> None:
+        self.context_view.show_context(context)
+
+    def on_worker_context_failed(self, message: str) -> None:
+        self.context_view.show_error(message)
+
+    # --- files -------------------------------------------------------------------------
+    def _collect_story(self) -> Story:
+        """The open story with everything the widgets hold (view text, memory, sampler, chat)."""
+        if not self.busy():
+            self._sync_story_from_view()
+        self.memory.save_to(self.story)
+        self.story.sampler = self.sampling.values()
+        self.story.stop_sequences = self.sampling.stop_sequences()
+        self.story.mode = self.mode()
+        self.story.chat_template = self.chat_view.template_name()
+        self.story.user_name, self.story.bot_name = self.chat_view.user_name, self.chat_view.bot_name
+        self.story.chat_turns = [ChatTurn(t.role, t.text) for t in self.chat_view.turns]
+        return self.story
+
+    def show_story(self, story: Story, path: str | None) -> None:
+        """Make `story` the open story (after open, import, recovery or New)."""
+        self.story = story
+        self.story_path = path
+        self._tokens_by_gen.clear()
+        self.memory.load_from(story)
+        if story.sampler:
+            self.sampling.apply_values(story.sampler)
+        if story.stop_sequences or path:
+            self.sampling.set_stop_sequences(story.stop_sequences)
+        self.chat_view.set_names(story.user_name, story.bot_name)
+        self.chat_view.set_turns(story.chat_turns)
+        if story.chat_template:
+            self.chat_view.set_template(story.chat_template)
+        self.mode_switch.setCurrentIndex(1 if story.mode == "chat" else 0)
+        self._show_story_text()
+        self.llm.reset()
+        self.dirty = False
+        self._update_title()
+        self._update_actions()
+
+    def _confirm_discard(self) -> bool:
+        """Ask before unsaved changes would be lost: Save, Discard or Cancel. True = go ahead."""
+        if not self.dirty:
+            return True
+        answer = QMessageBox.question(
+            self, "Unsaved changes", "The story has unsaved changes. Save them first?",
+            QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, QMessageBox.Save)
+        if answer == QMessageBox.Save:
+            return self.save()
+        if answer == QMessageBox.Discard:
+            self.dirty = False      # the user chose to lose them: no autosave either
+            self._autosave_due = False
+            return True
+        return False
+
+    def new_story(self) -> None:
+        if self.busy() or not self._confirm_discard():
+            return
+        self.writer.remove(autosave_path())
+        self.show_story(Story(), None)
+
+    def on_open_triggered(self) -> None:
+        if self.busy() or not self._confirm_discard():
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Open a story", self._story_dir(), STORY_FILTER)
+        if path:
+            self.open_story(path)
+
+    def on_import_kobold_triggered(self) -> None:
+        if self.busy() or not self._confirm_discard():
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Import a KoboldAI / Kobold Lite save", self._story_dir(),
+                                              KOBOLD_FILTER)
+        if path:
+            self.open_story(path, imported=True)
+
+    def open_story(self, path, imported: bool = False) -> None:
+        """Read a story (native or Kobold) on a background thread; `storyOpened` fires when shown.
+
+        A corrupt file or one from a newer version shows a message and leaves the open story alone.
+        """
+        path = str(path)
+
+        def read():
+            try:
+                story = load_story(path)
+            except StoryFormatError as e:
+                self.storyRead.emit(None, path, str(e))
+            else:
+                self.storyRead.emit(story, "" if imported else path, "")
+        threading.Thread(target=read, name="neox-story-read", daemon=True).start()
+
+    def on_story_read(self, story, path: str, error: str) -> None:
+        if story is None:
+            self.show_error("Could not open the story", error)
+            return
+        if self.busy():
+            self.show_error("Could not open the story", "A generation is running; stop it first.")
+            return
+        self.show_story(story, path or None)
+        if not path:            # an import is a new, unsaved story
+            self._mark_changed()
+        self.storyOpened.emit(path)
+
+    def _story_dir(self) -> str:
+        last = self.settings.get("last_story_dir")
+        return last if last and Path(last).is_dir() else str(paths.stories_dir())
+
+    def save(self) -> bool:
+        """Save to the story's file (asks for a name the first time). Returns False if cancelled."""
+        if self.story_path is None:
+            return self.on_save_as_triggered()
+        self.save_to(self.story_path)
+        return True
+
+    def on_save_as_triggered(self) -> bool:
+        paths.ensure(paths.stories_dir())
+        path, _ = QFileDialog.getSaveFileName(self, "Save the story", self._story_dir(), STORY_FILTER)
+        if not path:
+            return False
+        if not path.endswith(".json"):
+            path += ".neoxstory.json"
+        self.save_to(path)
+        return True
+
+    def save_to(self, path) -> None:
+        """Write the story atomically on the writer thread; the autosave is then obsolete."""
+        path = str(path)
+        data = story_bytes(self._collect_story())
+        self.story_path = path
+        self.writer.write(path, data)
+        self.writer.remove(autosave_path())
+        self.dirty = False
+        self._autosave_due = False
+        self.settings.set("last_story_dir", str(Path(path).parent))
+        self._update_title()
+        self.storySaved.emit(path)
+
+    def export_to(self, path, kind: str) -> None:
+        """Export as "kobold" (Kobold Lite JSON), "text" or "markdown"."""
+        story = self._collect_story()
+        data = {"kobold": kobold_bytes, "text": lambda s: s.to_plain_text().encode("utf-8"),
+                "markdown": lambda s: s.to_markdown().encode("utf-8")}[kind](story)
+        self.writer.write(str(path), data)
+
+    def _export_dialog(self, kind: str, title: str, file_filter: str, suffix: str) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, title, self._story_dir(), file_filter)
+        if path:
+            self.export_to(path if Path(path).suffix else path + suffix, kind)
+
+    def on_export_kobold_triggered(self) -> None:
+        self._export_dialog("kobold", "Export Kobold Lite JSON", KOBOLD_FILTER, ".json")
+
+    def on_export_text_triggered(self) -> None:
+        self._export_dialog("text", "Export plain text", "Text (*.txt)", ".txt")
+
+    def on_export_markdown_triggered(self) -> None:
+        self._export_dialog("markdown", "Export Markdown", "Markdown (*.md)", ".md")
+
+    def on_writer_failed(self, path: str, message: str) -> None:
+        self.show_error("Could not write a file", message)
+        if path == self.story_path:
+            self.dirty = True
+            self._update_title()
+
+    # --- autosave and recovery --------------------------------------------------------
+    def autosave_now(self) -> None:
+        """Write the open story to the autosave file if it has changes not saved anywhere."""
+        if not self._autosave_due or not self.dirty:
+            return
+        self._autosave_due = False
+        self.writer.write(autosave_path(), autosave_bytes(self._collect_story(), self.story_path))
+
+    def on_autosave_timer_timeout(self) -> None:
+        self.autosave_now()
+
+    def on_recovery_found(self, recovery) -> None:
+        if recovery is None:
+            return
+        self.recovery = recovery
+        self._ask(recovery.describe(), self.accept_recovery, self.decline_recovery, title="Recover story")
+
+    def accept_recovery(self) -> None:
+        recovery, self.recovery = self.recovery, None
+        if recovery is None or self.busy():
+            return
+        self.show_story(recovery.story, recovery.story_path)
+        self._mark_changed()
+
+    def decline_recovery(self) -> None:
+        self.recovery = None
+        self.writer.remove(autosave_path())
+
+    # --- dialogs ---------------------------------------------------------------------
+    def show_error(self, title: str, message: str) -> None:
+        """A non-blocking error dialog (the GUI keeps running; tests read `errorShown`)."""
+        box = QMessageBox(QMessageBox.Warning, title, message, QMessageBox.Ok, self)
+        box.setObjectName("errorBox")
+        box.setWindowModality(Qt.WindowModal)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.open()
+        self.error_box = box
+        self.errorShown.emit(message)
+
+    def _ask(self, text: str, on_yes, on_no=None, title: str = "NeoX Writer") -> None:
+        box = QMessageBox(QMessageBox.Question, title, text, QMessageBox.Yes | QMessageBox.No, self)
+        box.setObjectName("questionBox")
+        box.setAttribute(Qt.WA_DeleteOnClose)
+
+        def done(result):
+            if box.standardButton(box.clickedButton()) == QMessageBox.Yes:
+                on_yes()
+            elif on_no is not None:
+                on_no()
+        box.finished.connect(done)
+        box.open()
+
+    # --- closing ---------------------------------------------------------------------
+    def closeEvent(self, event) -> None:
+        if not self._confirm_discard():
+            event.ignore()
+            return
+        if self.busy():
+            self.llm.stop()
+        self.model_picker.cancel_downloads()
+        self.autosave_timer.stop()
+        if not self.dirty:
+            self.writer.remove(autosave_path())
+        else:
+            self._autosave_due = True
+            self.autosave_now()
+        self.save_settings()
+        self.llm.shutdown()
+        self.writer.wait()
+        event.accept()
+        super().closeEvent(event)
+
+    def on_memory_timer_timeout(self) -> None:
+        self.memory_label.setText(f"RAM {_mb(resident_bytes())}")
+
+
+def startup_model(settings: Settings) -> str | None:
+    """The model to open at start: the last one used if it still exists, else the bundled demo."""
+    last = settings.get("last_model")
+    if last and Path(last).is_file():
+        return last
+    demo = demo_model()
+    return str(demo) if demo else None
+
+
+__all__ = ["MainWindow", "startup_model"]

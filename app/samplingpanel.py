@@ -1,0 +1,243 @@
+"""The sampling panel: a slider and a spin box for every sampler of the engine, plus presets.
+
+The rows are generated from `SAMPLER_ROWS`, whose names are `engine.sampling.SamplerSettings`
+fields, so `values()` feeds `SamplerSettings(**...)` directly. Sliders are integer widgets;
+each row's `scale` says how many slider steps make one unit (temperature 0.70 is slider 70).
+Values are read when Generate is pressed, so changes apply to the next generation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QInputDialog,
+                               QPlainTextEdit, QPushButton, QScrollArea, QSlider, QSpinBox,
+                               QVBoxLayout, QWidget)
+
+from engine.sampling import PRESETS, SamplerSettings
+
+DEFAULT_PRESET = "KoboldCpp default"
+MAX_SEED = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class SamplerRow:
+    """One slider + spin box row: the setting's name, label, range, and slider steps per unit."""
+    name: str
+    label: str
+    minimum: float
+    maximum: float
+    scale: int          # slider steps per unit (1 for integer settings)
+    tip: str
+    object_name: str
+
+    @property
+    def is_int(self) -> bool:
+        return self.scale == 1
+
+
+SAMPLER_ROWS = (
+    SamplerRow("temperature", "Temperature", 0.0, 3.0, 100, "0 = always the most likely token", "temperatureSlider"),
+    SamplerRow("top_k", "Top-k", 0, 200, 1, "keep the k most likely tokens (0 = off)", "topKSlider"),
+    SamplerRow("top_p", "Top-p", 0.0, 1.0, 100, "keep the smallest set with this much probability (1 = off)", "topPSlider"),
+    SamplerRow("min_p", "Min-p", 0.0, 1.0, 100, "drop tokens less likely than this times the best (0 = off)", "minPSlider"),
+    SamplerRow("typical", "Typical", 0.0, 1.0, 100, "locally typical sampling (1 = off)", "typicalSlider"),
+    SamplerRow("tfs", "Tail-free", 0.0, 1.0, 100, "tail-free sampling z (1 = off)", "tailFreeSlider"),
+    SamplerRow("top_a", "Top-a", 0.0, 1.0, 100, "drop tokens below a * p_max^2 (0 = off)", "topASlider"),
+    SamplerRow("rep_pen", "Repetition penalty", 1.0, 2.0, 100, "penalize recently used tokens (1 = off)", "repetitionPenaltySlider"),
+    SamplerRow("rep_pen_range", "Rep. penalty range", 0, 2048, 1, "how many recent tokens are penalized", "repetitionRangeSlider"),
+    SamplerRow("rep_pen_slope", "Rep. penalty slope", 0.0, 1.0, 100, "older tokens get less penalty", "repetitionSlopeSlider"),
+    SamplerRow("mirostat", "Mirostat mode", 0, 2, 1, "0 = off, 1 = Mirostat, 2 = Mirostat 2.0", "mirostatSlider"),
+    SamplerRow("mirostat_tau", "Mirostat tau", 0.0, 10.0, 100, "target surprise", "mirostatTauSlider"),
+    SamplerRow("mirostat_eta", "Mirostat eta", 0.0, 1.0, 100, "learning rate", "mirostatEtaSlider"),
+)
+
+
+class _RowBinding:
+    """Keeps one row's slider and spin box showing the same value."""
+
+    def __init__(self, row: SamplerRow, slider: QSlider, spin):
+        self.row, self.slider, self.spin = row, slider, spin
+        slider.valueChanged.connect(self.on_slider_changed)
+        spin.valueChanged.connect(self.on_spin_changed)
+
+    def on_slider_changed(self, steps: int) -> None:
+        value = steps if self.row.is_int else steps / self.row.scale
+        if self.spin.value() != value:
+            self.spin.setValue(value)
+
+    def on_spin_changed(self, value) -> None:
+        steps = round(value * self.row.scale)
+        if self.slider.value() != steps:
+            self.slider.setValue(steps)
+
+    def value(self):
+        return int(self.spin.value()) if self.row.is_int else round(float(self.spin.value()), 4)
+
+    def set_value(self, value) -> None:
+        self.spin.setValue(value)
+
+
+class SamplingPanel(QWidget):
+    """Sampler sliders, max new tokens, context size, seed, presets and stop sequences."""
+
+    settingsChanged = Signal()
+    presetSaved = Signal(str, dict)      # name, values: the window stores user presets in settings
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("samplingPanel")
+        self._user_presets: dict[str, dict] = {}
+        self._bindings: dict[str, _RowBinding] = {}
+
+        self.preset_picker = QComboBox(objectName="presetPicker")
+        self.preset_picker.setToolTip("Engine presets and your own saved presets")
+        save_preset = QPushButton("Save…", objectName="savePresetButton")
+        save_preset.setToolTip("Save the current values as a preset of your own")
+        save_preset.clicked.connect(self.on_save_preset_clicked)
+        preset_row = QHBoxLayout()
+        preset_row.addWidget(self.preset_picker, 1)
+        preset_row.addWidget(save_preset)
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        form.addRow("Preset", preset_row)
+        for row in SAMPLER_ROWS:
+            form.addRow(row.label, self._make_row(row))
+
+        self.max_tokens_spin = QSpinBox(objectName="maxTokensSpin", minimum=1, maximum=4096, value=80)
+        self.max_tokens_spin.setToolTip("How many tokens one press of Generate writes at most")
+        self.context_spin = QSpinBox(objectName="contextSizeSpin", minimum=64, maximum=2048,
+                                     singleStep=64, value=2048)
+        self.context_spin.setToolTip("Tokens of story the model sees (at most the model's context length)")
+        self.seed_spin = QSpinBox(objectName="seedSpin", minimum=-1, maximum=MAX_SEED, value=-1)
+        self.seed_spin.setSpecialValueText("random")
+        self.seed_spin.setToolTip("-1 = a new random seed each time; any other value repeats the same text")
+        self.stop_edit = QPlainTextEdit(objectName="stopSequencesEdit")
+        self.stop_edit.setPlaceholderText("one stop sequence per line")
+        self.stop_edit.setFixedHeight(self.fontMetrics().lineSpacing() * 4)
+        form.addRow("Max new tokens", self.max_tokens_spin)
+        form.addRow("Context size", self.context_spin)
+        form.addRow("Seed", self.seed_spin)
+        form.addRow("Stop sequences", self.stop_edit)
+
+        inner = QWidget()
+        inner.setLayout(form)
+        scroll = QScrollArea(widgetResizable=True)
+        scroll.setWidget(inner)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scroll)
+
+        self._fill_presets()
+        self.preset_picker.currentTextChanged.connect(self.on_preset_picker_changed)
+        self.apply_values(SamplerSettings.from_preset(DEFAULT_PRESET).to_dict())
+        self.preset_picker.setCurrentText(DEFAULT_PRESET)
+        for widget in (self.max_tokens_spin, self.context_spin, self.seed_spin):
+            widget.valueChanged.connect(self.settingsChanged)
+        self.stop_edit.textChanged.connect(self.settingsChanged)
+
+    def _make_row(self, row: SamplerRow) -> QWidget:
+        slider = QSlider(Qt.Horizontal, objectName=row.object_name)
+        slider.setRange(round(row.minimum * row.scale), round(row.maximum * row.scale))
+        if row.is_int:
+            spin = QSpinBox(minimum=int(row.minimum), maximum=int(row.maximum))
+        else:
+            spin = QDoubleSpinBox(minimum=row.minimum, maximum=row.maximum, decimals=2, singleStep=0.01)
+        spin.setObjectName(row.object_name.replace("Slider", "Spin"))
+        for w in (slider, spin):
+            w.setToolTip(row.tip)
+        spin.setMinimumWidth(self.fontMetrics().horizontalAdvance("00000.00") + 24)
+        binding = _RowBinding(row, slider, spin)
+        spin.valueChanged.connect(self.settingsChanged)
+        self._bindings[row.name] = binding
+        box = QWidget()
+        lay = QHBoxLayout(box)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(slider, 1)
+        lay.addWidget(spin)
+        return box
+
+    # --- values ----------------------------------------------------------------------
+    def sampler_settings(self) -> SamplerSettings:
+        """The engine settings the panel shows (raises SettingsError naming a bad value)."""
+        values = {name: b.value() for name, b in self._bindings.items()}
+        base = PRESETS.get(self.preset_picker.currentText(), {})
+        if "order" in base:
+            values["order"] = base["order"]
+        seed = self.seed_spin.value()
+        values["seed"] = None if seed < 0 else seed
+        return SamplerSettings(**values)
+
+    def values(self) -> dict:
+        """Everything on the panel as plain JSON values (saved in stories and settings)."""
+        out = {name: b.value() for name, b in self._bindings.items()}
+        out["max_new_tokens"] = self.max_tokens_spin.value()
+        out["n_ctx"] = self.context_spin.value()
+        out["seed"] = self.seed_spin.value()
+        return out
+
+    def apply_values(self, values: dict) -> None:
+        """Show `values` (unknown keys and out-of-range numbers are ignored/clamped by the widgets)."""
+        for name, binding in self._bindings.items():
+            v = values.get(name)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                binding.set_value(int(v) if binding.row.is_int else float(v))
+        for key, spin in (("max_new_tokens", self.max_tokens_spin), ("n_ctx", self.context_spin),
+                          ("seed", self.seed_spin)):
+            v = values.get(key)
+            if isinstance(v, int) and not isinstance(v, bool):
+                spin.setValue(v)
+
+    def stop_sequences(self) -> list[str]:
+        return [line.replace("\\n", "\n") for line in self.stop_edit.toPlainText().splitlines() if line]
+
+    def set_stop_sequences(self, stops: list[str]) -> None:
+        self.stop_edit.setPlainText("\n".join(s.replace("\n", "\\n") for s in stops))
+
+    def set_context_limit(self, n_ctx: int) -> None:
+        """The loaded model's context length caps the context size."""
+        self.context_spin.setMaximum(max(64, n_ctx))
+        if self.context_spin.value() > n_ctx or self.context_spin.value() == 2048:
+            self.context_spin.setValue(n_ctx)
+
+    # --- presets ---------------------------------------------------------------------
+    def set_user_presets(self, presets: dict) -> None:
+        self._user_presets = {k: v for k, v in presets.items() if isinstance(v, dict)}
+        self._fill_presets()
+
+    def _fill_presets(self) -> None:
+        current = self.preset_picker.currentText()
+        self.preset_picker.blockSignals(True)
+        self.preset_picker.clear()
+        self.preset_picker.addItems(list(PRESETS))
+        if self._user_presets:
+            self.preset_picker.insertSeparator(self.preset_picker.count())
+            self.preset_picker.addItems(sorted(self._user_presets))
+        if current:
+            self.preset_picker.setCurrentText(current)
+        self.preset_picker.blockSignals(False)
+
+    def on_preset_picker_changed(self, name: str) -> None:
+        if name in PRESETS:   # a preset sets the samplers, never the seed or lengths
+            values = SamplerSettings.from_preset(name).to_dict()
+            values.pop("seed", None)
+            self.apply_values(values)
+        elif name in self._user_presets:
+            self.apply_values(self._user_presets[name])
+
+    def on_save_preset_clicked(self) -> None:
+        name, ok = QInputDialog.getText(self, "Save preset", "Preset name:")
+        if ok and name.strip():
+            self.save_preset(name.strip())
+
+    def save_preset(self, name: str) -> None:
+        values = self.values()
+        self._user_presets[name] = values
+        self._fill_presets()
+        self.preset_picker.setCurrentText(name)
+        self.presetSaved.emit(name, values)
+
+
+__all__ = ["SamplingPanel", "SAMPLER_ROWS", "DEFAULT_PRESET"]

@@ -1,0 +1,67 @@
+"""Settings that persist between runs, kept as one JSON file under `config_dir()`.
+
+JSON instead of QSettings so the file is readable, lands under ``NEOX_WRITER_HOME`` like
+every other file, and can be written atomically by the background `FileWriter`.
+Unknown or mistyped values fall back to their defaults: a hand-edited settings file must
+never stop the program from starting.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from app import paths
+
+DEFAULTS = {
+    "version": 1,
+    "window_geometry": "",        # base64 of QMainWindow.saveGeometry()
+    "window_state": "",           # base64 of QMainWindow.saveState()
+    "splitter_state": "",
+    "last_model": "",
+    "last_story_dir": "",
+    "sampler": {},                # the sampling panel's values
+    "preset": "",
+    "user_presets": {},           # name -> sampler values
+    "theme": "system",            # "system", "light" or "dark"
+    "font_size": 12,
+    "threads": 0,                 # 0 = the engine's choice
+    "mode": "story",
+    "autosave_seconds": 30,
+}
+
+
+def settings_path() -> Path:
+    return paths.config_dir() / "settings.json"
+
+
+class Settings:
+    """The app's persistent settings: `get`, `set`, and `to_bytes` for the atomic writer."""
+
+    def __init__(self, values: dict | None = None):
+        self.values = copy.deepcopy(DEFAULTS)
+        for key, value in (values or {}).items():
+            default = DEFAULTS.get(key)
+            if key in DEFAULTS and type(value) is type(default):
+                self.values[key] = value
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> "Settings":
+        """Read the settings file; a missing or unreadable file gives the defaults."""
+        path = path or settings_path()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return cls()
+        return cls(data if isinstance(data, dict) else None)
+
+    def get(self, key: str):
+        return self.values[key]
+
+    def set(self, key: str, value) -> None:
+        if key not in DEFAULTS:
+            raise KeyError(f"unknown setting {key!r}")
+        self.values[key] = value
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.values, indent=1, sort_keys=True).encode("utf-8")

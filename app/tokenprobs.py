@@ -1,0 +1,63 @@
+"""The token alternatives popup: a clicked token's top candidates with their probabilities.
+
+Picking a different candidate emits `alternativeChosen`; the window then replaces the token
+with it and generates again from there.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import QPoint, Qt, Signal
+from PySide6.QtWidgets import QFrame, QLabel, QListWidget, QListWidgetItem, QVBoxLayout
+
+
+def show_token(text: str) -> str:
+    """A token's text made visible: spaces as '·', newlines as '↵'."""
+    return text.replace(" ", "·").replace("\n", "↵").replace("\t", "→") or "∅"
+
+
+class TokenProbsPopup(QFrame):
+    """A small popup list of alternatives for one generated token."""
+
+    alternativeChosen = Signal(int, str, int)    # token index, replacement text, token id
+
+    def __init__(self, parent=None):
+        super().__init__(parent, Qt.Popup)
+        self.setObjectName("tokenProbsPopup")
+        self.setFrameShape(QFrame.StyledPanel)
+        self.title = QLabel()
+        self.list = QListWidget(objectName="tokenAlternatives")
+        self.list.itemActivated.connect(self.on_list_item_activated)
+        self.list.itemClicked.connect(self.on_list_item_activated)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self.title)
+        layout.addWidget(self.list)
+        self._index = -1
+
+    def show_for(self, index: int, piece, at: QPoint | None = None) -> None:
+        """Fill the list for token `index` (a chatllm.TokenPiece) and show it at `at`."""
+        self._index = index
+        self.title.setText(f"Token {show_token(piece.text)!s} — {piece.probability:.1%}")
+        self.list.clear()
+        for text, token, prob in piece.alternatives:
+            item = QListWidgetItem(f"{show_token(text)}    {prob:6.1%}")
+            item.setData(Qt.UserRole, (text, token))
+            if token == piece.token:
+                font = item.font()
+                font.setBold(True)
+                item.setFont(font)
+            self.list.addItem(item)
+        rows = min(self.list.count(), 10)
+        self.list.setFixedHeight(self.list.sizeHintForRow(0) * rows + 8 if rows else 24)
+        self.adjustSize()
+        if at is not None:
+            self.move(at)
+        self.show()
+
+    def choose(self, row: int) -> None:
+        """Pick alternative `row` (what a click does)."""
+        text, token = self.list.item(row).data(Qt.UserRole)
+        self.hide()
+        self.alternativeChosen.emit(self._index, text, token)
+
+    def on_list_item_activated(self, item: QListWidgetItem) -> None:
+        self.choose(self.list.row(item))
