@@ -1,0 +1,43 @@
+"""The numba fast path: fused dequantize-and-dot kernels and a compiled per-token forward.
+
+``build(ggml_file, config, threads=None)`` repacks the weight matrices once into a tile layout
+the kernels stream through (``repack.py``), and returns a ``FastModel`` whose ``new_session()``
+gives a ``FastSession`` with a preallocated KV cache (``session.py``). One token runs as one call
+into compiled code over all layers (``forward.py``); a prompt runs many tokens per pass through
+dequantized weight tiles and numpy's BLAS.
+
+numba's on-disk cache lives under the user cache dir (or ``$NEOX_WRITER_HOME/cache``), so only
+the first run of a weight type pays for compilation. That has to be decided before numba is
+imported, hence the code above the imports.
+"""
+from __future__ import annotations
+
+import os
+
+
+def _cache_dir() -> str:
+    home = os.environ.get("NEOX_WRITER_HOME")
+    if home:
+        return os.path.join(home, "cache", "numba")
+    from platformdirs import user_cache_dir
+    return os.path.join(user_cache_dir("NeoXWriter"), "numba")
+
+
+if not os.environ.get("NUMBA_CACHE_DIR"):
+    os.environ["NUMBA_CACHE_DIR"] = _cache_dir()
+
+import numba  # noqa: E402  (after NUMBA_CACHE_DIR is set)
+
+if not numba.config.CACHE_DIR:
+    # numba was imported before us (its config was read without our variable): set it directly.
+    numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+
+from engine.fast.session import FastModel, FastSession  # noqa: E402
+
+
+def build(ggml_file, config, threads: int | None = None) -> FastModel:
+    """Repack the file's weights for the kernels; the result makes sessions (``new_session``)."""
+    return FastModel(ggml_file, config, threads=threads)
+
+
+__all__ = ["FastModel", "FastSession", "build"]

@@ -1,0 +1,90 @@
+"""The batched prompt path: many tokens per pass, weights decoded tile by tile into BLAS.
+
+Per layer the work is a handful of calls on [N, width] activation matrices, so the Python
+between them is negligible next to the matrix products. Each matrix product decodes a few MiB of
+weights at a time (``dequant.py``) and multiplies the whole token matrix with numpy's BLAS; the
+layer pieces (LayerNorm, RoPE, attention, GELU) are the compiled ones of ``forward.py``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.fast.dequant import TILE_DEQUANT, dequant_f16_rows
+from engine.fast.forward import add_bias, attention, gelu_rows, layer_norm_rows, rope_and_store
+from engine.fast.repack import TILE, PackedMatrix
+
+SCRATCH_FLOATS = 2 << 20      # 8 MiB of decoded weights per BLAS call
+
+
+class TileDecoder:
+    """Multiplies token matrices by packed weight matrices through a reusable float scratch."""
+
+    def __init__(self):
+        self._scratch = np.empty(0, np.float32)
+
+    def _buffer(self, n: int) -> np.ndarray:
+        if self._scratch.size < n:
+            self._scratch = np.empty(n, np.float32)
+        return self._scratch[:n]
+
+    def matmul(self, pm: PackedMatrix, layer: int, x: np.ndarray, out: np.ndarray) -> None:
+        """out[:, :pm.rows] = x @ W[layer].T for x [N, cols]."""
+        rows, cols = pm.rows, pm.cols
+        if pm.type == "f32":
+            np.matmul(x, pm.arrays[0][layer].T, out=out[:, :rows])
+            return
+        if pm.type == "f16":
+            step = max(1, SCRATCH_FLOATS // cols)
+            for r0 in range(0, rows, step):
+                r1 = min(rows, r0 + step)
+                w = self._buffer((r1 - r0) * cols).reshape(r1 - r0, cols)
+                dequant_f16_rows(pm.arrays[0], layer, r0, r1, w)
+                out[:, r0:r1] = x @ w.T
+            return
+        decode = TILE_DEQUANT[pm.type]
+        n_tiles = -(-rows // TILE)
+        step = max(1, SCRATCH_FLOATS // (cols * TILE))
+        for t0 in range(0, n_tiles, step):
+            t1 = min(n_tiles, t0 + step)
+            width = (t1 - t0) * TILE
+            wt = self._buffer(cols * width).reshape(cols, width)
+            decode(*pm.arrays, layer, t0, t1, wt)
+            r0, r1 = t0 * TILE, min(rows, t1 * TILE)
+            out[:, r0:r1] = x @ wt[:, :r1 - r0]
+
+
+def forward_prompt(weights, decoder: TileDecoder, x: np.ndarray, n_past: int, cos, sin,
+                   kcache, vcache) -> np.ndarray:
+    """Run the rows of x (token embeddings [N, n_embd], positions n_past..) through every layer.
+
+    Fills the KV cache for those positions and returns the final-LayerNorm output [N, n_embd]
+    (the caller applies the head to the rows it needs).
+    """
+    c = weights.config
+    n, e = x.shape
+    qkv = np.empty((n, 3 * e), np.float32)
+    att = np.empty((n, e), np.float32)
+    attn = np.empty((n, e), np.float32)
+    h = np.empty((n, e), np.float32)
+    up = np.empty((n, weights.up.rows), np.float32)
+    down = np.empty((n, e), np.float32)
+    scores = np.empty((c.n_head, n_past + n), np.float32)
+    for layer in range(c.n_layer):
+        ln = weights.ln[layer]
+        layer_norm_rows(x, n, ln[0], ln[1], h)
+        decoder.matmul(weights.qkv, layer, h, qkv)
+        add_bias(qkv, n, weights.b_qkv[layer])
+        rope_and_store(qkv, n, n_past, cos, sin, c.n_head, c.n_rot, kcache[layer], vcache[layer])
+        attention(qkv, n, n_past, c.n_head, kcache[layer], vcache[layer], scores, att)
+        decoder.matmul(weights.dense, layer, att, attn)
+        add_bias(attn, n, weights.b_dense[layer])
+        y = x if c.parallel_residual else attn + x
+        layer_norm_rows(y, n, ln[2], ln[3], h)
+        decoder.matmul(weights.up, layer, h, up)
+        add_bias(up, n, weights.b_up[layer])
+        gelu_rows(up, n, up.shape[1])
+        decoder.matmul(weights.down, layer, up, down)
+        add_bias(down, n, weights.b_down[layer])
+        x = (down + attn) + x if c.parallel_residual else down + y
+    layer_norm_rows(x, n, weights.lnf[0], weights.lnf[1], h)
+    return h

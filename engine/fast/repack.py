@@ -1,0 +1,181 @@
+"""Load-time repacking of the weight matrices into the layout the kernels stream through.
+
+A ggml row is a run of blocks, each holding its scale(s) next to its quants. Dotting one row
+with x needs a horizontal sum per 32-value block, which numba's vectoriser turns into slow code.
+So the rows are regrouped into tiles of ``TILE`` rows and stored "row-minor": for tile t, block b
+and quant byte j, the bytes of the tile's rows are contiguous (``qs[layer, t, b, j, row]``), and
+the scales likewise (``d[layer, t, b, row]``). A kernel then keeps one accumulator per row in a
+vector lane and never reduces across lanes.
+
+Nothing is converted to float: quants stay 4 or 8 bits, fp16 scales stay 16 bits (the kernels
+widen them), fp32 scales stay fp32, so the repacked matrices take the same bytes as in the file.
+The bytes are read with plain file reads, not through the memory map, so the file's pages do not
+also count in our resident memory. Version-0 files (interleaved nibbles: element 2j in the low,
+2j+1 in the high nibble of byte j) are converted to the split order of versions 1/2 (element j
+low, j + half high), which is also the bit order of the Q5 ``qh`` field in every version.
+
+f16 and f32 matrices keep their row-major layout (a long contiguous dot per row vectorises well).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.errors import ModelFormatError
+from engine.quants import block_format
+
+TILE = 64                      # rows per tile: four AVX-512 or eight AVX2 float vectors
+CHUNK_BYTES = 8 << 20          # read the file in pieces of about this size
+
+NIBBLE_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q4_2", "q4_3")
+
+
+@dataclass
+class PackedMatrix:
+    """One kind of weight matrix for every layer, in the kernels' layout.
+
+    ``arrays`` is always four arrays, whatever the type, so every kernel has one signature:
+
+    * nibble types: (qs uint8 [L, T, nb, half, TILE], d [L, T, nb, TILE] uint16 (fp16 bits) or
+      float32, m like d or a 1-element dummy, qh uint32 [L, T, nb, TILE] or a dummy)
+    * q8_0: (qs int8 [L, T, nb, 32, TILE], d, dummy, dummy)
+    * f16 / f32: (w uint16 (fp16 bits) or float32 [L, rows, cols], dummies)
+    """
+
+    type: str
+    rows: int
+    cols: int
+    n_layers: int
+    arrays: tuple
+
+    @property
+    def tiled(self) -> bool:
+        return self.type not in ("f16", "f32")
+
+    @property
+    def padded_rows(self) -> int:
+        """Length an output buffer needs: tiled kernels write whole tiles."""
+        return -(-self.rows // TILE) * TILE if self.tiled else self.rows
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays)
+
+
+def _dummy(dtype, ndim: int) -> np.ndarray:
+    return np.zeros((1,) * ndim, dtype=dtype)
+
+
+def _read_rows(fh, path: str, info, r0: int, r1: int) -> np.ndarray:
+    """Raw bytes of rows r0..r1 of a tensor as uint8 [r1 - r0, row_bytes] (a file read, not the map)."""
+    row_bytes = info.nbytes // info.shape[0]
+    buf = np.empty((r1 - r0) * row_bytes, dtype=np.uint8)
+    fh.seek(info.offset + r0 * row_bytes)
+    if fh.readinto(memoryview(buf)) != buf.size:
+        raise ModelFormatError(path, info.offset + r0 * row_bytes,
+                               f"file truncated while reading tensor {info.name!r}")
+    return buf.reshape(r1 - r0, row_bytes)
+
+
+def _split_order(qs: np.ndarray) -> np.ndarray:
+    """Version-0 interleaved nibble bytes [..., half] -> split order (element j low, j + half high)."""
+    lo = qs & np.uint8(15)
+    hi = qs >> np.uint8(4)
+    vals = np.stack([lo, hi], axis=-1).reshape(*qs.shape[:-1], 2 * qs.shape[-1])   # element order
+    half = qs.shape[-1]
+    return vals[..., :half] | (vals[..., half:] << np.uint8(4))
+
+
+def _tiles(a: np.ndarray, last_axis_rows: bool = True) -> np.ndarray:
+    """[rows, ...] with rows a multiple of TILE -> [rows/TILE, ..., TILE] (row index last)."""
+    t = a.reshape(a.shape[0] // TILE, TILE, *a.shape[1:])
+    return np.moveaxis(t, 1, -1)
+
+
+class _Packer:
+    """Builds the arrays of one PackedMatrix layer by layer, reading each tensor in chunks."""
+
+    def __init__(self, type_name: str, qnt_version: int, rows: int, cols: int, n_layers: int):
+        self.type, self.rows, self.cols, self.L = type_name, rows, cols, n_layers
+        if type_name in ("f16", "f32"):
+            dt = np.uint16 if type_name == "f16" else np.float32
+            self.arrays = (np.empty((n_layers, rows, cols), dt), _dummy(np.float32, 4),
+                           _dummy(np.float32, 4), _dummy(np.uint32, 4))
+            return
+        fmt = block_format(type_name, qnt_version)
+        self.fmt = fmt
+        self.nb = cols // fmt.values
+        T = -(-rows // TILE)
+        sdt = np.uint16 if fmt.scale_dtype == "f2" else np.float32
+        # np.zeros: the padding rows of the last tile must be zero (they are computed, then ignored)
+        if type_name == "q8_0":
+            qs = np.zeros((n_layers, T, self.nb, 32, TILE), np.int8)
+        else:
+            qs = np.zeros((n_layers, T, self.nb, fmt.values // 2, TILE), np.uint8)
+        d = np.zeros((n_layers, T, self.nb, TILE), sdt)
+        m = np.zeros_like(d) if fmt.has_min else _dummy(sdt, 4)
+        qh = np.zeros((n_layers, T, self.nb, TILE), np.uint32) if fmt.has_qh else _dummy(np.uint32, 4)
+        self.arrays = (qs, d, m, qh)
+
+    def add(self, fh, path: str, layer: int, info) -> None:
+        if info.shape != (self.rows, self.cols) or info.type != self.type:
+            raise ModelFormatError(path, info.offset, f"tensor {info.name!r} is {info.type} {list(info.shape)}, "
+                                   f"expected {self.type} {[self.rows, self.cols]} like the other layers")
+        row_bytes = info.nbytes // self.rows
+        step = max(TILE, CHUNK_BYTES // max(row_bytes, 1) // TILE * TILE)
+        for r0 in range(0, self.rows, step):
+            r1 = min(self.rows, r0 + step)
+            raw = _read_rows(fh, path, info, r0, r1)
+            if not self.tiled:
+                dt = np.dtype("<u2") if self.type == "f16" else np.dtype("<f4")
+                self.arrays[0][layer, r0:r1] = raw.view(dt)
+            else:
+                self._add_blocks(layer, r0, raw)
+
+    @property
+    def tiled(self) -> bool:
+        return self.type not in ("f16", "f32")
+
+    def _add_blocks(self, layer: int, r0: int, raw: np.ndarray) -> None:
+        fmt = self.fmt
+        n = raw.shape[0]
+        pad = -n % TILE                        # only the last chunk of a matrix can be ragged
+        if pad:
+            raw = np.concatenate([raw, np.zeros((pad, raw.shape[1]), np.uint8)])
+        blocks = raw.reshape(raw.shape[0], self.nb, fmt.nbytes)
+        t0, t1 = r0 // TILE, (r0 + raw.shape[0]) // TILE
+        qs, d, m, qh = self.arrays
+        sb = 2 if fmt.scale_dtype == "f2" else 4
+        sdt = np.dtype("<u2") if sb == 2 else np.dtype("<f4")
+        pos = 0
+        d[layer, t0:t1] = _tiles(np.ascontiguousarray(blocks[:, :, pos:pos + sb]).view(sdt)[..., 0])
+        pos += sb
+        if fmt.has_min:
+            m[layer, t0:t1] = _tiles(np.ascontiguousarray(blocks[:, :, pos:pos + sb]).view(sdt)[..., 0])
+            pos += sb
+        if fmt.has_qh:
+            qh[layer, t0:t1] = _tiles(np.ascontiguousarray(blocks[:, :, pos:pos + 4]).view("<u4")[..., 0])
+            pos += 4
+        q = blocks[:, :, pos:]
+        if self.type == "q8_0":
+            q = q.view(np.int8)
+        elif fmt.interleaved:
+            q = _split_order(q)
+        qs[layer, t0:t1] = _tiles(q)
+
+    def result(self) -> PackedMatrix:
+        return PackedMatrix(self.type, self.rows, self.cols, self.L, self.arrays)
+
+
+def pack_matrices(path: str, infos: list) -> PackedMatrix:
+    """Repack the same matrix of every layer (``infos[layer]``: the file's TensorInfo records)."""
+    first = infos[0]
+    if len(first.shape) != 2:
+        raise ModelFormatError(path, first.offset, f"tensor {first.name!r} is not a matrix")
+    rows, cols = first.shape
+    packer = _Packer(first.type, first.qnt_version, rows, cols, len(infos))
+    with open(path, "rb") as fh:
+        for layer, info in enumerate(infos):
+            packer.add(fh, path, layer, info)
+    return packer.result()

@@ -1,0 +1,168 @@
+"""FastModel (the repacked weights) and FastSession (a KV cache plus preallocated buffers).
+
+A session evaluates short inputs (generation) one token at a time through the compiled
+``forward_token`` and longer ones (a prompt) through the batched path of ``prompt.py``. Between
+tokens the Python work is one embedding lookup and one call; every compiled kernel releases the
+GIL, so a generation on a worker thread never blocks the GUI thread for long.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from engine.fast.forward import forward_token, rope_tables
+from engine.fast.matvec import kernel_for
+from engine.fast.prompt import TileDecoder, forward_prompt
+from engine.fast.repack import pack_matrices
+from engine.fast.threads import apply_threads, resolve_threads
+
+BATCH_MIN = 6          # from this many new tokens on, the batched (GEMM) path is faster
+PROMPT_CHUNK = 512     # tokens per batched pass (bounds the activation memory)
+
+_MATRICES = {
+    "qkv": "attention.query_key_value.weight",
+    "dense": "attention.dense.weight",
+    "up": "mlp.dense_h_to_4h.weight",
+    "down": "mlp.dense_4h_to_h.weight",
+}
+
+
+class FastModel:
+    """The weights of a model in the kernels' layout, plus the small float32 parameters.
+
+    The big matrices are repacked into memory once (``repack.py``); ``embed_in`` stays in the
+    memory-mapped file, since only the rows of the tokens seen are ever read.
+    """
+
+    def __init__(self, ggml_file, config, threads: int | None = None):
+        t0 = time.perf_counter()
+        self.file = ggml_file
+        self.config = c = config
+        self.threads = resolve_threads(threads)
+        tensors = ggml_file.tensors
+        layer_names = lambda suffix: [f"gpt_neox.layers.{i}.{suffix}" for i in range(c.n_layer)]  # noqa: E731
+        packed = {k: pack_matrices(ggml_file.path, [tensors[n] for n in layer_names(s)])
+                  for k, s in _MATRICES.items()}
+        self.qkv, self.dense, self.up, self.down = (packed[k] for k in _MATRICES)
+        self.head = pack_matrices(ggml_file.path, [tensors["embed_out.weight"]])
+        self.embed = tensors["gpt_neox.embed_in.weight"]
+
+        def stack(suffix):
+            return np.stack([tensors[n].to_float32() for n in layer_names(suffix)]).astype(np.float32)
+
+        self.ln = np.ascontiguousarray(np.stack([
+            stack("input_layernorm.weight"), stack("input_layernorm.bias"),
+            stack("post_attention_layernorm.weight"), stack("post_attention_layernorm.bias")], axis=1))
+        self.b_qkv = stack("attention.query_key_value.bias")
+        self.b_dense = stack("attention.dense.bias")
+        self.b_up = stack("mlp.dense_h_to_4h.bias")
+        self.b_down = stack("mlp.dense_4h_to_h.bias")
+        self.lnf = np.stack([tensors["gpt_neox.final_layer_norm.weight"].to_float32(),
+                             tensors["gpt_neox.final_layer_norm.bias"].to_float32()]).astype(np.float32)
+        self.mv = kernel_for(self.qkv.type)
+        self.mv_head = kernel_for(self.head.type)
+        self.load_seconds = time.perf_counter() - t0
+
+    @property
+    def matrices(self):
+        return (self.qkv, self.dense, self.up, self.down, self.head)
+
+    @property
+    def packed_bytes(self) -> int:
+        """Memory the repacked matrices take (about the file size minus embed_in)."""
+        return sum(m.nbytes for m in self.matrices)
+
+    def new_session(self, n_ctx: int | None = None) -> "FastSession":
+        n_ctx = self.config.n_ctx if n_ctx is None else int(n_ctx)
+        if not 1 <= n_ctx <= self.config.n_ctx:
+            raise ValueError(f"context size {n_ctx} must be within 1..{self.config.n_ctx}")
+        return FastSession(self, n_ctx)
+
+    def warm_up(self) -> float:
+        """Compile (or load from numba's cache) both evaluation paths; returns the seconds it took."""
+        t0 = time.perf_counter()
+        session = self.new_session(min(self.config.n_ctx, BATCH_MIN + 1))
+        session.eval([0] * BATCH_MIN)
+        session.eval([0])
+        return time.perf_counter() - t0
+
+
+class FastSession:
+    """A KV cache for n_ctx positions, the tokens it holds, and the buffers one token needs."""
+
+    def __init__(self, model: FastModel, n_ctx: int):
+        c = model.config
+        self.model = model
+        self.n_ctx = n_ctx
+        self.tokens: list[int] = []
+        self.evaluated = 0
+        e = c.n_embd
+        # np.zeros maps pages lazily: a long context costs memory only as it fills.
+        self.kcache = np.zeros((c.n_layer, n_ctx, e), np.float32)
+        self.vcache = np.zeros((c.n_layer, n_ctx, e), np.float32)
+        self.cos, self.sin = rope_tables(n_ctx, c.n_rot)
+        self._x = np.zeros(e, np.float32)
+        self._h = np.zeros(e, np.float32)
+        self._qkv = np.zeros((1, model.qkv.padded_rows), np.float32)
+        self._att = np.zeros((1, e), np.float32)
+        self._attn = np.zeros(model.dense.padded_rows, np.float32)
+        self._up = np.zeros(model.up.padded_rows, np.float32)
+        self._down = np.zeros(model.down.padded_rows, np.float32)
+        self._scores = np.zeros((c.n_head, n_ctx), np.float32)
+        self._xsum = np.zeros(model.up.rows // 16 + 1, np.float32)
+        self._logits = np.zeros(model.head.padded_rows, np.float32)
+        self._decoder = TileDecoder()
+
+    def truncate(self, n: int) -> None:
+        """Forget cached positions from n on (the cache of a common prefix stays valid)."""
+        if n < len(self.tokens):
+            del self.tokens[max(n, 0):]
+
+    def eval(self, tokens, all_logits: bool = False) -> np.ndarray:
+        """Run tokens after the cached ones; the logits of the last (or every) new position."""
+        from engine.model import check_tokens
+        c = self.model.config
+        tokens = check_tokens(tokens, c.n_vocab)
+        if not tokens:
+            raise ValueError("eval needs at least one token")
+        n_past, n = len(self.tokens), len(tokens)
+        if n_past + n > self.n_ctx:
+            raise ValueError(f"{n_past} cached + {n} new tokens exceed the context of {self.n_ctx}")
+        apply_threads(self.model.threads)
+        if n >= BATCH_MIN:
+            logits = self._eval_batched(tokens, n_past, all_logits)
+        else:
+            rows = [self._eval_token(t, n_past + i) for i, t in enumerate(tokens)]
+            logits = np.stack(rows) if all_logits else rows[-1]
+        self.tokens.extend(tokens)
+        self.evaluated += n
+        return logits
+
+    def _eval_token(self, token: int, pos: int) -> np.ndarray:
+        m = self.model
+        self._x[:] = m.embed.rows([token])[0]
+        forward_token(m.mv, m.mv_head, m.qkv.arrays, m.dense.arrays, m.up.arrays, m.down.arrays,
+                      m.head.arrays, m.ln, m.b_qkv, m.b_dense, m.b_up, m.b_down, m.lnf,
+                      m.config.parallel_residual, m.config.n_head, m.config.n_rot, pos, self.cos, self.sin,
+                      self.kcache, self.vcache, self._x, self._h, self._qkv, self._att, self._attn,
+                      self._up, self._down, self._scores, self._xsum, self._logits)
+        return self._logits[:m.config.n_vocab].copy()
+
+    def _eval_batched(self, tokens: list[int], n_past: int, all_logits: bool) -> np.ndarray:
+        m = self.model
+        v = m.config.n_vocab
+        out = []
+        for start in range(0, len(tokens), PROMPT_CHUNK):
+            chunk = tokens[start:start + PROMPT_CHUNK]
+            x = m.embed.rows(chunk).astype(np.float32)
+            h = forward_prompt(m, self._decoder, x, n_past + start, self.cos, self.sin,
+                               self.kcache, self.vcache)
+            if all_logits:
+                logits = np.empty((len(chunk), m.head.padded_rows), np.float32)
+                self._decoder.matmul(m.head, 0, h, logits)
+                out.append(logits[:, :v])
+            elif start + PROMPT_CHUNK >= len(tokens):
+                m.mv_head(*m.head.arrays, 0, np.ascontiguousarray(h[-1]), self._xsum, self._logits)
+                return self._logits[:v].copy()
+        return np.concatenate(out)

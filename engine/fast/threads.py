@@ -1,0 +1,51 @@
+"""How many threads the kernels use: a setting, by default the number of physical cores.
+
+numba's thread count is per calling thread (``numba.set_num_threads`` only affects the thread
+that calls it), so a session applies it on every evaluation: generation often runs on a worker
+thread, not the one that loaded the model.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+import numba
+
+from engine.errors import SettingsError
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process (hyper-threads do not help these kernels)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:          # not Linux
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores = set()
+    for cpu in cpus:
+        base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        try:
+            with open(base + "physical_package_id") as f:
+                package = f.read().strip()
+            with open(base + "core_id") as f:
+                core = f.read().strip()
+        except OSError:
+            return max(1, len(cpus))
+        cores.add((package, core))
+    return max(1, len(cores) or len(glob.glob("/sys/devices/system/cpu/cpu[0-9]*")))
+
+
+def resolve_threads(threads: int | None) -> int:
+    """The thread count to use: the setting if given (checked), else the physical cores."""
+    limit = numba.config.NUMBA_NUM_THREADS
+    if threads is None:
+        return max(1, min(physical_cores(), limit))
+    threads = int(threads)
+    if not 1 <= threads <= limit:
+        raise SettingsError("threads", f"must be within 1..{limit} on this machine, got {threads}")
+    return threads
+
+
+def apply_threads(threads: int) -> None:
+    """Make the calling thread's kernels use this many threads."""
+    if numba.get_num_threads() != threads:
+        numba.set_num_threads(threads)
