@@ -1,0 +1,177 @@
+"""KoboldCpp's GenerationInput: the request fields, their defaults, and the engine request.
+
+Both APIs end up here: `/api/v1/generate` and the stream take these fields directly, and the
+OpenAI endpoints rename their fields onto them first (as KoboldCpp's transform_genparams
+does), so every native field also works on `/v1/completions`. Defaults are KoboldCpp 1.76's
+(shared/spec/server-api.md A1.2), not the engine's presets: clients that omit a field expect
+KoboldCpp's value. Samplers this engine does not have are accepted at their neutral value and
+refused otherwise, naming the field, rather than silently ignored.
+"""
+from __future__ import annotations
+
+import math
+
+from app.server.errors import ApiError
+from app.server.request import GenerationRequest
+from engine.errors import SettingsError
+from engine.sampling import SamplerSettings
+
+DEFAULT_SAMPLER_ORDER = [6, 0, 1, 3, 4, 2, 5]
+MAX_STOP_SEQUENCES = 32          # KoboldCpp's stop_token_max
+MAX_LOGIT_BIAS = 32              # KoboldCpp's logit_bias_max
+MAX_LOGPROBS = 10                # the engine reports 10 alternatives per token
+
+# Samplers and features this engine lacks: accepted only at the value that switches them off.
+UNSUPPORTED = {
+    "dynatemp_range": 0, "smoothing_factor": 0, "dry_multiplier": 0, "xtc_probability": 0,
+    "grammar": "", "images": [], "banned_tokens": [], "banned_strings": [],
+}
+
+
+def number(body: dict, name: str, default, *, integer: bool = False):
+    """A numeric field (or its default), refusing strings, booleans and non-finite values."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ApiError(400, f"{name} must be a number, got {value!r}", name)
+    if integer:
+        if value != int(value):
+            raise ApiError(400, f"{name} must be an integer, got {value!r}", name)
+        return int(value)
+    return float(value)
+
+
+def string(body: dict, name: str, default: str = "") -> str:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ApiError(400, f"{name} must be a string, got {type(value).__name__}", name)
+    return value
+
+
+def flag(body: dict, name: str, default: bool = False) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ApiError(400, f"{name} must be true or false, got {value!r}", name)
+    return value
+
+
+def stop_list(value, name: str) -> list:
+    """A string or list of strings; empty strings are dropped, at most 32 kept (KoboldCpp)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise ApiError(400, f"{name} must be a string or a list of strings", name)
+    return [s for s in value if s][:MAX_STOP_SEQUENCES]
+
+
+def _check_unsupported(body: dict) -> None:
+    for name, neutral in UNSUPPORTED.items():
+        value = body.get(name)
+        if value is None or value == neutral or (isinstance(neutral, int) and value == 0):
+            continue
+        raise ApiError(400, f"{name} is not supported by this server; leave it at {neutral!r}", name)
+
+
+def _banned_tokens(body: dict, eos_id: int) -> list:
+    banned = []
+    bans = body.get("custom_token_bans")
+    if bans:
+        if not isinstance(bans, str):
+            raise ApiError(400, "custom_token_bans must be comma-separated token ids", "custom_token_bans")
+        for part in bans.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if not part.isdigit():
+                raise ApiError(400, f"custom_token_bans: {part!r} is not a token id", "custom_token_bans")
+            banned.append(int(part))
+    # ban_eos_token, KoboldAI United's use_default_badwordsids and llama.cpp's ignore_eos all mean
+    # "never end on the end-of-text token". KoboldCpp's bypass_eos (sample EOS but keep going)
+    # has no equivalent in this engine; banning EOS is the closest behaviour.
+    ban_eos = body.get("ban_eos_token")
+    if ban_eos is None:
+        ban_eos = body.get("use_default_badwordsids")
+    if ban_eos or body.get("ignore_eos") or body.get("bypass_eos"):
+        banned.append(eos_id)
+    return banned
+
+
+def sampler_settings(body: dict, *, eos_id: int, n_vocab: int) -> SamplerSettings:
+    """SamplerSettings from KoboldCpp's fields and defaults (400 naming the bad field)."""
+    _check_unsupported(body)
+    # KoboldCpp's transform_genparams: of rep_pen and its two aliases the largest wins.
+    rep_pen = max(number(body, name, 1.0) for name in ("rep_pen", "repeat_penalty", "repetition_penalty"))
+    order = body.get("sampler_order")
+    if order is None:
+        order = DEFAULT_SAMPLER_ORDER
+    if not isinstance(order, list) or len(order) > 8:
+        raise ApiError(400, f"sampler_order must be a list of at most 7 KoboldCpp sampler ids, got {order!r}",
+                       "sampler_order")
+    bias = body.get("logit_bias") or {}
+    if not isinstance(bias, dict):
+        raise ApiError(400, "logit_bias must map token ids to numbers", "logit_bias")
+    bias = dict(list(bias.items())[:MAX_LOGIT_BIAS])
+    banned = _banned_tokens(body, eos_id)
+    for token in [*banned, *(int(k) for k in bias if str(k).lstrip("-").isdigit())]:
+        if not 0 <= token < n_vocab:
+            raise ApiError(400, f"token id {token} is outside the vocabulary (0..{n_vocab - 1})", "logit_bias")
+    seed = number(body, "sampler_seed", None, integer=True)
+    if seed is None:
+        seed = number(body, "seed", -1, integer=True)
+    try:
+        return SamplerSettings(
+            temperature=number(body, "temperature", 0.7),
+            top_k=number(body, "top_k", 100, integer=True),
+            top_a=number(body, "top_a", 0.0),
+            tfs=number(body, "tfs", 1.0),
+            typical=number(body, "typical", 1.0),
+            top_p=number(body, "top_p", 0.92),
+            min_p=number(body, "min_p", 0.0),
+            rep_pen=rep_pen,
+            rep_pen_range=number(body, "rep_pen_range", 320, integer=True),
+            rep_pen_slope=number(body, "rep_pen_slope", 1.0),
+            presence_penalty=number(body, "presence_penalty", 0.0),
+            frequency_penalty=number(body, "frequency_penalty", 0.0),
+            mirostat=number(body, "mirostat", 0, integer=True),
+            mirostat_tau=number(body, "mirostat_tau", 5.0),
+            mirostat_eta=number(body, "mirostat_eta", 0.1),
+            logit_bias=bias, banned_tokens=banned, order=order,
+            seed=seed if seed >= 0 else None,
+        )
+    except SettingsError as e:
+        raise ApiError(400, str(e), e.setting) from None
+
+
+def generation_request(body: dict, *, n_ctx: int, max_length_cap: int, eos_id: int, n_vocab: int,
+                       default_max_length: int = 180) -> GenerationRequest:
+    """The engine request for a KoboldCpp GenerationInput body."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    max_ctx = number(body, "max_context_length", n_ctx, integer=True)
+    if max_ctx < 8:
+        raise ApiError(400, f"max_context_length must be at least 8, got {max_ctx}", "max_context_length")
+    max_ctx = min(max_ctx, n_ctx)      # KoboldCpp clamps to the allocated context
+    max_length = number(body, "max_length", default_max_length, integer=True)
+    if max_length < 1:
+        raise ApiError(400, f"max_length must be at least 1, got {max_length}", "max_length")
+    max_length = min(max_length, max_length_cap)
+    # KoboldCpp quirk: a max_length within min(ctx-4, 16) tokens of the context is reduced so
+    # that some prompt always fits; clients such as Lite send max_length == context happily.
+    room = max(1, min(max_ctx - 4, 16))
+    max_length = max(1, min(max_length, max_ctx - room))
+    return GenerationRequest(
+        prompt=string(body, "prompt"),
+        memory=string(body, "memory"),
+        settings=sampler_settings(body, eos_id=eos_id, n_vocab=n_vocab),
+        max_tokens=max_length,
+        stop=stop_list(body.get("stop_sequence"), "stop_sequence"),
+        max_context=max_ctx,
+        genkey=string(body, "genkey"),
+    )

@@ -1,0 +1,341 @@
+"""The HTTP side of the local API server: listening, routing, security, bodies, replies.
+
+Built on the standard library's ThreadingHTTPServer: one thread per connection, so a client
+streaming server-sent events never blocks the version checks other clients poll, and the
+whole server runs in a background thread beside Qt's event loop without a new dependency.
+Generation itself is serialised by the GenerationQueue; the HTTP threads only parse requests,
+wait for events and write them out.
+
+Every request passes, in order: the Host check (DNS rebinding), the CORS origin check, route
+lookup, the API key (on generating and counting endpoints), the body size cap and JSON
+parsing. Errors are answered in KoboldCpp's shape under /api/ and OpenAI's under /v1/.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from app.server import kobold, openai_api
+from app.server.errors import ApiError, unauthorized
+from app.server.queue import GenerationQueue
+from app.server.security import SecurityPolicy, is_loopback
+from app.server.sse import ClientGone, SSEWriter, peer_closed
+
+log = logging.getLogger("neox.server")
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class ServerConfig:
+    """What the user chose for the server (defaults are the safe ones)."""
+
+    host: str = "127.0.0.1"
+    port: int = 5001                 # KoboldCpp's port, which clients try first
+    api_key: str | None = None
+    allow_any_origin: bool = False
+    allowed_origins: tuple = ()
+    allowed_hosts: tuple = ()
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_length: int = 1024           # cap on tokens generated per candidate
+    max_n: int = 8                   # cap on OpenAI's n
+    queue_depth: int = 6
+
+    def validate(self) -> None:
+        if not is_loopback(self.host) and not self.api_key:
+            raise ValueError(f"listening on {self.host or 'all interfaces'} makes the model reachable from "
+                             f"other machines: an API key is required (--api-key)")
+        if not 0 <= int(self.port) <= 65535:
+            raise ValueError(f"port must be within 0..65535, got {self.port}")
+
+
+class Exchange:
+    """One request and its reply, as the endpoint functions see it."""
+
+    def __init__(self, handler: "Handler", route):
+        self.handler = handler
+        self.api: ApiServer = handler.server.api
+        self.route = route
+        self.path = handler.route_path
+        self.body: dict = {}
+        self.jobs: list = []
+        self.authorized = self.api.security.authorized(handler.headers)
+
+    @property
+    def worker(self):
+        return self.api.worker
+
+    @property
+    def queue(self) -> GenerationQueue:
+        return self.api.queue
+
+    @property
+    def config(self) -> ServerConfig:
+        return self.api.config
+
+    @property
+    def from_loopback(self) -> bool:
+        return is_loopback(self.handler.client_address[0])
+
+    def send_json(self, obj, status: int = 200) -> None:
+        self.handler.send_json(obj, status)
+
+    def start_sse(self) -> SSEWriter:
+        """Send the headers of an event stream; the connection closes when the stream ends."""
+        h = self.handler
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Cache-Control", "no-cache")
+        h.send_header("Connection", "close")
+        h.send_cors_headers()
+        h.end_headers()
+        h.close_connection = True
+        return SSEWriter(h.wfile)
+
+    def events(self, job, poll: float = 0.1):
+        """The job's events. The connection is checked whenever no event came for `poll` seconds
+        and at least that often otherwise: when the client has gone, ClientGone is raised (and
+        the dispatcher cancels the job, as it does for any reply that ends early)."""
+        self.jobs.append(job)
+        sock = self.handler.connection
+        checked = time.monotonic()
+        while True:
+            try:
+                event = job.next_event(timeout=poll)
+            except StopIteration:
+                return
+            now = time.monotonic()
+            if event is None or now - checked >= poll:
+                checked = now
+                if peer_closed(sock):
+                    raise ClientGone("client disconnected")
+            if event is not None:
+                yield event
+
+    def cancel_unfinished(self) -> None:
+        for job in self.jobs:
+            if job.state != "done":
+                job.cancel()
+                log.info("client %s went away: its generation was aborted", self.handler.client_address[0])
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes one HTTP request through the security checks to an endpoint function."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = f"NeoXWriter/{VERSION}"
+
+    # -- entry points -------------------------------------------------------------------------
+
+    def do_GET(self):
+        self.dispatch("GET")
+
+    def do_POST(self):
+        self.dispatch("POST")
+
+    def do_OPTIONS(self):
+        self.dispatch("OPTIONS")
+
+    def do_HEAD(self):
+        self.dispatch("HEAD")
+
+    def log_message(self, format, *args):
+        log.info("%s %s", self.address_string(), format % args)
+
+    # -- the pipeline -------------------------------------------------------------------------
+
+    def dispatch(self, method: str) -> None:
+        api: ApiServer = self.server.api
+        self.route_path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        self.kobold_dialect = not (self.route_path.startswith("/v1/") or self.route_path == "/v1")
+        self.origin = self.headers.get("Origin")
+        self.origin_ok = api.security.origin_allowed(self.origin)
+        try:
+            refused = api.security.check_host(self.headers.get("Host"))
+            if refused:
+                raise ApiError(403, refused)
+            if not self.origin_ok:
+                raise ApiError(403, f"Origin {self.origin!r} may not call this server; allow it in the "
+                                    f"server settings (or allow any origin)")
+            if method in ("OPTIONS", "HEAD"):
+                # CORS preflight (and HEAD probes) are answered before any key check, as the
+                # browser sends no credentials with them.
+                self.send_response(204 if method == "OPTIONS" else 200)
+                self.send_cors_headers()
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            route = api.router.find(self.route_path)
+            if route is None:
+                raise ApiError(404, f"no endpoint {self.route_path}")
+            self.kobold_dialect = not route.path.startswith("/v1/")
+            if method not in route.methods:
+                raise ApiError(405, f"{self.route_path} accepts {', '.join(route.methods)}, not {method}")
+            exchange = Exchange(self, route)
+            if method == "POST":
+                # Read (size-capped) before the key check: an unauthenticated abort is judged by its body.
+                exchange.body = self.read_json()
+            if route.secured and not exchange.authorized and not route.func_allows_unauthorized(exchange):
+                raise unauthorized()
+            try:
+                route.func(exchange)
+            finally:
+                exchange.cancel_unfinished()
+        except ApiError as e:
+            self.send_error_body(e)
+        except ClientGone:
+            self.close_connection = True
+        except Exception as e:   # noqa: BLE001 - one bad request must not take the server down
+            log.error("error serving %s %s: %s", method, self.route_path, traceback.format_exc())
+            self.send_error_body(ApiError(500, f"internal server error: {type(e).__name__}: {e}"))
+
+    def read_json(self) -> dict:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            raise ApiError(411, "chunked request bodies are not supported: send Content-Length")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise ApiError(400, "Content-Length is not a number") from None
+        limit = self.server.api.config.max_body_bytes
+        if length > limit:
+            self.close_connection = True       # the unread body would be taken for the next request
+            raise ApiError(413, f"Payload is too big: {length} bytes, at most {limit} are accepted.")
+        raw = self.rfile.read(length) if length > 0 else b""
+        if not raw.strip():
+            return {}                          # SillyTavern's abort has no body
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ApiError(400, f"Error parsing input: the body is not valid JSON ({e})") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "Error parsing input: the body must be a JSON object")
+        return body
+
+    # -- replies ------------------------------------------------------------------------------
+
+    def send_cors_headers(self) -> None:
+        if self.origin is not None and self.origin_ok:
+            self.send_header("Access-Control-Allow-Origin", "*" if self.server.api.config.allow_any_origin
+                             else self.origin)
+            self.send_header("Vary", "Origin")
+            self.send_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+            self.send_header("Access-Control-Allow-Headers",
+                             "Authorization, Content-Type, X-Api-Key, apikey, genkey")
+            self.send_header("Access-Control-Max-Age", "600")
+
+    def send_json(self, obj, status: int = 200) -> None:
+        data = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_cors_headers()
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def send_error_body(self, error: ApiError) -> None:
+        if getattr(self, "_headers_sent", False):
+            return
+        body = error.kobold_body() if self.kobold_dialect else error.openai_body()
+        self.send_json(body, error.status)
+
+    def send_response(self, code, message=None):
+        self._headers_sent = True
+        super().send_response(code, message)
+
+
+class Route:
+    """An endpoint: its path, methods, whether it needs the key, and the function serving it."""
+
+    def __init__(self, path: str, methods, func, secured: bool, allow_unauthorized=None):
+        self.path = path
+        self.methods = tuple(methods)
+        self.func = func
+        self.secured = secured
+        self._allow_unauthorized = allow_unauthorized
+
+    def func_allows_unauthorized(self, exchange) -> bool:
+        return bool(self._allow_unauthorized and self._allow_unauthorized(exchange))
+
+
+class Router:
+    """Finds the route of a path. KoboldCpp matches on the path's end, so any prefix works
+    (clients that double a `/v1` or put the server behind a sub-path rely on it); we do the
+    same, longest route first, and accept `/api/latest/` as an alias of `/api/v1/`."""
+
+    def __init__(self, routes):
+        self.routes = sorted(routes, key=lambda r: -len(r.path))
+
+    def find(self, path: str):
+        path = path.replace("/api/latest/", "/api/v1/")
+        for route in self.routes:
+            if path == route.path or path.endswith(route.path) and route.path.count("/") > 1:
+                return route
+        return None
+
+
+class ApiServer:
+    """The local API server: a listening socket served by threads, in front of one worker.
+
+    `start()` binds and serves in a background thread (returns at once); `stop()` closes the
+    socket, cancels queued and running generations and joins the thread.
+    """
+
+    def __init__(self, worker, config: ServerConfig | None = None):
+        self.config = config or ServerConfig()
+        self.config.validate()
+        self.worker = worker
+        self.security = SecurityPolicy(api_key=self.config.api_key, allow_any_origin=self.config.allow_any_origin,
+                                       allowed_origins=tuple(self.config.allowed_origins),
+                                       allowed_hosts=tuple(self.config.allowed_hosts), bind_host=self.config.host)
+        self.router = Router([*kobold.routes(), *openai_api.routes()])
+        self.queue: GenerationQueue | None = None
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._httpd.server_address[:2]
+        return host, port
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def start(self) -> str:
+        """Bind and serve in the background; returns the base URL."""
+        server_class = ThreadingHTTPServer
+        if ":" in self.config.host:
+            import socket
+
+            class V6Server(ThreadingHTTPServer):
+                address_family = socket.AF_INET6
+            server_class = V6Server
+        self._httpd = server_class((self.config.host, int(self.config.port)), Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.api = self
+        self.queue = GenerationQueue(self.worker, depth=self.config.queue_depth)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="neox-server-http", daemon=True)
+        self._thread.start()
+        log.info("serving %s on %s", self.worker.model_name, self.url)
+        return self.url
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self.queue is not None:
+            self.queue.close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._httpd = self._thread = None

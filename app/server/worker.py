@@ -1,0 +1,101 @@
+"""The engine-level generation worker the server queue drives.
+
+`EngineWorker` owns (or shares) one model, its tokenizer and one `Generator`, whose KV cache
+is reused across requests. It implements the small protocol the queue needs:
+
+    worker.model_name, worker.n_ctx, worker.tokenizer
+    worker.run(request, cancel) -> iterator of PromptScores / ChoiceEvent
+
+`run` is called from the queue's single thread, so there is only ever one generation. The
+headless server (`python -m app.server`) builds one from a model file; the desktop app can
+build one around the model and generator its Qt worker already holds and pass the lock its
+worker takes around a generation, so the GUI and the server never run the generator at the
+same time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from app.server.request import ChoiceEvent, GenerationRequest, PromptScores
+
+
+class EngineWorker:
+    """Runs GenerationRequests on one local model, one at a time."""
+
+    def __init__(self, model, tokenizer, generator=None, *, lock: threading.Lock | None = None,
+                 model_name: str | None = None):
+        from engine.generator import Generator
+        self.model = model
+        self.tokenizer = tokenizer
+        self.generator = generator if generator is not None else Generator(model, tokenizer)
+        self.lock = lock if lock is not None else threading.Lock()
+        self.model_name = model_name or Path(str(model.info().get("path", "model"))).stem
+
+    @classmethod
+    def load(cls, path, tokenizer_json=None, *, backend: str = "auto", threads: int | None = None) -> "EngineWorker":
+        """Load a model file and its tokenizer (a tokenizer.json beside it, else rebuilt from the vocab)."""
+        from engine import load_model
+        from engine.tokenizer import load_tokenizer
+        path = Path(path)
+        model = load_model(path, backend=backend, threads=threads)
+        if tokenizer_json is None:
+            for candidate in (path.with_name(path.stem + ".tokenizer.json"), path.with_name("tokenizer.json")):
+                if candidate.is_file():
+                    tokenizer_json = candidate
+                    break
+        tokenizer = load_tokenizer(model.vocab, str(tokenizer_json) if tokenizer_json else None, source=str(path))
+        return cls(model, tokenizer)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.generator.n_ctx
+
+    def run(self, request: GenerationRequest, cancel: threading.Event) -> Iterator:
+        """Score the prompt if asked, then generate `request.n` candidates one after the other.
+
+        Each candidate after the first reuses the prompt's KV cache (the generator keeps the
+        common prefix), so n candidates cost one prompt pass. With a fixed seed, candidate i
+        uses seed + i so that the candidates differ but the whole answer repeats.
+        """
+        with self.lock:
+            if request.prompt_logprobs is not None:
+                yield self.score_prompt(request.prompt, request.prompt_logprobs)
+            for index in range(request.n):
+                settings = request.settings
+                if index and settings.seed is not None:
+                    settings = dataclasses.replace(settings, seed=(settings.seed + index) % 2**31)
+                events = self.generator.generate(request.prompt, settings, memory=request.memory,
+                                                 max_tokens=request.max_tokens, stop=request.stop,
+                                                 max_context=request.max_context, cancel=cancel)
+                for event in events:
+                    yield ChoiceEvent(index, event)
+
+    def score_prompt(self, prompt: str, top_n: int) -> PromptScores:
+        """Log-probabilities of each prompt token given the ones before it (a fresh context).
+
+        A prompt longer than the context is scored over its last n_ctx tokens; earlier tokens
+        get no score.
+        """
+        tokens = self.tokenizer.encode(prompt)
+        logprobs: list = [None] * len(tokens)
+        top: list = [[] for _ in tokens]
+        start = max(0, len(tokens) - self.n_ctx)
+        if len(tokens) - start >= 2:
+            n_vocab = min(int(self.tokenizer.n_vocab), int(self.model.info()["n_vocab"]))
+            logits = self.model.logits(tokens[start:])[:-1, :n_vocab].astype(np.float64)
+            logits -= logits.max(axis=1, keepdims=True)
+            logz = np.log(np.exp(logits).sum(axis=1, keepdims=True))
+            rows = logits - logz
+            for j, row in enumerate(rows):
+                position = start + j + 1
+                logprobs[position] = float(row[tokens[position]])
+                if top_n:
+                    best = np.argpartition(-row, min(top_n, len(row) - 1))[:top_n]
+                    best = best[np.argsort(-row[best], kind="stable")]
+                    top[position] = [(int(t), float(row[t])) for t in best]
+        return PromptScores(tokens, logprobs, top)
