@@ -158,8 +158,8 @@ def matvec_q8_0(qs, d, m, qh, layer, x, xsum, out):
 
 
 @njit(nogil=True, fastmath=True, cache=True, parallel=True)
-def matvec_f16(w, a1, a2, a3, layer, x, xsum, out):
-    """f16 rows (stored as fp16 bits): one long vectorised dot per row, rows split in chunks."""
+def matvec_rows(w, a1, a2, a3, layer, x, xsum, out):
+    """f16 (stored as fp16 bits) or f32 rows: one long vectorised dot per row, rows in chunks."""
     rows, cols = w.shape[1], w.shape[2]
     n_chunks = min(rows, 64)
     per = -(-rows // n_chunks)
@@ -168,29 +168,14 @@ def matvec_f16(w, a1, a2, a3, layer, x, xsum, out):
             row = w[layer, r]
             s = np.float32(0.0)
             for k in range(cols):
-                s += half_to_float(row[k]) * x[k]
-            out[r] = s
-
-
-@njit(nogil=True, fastmath=True, cache=True, parallel=True)
-def matvec_f32(w, a1, a2, a3, layer, x, xsum, out):
-    """f32 rows."""
-    rows, cols = w.shape[1], w.shape[2]
-    n_chunks = min(rows, 64)
-    per = -(-rows // n_chunks)
-    for c in prange(n_chunks):
-        for r in range(c * per, min(rows, (c + 1) * per)):
-            row = w[layer, r]
-            s = np.float32(0.0)
-            for k in range(cols):
-                s += row[k] * x[k]
+                s += as_float(row[k]) * x[k]
             out[r] = s
 
 
 MATVEC = {
     "q4_0": matvec_nibbles, "q4_1": matvec_nibbles, "q5_0": matvec_nibbles, "q5_1": matvec_nibbles,
     "q4_2": matvec_nibbles16, "q4_3": matvec_nibbles16, "q8_0": matvec_q8_0,
-    "f16": matvec_f16, "f32": matvec_f32,
+    "f16": matvec_rows, "f32": matvec_rows,
 }
 
 

@@ -7,49 +7,64 @@ layer pieces (LayerNorm, RoPE, attention, GELU) are the compiled ones of ``forwa
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from engine.fast.dequant import TILE_DEQUANT, dequant_f16_rows
 from engine.fast.forward import add_bias, attention, gelu_rows, layer_norm_rows, rope_and_store
 from engine.fast.repack import TILE, PackedMatrix
+from engine.fast.threads import apply_threads
 
 SCRATCH_FLOATS = 2 << 20      # 8 MiB of decoded weights per BLAS call
 
 
 class TileDecoder:
-    """Multiplies token matrices by packed weight matrices through a reusable float scratch."""
+    """Multiplies token matrices by packed weight matrices, a few MiB of decoded weights at a time.
 
-    def __init__(self):
-        self._scratch = np.empty(0, np.float32)
+    The work is split by groups of rows over ``threads`` workers; each decodes its group with
+    numba on one thread and multiplies it with single-threaded BLAS (both release the GIL).
+    """
 
-    def _buffer(self, n: int) -> np.ndarray:
-        if self._scratch.size < n:
-            self._scratch = np.empty(n, np.float32)
-        return self._scratch[:n]
+    def __init__(self, threads: int):
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="neox-gemm") if threads > 1 else None
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     def matmul(self, pm: PackedMatrix, layer: int, x: np.ndarray, out: np.ndarray) -> None:
         """out[:, :pm.rows] = x @ W[layer].T for x [N, cols]."""
         rows, cols = pm.rows, pm.cols
-        if pm.type == "f32":
-            np.matmul(x, pm.arrays[0][layer].T, out=out[:, :rows])
-            return
-        if pm.type == "f16":
+        if pm.tiled:
+            unit = TILE
+            step = max(1, SCRATCH_FLOATS // (cols * TILE)) * TILE
+        else:
+            unit = 1
             step = max(1, SCRATCH_FLOATS // cols)
-            for r0 in range(0, rows, step):
-                r1 = min(rows, r0 + step)
-                w = self._buffer((r1 - r0) * cols).reshape(r1 - r0, cols)
-                dequant_f16_rows(pm.arrays[0], layer, r0, r1, w)
-                out[:, r0:r1] = x @ w.T
-            return
-        decode = TILE_DEQUANT[pm.type]
-        n_tiles = -(-rows // TILE)
-        step = max(1, SCRATCH_FLOATS // (cols * TILE))
-        for t0 in range(0, n_tiles, step):
-            t1 = min(n_tiles, t0 + step)
-            width = (t1 - t0) * TILE
-            wt = self._buffer(cols * width).reshape(cols, width)
-            decode(*pm.arrays, layer, t0, t1, wt)
-            r0, r1 = t0 * TILE, min(rows, t1 * TILE)
+        # at least one group per worker, so every core has work
+        step = max(unit, min(step, -(-rows // (self.threads * unit)) * unit))
+        groups = [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+        if self._pool is None:
+            for r0, r1 in groups:
+                self._group(pm, layer, x, out, r0, r1)
+        else:
+            list(self._pool.map(lambda g: self._group(pm, layer, x, out, *g), groups))
+
+    def _group(self, pm: PackedMatrix, layer: int, x: np.ndarray, out: np.ndarray, r0: int, r1: int) -> None:
+        apply_threads(1)     # numba threads stay with the caller; parallelism is across groups
+        if pm.type == "f32":
+            out[:, r0:r1] = x @ pm.arrays[0][layer, r0:r1].T
+        elif pm.type == "f16":
+            w = np.empty((r1 - r0, pm.cols), np.float32)
+            dequant_f16_rows(pm.arrays[0], layer, r0, r1, w)
+            out[:, r0:r1] = x @ w.T
+        else:
+            t0, t1 = r0 // TILE, -(-r1 // TILE)
+            wt = np.empty((pm.cols, (t1 - t0) * TILE), np.float32)
+            TILE_DEQUANT[pm.type](*pm.arrays, layer, t0, t1, wt)
             out[:, r0:r1] = x @ wt[:, :r1 - r0]
 
 

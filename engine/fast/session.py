@@ -15,7 +15,7 @@ from engine.fast.forward import forward_token, rope_tables
 from engine.fast.matvec import kernel_for
 from engine.fast.prompt import TileDecoder, forward_prompt
 from engine.fast.repack import pack_matrices
-from engine.fast.threads import apply_threads, resolve_threads
+from engine.fast.threads import apply_threads, resolve_threads, single_threaded_blas
 
 BATCH_MIN = 6          # from this many new tokens on, the batched (GEMM) path is faster
 PROMPT_CHUNK = 512     # tokens per batched pass (bounds the activation memory)
@@ -40,6 +40,7 @@ class FastModel:
         self.file = ggml_file
         self.config = c = config
         self.threads = resolve_threads(threads)
+        single_threaded_blas()
         tensors = ggml_file.tensors
         layer_names = lambda suffix: [f"gpt_neox.layers.{i}.{suffix}" for i in range(c.n_layer)]  # noqa: E731
         packed = {k: pack_matrices(ggml_file.path, [tensors[n] for n in layer_names(s)])
@@ -112,7 +113,7 @@ class FastSession:
         self._scores = np.zeros((c.n_head, n_ctx), np.float32)
         self._xsum = np.zeros(model.up.rows // 16 + 1, np.float32)
         self._logits = np.zeros(model.head.padded_rows, np.float32)
-        self._decoder = TileDecoder()
+        self._decoder = TileDecoder(model.threads)
 
     def truncate(self, n: int) -> None:
         """Forget cached positions from n on (the cache of a common prefix stays valid)."""

@@ -49,3 +49,43 @@ def apply_threads(threads: int) -> None:
     """Make the calling thread's kernels use this many threads."""
     if numba.get_num_threads() != threads:
         numba.set_num_threads(threads)
+
+
+def _openblas_thread_setters():
+    """openblas_set_num_threads of every OpenBLAS build loaded in this process (numpy's included)."""
+    import ctypes
+    paths = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1]
+                if "openblas" in path.lower() and path.startswith("/"):
+                    paths.add(path)
+    except OSError:
+        return []
+    setters = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                setters.append(fn)
+                break
+    return setters
+
+
+def single_threaded_blas() -> bool:
+    """Make numpy's BLAS run on the calling threads only (best effort; True if it worked).
+
+    OpenBLAS's own threads and numba's OpenMP threads both busy-wait between jobs; sharing
+    the cores they slow each other down tenfold. The prompt path runs BLAS on its own workers
+    instead (``prompt.TileDecoder``).
+    """
+    setters = _openblas_thread_setters()
+    for fn in setters:
+        fn(1)
+    return bool(setters)

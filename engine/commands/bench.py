@@ -1,0 +1,95 @@
+"""``bench MODEL --threads N --prompt-tokens P --gen-tokens G [--json]``: how fast the fast path runs.
+
+Feeds token ids (no tokenizer needed): a seeded random prompt of P ids, then G greedy steps.
+Reports the load time (map + repack), the JIT time (compiling or loading numba's cache for both
+evaluation paths), prompt and generation speed, and memory: the peak and current resident set
+beside the budget (file size + KV cache in use).
+"""
+from __future__ import annotations
+
+import json
+import resource
+import time
+
+import numpy as np
+
+from engine.errors import CLIError
+
+
+def register(sub):
+    p = sub.add_parser("bench", help="measure load, compile, prompt and generation speed of the fast path")
+    p.add_argument("model", help="a legacy ggml .bin file")
+    p.add_argument("--threads", type=int, default=None, help="kernel threads (default: physical cores)")
+    p.add_argument("--prompt-tokens", type=int, default=32, help="prompt length in tokens (default 32)")
+    p.add_argument("--gen-tokens", type=int, default=64, help="tokens to generate (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random prompt ids")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024      # KiB on Linux
+
+
+def bench(path, threads=None, prompt_tokens=32, gen_tokens=64, seed=0) -> dict:
+    """Run the measurement; returns the figures as a dict (the --json keys)."""
+    from engine import fast
+    from engine.ggml_file import GGMLFile
+    from engine.model import Config
+
+    if prompt_tokens < 1 or gen_tokens < 0:
+        raise CLIError("--prompt-tokens must be at least 1 and --gen-tokens at least 0")
+    t0 = time.perf_counter()
+    f = GGMLFile(path)
+    config = Config.from_file(f)
+    model = fast.build(f, config, threads=threads)
+    load_s = time.perf_counter() - t0
+    n_ctx = prompt_tokens + gen_tokens
+    if n_ctx > config.n_ctx:
+        raise CLIError(f"--prompt-tokens + --gen-tokens = {n_ctx} exceed the model's context of {config.n_ctx}")
+    compile_s = model.warm_up()
+
+    rng = np.random.default_rng(seed)
+    prompt = rng.integers(0, min(config.n_vocab, 50277), size=prompt_tokens).tolist()
+    session = model.new_session(n_ctx)
+    t = time.perf_counter()
+    logits = session.eval(prompt)
+    prompt_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(gen_tokens):
+        logits = session.eval([int(np.argmax(logits))])
+    gen_s = time.perf_counter() - t
+    kv_mib = 2 * config.n_layer * n_ctx * config.n_embd * 4 / 2**20
+    return dict(
+        model=str(path), weight_type=f.weight_type, qnt_version=f.qnt_version, threads=model.threads,
+        load_s=round(load_s, 3), compile_s=round(compile_s, 3),
+        prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
+        prompt_tokens_per_s=round(prompt_tokens / prompt_s, 2),
+        gen_tokens_per_s=round(gen_tokens / gen_s, 2) if gen_tokens else None,
+        peak_rss_mib=round(peak_rss_mib(), 1), rss_mib=round(current_rss_mib(), 1),
+        file_mib=round(f.file_size / 2**20, 1), kv_cache_mib=round(kv_mib, 1),
+    )
+
+
+def run(args) -> int:
+    result = bench(args.model, args.threads, args.prompt_tokens, args.gen_tokens, args.seed)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    r = result
+    print(f"model          {r['model']} ({r['weight_type']}, quantization version {r['qnt_version']})")
+    print(f"threads        {r['threads']}")
+    print(f"load           {r['load_s']:.2f} s")
+    print(f"compile (JIT)  {r['compile_s']:.2f} s")
+    print(f"prompt         {r['prompt_tokens_per_s']:.1f} tokens/s ({r['prompt_tokens']} tokens)")
+    if r["gen_tokens_per_s"] is not None:
+        print(f"generation     {r['gen_tokens_per_s']:.1f} tokens/s ({r['gen_tokens']} tokens)")
+    print(f"memory         peak {r['peak_rss_mib']:.0f} MiB, now {r['rss_mib']:.0f} MiB "
+          f"(file {r['file_mib']:.0f} MiB + KV cache {r['kv_cache_mib']:.0f} MiB + 100 MiB budget)")
+    return 0
