@@ -214,7 +214,11 @@ def test_client_disconnect_aborts_its_generation(worker, stream):
         sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         if stream:
-            assert b"data: " in sock.recv(65536)        # the stream started: the generation is running
+            received = b""
+            while b"data: " not in received:            # the stream started: the generation is running
+                chunk = sock.recv(65536)
+                assert chunk, "the server closed the stream early"
+                received += chunk
         else:
             assert slow.started.wait(10)
             time.sleep(0.2)

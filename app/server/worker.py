@@ -51,6 +51,12 @@ class EngineWorker:
         tokenizer = load_tokenizer(model.vocab, str(tokenizer_json) if tokenizer_json else None, source=str(path))
         return cls(model, tokenizer)
 
+    def swap(self, model, tokenizer, generator, model_name: str | None = None) -> None:
+        """Serve another model (the desktop app loaded one); waits for a running generation."""
+        with self.lock:
+            self.model, self.tokenizer, self.generator = model, tokenizer, generator
+            self.model_name = model_name or Path(str(model.info().get("path", "model"))).stem
+
     @property
     def n_ctx(self) -> int:
         return self.generator.n_ctx
