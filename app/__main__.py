@@ -15,6 +15,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Offline story writing and chat with local GPT-NeoX models.")
     parser.add_argument("--model", metavar="PATH", help="ggml model file to load at start")
     parser.add_argument("--story", metavar="FILE", help="story file (NeoX Writer or KoboldAI JSON) to open")
+    parser.add_argument("--self-test", action="store_true",
+                        help="load the demo (or --model) model offscreen, generate 16 tokens, print a report, exit")
+    parser.add_argument("--report", metavar="FILE", help="with --self-test: also write the report line to FILE")
+    parser.add_argument("--server", action="store_true",
+                        help="serve --model over KoboldCpp- and OpenAI-compatible APIs, headless "
+                             "(options: neox-writer --server --help)")
     return parser
 
 
@@ -43,7 +49,14 @@ def run_window(args) -> int:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--server" in argv:                       # the server has its own options (host, port, key, ...)
+        from app.server.cli import main as server_main
+        return server_main(argv)
     args = build_parser().parse_args(argv)
+    if args.self_test:
+        from app.selftest import run_self_test
+        return run_self_test(args.model, args.report)
     return run_window(args)
 
 

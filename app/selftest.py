@@ -1,0 +1,105 @@
+"""``neox-writer --self-test [--model PATH] [--report FILE]``: prove an installation (or a bundle) works.
+
+It loads the bundled demo model (or the given one) and generates 16 tokens through the same
+worker thread the GUI uses (``app.chatllm.ChatLLM``), with no window and no display needed, then
+prints a one-line report and exits 0, or exits 1 with the reason. ``--report`` also writes the
+line to a file, for the Windows bundle, which has no console.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+SELF_TEST_TOKENS = 16
+TIMEOUT_S = 600          # a first start may compile the numba kernels; that takes a while
+
+
+def _report(line: str, report_file: str | None) -> None:
+    if sys.stdout is not None:
+        print(line, flush=True)
+    if report_file:
+        Path(report_file).write_text(line + "\n", encoding="utf-8")
+
+
+def run_self_test(model: str | None, report_file: str | None = None) -> int:
+    """Returns the exit code; never raises for an expected failure."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    t_start = time.perf_counter()
+    from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
+
+    from app.chatllm import ChatLLM, GenerationRequest
+    from app.modelpicker import demo_model
+    from engine.sampling import SamplerSettings
+
+    path = model or (str(demo_model()) if demo_model() else None)
+    if not path:
+        _report("self-test FAILED: no model given and no bundled demo model found", report_file)
+        return 1
+
+    app = QCoreApplication.instance() or QCoreApplication(sys.argv[:1])
+    llm = ChatLLM()
+    loop = QEventLoop()
+    state = {"info": None, "error": None, "pieces": [], "summary": None}
+
+    def finish(*_):
+        loop.quit()
+
+    def on_loaded(info):
+        state["info"] = info
+        loop.quit()
+
+    def on_load_failed(_path, message):
+        state["error"] = f"cannot load {path}: {message}"
+        loop.quit()
+
+    def on_tokens(_rid, pieces):
+        state["pieces"].extend(pieces)
+
+    def on_finished(_rid, summary):
+        state["summary"] = summary
+        loop.quit()
+
+    def on_failed(_rid, message):
+        state["error"] = f"generation failed: {message}"
+        loop.quit()
+
+    llm.worker.modelLoaded.connect(on_loaded)
+    llm.worker.loadFailed.connect(on_load_failed)
+    llm.worker.tokensReady.connect(on_tokens)
+    llm.worker.generationFinished.connect(on_finished)
+    llm.worker.generationFailed.connect(on_failed)
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.timeout.connect(finish)
+    try:
+        timer.start(TIMEOUT_S * 1000)
+        llm.load(path)
+        loop.exec()
+        if state["error"] or state["info"] is None:
+            _report("self-test FAILED: " + (state["error"] or f"loading {path} timed out"), report_file)
+            return 1
+        t_loaded = time.perf_counter()
+        settings = SamplerSettings.from_preset("Deterministic")
+        llm.generate(GenerationRequest(request_id=1, text="It was a truth universally acknowledged",
+                                       settings=settings, max_new_tokens=SELF_TEST_TOKENS))
+        timer.start(TIMEOUT_S * 1000)
+        loop.exec()
+        if state["error"] or state["summary"] is None:
+            _report("self-test FAILED: " + (state["error"] or "generation timed out"), report_file)
+            return 1
+        n = len(state["pieces"])
+        if n == 0:
+            _report("self-test FAILED: the model produced no tokens", report_file)
+            return 1
+        summary = state["summary"]
+        text = "".join(p.text for p in state["pieces"]).replace("\n", " ")
+        info = state["info"]
+        _report(f"self-test OK: {Path(path).name} ({info.get('weight_type')}, {info.get('backend')}) "
+                f"load {t_loaded - t_start:.1f}s, {n} tokens at {summary.get('tokens_per_second', 0):.1f} tok/s, "
+                f"stop {summary.get('stop_reason')}: {text[:60]!r}", report_file)
+        return 0
+    finally:
+        llm.shutdown()
+        del app
