@@ -109,3 +109,24 @@ def test_unknown_paths_and_methods(worker):
         assert status == 405 and body["error"]["message"].startswith("/v1/completions accepts POST")
         # KoboldCpp matches on the end of the path: a prefix before a known route still works
         assert request(server, "GET", "/proxy/v1/models")[0] == 200
+
+
+def test_unauthenticated_abort_only_for_the_running_genkey_from_this_machine(worker):
+    import threading
+    import time
+
+    from test_server_support import SlowWorker
+    slow = SlowWorker(worker, delay=0.05)
+    with serving(slow, api_key="s3cret") as server:
+        body = {"prompt": PROMPT, "max_length": 80, "genkey": "KCPP4242", "logit_bias": {"0": -100}}
+        t = threading.Thread(target=request, args=(server, "POST", "/api/v1/generate", body),
+                             kwargs={"headers": {"X-Api-Key": "s3cret"}})
+        t.start()
+        assert slow.started.wait(10)
+        time.sleep(0.2)
+        assert request(server, "POST", "/api/extra/abort", raw=b"")[0] == 401          # no genkey: refused
+        assert request(server, "POST", "/api/extra/abort", {"genkey": "KCPP0000"})[0] == 401
+        status, _, reply = request(server, "POST", "/api/extra/abort", {"genkey": "KCPP4242"})
+        assert status == 200 and reply["success"] == "true"
+        t.join(30)
+        assert slow.finished[0].stop_reason == "cancelled"
