@@ -125,3 +125,40 @@ def test_base_url_normalisation():
     assert normalise_base_url("https://h/proxy/api/") == "https://h/proxy"
     with pytest.raises(RemoteError):
         normalise_base_url("ftp://h")
+
+
+def test_a_stream_cut_by_the_server_is_an_error_not_an_ending():
+    """A server that dies mid-stream: the text so far was yielded, then RemoteError."""
+    import http.server
+
+    class Dying(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"result": "KoboldCpp", "version": "1.76"}' if self.path == "/api/extra/version" else \
+                b'{"result": "koboldcpp/x", "value": 64}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self.wfile.write(b'event: message\ndata: {"token": "Hello", "finish_reason": "null"}\n\n')
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Dying)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        backend = detect(f"127.0.0.1:{httpd.server_address[1]}")
+        events = backend.generate("x", GREEDY, max_tokens=5)
+        assert next(events).text == "Hello"
+        with pytest.raises(RemoteError, match="closed the stream before the generation finished"):
+            next(events)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

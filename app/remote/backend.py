@@ -106,10 +106,11 @@ class RemoteBackend:
         self._stream = self._open_stream(prompt, settings, memory, max_tokens, stop, max_context, alternatives)
         if watcher is not None:
             watcher.start()
-        pieces, n_chunks, reason, usage = [], 0, None, {}
+        pieces, n_chunks, reason, usage, ended = [], 0, None, {}, False
         try:
             for data in self._stream:
                 if data.startswith("[DONE]"):
+                    ended = True
                     break
                 obj = _json(data)
                 if isinstance(obj, dict) and obj.get("error"):
@@ -125,6 +126,8 @@ class RemoteBackend:
                     yield TokenEvent(text, -1, prob, top)
                 if finish:
                     reason = finish
+            if not (ended or reason or self._aborted.is_set() or (cancel is not None and cancel.is_set())):
+                raise RemoteError(f"{self.url} closed the stream before the generation finished")
         except RemoteError:
             if not self._aborted.is_set():
                 raise

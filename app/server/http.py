@@ -277,7 +277,7 @@ class Router:
     def find(self, path: str):
         path = path.replace("/api/latest/", "/api/v1/")
         for route in self.routes:
-            if path == route.path or path.endswith(route.path) and route.path.count("/") > 1:
+            if path.endswith(route.path):
                 return route
         return None
 
