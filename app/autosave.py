@@ -58,11 +58,14 @@ def write_atomic(path, data: bytes) -> None:
 class FileWriter(QObject):
     """Writes files atomically on one background thread; results come back as queued signals."""
 
-    written = Signal(str)          # path
+    written = Signal(str)          # path (emitted in the thread that owns the writer)
     failed = Signal(str, str)      # path, message
+    _finished = Signal(str, str)   # from the pool thread: path, message ("" = ok)
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        # relay through a slot of this object so listeners are called in its thread, not the pool's
+        self._finished.connect(self.on_finished)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neox-writer-files")
         self._pending = 0
         self._lock = threading.Lock()
@@ -83,9 +86,9 @@ class FileWriter(QObject):
         try:
             write_atomic(path, data)
         except OSError as e:
-            self.failed.emit(path, f"{path}: {e.strerror or e}")
+            self._finished.emit(path, f"{path}: {e.strerror or e}")
         else:
-            self.written.emit(path)
+            self._finished.emit(path, "")
         finally:
             with self._lock:
                 self._pending -= 1
@@ -96,10 +99,16 @@ class FileWriter(QObject):
         except FileNotFoundError:
             pass
         except OSError as e:
-            self.failed.emit(path, f"{path}: {e.strerror or e}")
+            self._finished.emit(path, f"{path}: {e.strerror or e}")
         finally:
             with self._lock:
                 self._pending -= 1
+
+    def on_finished(self, path: str, message: str) -> None:
+        if message:
+            self.failed.emit(path, message)
+        else:
+            self.written.emit(path)
 
     def pending(self) -> int:
         with self._lock:

@@ -59,6 +59,14 @@ def find_tokenizer_json(model_path: Path) -> Path | None:
     return None
 
 
+def warm_up(model) -> None:
+    """Run both evaluation paths once (a batch, then one token) so a JIT backend compiles
+    while the model is loading, not in the middle of the user's first generation."""
+    session = model.new_session(min(int(model.info()["n_ctx"]), 16))
+    session.eval([0] * 8)
+    session.eval([0])
+
+
 class LLMWorker(QObject):
     """Lives in the engine thread: loads models and runs generations, reporting via signals."""
 
@@ -71,10 +79,11 @@ class LLMWorker(QObject):
     contextReady = Signal(object)              # Context
     contextFailed = Signal(str)
 
-    def __init__(self, cancel: threading.Event, threads: int | None = None):
+    def __init__(self, cancel: threading.Event, threads: int | None = None, backend: str = "auto"):
         super().__init__()
         self.cancel = cancel
         self.threads = threads
+        self.backend = backend
         self.model = None
         self.tokenizer = None
         self.generator = None
@@ -90,10 +99,11 @@ class LLMWorker(QObject):
         from engine.generator import Generator
         from engine.tokenizer import load_tokenizer
         try:
-            model = load_model(path, threads=self.threads or None)
+            model = load_model(path, backend=self.backend, threads=self.threads or None)
             tok_path = Path(tokenizer_json) if tokenizer_json else find_tokenizer_json(Path(path))
             tokenizer = load_tokenizer(model.vocab, str(tok_path) if tok_path else None, source=path)
             generator = Generator(model, tokenizer)
+            warm_up(model)
         except Exception as e:   # noqa: BLE001 - every failure is shown to the user, the old model stays
             self.loadFailed.emit(path, _message(e))
             return
@@ -112,7 +122,8 @@ class LLMWorker(QObject):
     def _prompt(self, request: GenerationRequest) -> Prompt:
         return build_prompt(self.tokenizer, text=request.text, memory=request.memory,
                             authors_note=request.authors_note, authors_note_depth=request.authors_note_depth,
-                            world_info=request.world_info)
+                            world_info=request.world_info, budget=self._n_ctx(request) - request.max_new_tokens,
+                            shift_fraction=self._mirror.shift_fraction)
 
     def _n_ctx(self, request: GenerationRequest) -> int:
         return min(request.n_ctx or self.generator.n_ctx, self.generator.n_ctx)
@@ -215,12 +226,12 @@ class ChatLLM(QObject):
     previewRequested = Signal(object)
     resetRequested = Signal()
 
-    def __init__(self, threads: int | None = None, parent=None):
+    def __init__(self, threads: int | None = None, parent=None, backend: str = "auto"):
         super().__init__(parent)
         self.cancel = threading.Event()
         self.thread = QThread()
         self.thread.setObjectName("neox-engine")
-        self.worker = LLMWorker(self.cancel, threads)
+        self.worker = LLMWorker(self.cancel, threads, backend)
         self.worker.moveToThread(self.thread)
         self.loadRequested.connect(self.worker.on_load_requested)
         self.generateRequested.connect(self.worker.on_generate_requested)

@@ -50,6 +50,7 @@ class Context:
     n_tokens: int
     budget: int          # tokens available for the prompt (context size - max new tokens)
     dropped_tokens: int  # oldest story tokens left out to fit
+    note_dropped: bool = False   # the author's note did not fit (memory takes too much)
 
     def count(self, kind: str) -> int:
         return sum(p.n_tokens for p in self.parts if p.kind == kind)
@@ -78,15 +79,26 @@ def tail_chars(tokenizer, text: str, n_tokens: int) -> int:
 
 
 def build_prompt(tokenizer, *, text: str, memory: str = "", authors_note: str = "",
-                 authors_note_depth: int = 80, world_info=()) -> Prompt:
-    """Memory + matching world info, and the story with the author's note inserted."""
+                 authors_note_depth: int = 80, world_info=(), budget: int | None = None,
+                 shift_fraction: float = 0.25) -> Prompt:
+    """Memory + matching world info, and the story with the author's note inserted.
+
+    `budget` is the prompt's token budget (context size - new tokens); the engine's
+    ContextShifter keeps at least ``1 - shift_fraction`` of what memory leaves of it. A note
+    deeper than that would be cut away with the oldest story, so it is moved up to fit.
+    """
     memory_text = _with_newline(memory) if memory.strip() else ""
     recent = text[-WORLD_INFO_SCAN_CHARS:]
     world = "".join(_with_newline(e.content) for e in world_info if e.content.strip() and e.matches(recent))
     if not authors_note.strip():
         return Prompt(memory_text, world, text, "", len(text))
     note = NOTE_TEMPLATE.format(authors_note.strip())
-    at = len(text) - tail_chars(tokenizer, text, authors_note_depth)
+    depth = authors_note_depth
+    if budget is not None:
+        story_budget = budget - (len(tokenizer.encode(memory_text + world)) if memory_text + world else 0)
+        kept = story_budget - int(story_budget * shift_fraction)
+        depth = max(0, min(depth, kept - len(tokenizer.encode(note)) - 1))
+    at = len(text) - tail_chars(tokenizer, text, depth)
     return Prompt(memory_text, world, text[:at] + note + text[at:], note, at)
 
 
@@ -114,7 +126,7 @@ def describe(tokenizer, prompt: Prompt, window, budget: int) -> Context:
         parts.append(ContextPart("author's note", prompt.note, n_note))
         if after:
             parts.append(ContextPart("story", after, n_after))
-    return Context(parts, len(window.tokens), budget, window.dropped_tokens)
+    return Context(parts, len(window.tokens), budget, window.dropped_tokens, bool(prompt.note) and note_pos < 0)
 
 
 PART_COLOURS = {"memory": "#3b82f6", "world info": "#10b981", "author's note": "#f59e0b", "story": None}
@@ -143,6 +155,8 @@ class ContextView(QWidget):
                   if context.count(kind)]
         total = context.n_tokens
         dropped = f"; {context.dropped_tokens} tokens of early story left out" if context.dropped_tokens else ""
+        if context.note_dropped:
+            dropped += "; the author's note does not fit (shorten the memory or the new tokens)"
         self.summary.setText(f"{total} / {context.budget} prompt tokens ({', '.join(counts) or 'empty'}){dropped}")
         self.text.clear()
         cursor = self.text.textCursor()

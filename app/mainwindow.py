@@ -23,7 +23,7 @@ from app.chattemplates import TEMPLATES, strip_reply, template_for_model
 from app.chatview import ChatView
 from app.contextview import ContextView
 from app.memorypanel import MemoryPanel
-from app.modelpicker import ModelPicker, demo_model
+from app.modelpicker import ModelPicker, demo_model, emit_from_thread
 from app.samplingpanel import SamplingPanel
 from app.settings import Settings, settings_path
 from app.story import ChatTurn, Generation, Story, StoryFormatError, kobold_bytes, load_story, story_bytes
@@ -78,10 +78,13 @@ class MainWindow(QMainWindow):
     storyOpened = Signal(str)            # path
     storySaved = Signal(str)             # path
     errorShown = Signal(str)             # every error dialog's text (tests listen here)
+    contextShown = Signal(object)        # the Context the context view now shows
     storyRead = Signal(object, str, str)     # Story or None, path, error (from the reader thread)
     recoveryFound = Signal(object)       # autosave.Recovery
 
-    def __init__(self, settings: Settings | None = None, *, check_recovery: bool = True):
+    def __init__(self, settings: Settings | None = None, *, check_recovery: bool = True, backend: str = "auto"):
+        """`backend` is the engine's ("auto", "fast" or "reference"); `check_recovery` looks for
+        an autosave left by a crash."""
         super().__init__()
         self.setObjectName("mainWindow")
         self.settings = settings or Settings.load()
@@ -100,7 +103,7 @@ class MainWindow(QMainWindow):
 
         self.writer = FileWriter(self)
         self.writer.failed.connect(self.on_writer_failed)
-        self.llm = ChatLLM(self.settings.get("threads") or None, self)
+        self.llm = ChatLLM(self.settings.get("threads") or None, self, backend=backend)
         worker = self.llm.worker
         worker.modelLoaded.connect(self.on_worker_model_loaded)
         worker.loadFailed.connect(self.on_worker_load_failed)
@@ -130,7 +133,7 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self.model_picker.refresh()
         if check_recovery:
-            threading.Thread(target=lambda: self.recoveryFound.emit(find_recovery()),
+            threading.Thread(target=lambda: emit_from_thread(self.recoveryFound, find_recovery()),
                              name="neox-recovery", daemon=True).start()
 
     # --- building --------------------------------------------------------------------
@@ -705,6 +708,7 @@ class MainWindow(QMainWindow):
 
     def on_worker_context_ready(self, context) -> None:
         self.context_view.show_context(context)
+        self.contextShown.emit(context)
 
     def on_worker_context_failed(self, message: str) -> None:
         self.context_view.show_error(message)
@@ -791,9 +795,9 @@ class MainWindow(QMainWindow):
             try:
                 story = load_story(path)
             except StoryFormatError as e:
-                self.storyRead.emit(None, path, str(e))
+                emit_from_thread(self.storyRead, None, path, str(e))
             else:
-                self.storyRead.emit(story, "" if imported else path, "")
+                emit_from_thread(self.storyRead, story, "" if imported else path, "")
         threading.Thread(target=read, name="neox-story-read", daemon=True).start()
 
     def on_story_read(self, story, path: str, error: str) -> None:

@@ -26,6 +26,14 @@ def human_size(n: int | None) -> str:
     return f"{n:.1f} GB"
 
 
+def emit_from_thread(signal, *args) -> None:
+    """Emit from a background thread; the widget may have been closed meanwhile (then nobody listens)."""
+    try:
+        signal.emit(*args)
+    except RuntimeError:
+        pass
+
+
 def demo_model() -> Path | None:
     """The small bundled model the app opens when nothing else is installed."""
     if DEMO_DIR.is_dir():
@@ -111,7 +119,7 @@ class ModelPicker(QWidget):
         except Exception as e:   # noqa: BLE001 - a broken manifest must not stop the picker
             error = f"Model list unavailable: {e}"
         rows.sort(key=lambda r: r[0] != "installed")
-        self.statusesReady.emit(rows, error)
+        emit_from_thread(self.statusesReady, rows, error)
 
     def on_statuses_ready(self, rows: list, error: str) -> None:
         self.tree.clear()
@@ -170,13 +178,13 @@ class ModelPicker(QWidget):
 
     def _download(self, model_id: str, control) -> None:
         def progress(p):
-            self.downloadProgress.emit(model_id, int(p.done), int(p.total or 0), p.phase)
+            emit_from_thread(self.downloadProgress, model_id, int(p.done), int(p.total or 0), p.phase)
         try:
             self._manager_now().download(model_id, on_progress=progress, control=control)
         except Exception as e:   # noqa: BLE001 - shown in the status line
-            self.downloadFinished.emit(model_id, str(e) or type(e).__name__)
+            emit_from_thread(self.downloadFinished, model_id, str(e) or type(e).__name__)
         else:
-            self.downloadFinished.emit(model_id, "")
+            emit_from_thread(self.downloadFinished, model_id, "")
 
     def on_download_progress(self, model_id: str, done: int, total: int, phase: str) -> None:
         bar = self._bars.get(model_id)

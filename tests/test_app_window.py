@@ -1,0 +1,346 @@
+"""The desktop window on a converted fixture model (pytest-qt, offscreen).
+
+Every test gets its own NEOX_WRITER_HOME, so nothing touches the user's folders. Dialogs
+are non-modal (`show_error` uses QMessageBox.open), and the one blocking question (unsaved
+changes) is answered by monkeypatching QMessageBox.question.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import Qt, QTimer  # noqa: E402
+from PySide6.QtWidgets import QComboBox, QMessageBox, QPlainTextEdit, QSlider, QSpinBox, QWidget  # noqa: E402
+
+from app.autosave import autosave_path  # noqa: E402
+from app.mainwindow import MainWindow  # noqa: E402
+from app.story import STORY_VERSION, Story, story_bytes  # noqa: E402
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny-parallel"
+PROMPT = "Once upon a time"
+WAIT = 60_000     # ms; a generous bound for a loaded CI machine, not a speed assertion
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    from engine.convert import convert_hf
+    folder = tmp_path_factory.mktemp("model")
+    path = folder / "tiny.bin"
+    convert_hf(FIXTURE, path, ftype="f32")
+    shutil.copy(FIXTURE / "tokenizer.json", folder / "tokenizer.json")
+    return path
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEOX_WRITER_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))
+    return tmp_path / "home"
+
+
+def make_window(qtbot, **kw) -> MainWindow:
+    # the numpy reference backend: no JIT warm-up, the same streaming, Stop and seeds
+    window = MainWindow(backend="reference", **kw)
+    qtbot.addWidget(window)
+    window.show()
+    return window
+
+
+@pytest.fixture
+def window(qtbot, home, model_path):
+    w = make_window(qtbot, check_recovery=False)
+    with qtbot.waitSignal(w.modelLoaded, timeout=WAIT):
+        w.open_model(model_path)
+    yield w
+    w.close()
+
+
+def find(window, cls, name):
+    widget = window.findChild(cls, name)
+    assert widget is not None, f"no {cls.__name__} named {name!r}"
+    return widget
+
+
+def generate(qtbot, window, prompt=None, max_tokens=30, seed=None) -> dict:
+    if prompt is not None:
+        window.story_view.setPlainText(prompt)
+    find(window, QSpinBox, "maxTokensSpin").setValue(max_tokens)
+    if seed is not None:
+        find(window, QSpinBox, "seedSpin").setValue(seed)
+    with qtbot.waitSignal(window.generationFinished, timeout=WAIT) as blocker:
+        find(window, QWidget, "generateButton").click()
+    return blocker.args[0]
+
+
+def written(qtbot, window, path):
+    """Wait for the background writer to finish `path` (other files, e.g. settings, may come first)."""
+    return qtbot.waitSignal(window.writer.written, timeout=WAIT, check_params_cb=lambda p: p == str(path))
+
+
+def test_object_names_exist(window):
+    for name in ("modelPicker", "storyView", "generateButton", "stopButton", "retryButton", "undoButton",
+                 "redoButton", "temperatureSlider", "topKSlider", "topPSlider", "repetitionPenaltySlider",
+                 "maxTokensSpin", "seedSpin", "presetPicker", "memoryEdit", "authorsNoteEdit", "modeSwitch",
+                 "chatInput", "tokensPerSecondLabel"):
+        find(window, QWidget, name)
+    slider = find(window, QSlider, "temperatureSlider")
+    slider.setValue(35)
+    assert window.sampling.sampler_settings().temperature == pytest.approx(0.35)
+
+
+def test_tokens_stream_in_over_many_updates(qtbot, window):
+    changes = []
+    window.story_view.document().contentsChange.connect(lambda pos, rem, add: changes.append(add))
+    summary = generate(qtbot, window, PROMPT, max_tokens=90, seed=7)   # seed 7 runs to the length limit
+    streamed = [c for c in changes[1:] if c]     # changes[0] is setting the prompt
+    assert summary["gen_tokens"] == 90
+    assert len(streamed) >= 2 and max(streamed) < sum(streamed)
+    text = window.story_view.toPlainText()
+    assert text.startswith(PROMPT) and len(text) > len(PROMPT)
+    assert window.story.generations[-1].text == text[len(PROMPT):]
+    assert window.story_view.has_mark() and not window.story_view.isReadOnly()
+    assert "tok/s" in find(window, QWidget, "tokensPerSecondLabel").text()
+
+
+def test_stop_ends_a_long_generation_within_one_token(qtbot, window):
+    worker = window.llm.worker
+    seen = {}
+
+    def stop_at_first_batch(request_id, pieces):
+        # runs in the engine thread between two tokens, so the count is exact
+        if not seen:
+            window.stop()
+            seen["tokens"] = worker.tokens_generated
+    worker.tokensReady.connect(stop_at_first_batch, Qt.DirectConnection)
+    summary = generate(qtbot, window, PROMPT, max_tokens=100, seed=7)
+    assert summary["stop_reason"] == "cancelled"
+    assert summary["gen_tokens"] <= seen["tokens"] + 1 < 100
+    assert not window.story_view.isReadOnly() and window.generate_action.isEnabled()
+
+
+def test_editing_is_blocked_while_generating(qtbot, window):
+    blocked = []
+    window.story_view.setPlainText(PROMPT)
+    window.story_view.document().contentsChange.connect(lambda *a: blocked.append(window.story_view.isReadOnly()))
+    generate(qtbot, window, None, max_tokens=40, seed=7)
+    assert len(blocked) >= 2 and all(blocked)
+
+
+def test_retry_undo_redo(qtbot, window):
+    first = generate(qtbot, window, PROMPT, seed=1)["text"]
+    find(window, QSpinBox, "seedSpin").setValue(2)
+    with qtbot.waitSignal(window.generationFinished, timeout=WAIT):
+        find(window, QWidget, "retryButton").click()
+    second = window.story_view.toPlainText()[len(PROMPT):]
+    assert second != first and window.story_view.toPlainText() == PROMPT + second
+    undo, redo = find(window, QWidget, "undoButton"), find(window, QWidget, "redoButton")
+    undo.click()
+    assert window.story_view.toPlainText() == PROMPT + first
+    assert window.story_view.has_mark()                     # the older generation is marked again
+    undo.click()
+    assert window.story_view.toPlainText() == PROMPT
+    redo.click()
+    redo.click()
+    assert window.story_view.toPlainText() == PROMPT + second
+    assert not window.redo_action.isEnabled()
+
+
+def test_a_seed_reproduces_the_text(qtbot, window):
+    a = generate(qtbot, window, PROMPT, seed=1234)
+    with qtbot.waitSignal(window.generationFinished, timeout=WAIT) as blocker:
+        window.retry()
+    b = blocker.args[0]
+    assert a["seed"] == b["seed"] == 1234 and a["text"] == b["text"] and a["text"]
+
+
+def test_choosing_an_alternative_token_regenerates_from_there(qtbot, window):
+    generate(qtbot, window, PROMPT, max_tokens=20, seed=5)
+    view = window.story_view
+    index = 3
+    span = view.tokens[index]
+    alternative = next(a for a in span.piece.alternatives if a[1] != span.piece.token)
+    window.on_story_view_token_clicked(index, window.pos())
+    assert window.token_popup.isVisible() and window.token_popup.list.count() == len(span.piece.alternatives)
+    row = [a[1] for a in span.piece.alternatives].index(alternative[1])
+    prefix = view.toPlainText()[:view.token_start_offset(index)]
+    with qtbot.waitSignal(window.generationFinished, timeout=WAIT):
+        window.token_popup.choose(row)
+    assert view.toPlainText().startswith(prefix + alternative[0])
+
+
+def test_invalid_model_shows_the_error_and_keeps_the_old_one(qtbot, window, model_path, tmp_path):
+    bad = tmp_path / "broken.bin"
+    bad.write_bytes(model_path.read_bytes()[:300])
+    with qtbot.waitSignal(window.errorShown, timeout=WAIT) as blocker:
+        window.open_model(bad)
+    assert str(bad) in blocker.args[0]
+    assert window.error_box is not None and window.error_box.isVisible()
+    assert str(bad) in window.error_box.text()
+    window.error_box.close()
+    assert window.model_info["path"] == str(model_path)
+    assert generate(qtbot, window, PROMPT, max_tokens=5, seed=7)["gen_tokens"] == 5
+
+
+def test_save_and_open_round_trip(qtbot, window, tmp_path):
+    find(window, QPlainTextEdit, "memoryEdit").setPlainText("The hero is brave.")
+    find(window, QPlainTextEdit, "authorsNoteEdit").setPlainText("Cheerful.")
+    generate(qtbot, window, PROMPT, max_tokens=10, seed=3)
+    path = tmp_path / "story.neoxstory.json"
+    with written(qtbot, window, path):
+        window.save_to(path)
+    saved = window.story.to_json()
+    assert not window.dirty and not window.windowTitle().startswith("*")
+    window.new_story()
+    assert window.story_view.toPlainText() == ""
+    with qtbot.waitSignal(window.storyOpened, timeout=WAIT):
+        window.open_story(path)
+    assert window.story.to_json() == saved
+    assert window.story_view.toPlainText() == saved["text"]
+    assert find(window, QPlainTextEdit, "memoryEdit").toPlainText() == "The hero is brave."
+    assert window.sampling.values()["seed"] == 3
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b'{"format": "neox-writer-story", "version": 99, "text": "x"}', "newer"),
+    (b'{"format": "neox-writer-story", "vers', "not valid JSON"),
+])
+def test_bad_story_file_leaves_the_open_story_alone(qtbot, window, tmp_path, content, needle):
+    window.story_view.setPlainText("my precious story")
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with qtbot.waitSignal(window.errorShown, timeout=WAIT) as blocker:
+        window.open_story(path)
+    assert needle in blocker.args[0] and str(path) in blocker.args[0]
+    assert window.story_view.toPlainText() == "my precious story"
+
+
+def test_kobold_lite_import_and_export(qtbot, window, tmp_path):
+    lite = {"gamestarted": True, "prompt": "The cave was dark.", "memory": "You are a knight.",
+            "authorsnote": "", "actions": [" A dragon woke.", " It roared."],
+            "worldinfo": [{"key": "dragon", "content": "Dragons hate knights.", "constant": False}]}
+    src = tmp_path / "lite.json"
+    src.write_text(json.dumps(lite), encoding="utf-8")
+    with qtbot.waitSignal(window.storyOpened, timeout=WAIT):
+        window.open_story(src, imported=True)
+    assert window.story_view.toPlainText() == "The cave was dark. A dragon woke. It roared."
+    assert window.story_path is None and window.dirty           # an import is a new, unsaved story
+    assert window.memory.world_info()[0].keys == ["dragon"]
+    out = tmp_path / "export.json"
+    with written(qtbot, window, out):
+        window.export_to(out, "kobold")
+    exported = json.loads(out.read_text(encoding="utf-8"))
+    assert exported["prompt"] == "The cave was dark."
+    assert exported["actions"] == [" A dragon woke.", " It roared."]
+    assert exported["memory"] == "You are a knight." and exported["worldinfo"][0]["content"] == "Dragons hate knights."
+    for kind, name in (("text", "s.txt"), ("markdown", "s.md")):
+        with written(qtbot, window, tmp_path / name):
+            window.export_to(tmp_path / name, kind)
+    assert (tmp_path / "s.txt").read_text(encoding="utf-8") == window.story_view.toPlainText()
+    assert (tmp_path / "s.md").read_text(encoding="utf-8").startswith("# ")
+
+
+def test_autosave_recovery_after_a_crash(qtbot, home, model_path):
+    crashed = make_window(qtbot, check_recovery=False)
+    crashed.story_view.setPlainText("Words that were never saved.")
+    find(crashed, QPlainTextEdit, "memoryEdit").setPlainText("Remember me.")
+    with written(qtbot, crashed, autosave_path()):
+        crashed.autosave_now()
+    assert autosave_path().is_file() and str(autosave_path()).startswith(str(home))
+    # the crash: no closeEvent, no clean-up of the autosave
+    crashed.llm.shutdown()
+    crashed.hide()
+
+    again = make_window(qtbot)
+    qtbot.waitUntil(lambda: again.recovery is not None, timeout=WAIT)
+    question = again.findChild(QMessageBox, "questionBox")
+    assert question is not None and question.isVisible()
+    question.button(QMessageBox.Yes).click()
+    assert again.story_view.toPlainText() == "Words that were never saved."
+    assert find(again, QPlainTextEdit, "memoryEdit").toPlainText() == "Remember me."
+    assert again.dirty
+    again.dirty = False                   # a clean exit without changes removes the autosave
+    again.close()
+    assert not autosave_path().exists()
+
+
+def test_event_loop_never_stalls_while_generating(qtbot, window):
+    gaps, last = [], [None]
+
+    def tick():   # the first tick starts the clock: before it the test itself was busy
+        now = time.perf_counter()
+        if last[0] is not None:
+            gaps.append(now - last[0])
+        last[0] = now
+    timer = QTimer(interval=5)
+    timer.timeout.connect(tick)
+    timer.start()
+    generate(qtbot, window, PROMPT, max_tokens=100, seed=7)
+    timer.stop()
+    assert len(gaps) > 10
+    assert max(gaps) < 0.050, f"the GUI thread stalled for {max(gaps) * 1000:.0f} ms"
+
+
+def test_chat_mode_uses_the_template(qtbot, window):
+    requests = []
+    window.llm.generateRequested.connect(requests.append)
+    switch = find(window, QComboBox, "modeSwitch")
+    switch.setCurrentIndex(switch.findData("chat"))
+    window.chat_view.set_template("dolly")
+    find(window, QPlainTextEdit, "chatInput").setPlainText("Name a colour.")
+    with qtbot.waitSignal(window.generationFinished, timeout=WAIT):
+        find(window, QWidget, "generateButton").click()
+    request = requests[-1]
+    assert request.text.endswith("### Instruction:\nName a colour.\n\n### Response:\n")
+    assert "### End" in request.stop and "### Instruction:" in request.stop
+    turns = window.chat_view.turns
+    assert [t.role for t in turns] == ["user", "bot"] and turns[0].text == "Name a colour."
+    assert "### End" not in turns[1].text and turns[1].text == turns[1].text.strip()
+    assert window.story.chat_turns[-1].text == turns[1].text
+    with qtbot.waitSignal(window.generationFinished, timeout=WAIT):
+        window.chat_view.regenerate_button.click()
+    assert [t.role for t in window.chat_view.turns] == ["user", "bot"]
+
+
+def test_context_view_shows_memory_note_and_world_info(qtbot, window):
+    window.story_view.setPlainText("The dragon slept in the cave. " * 5)
+    find(window, QSpinBox, "maxTokensSpin").setValue(20)     # the fixture model has a 128-token context
+    find(window, QPlainTextEdit, "memoryEdit").setPlainText("A tale of fire.")
+    find(window, QPlainTextEdit, "authorsNoteEdit").setPlainText("Tense.")
+    window.memory._add_row(__import__("app.story", fromlist=["WorldInfoEntry"]).WorldInfoEntry(
+        ["dragon"], "Dragons hoard gold."))
+    # (a preview asked for when the model loaded may still be on its way: wait for ours)
+    with qtbot.waitSignal(window.contextShown, timeout=WAIT,
+                          check_params_cb=lambda c: any(p.kind == "memory" for p in c.parts)) as blocker:
+        window.refresh_context()
+    context = blocker.args[0]
+    kinds = [p.kind for p in context.parts]
+    assert kinds[:2] == ["memory", "world info"] and "author's note" in kinds
+    assert "Dragons hoard gold." in window.context_view.text.toPlainText()
+    assert f"/ {context.budget}" in window.context_view.summary.text()
+
+
+def test_settings_persist_between_runs(qtbot, home, model_path):
+    first = make_window(qtbot, check_recovery=False)
+    with qtbot.waitSignal(first.modelLoaded, timeout=WAIT):
+        first.open_model(model_path)
+    find(first, QSlider, "topKSlider").setValue(17)
+    first.set_font_size(15)
+    first.close()
+    second = make_window(qtbot, check_recovery=False)
+    assert find(second, QSlider, "topKSlider").value() == 17
+    assert second.settings.get("last_model") == str(model_path) and second.settings.get("font_size") == 15
+    assert (home / "config" / "settings.json").is_file()
+    second.close()
+
+
+def test_story_file_written_by_newer_version_is_named(tmp_path):
+    data = Story(text="x").to_json()
+    data["version"] = STORY_VERSION + 1
+    assert json.loads(story_bytes(Story(text="x")))["version"] == STORY_VERSION
