@@ -8,14 +8,17 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from test_server_support import make_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_serves_until_interrupted(tmp_path):
+@pytest.mark.parametrize("command", [["-m", "app.server"], ["-m", "app", "--server"]])
+def test_serves_until_interrupted(tmp_path, command):
     model = make_model(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "app.server", "--model", str(model), "--port", "0",
+    proc = subprocess.Popen([sys.executable, *command, "--model", str(model), "--port", "0",
                              "--backend", "reference", "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -319,6 +319,7 @@ class ApiServer:
             import socket
 
             class V6Server(ThreadingHTTPServer):
+                """The same server on an IPv6 address."""
                 address_family = socket.AF_INET6
             server_class = V6Server
         self._httpd = server_class((self.config.host, int(self.config.port)), Handler)
