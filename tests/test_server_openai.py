@@ -76,6 +76,20 @@ def test_n_candidates_differ_and_repeat_with_a_seed(server):
     assert 3 <= first.usage.completion_tokens <= 30 and first.usage.prompt_tokens > 0
 
 
+def test_streamed_candidates_arrive_one_after_another(server):
+    cl = client(server)
+    args = dict(model="tiny", prompt=PROMPT, n=2, max_tokens=8, temperature=1.0, seed=11)
+    whole = cl.completions.create(**args)
+    texts = {0: "", 1: ""}
+    order = []
+    for ch in cl.completions.create(stream=True, **args):
+        for c in ch.choices:
+            texts[c.index] += c.text
+            order.append(c.index)
+    assert texts == {c.index: c.text for c in whole.choices}
+    assert order == sorted(order)          # candidate 1 starts after candidate 0 ended
+
+
 def test_n_candidates_share_one_prompt_pass(worker):
     """Evaluated tokens: the prompt once, then for each further candidate only its last
     prompt token again (the KV cache of the rest is reused), plus the sampled tokens."""
