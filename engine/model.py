@@ -102,6 +102,34 @@ def check_tokens(tokens, n_vocab: int) -> list[int]:
     return out
 
 
+class Session:
+    """What every backend's session shares: the cached token ids and the checks on new ones.
+
+    A backend's session adds the KV cache and ``eval(tokens, all_logits=False)``.
+    """
+
+    def __init__(self, config: Config, n_ctx: int):
+        self.config = config
+        self.n_ctx = n_ctx
+        self.tokens: list[int] = []     # the ids whose keys and values are cached, in order
+        self.evaluated = 0              # tokens run through the model (for reuse accounting)
+
+    def truncate(self, n: int) -> None:
+        """Forget cached positions from n on (the cache of a common prefix stays valid)."""
+        if n < len(self.tokens):
+            del self.tokens[max(n, 0):]
+
+    def check_new(self, tokens) -> tuple[list[int], int]:
+        """Validated new ids and the number already cached (ValueError past n_ctx)."""
+        tokens = check_tokens(tokens, self.config.n_vocab)
+        if not tokens:
+            raise ValueError("eval needs at least one token")
+        n_past = len(self.tokens)
+        if n_past + len(tokens) > self.n_ctx:
+            raise ValueError(f"{n_past} cached + {len(tokens)} new tokens exceed the context of {self.n_ctx}")
+        return tokens, n_past
+
+
 def load_model(path, backend: str = "auto", threads: int | None = None) -> Model:
     """Open a legacy ggml GPT-NeoX file (raises ModelFormatError if it is malformed)."""
     return Model(GGMLFile(path), backend=backend, threads=threads)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from engine.ggml_file import GGMLFile
-from engine.model import Config, check_tokens
+from engine.model import Config, Session
 
 LN_EPS = 1e-5
 ROPE_BASE = 10000.0
@@ -66,36 +66,23 @@ class ReferenceBackend:
         return ReferenceSession(self, n_ctx)
 
 
-class ReferenceSession:
-    """A KV cache for n_ctx positions and the tokens it holds."""
+class ReferenceSession(Session):
+    """A float32 KV cache for n_ctx positions and the tokens it holds."""
 
     def __init__(self, backend: ReferenceBackend, n_ctx: int):
+        super().__init__(backend.config, n_ctx)
         c = backend.config
         self.backend = backend
-        self.n_ctx = n_ctx
-        self.tokens: list[int] = []
         # np.zeros maps untouched pages lazily, so an unused long context costs no memory.
         self.k = np.zeros((c.n_layer, n_ctx, c.n_head, c.head_dim), dtype=np.float32)
         self.v = np.zeros((c.n_layer, n_ctx, c.n_head, c.head_dim), dtype=np.float32)
-        self.evaluated = 0       # tokens run through the model by this session (for reuse accounting)
-
-    def truncate(self, n: int) -> None:
-        """Forget cached positions from n on (the cache of a common prefix stays valid)."""
-        if n < len(self.tokens):
-            del self.tokens[max(n, 0):]
 
     def eval(self, tokens, all_logits: bool = False) -> np.ndarray:
         """Run tokens after the cached ones; the logits of the last (or every) new position."""
-        c = self.backend.config
-        tokens = check_tokens(tokens, c.n_vocab)
-        if not tokens:
-            raise ValueError("eval needs at least one token")
-        n_past, n = len(self.tokens), len(tokens)
-        if n_past + n > self.n_ctx:
-            raise ValueError(f"{n_past} cached + {n} new tokens exceed the context of {self.n_ctx}")
+        tokens, n_past = self.check_new(tokens)
         logits = self._forward(tokens, n_past)
         self.tokens.extend(tokens)
-        self.evaluated += n
+        self.evaluated += len(tokens)
         return logits if all_logits else logits[-1]
 
     def _forward(self, tokens: list[int], n_past: int) -> np.ndarray:
