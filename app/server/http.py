@@ -129,6 +129,10 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = f"NeoXWriter/{VERSION}"
+    # Socket timeout for reading a request and writing a reply: a client that stalls (or
+    # keeps an idle connection) frees its thread after this long. Waiting for the queue or
+    # for tokens is not affected: no socket operation is pending then.
+    timeout = 120
 
     # -- entry points -------------------------------------------------------------------------
 
