@@ -65,6 +65,14 @@ def resident_bytes() -> int | None:
         return None
 
 
+def era_label(info: dict) -> str:
+    """Which 2023 file generation a model comes from (spec §1: the eras and the quantization versions)."""
+    if info.get("layout") == "stablelm":
+        return "stablelm layout (Apr–May 2023)"
+    names = {0: "gpt-neox, first quantization", 1: "ggmlv2 quantization", 2: "ggmlv3 quantization"}
+    return names.get(info.get("qnt_version"), f"gpt-neox, quantization v{info.get('qnt_version')}")
+
+
 def _mb(n: int | None) -> str:
     return "?" if n is None else f"{n / 1048576:.0f} MB"
 
@@ -166,9 +174,9 @@ class MainWindow(QMainWindow):
         self.docks = {}
         for key, title, widget, area in (("models", "Models", self.model_picker, Qt.LeftDockWidgetArea),
                                          ("sampling", "Sampling", self.sampling, Qt.RightDockWidgetArea),
-                                         ("memory", "Memory && world info", self.memory, Qt.RightDockWidgetArea),
+                                         ("memory", "Memory · World info", self.memory, Qt.RightDockWidgetArea),
                                          ("context", "Context", self.context_view, Qt.RightDockWidgetArea)):
-            dock = QDockWidget(title.replace("&&", "&"), self, objectName=f"{key}Dock")
+            dock = QDockWidget(title, self, objectName=f"{key}Dock")
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
             self.docks[key] = dock
@@ -176,7 +184,6 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["memory"], self.docks["context"])
         self.docks["sampling"].raise_()
         self.docks["context"].visibilityChanged.connect(self.on_context_dock_visibility_changed)
-        self.resizeDocks([self.docks["models"], self.docks["sampling"]], [260, 340], Qt.Horizontal)
 
     def _action(self, text, slot, shortcut=None, tip=None, name=None) -> QAction:
         action = QAction(text, self)
@@ -292,6 +299,9 @@ class MainWindow(QMainWindow):
                 setter(QByteArray.fromBase64(s.get(key).encode("ascii")))
         if not s.get("window_geometry"):
             self.resize(1280, 800)
+        if not s.get("window_state"):   # first run: room for model names and sampler labels
+            QTimer.singleShot(0, lambda: self.resizeDocks([self.docks["models"], self.docks["sampling"]],
+                                                          [340, 360], Qt.Horizontal))
         self.mode_switch.setCurrentIndex(1 if s.get("mode") == "chat" else 0)
 
     # --- settings --------------------------------------------------------------------
@@ -383,7 +393,7 @@ class MainWindow(QMainWindow):
             self.refresh_context()
 
     def _show_model_label(self, info: dict) -> None:
-        era = f"{info.get('layout', '?')}, qnt v{info.get('qnt_version', '?')}"
+        era = era_label(info)
         self.model_label.setText(f"{Path(info.get('path', '')).name} · {era} · {info.get('weight_type', '?')}")
         self.model_label.setToolTip(f"{info.get('path')}\nbackend: {info.get('backend')}\n"
                                     f"tokenizer: {info.get('tokenizer')}")

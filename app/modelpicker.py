@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton,
                                QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
@@ -60,6 +60,8 @@ class ModelPicker(QWidget):
         self.tree = QTreeWidget(objectName="modelTree")
         self.tree.setHeaderLabels(["Model", "Size", ""])
         self.tree.setRootIsDecorated(False)
+        self.tree.setIndentation(8)
+        self.tree.header().setStretchLastSection(False)
         self.tree.header().setSectionResizeMode(0, QHeaderView.Stretch)
         self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeToContents)
         self.tree.header().setSectionResizeMode(2, QHeaderView.ResizeToContents)
@@ -82,7 +84,11 @@ class ModelPicker(QWidget):
         self.downloadProgress.connect(self.on_download_progress)
         self.downloadFinished.connect(self.on_download_finished)
 
-    def _manager_now(self):
+    def sizeHint(self) -> QSize:
+        # wide enough for "Pythia 410M deduped q5_1 (ggmlv3)" next to its size and button
+        return QSize(self.fontMetrics().horizontalAdvance("M") * 34, 420)
+
+    def manager(self):
         if self._manager is None:
             if self._factory is not None:
                 self._manager = self._factory()
@@ -105,7 +111,7 @@ class ModelPicker(QWidget):
             rows.append(("installed", "demo", "Demo model (bundled)", demo.stat().st_size, str(demo),
                          str(tok) if tok.is_file() else ""))
         try:
-            manager = self._manager_now()
+            manager = self.manager()
             for s in manager.statuses():
                 label = s.entry.name if s.entry else s.id
                 if s.installed is not None and s.file is not None:
@@ -121,20 +127,32 @@ class ModelPicker(QWidget):
         rows.sort(key=lambda r: r[0] != "installed")
         emit_from_thread(self.statusesReady, rows, error)
 
+    def _section(self, title: str) -> QTreeWidgetItem:
+        section = QTreeWidgetItem([title, "", ""])
+        font = section.font(0)
+        font.setBold(True)
+        section.setFont(0, font)
+        section.setFlags(Qt.ItemIsEnabled)
+        section.setFirstColumnSpanned(False)
+        self.tree.addTopLevelItem(section)
+        return section
+
     def on_statuses_ready(self, rows: list, error: str) -> None:
         self.tree.clear()
         self._bars.clear()
+        sections = {"installed": self._section("Installed"), "catalog": self._section("Download")}
         for kind, model_id, label, size, path, tok in rows:
             item = QTreeWidgetItem([label, human_size(size), ""])
             item.setData(0, Qt.UserRole, (kind, model_id, path, tok))
-            item.setToolTip(0, path or model_id)
-            self.tree.addTopLevelItem(item)
+            item.setToolTip(0, f"{label}\n{path or model_id}")
+            sections[kind].addChild(item)
             if kind == "installed":
                 button = QPushButton("Load")
                 button.clicked.connect(lambda _=False, p=path, t=tok: self.modelChosen.emit(p, t))
                 self.tree.setItemWidget(item, 2, button)
             else:
                 self.tree.setItemWidget(item, 2, self._download_cell(model_id))
+        self.tree.expandAll()
         self.status.setText(error or f"{sum(r[0] == 'installed' for r in rows)} installed, "
                                      f"{sum(r[0] == 'catalog' for r in rows)} to download")
 
@@ -153,7 +171,10 @@ class ModelPicker(QWidget):
         return cell
 
     def on_tree_item_double_clicked(self, item: QTreeWidgetItem, column: int) -> None:
-        kind, model_id, path, tok = item.data(0, Qt.UserRole)
+        data = item.data(0, Qt.UserRole)
+        if data is None:          # a section header
+            return
+        kind, model_id, path, tok = data
         if kind == "installed":
             self.modelChosen.emit(path, tok)
 
@@ -180,7 +201,7 @@ class ModelPicker(QWidget):
         def progress(p):
             emit_from_thread(self.downloadProgress, model_id, int(p.done), int(p.total or 0), p.phase)
         try:
-            self._manager_now().download(model_id, on_progress=progress, control=control)
+            self.manager().download(model_id, on_progress=progress, control=control)
         except Exception as e:   # noqa: BLE001 - shown in the status line
             emit_from_thread(self.downloadFinished, model_id, str(e) or type(e).__name__)
         else:

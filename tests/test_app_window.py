@@ -344,3 +344,45 @@ def test_story_file_written_by_newer_version_is_named(tmp_path):
     data = Story(text="x").to_json()
     data["version"] = STORY_VERSION + 1
     assert json.loads(story_bytes(Story(text="x")))["version"] == STORY_VERSION
+
+
+def test_unsaved_changes_are_never_discarded_without_asking(qtbot, home, monkeypatch):
+    w = make_window(qtbot, check_recovery=False)
+    w.story_view.setPlainText("a draft")
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question",
+                        staticmethod(lambda *a, **k: asked.append(a[2]) or QMessageBox.Cancel))
+    w.close()
+    assert asked and w.isVisible() and w.story_view.toPlainText() == "a draft"
+    w.new_story()
+    assert len(asked) == 2 and w.story_view.toPlainText() == "a draft"
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))
+    w.close()
+    assert not w.isVisible() and not autosave_path().exists()
+
+
+def test_a_model_larger_than_free_memory_asks_first(qtbot, window, model_path, monkeypatch):
+    monkeypatch.setattr("app.mainwindow.free_ram_bytes", lambda: 1000)
+    window.open_model(model_path)
+    question = window.findChild(QMessageBox, "questionBox")
+    assert question is not None and "memory" in question.text()
+    question.button(QMessageBox.No).click()
+    assert not window.llm.loading and window.model_info["path"] == str(model_path)
+
+
+def test_model_picker_lists_installed_then_catalog(qtbot, home):
+    from app.modelpicker import ModelPicker, demo_model
+    picker = ModelPicker()
+    qtbot.addWidget(picker)
+    with qtbot.waitSignal(picker.statusesReady, timeout=WAIT):
+        picker.refresh()
+    sections = [picker.tree.topLevelItem(i) for i in range(picker.tree.topLevelItemCount())]
+    assert [s.text(0) for s in sections] == ["Installed", "Download"]
+    assert sections[1].childCount() > 0                      # the shipped catalog, with sizes
+    assert all(sections[1].child(i).text(1) for i in range(sections[1].childCount()))
+    if demo_model() is not None:
+        demo = sections[0].child(0)
+        with qtbot.waitSignal(picker.modelChosen) as blocker:
+            picker.on_tree_item_double_clicked(demo, 0)
+        assert blocker.args[0] == str(demo_model())
+    assert str(home) in str(picker.manager().models_dir)   # NEOX_WRITER_HOME moved it
