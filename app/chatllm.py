@@ -59,12 +59,18 @@ def find_tokenizer_json(model_path: Path) -> Path | None:
     return None
 
 
-def warm_up(model) -> None:
-    """Run both evaluation paths once (a batch, then one token) so a JIT backend compiles
-    while the model is loading, not in the middle of the user's first generation."""
+def warm_up(model, generator) -> None:
+    """Run everything a generation touches once while the model is loading: both evaluation
+    paths (a batch, then one token) so a JIT backend compiles now, and a two-token generation
+    so first-use imports (numpy submodules, sampler tables) happen now. Either would otherwise
+    hold the GIL for tens of milliseconds at the start of the user's first generation."""
+    from engine.sampling import SamplerSettings
     session = model.new_session(min(int(model.info()["n_ctx"]), 16))
     session.eval([0] * 8)
     session.eval([0])
+    for _ in generator.generate("", SamplerSettings(seed=0), max_tokens=2):
+        pass
+    generator.reset()
 
 
 class LLMWorker(QObject):
@@ -103,7 +109,7 @@ class LLMWorker(QObject):
             tok_path = Path(tokenizer_json) if tokenizer_json else find_tokenizer_json(Path(path))
             tokenizer = load_tokenizer(model.vocab, str(tok_path) if tok_path else None, source=path)
             generator = Generator(model, tokenizer)
-            warm_up(model)
+            warm_up(model, generator)
         except Exception as e:   # noqa: BLE001 - every failure is shown to the user, the old model stays
             self.loadFailed.emit(path, _message(e))
             return

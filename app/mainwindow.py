@@ -7,12 +7,13 @@ background `FileWriter`, and every answer comes back as a signal.
 """
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow,
                                QMessageBox, QProgressBar, QStackedWidget, QToolBar, QToolButton, QWidget)
 
@@ -65,6 +66,14 @@ def resident_bytes() -> int | None:
         return None
 
 
+def freeze_heap() -> None:
+    """Move every object alive now (Qt wrappers, numpy, numba, the model) out of the garbage
+    collector's reach. A full collection otherwise walks them all and holds the GIL for
+    50-100 ms, which stalls the GUI in the middle of streaming; new objects are still collected."""
+    gc.collect()
+    gc.freeze()
+
+
 def era_label(info: dict) -> str:
     """Which 2023 file generation a model comes from (spec §1: the eras and the quantization versions)."""
     if info.get("layout") == "stablelm":
@@ -108,6 +117,7 @@ class MainWindow(QMainWindow):
         self._gen_count = 0
         self.recovery = None
         self.error_box: QMessageBox | None = None
+        self._questions: dict = {}             # open question boxes -> (on_yes, on_no)
 
         self.writer = FileWriter(self)
         self.writer.failed.connect(self.on_writer_failed)
@@ -140,6 +150,7 @@ class MainWindow(QMainWindow):
         self._update_title()
         self._update_actions()
         self.model_picker.refresh()
+        freeze_heap()
         if check_recovery:
             threading.Thread(target=lambda: emit_from_thread(self.recoveryFound, find_recovery()),
                              name="neox-recovery", daemon=True).start()
@@ -167,7 +178,7 @@ class MainWindow(QMainWindow):
         self.memory = MemoryPanel()
         self.memory.changed.connect(self.on_memory_changed)
         self.context_view = ContextView()
-        self.context_view.refresh_button.clicked.connect(self.refresh_context)
+        self.context_view.refresh_button.clicked.connect(self.on_context_refresh_clicked)
         self.model_picker = ModelPicker()
         self.model_picker.modelChosen.connect(self.on_model_picker_model_chosen)
 
@@ -200,13 +211,13 @@ class MainWindow(QMainWindow):
 
     def _build_actions(self) -> None:
         a = self._action
-        self.generate_action = a("Generate", self.generate, ["Ctrl+Return", "Ctrl+Enter"],
+        self.generate_action = a("Generate", self.on_generate_triggered, ["Ctrl+Return", "Ctrl+Enter"],
                                  "Continue the story (Ctrl+Enter)", "generateAction")
-        self.stop_action = a("Stop", self.stop, "Esc", "Stop generating (Esc)", "stopAction")
-        self.retry_action = a("Retry", self.retry, "Ctrl+R", "Replace the last generation with a new one (Ctrl+R)",
+        self.stop_action = a("Stop", self.on_stop_triggered, "Esc", "Stop generating (Esc)", "stopAction")
+        self.retry_action = a("Retry", self.on_retry_triggered, "Ctrl+R", "Replace the last generation with a new one (Ctrl+R)",
                               "retryAction")
-        self.undo_action = a("Undo", self.undo, QKeySequence.Undo, "Step back one generation or edit", "undoAction")
-        self.redo_action = a("Redo", self.redo, [QKeySequence(QKeySequence.Redo).toString(), "Ctrl+Y"],
+        self.undo_action = a("Undo", self.on_undo_triggered, QKeySequence.Undo, "Step back one generation or edit", "undoAction")
+        self.redo_action = a("Redo", self.on_redo_triggered, [QKeySequence(QKeySequence.Redo).toString(), "Ctrl+Y"],
                              "Step forward again", "redoAction")
         for action in (self.generate_action, self.stop_action, self.retry_action, self.undo_action,
                        self.redo_action):
@@ -236,17 +247,18 @@ class MainWindow(QMainWindow):
 
         menu = self.menuBar()
         file_menu = menu.addMenu("&File")
-        file_menu.addAction(a("&New story", self.new_story, QKeySequence.New, name="newAction"))
+        file_menu.addAction(a("&New story", self.on_new_triggered, QKeySequence.New, name="newAction"))
         file_menu.addAction(a("&Open…", self.on_open_triggered, QKeySequence.Open, name="openAction"))
-        file_menu.addAction(a("&Save", self.save, QKeySequence.Save, name="saveAction"))
+        file_menu.addAction(a("&Save", self.on_save_triggered, QKeySequence.Save, name="saveAction"))
         file_menu.addAction(a("Save &as…", self.on_save_as_triggered, QKeySequence.SaveAs, name="saveAsAction"))
         file_menu.addSeparator()
         file_menu.addAction(a("&Import KoboldAI / Kobold Lite…", self.on_import_kobold_triggered,
                               "Ctrl+I", name="importKoboldAction"))
         file_menu.addAction(a("&Export Kobold Lite JSON…", self.on_export_kobold_triggered,
                               "Ctrl+Shift+E", name="exportKoboldAction"))
-        file_menu.addAction(a("Export plain &text…", self.on_export_text_triggered, name="exportTextAction"))
-        file_menu.addAction(a("Export &Markdown…", self.on_export_markdown_triggered, name="exportMarkdownAction"))
+        file_menu.addAction(a("Export plain &text…", self.on_export_text_triggered, "Ctrl+Shift+T", name="exportTextAction"))
+        file_menu.addAction(a("Export &Markdown…", self.on_export_markdown_triggered, "Ctrl+Shift+D",
+                              name="exportMarkdownAction"))
         file_menu.addSeparator()
         file_menu.addAction(a("Open &model file…", self.model_picker.on_open_file_clicked, "Ctrl+Shift+O",
                               name="openModelAction"))
@@ -263,14 +275,52 @@ class MainWindow(QMainWindow):
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
         view_menu.addSeparator()
-        view_menu.addAction(a("Larger text", lambda: self.set_font_size(self.settings.get("font_size") + 1),
+        view_menu.addAction(a("Larger text", self.on_zoom_in_triggered,
                               QKeySequence.ZoomIn, name="zoomInAction"))
-        view_menu.addAction(a("Smaller text", lambda: self.set_font_size(self.settings.get("font_size") - 1),
+        view_menu.addAction(a("Smaller text", self.on_zoom_out_triggered,
                               QKeySequence.ZoomOut, name="zoomOutAction"))
         theme_menu = view_menu.addMenu("Theme")
+        self.theme_group = QActionGroup(self, exclusive=True)
         for key, label in (("system", "Follow the system"), ("light", "Light"), ("dark", "Dark")):
-            theme_menu.addAction(a(label, lambda _=False, k=key: self.set_theme(k), name=f"theme_{key}"))
+            action = theme_menu.addAction(label)
+            action.setObjectName(f"theme_{key}")
+            action.setData(key)
+            action.setCheckable(True)
+            action.setChecked(key == self.settings.get("theme"))
+            self.theme_group.addAction(action)
+        self.theme_group.triggered.connect(self.on_theme_group_triggered)
         view_menu.addAction(a("Engine threads…", self.on_threads_triggered, name="threadsAction"))
+
+    # action slots: thin, so the same operations stay callable by name (tests, other code)
+    def on_generate_triggered(self) -> None:
+        self.generate()
+
+    def on_stop_triggered(self) -> None:
+        self.stop()
+
+    def on_retry_triggered(self) -> None:
+        self.retry()
+
+    def on_undo_triggered(self) -> None:
+        self.undo()
+
+    def on_redo_triggered(self) -> None:
+        self.redo()
+
+    def on_new_triggered(self) -> None:
+        self.new_story()
+
+    def on_save_triggered(self) -> None:
+        self.save()
+
+    def on_zoom_in_triggered(self) -> None:
+        self.set_font_size(self.settings.get("font_size") + 1)
+
+    def on_zoom_out_triggered(self) -> None:
+        self.set_font_size(self.settings.get("font_size") - 1)
+
+    def on_context_refresh_clicked(self) -> None:
+        self.refresh_context()
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -333,6 +383,9 @@ class MainWindow(QMainWindow):
         if save:
             self.writer.write(settings_path(), self.settings.to_bytes())
 
+    def on_theme_group_triggered(self, action: QAction) -> None:
+        self.set_theme(action.data())
+
     def on_threads_triggered(self) -> None:
         n, ok = QInputDialog.getInt(self, "Engine threads", "Threads (0 = automatic; applies to the next model "
                                     "load):", self.settings.get("threads"), 0, 256)
@@ -388,6 +441,7 @@ class MainWindow(QMainWindow):
         self.writer.write(settings_path(), self.settings.to_bytes())
         self._update_actions()
         self.statusBar().showMessage(f"Loaded {name}", 4000)
+        freeze_heap()
         self.modelLoaded.emit(info)
         if self.docks["context"].isVisible():
             self.refresh_context()
@@ -914,26 +968,33 @@ class MainWindow(QMainWindow):
     # --- dialogs ---------------------------------------------------------------------
     def show_error(self, title: str, message: str) -> None:
         """A non-blocking error dialog (the GUI keeps running; tests read `errorShown`)."""
+        if self.error_box is not None:
+            self.error_box.deleteLater()
         box = QMessageBox(QMessageBox.Warning, title, message, QMessageBox.Ok, self)
         box.setObjectName("errorBox")
         box.setWindowModality(Qt.WindowModal)
-        box.setAttribute(Qt.WA_DeleteOnClose)
         box.open()
         self.error_box = box
         self.errorShown.emit(message)
 
     def _ask(self, text: str, on_yes, on_no=None, title: str = "NeoX Writer") -> None:
+        """A non-blocking Yes/No question; the answer calls `on_yes` or `on_no`."""
         box = QMessageBox(QMessageBox.Question, title, text, QMessageBox.Yes | QMessageBox.No, self)
         box.setObjectName("questionBox")
-        box.setAttribute(Qt.WA_DeleteOnClose)
-
-        def done(result):
-            if box.standardButton(box.clickedButton()) == QMessageBox.Yes:
-                on_yes()
-            elif on_no is not None:
-                on_no()
-        box.finished.connect(done)
+        self._questions[box] = (on_yes, on_no)
+        box.finished.connect(self.on_question_box_finished)
         box.open()
+
+    def on_question_box_finished(self, result: int) -> None:
+        box = self.sender()
+        on_yes, on_no = self._questions.pop(box, (None, None))
+        yes = box.standardButton(box.clickedButton()) == QMessageBox.Yes
+        box.hide()
+        box.deleteLater()
+        if yes and on_yes is not None:
+            on_yes()
+        elif not yes and on_no is not None:
+            on_no()
 
     # --- closing ---------------------------------------------------------------------
     def closeEvent(self, event) -> None:

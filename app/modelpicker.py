@@ -1,4 +1,8 @@
-"""The model picker: installed models first, then the catalog with Download buttons, and "Open file…".
+"""The model picker: installed models first, then the catalog with sizes and Download, and "Open file…".
+
+Each row's last column is its action (Load, Download, Cancel while downloading; the size
+column shows the progress), drawn as link text rather than a button widget per row, so
+rebuilding the list stays cheap for the GUI thread.
 
 It sits on `app.models.ModelManager` (no Qt there). Everything that touches the disk or the
 network — reading the manifest and catalog, downloading, importing — runs on a Python
@@ -10,8 +14,9 @@ import threading
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton,
-                               QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTreeWidget,
+                               QTreeWidgetItem, QVBoxLayout, QWidget)
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "resources" / "demo"
 
@@ -56,7 +61,7 @@ class ModelPicker(QWidget):
         self._factory = manager_factory
         self._manager = None
         self._controls: dict = {}               # id -> DownloadControl of running downloads
-        self._bars: dict[str, QProgressBar] = {}
+        self._items: dict[str, QTreeWidgetItem] = {}
         self.tree = QTreeWidget(objectName="modelTree")
         self.tree.setHeaderLabels(["Model", "Size", ""])
         self.tree.setRootIsDecorated(False)
@@ -66,12 +71,13 @@ class ModelPicker(QWidget):
         self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeToContents)
         self.tree.header().setSectionResizeMode(2, QHeaderView.ResizeToContents)
         self.tree.itemDoubleClicked.connect(self.on_tree_item_double_clicked)
+        self.tree.itemClicked.connect(self.on_tree_item_clicked)
         self.status = QLabel("", objectName="modelPickerStatus")
         self.status.setWordWrap(True)
         open_button = QPushButton("Open file…", objectName="openModelFileButton")
         open_button.clicked.connect(self.on_open_file_clicked)
         refresh = QPushButton("Refresh", objectName="refreshModelsButton")
-        refresh.clicked.connect(self.refresh)
+        refresh.clicked.connect(self.on_refresh_clicked)
         buttons = QHBoxLayout()
         buttons.addWidget(open_button)
         buttons.addWidget(refresh)
@@ -85,7 +91,7 @@ class ModelPicker(QWidget):
         self.downloadFinished.connect(self.on_download_finished)
 
     def sizeHint(self) -> QSize:
-        # wide enough for "Pythia 410M deduped q5_1 (ggmlv3)" next to its size and button
+        # wide enough for "Pythia 410M deduped q5_1 (ggmlv3)" next to its size and action
         return QSize(self.fontMetrics().horizontalAdvance("M") * 34, 420)
 
     def manager(self):
@@ -98,6 +104,9 @@ class ModelPicker(QWidget):
         return self._manager
 
     # --- listing ---------------------------------------------------------------------
+    def on_refresh_clicked(self) -> None:
+        self.refresh()
+
     def refresh(self) -> None:
         """Re-read installed models and the catalog on a background thread."""
         self.status.setText("Reading the model list…")
@@ -139,36 +148,36 @@ class ModelPicker(QWidget):
 
     def on_statuses_ready(self, rows: list, error: str) -> None:
         self.tree.clear()
-        self._bars.clear()
+        self._items.clear()
         sections = {"installed": self._section("Installed"), "catalog": self._section("Download")}
+        link = QColor(self.palette().color(QPalette.Link))
         for kind, model_id, label, size, path, tok in rows:
-            item = QTreeWidgetItem([label, human_size(size), ""])
+            downloading = model_id in self._controls
+            action = "Load" if kind == "installed" else ("Cancel" if downloading else "Download")
+            item = QTreeWidgetItem([label, human_size(size), action])
             item.setData(0, Qt.UserRole, (kind, model_id, path, tok))
             item.setToolTip(0, f"{label}\n{path or model_id}")
+            item.setToolTip(2, "Load this model" if kind == "installed" else "Download (click again to cancel)")
+            item.setForeground(2, link)
+            font = item.font(2)
+            font.setUnderline(True)
+            item.setFont(2, font)
             sections[kind].addChild(item)
-            if kind == "installed":
-                button = QPushButton("Load")
-                button.clicked.connect(lambda _=False, p=path, t=tok: self.modelChosen.emit(p, t))
-                self.tree.setItemWidget(item, 2, button)
-            else:
-                self.tree.setItemWidget(item, 2, self._download_cell(model_id))
+            self._items[model_id] = item
         self.tree.expandAll()
         self.status.setText(error or f"{sum(r[0] == 'installed' for r in rows)} installed, "
                                      f"{sum(r[0] == 'catalog' for r in rows)} to download")
 
-    def _download_cell(self, model_id: str) -> QWidget:
-        cell = QWidget()
-        lay = QHBoxLayout(cell)
-        lay.setContentsMargins(0, 0, 0, 0)
-        bar = QProgressBar(visible=False, textVisible=True)
-        bar.setMaximumWidth(120)
-        button = QPushButton("Download")
-        button.setObjectName(f"download:{model_id}")
-        button.clicked.connect(lambda _=False: self.on_download_button_clicked(model_id, button, bar))
-        lay.addWidget(bar)
-        lay.addWidget(button)
-        self._bars[model_id] = bar
-        return cell
+    def on_tree_item_clicked(self, item: QTreeWidgetItem, column: int) -> None:
+        """The third column is the row's action: Load, Download or Cancel."""
+        data = item.data(0, Qt.UserRole)
+        if data is None or column != 2:
+            return
+        kind, model_id, path, tok = data
+        if kind == "installed":
+            self.modelChosen.emit(path, tok)
+        else:
+            self.toggle_download(model_id)
 
     def on_tree_item_double_clicked(self, item: QTreeWidgetItem, column: int) -> None:
         data = item.data(0, Qt.UserRole)
@@ -184,16 +193,18 @@ class ModelPicker(QWidget):
             self.modelChosen.emit(path, "")
 
     # --- downloads -------------------------------------------------------------------
-    def on_download_button_clicked(self, model_id: str, button: QPushButton, bar: QProgressBar) -> None:
-        if model_id in self._controls:          # the button says "Cancel" while downloading
+    def toggle_download(self, model_id: str) -> None:
+        """Start downloading a catalog model, or cancel its running download."""
+        if model_id in self._controls:
             self._controls[model_id].cancel()
             return
         from app.models.download import DownloadControl
         control = DownloadControl()
         self._controls[model_id] = control
-        button.setText("Cancel")
-        bar.setVisible(True)
-        bar.setRange(0, 0)
+        item = self._items.get(model_id)
+        if item is not None:
+            item.setText(2, "Cancel")
+            item.setText(1, "starting…")
         threading.Thread(target=self._download, args=(model_id, control), name="neox-download",
                          daemon=True).start()
 
@@ -208,15 +219,9 @@ class ModelPicker(QWidget):
             emit_from_thread(self.downloadFinished, model_id, "")
 
     def on_download_progress(self, model_id: str, done: int, total: int, phase: str) -> None:
-        bar = self._bars.get(model_id)
-        if bar is None:
-            return
-        if total > 0:
-            bar.setRange(0, 1000)
-            bar.setValue(int(1000 * done / total))
-            bar.setFormat(f"{phase} %p%")
-        else:
-            bar.setRange(0, 0)
+        item = self._items.get(model_id)
+        if item is not None:
+            item.setText(1, f"{phase} {100 * done // total}%" if total > 0 else f"{phase} {human_size(done)}")
 
     def on_download_finished(self, model_id: str, error: str) -> None:
         self._controls.pop(model_id, None)

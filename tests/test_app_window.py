@@ -58,6 +58,8 @@ def window(qtbot, home, model_path):
     w = make_window(qtbot, check_recovery=False)
     with qtbot.waitSignal(w.modelLoaded, timeout=WAIT):
         w.open_model(model_path)
+    # let the start-up model list (a background thread) settle before measuring anything
+    qtbot.waitUntil(lambda: w.model_picker.tree.topLevelItemCount() > 0, timeout=WAIT)
     yield w
     w.close()
 
@@ -382,7 +384,9 @@ def test_model_picker_lists_installed_then_catalog(qtbot, home):
     assert all(sections[1].child(i).text(1) for i in range(sections[1].childCount()))
     if demo_model() is not None:
         demo = sections[0].child(0)
+        assert demo.text(2) == "Load"
         with qtbot.waitSignal(picker.modelChosen) as blocker:
-            picker.on_tree_item_double_clicked(demo, 0)
+            picker.tree.itemClicked.emit(demo, 2)
         assert blocker.args[0] == str(demo_model())
+    assert sections[1].child(0).text(2) == "Download"
     assert str(home) in str(picker.manager().models_dir)   # NEOX_WRITER_HOME moved it
