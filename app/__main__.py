@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--self-test", action="store_true",
                         help="load the demo (or --model) model offscreen, generate 16 tokens, print a report, exit")
     parser.add_argument("--report", metavar="FILE", help="with --self-test: also write the report line to FILE")
+    parser.add_argument("--screenshot", metavar="PNG",
+                        help="save a picture of the main window once the model is loaded, then quit "
+                             "(a smoke test of the window, also offscreen)")
     parser.add_argument("--server", action="store_true",
                         help="serve --model over KoboldCpp- and OpenAI-compatible APIs, headless "
                              "(options: neox-writer --server --help)")
@@ -43,9 +46,25 @@ def run_window(args) -> int:
         window.open_model(model)
     if args.story:
         window.open_story(args.story)
+    if args.screenshot:
+        _screenshot_when_ready(window, args.screenshot, app)
     code = app.exec()
     window.writer.shutdown()
     return code
+
+
+def _screenshot_when_ready(window, path: str, app) -> None:
+    """Grab the window after the model has loaded (or after 60 s if none does), then quit."""
+    from PySide6.QtCore import QTimer
+
+    def grab():
+        app.processEvents()
+        ok = window.grab().save(path)
+        print(f"screenshot {'saved to ' + path if ok else 'could not be written to ' + path}", flush=True)
+        app.exit(0 if ok else 1)
+
+    window.modelLoaded.connect(lambda *_: QTimer.singleShot(500, grab))
+    QTimer.singleShot(60_000, grab)
 
 
 def main(argv=None) -> int:
