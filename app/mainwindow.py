@@ -351,7 +351,7 @@ class MainWindow(QMainWindow):
             self.resize(1280, 800)
         if not s.get("window_state"):   # first run: room for model names and sampler labels
             QTimer.singleShot(0, lambda: self.resizeDocks([self.docks["models"], self.docks["sampling"]],
-                                                          [340, 360], Qt.Horizontal))
+                                                          [390, 360], Qt.Horizontal))
         self.mode_switch.setCurrentIndex(1 if s.get("mode") == "chat" else 0)
 
     # --- settings --------------------------------------------------------------------

@@ -66,6 +66,7 @@ class ModelPicker(QWidget):
         self.tree.setHeaderLabels(["Model", "Size", ""])
         self.tree.setRootIsDecorated(False)
         self.tree.setIndentation(8)
+        self.tree.setStyleSheet("QTreeView::item { padding: 2px 0px; }")
         self.tree.header().setStretchLastSection(False)
         self.tree.header().setSectionResizeMode(0, QHeaderView.Stretch)
         self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeToContents)
@@ -92,7 +93,7 @@ class ModelPicker(QWidget):
 
     def sizeHint(self) -> QSize:
         # wide enough for "Pythia 410M deduped q5_1 (ggmlv3)" next to its size and action
-        return QSize(self.fontMetrics().horizontalAdvance("M") * 34, 420)
+        return QSize(self.fontMetrics().horizontalAdvance("M") * 38, 420)
 
     def manager(self):
         if self._manager is None:
