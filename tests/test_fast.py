@@ -176,7 +176,9 @@ def test_generation_leaves_the_gil(tmp_path):
     write_random_model(path, dict(n_embd=256, n_head=4, n_layer=4, n_vocab=4096, n_ctx=256), ftype="q4_0",
                        qnt_version=2)
     model = load_model(path, backend="fast")
-    model.new_session().eval(list(range(8)))          # compile first: compiling holds the GIL
+    warm = model.new_session()                        # compile both paths first: compiling holds the GIL
+    warm.eval(list(range(8)))
+    warm.eval([1])
     gaps, stop = [], threading.Event()
 
     def tick():

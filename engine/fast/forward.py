@@ -4,6 +4,12 @@
 compiled code, writing only into buffers the session allocated up front. The pieces take a
 number of tokens ``n`` so the batched prompt path (``prompt.py``) reuses them for many rows.
 
+Threads: every parallel region ends in a barrier, and a barrier costs the most when a thread
+has been descheduled (a busy machine), so a token passes only 3 per layer (for Pythia's parallel
+residual): {QKV and MLP-up + GELU, which both read only x}, {attention, heads split}, {dense and
+MLP-down}. Within a region each thread takes an equal share of the tiles of both matrices
+together. ``forward_token_serial`` is the same code without any parallel region, for 1 thread.
+
 Semantics are Hugging Face GPTNeoX's (spec §6): LayerNorm eps 1e-5, rotate-half RoPE on the first
 n_rot dims of each head, QKV interleaved per head ([q | k | v] for head 0, then head 1, ...),
 softmax attention scaled by 1/sqrt(head_dim), exact erf GELU, parallel or sequential residual.
@@ -14,6 +20,8 @@ import math
 
 import numpy as np
 from numba import njit, prange
+
+from engine.fast.matvec import TILE, block_size, block_sums, matvec, n_tiles
 
 LN_EPS = np.float32(1e-5)
 ROPE_BASE = 10000.0
@@ -53,6 +61,13 @@ def layer_norm_rows(x, n, weight, bias, out):
         layer_norm(x[i], weight, bias, out[i])
 
 
+@njit(nogil=True, cache=True)
+def _gelu(v):
+    """x * Phi(x) with the exact erf, computed in float64."""
+    x = np.float64(v)
+    return np.float32(0.5 * x * (1.0 + math.erf(x * 0.7071067811865476)))
+
+
 @njit(nogil=True, cache=True, parallel=True)
 def gelu_rows(x, n, width):
     """x[:n, :width] = x * Phi(x) in place, exact erf (computed in float64)."""
@@ -62,8 +77,7 @@ def gelu_rows(x, n, width):
         row = x[job // chunks]
         c = job % chunks
         for i in range(c * per, min(width, (c + 1) * per)):
-            v = np.float64(row[i])
-            row[i] = np.float32(0.5 * v * (1.0 + math.erf(v * 0.7071067811865476)))
+            row[i] = _gelu(row[i])
 
 
 @njit(nogil=True, fastmath=SAFE_FAST, cache=True)
@@ -106,6 +120,36 @@ def rope_and_store(qkv, n, n_past, cos, sin, n_head, n_rot, kc, vc):
             vc[p, h * hd:(h + 1) * hd] = v
 
 
+@njit(nogil=True, fastmath=SAFE_FAST, cache=True)
+def _attend(qkv_row, length, h, n_head, kc, vc, sc, out_row):
+    """Head h of one token over cache positions 0..length-1: softmax(q k / sqrt(hd)) v into out_row."""
+    hd = kc.shape[1] // n_head
+    scale = np.float32(1.0 / math.sqrt(hd))
+    q = qkv_row[h * 3 * hd:h * 3 * hd + hd]
+    top = np.float32(-3.0e38)
+    for j in range(length):
+        key = kc[j, h * hd:(h + 1) * hd]
+        s = np.float32(0.0)
+        for d in range(hd):
+            s += q[d] * key[d]
+        s *= scale
+        sc[j] = s
+        top = max(top, s)
+    total = np.float32(0.0)
+    for j in range(length):
+        e = np.exp(sc[j] - top)
+        sc[j] = e
+        total += e
+    inv = np.float32(1.0) / total
+    o = out_row[h * hd:(h + 1) * hd]
+    o[:] = 0.0
+    for j in range(length):
+        p = sc[j] * inv
+        val = vc[j, h * hd:(h + 1) * hd]
+        for d in range(hd):
+            o[d] += p * val[d]
+
+
 @njit(nogil=True, fastmath=SAFE_FAST, cache=True, parallel=True)
 def attention(qkv, n, n_past, n_head, kc, vc, scores, out):
     """Causal softmax attention of tokens 0..n-1 (positions n_past..) over the cache.
@@ -113,76 +157,114 @@ def attention(qkv, n, n_past, n_head, kc, vc, scores, out):
     Token i sees cache positions 0..n_past+i. scores is scratch [>= n_head, >= n_past+n];
     out [n, n_embd] gets the heads side by side.
     """
-    hd = kc.shape[1] // n_head
-    scale = np.float32(1.0 / math.sqrt(hd))
     for h in prange(n_head):
-        sc = scores[h]
         for i in range(n):
-            q = qkv[i, h * 3 * hd:h * 3 * hd + hd]
-            length = n_past + i + 1
-            top = np.float32(-3.0e38)
-            for j in range(length):
-                key = kc[j, h * hd:(h + 1) * hd]
-                s = np.float32(0.0)
-                for d in range(hd):
-                    s += q[d] * key[d]
-                s *= scale
-                sc[j] = s
-                top = max(top, s)
-            total = np.float32(0.0)
-            for j in range(length):
-                e = np.exp(sc[j] - top)
-                sc[j] = e
-                total += e
-            inv = np.float32(1.0) / total
-            o = out[i, h * hd:(h + 1) * hd]
-            o[:] = 0.0
-            for j in range(length):
-                p = sc[j] * inv
-                val = vc[j, h * hd:(h + 1) * hd]
-                for d in range(hd):
-                    o[d] += p * val[d]
+            _attend(qkv[i], n_past + i + 1, h, n_head, kc, vc, scores[h], out[i])
 
 
 @njit(nogil=True, cache=True)
-def forward_token(mv, mv_head, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual,
-                  n_head, n_rot, pos, cos, sin, kcache, vcache, x, h, qkv, att, attn_out, up, down,
-                  scores, xsum, logits):
-    """One token through every layer and the head: logits[:n_vocab] for position ``pos``.
+def _share(n, part, parts):
+    """The part-th of parts nearly equal pieces of range(n), as (start, stop)."""
+    return n * part // parts, n * (part + 1) // parts
 
-    x holds the token's embedding and is overwritten. wq/wo/wu/wd/wh are the four arrays of the
-    packed QKV, dense, h->4h, 4h->h and head matrices; mv/mv_head their matvec kernels. qkv and
-    att are [1, width] buffers, the others vectors at least as long as the padded outputs.
+
+@njit(nogil=True, fastmath=SAFE_FAST, cache=True)
+def _two_matvecs(part, parts, wa, la, xa, sa, oa, wb, lb, xb, sb, ob, b_gelu):
+    """This part's share of the tiles of oa = Wa[la] @ xa and ob = Wb[lb] @ xb (wb may be skipped).
+
+    With ``b_gelu`` (a bias of ob's length) the part also adds it to its rows of ob and applies
+    GELU to them: the MLP-up activation, computed by whoever computed the rows. ``lb < 0`` skips b.
     """
+    ta = n_tiles(wa[0])
+    tb = n_tiles(wb[0]) if lb >= 0 else 0
+    s, e = _share(ta + tb, part, parts)
+    if s < ta:
+        matvec(wa[0], wa[1], wa[2], wa[3], la, xa, sa, oa, s, min(e, ta))
+    if e > ta:
+        t0, t1 = max(s, ta) - ta, e - ta
+        matvec(wb[0], wb[1], wb[2], wb[3], lb, xb, sb, ob, t0, t1)
+        if b_gelu.size > 0:
+            for i in range(t0 * TILE, min(b_gelu.size, t1 * TILE)):
+                ob[i] = _gelu(ob[i] + b_gelu[i])
+
+
+@njit(nogil=True, fastmath=SAFE_FAST, inline="always")
+def _forward(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual,
+             n_head, n_rot, pos, cos, sin, kcache, vcache, x, bufs, scores, logits):
+    """The body of forward_token (inlined into a serial and a parallel version)."""
+    h, h2, qkv, att, attn_out, up, down, xs1, xs2 = bufs
+    no_bias = bu[0, :0]
     n_layer = ln.shape[0]
     e = x.size
+    n_ff = bu.shape[1]
+    hd = e // n_head
     for layer in range(n_layer):
         layer_norm(x, ln[layer, 0], ln[layer, 1], h)
-        mv(wq[0], wq[1], wq[2], wq[3], layer, h, xsum, qkv[0])
-        add_bias(qkv, 1, bqkv[layer])
-        rope_and_store(qkv, 1, pos, cos, sin, n_head, n_rot, kcache[layer], vcache[layer])
-        attention(qkv, 1, pos, n_head, kcache[layer], vcache[layer], scores, att)
-        mv(wo[0], wo[1], wo[2], wo[3], layer, att[0], xsum, attn_out)
-        b = bo[layer]
-        for i in range(e):
-            attn_out[i] += b[i]
-        if not parallel_residual:
-            for i in range(e):
-                x[i] += attn_out[i]
-        layer_norm(x, ln[layer, 2], ln[layer, 3], h)
-        mv(wu[0], wu[1], wu[2], wu[3], layer, h, xsum, up)
-        n_ff = bu.shape[1]
-        b = bu[layer]
-        for i in range(n_ff):
-            up[i] += b[i]
-        gelu_rows(up.reshape((1, up.size)), 1, n_ff)
-        mv(wd[0], wd[1], wd[2], wd[3], layer, up[:n_ff], xsum, down)
-        b = bd[layer]
-        if parallel_residual:
-            for i in range(e):
-                x[i] = ((down[i] + b[i]) + attn_out[i]) + x[i]
+        block_sums(h, block_size(wq[0]), xs1)
+        if parallel_residual:        # the MLP reads x too: its up-projection runs beside QKV
+            layer_norm(x, ln[layer, 2], ln[layer, 3], h2)
+            block_sums(h2, block_size(wu[0]), xs2)
+            for p in prange(parts):
+                _two_matvecs(p, parts, wq, layer, h, xs1, qkv, wu, layer, h2, xs2, up, bu[layer])
         else:
+            for p in prange(parts):
+                _two_matvecs(p, parts, wq, layer, h, xs1, qkv, wu, -1, h2, xs2, up, no_bias)
+        add_bias(qkv.reshape((1, qkv.size)), 1, bqkv[layer])
+        rope_and_store(qkv.reshape((1, qkv.size)), 1, pos, cos, sin, n_head, n_rot, kcache[layer], vcache[layer])
+        for p in prange(parts):
+            h0, h1 = _share(n_head, p, parts)
+            for hh in range(h0, h1):
+                _attend(qkv, pos + 1, hh, n_head, kcache[layer], vcache[layer], scores[hh], att)
+        block_sums(att, block_size(wo[0]), xs1)
+        if parallel_residual:
+            block_sums(up[:n_ff], block_size(wd[0]), xs2)
+            for p in prange(parts):
+                _two_matvecs(p, parts, wo, layer, att, xs1, attn_out, wd, layer, up[:n_ff], xs2, down, no_bias)
+            b, b2 = bo[layer], bd[layer]
+            for i in range(e):
+                x[i] = ((down[i] + b2[i]) + (attn_out[i] + b[i])) + x[i]
+        else:
+            for p in prange(parts):
+                _two_matvecs(p, parts, wo, layer, att, xs1, attn_out, wd, -1, up, xs2, down, no_bias)
+            b = bo[layer]
+            for i in range(e):
+                x[i] += attn_out[i] + b[i]
+            layer_norm(x, ln[layer, 2], ln[layer, 3], h2)
+            block_sums(h2, block_size(wu[0]), xs2)
+            for p in prange(parts):
+                _two_matvecs(p, parts, wu, layer, h2, xs2, up, wu, -1, h2, xs2, up, no_bias)
+            b = bu[layer]
+            for i in range(n_ff):
+                up[i] = _gelu(up[i] + b[i])
+            block_sums(up[:n_ff], block_size(wd[0]), xs2)
+            for p in prange(parts):
+                _two_matvecs(p, parts, wd, layer, up[:n_ff], xs2, down, wd, -1, up, xs2, down, no_bias)
+            b = bd[layer]
             for i in range(e):
                 x[i] = (down[i] + b[i]) + x[i]
     layer_norm(x, lnf[0], lnf[1], h)
-    mv_head(wh[0], wh[1], wh[2], wh[3], 0, h, xsum, logits)
+    block_sums(h, block_size(wh[0]), xs1)
+    for p in prange(parts):
+        _two_matvecs(p, parts, wh, 0, h, xs1, logits, wh, -1, h, xs1, logits, no_bias)
+
+
+@njit(nogil=True, cache=True)
+def forward_token_serial(wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual,
+                         n_head, n_rot, pos, cos, sin, kcache, vcache, x, bufs, scores, logits):
+    """One token through every layer and the head on the calling thread: logits for position pos.
+
+    x holds the token's embedding and is overwritten. wq/wo/wu/wd/wh are the four arrays of the
+    packed QKV, dense, h->4h, 4h->h and head matrices. bufs are the vectors
+    (h, h2, qkv, att, attn_out, up, down, xsum1, xsum2), each as long as the padded output or
+    input it holds.
+    """
+    _forward(1, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual,
+             n_head, n_rot, pos, cos, sin, kcache, vcache, x, bufs, scores, logits)
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def forward_token_parallel(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual,
+                           n_head, n_rot, pos, cos, sin, kcache, vcache, x, bufs, scores, logits):
+    """forward_token_serial with each matrix product and the attention split into parts."""
+    _forward(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual,
+             n_head, n_rot, pos, cos, sin, kcache, vcache, x, bufs, scores, logits)

@@ -1,9 +1,15 @@
 """Fused dequantize-and-dot kernels: weight matrix (any type, any layer) times one vector.
 
-Every kernel has the signature ``kernel(a0, a1, a2, a3, layer, x, xsum, out)`` over the four
-arrays of a ``PackedMatrix`` (see ``repack.py``): ``out[:padded_rows] = W[layer] @ x``, with
-``xsum`` a scratch buffer for per-block sums of x. Nothing is dequantized to memory: each quant
-is widened in a register, multiplied and accumulated.
+``matvec(a0, a1, a2, a3, layer, x, xsum, out, t0, t1)`` computes the rows of tiles t0..t1-1
+(groups of ``TILE`` rows) of ``out = W[layer] @ x`` over the four arrays of a ``PackedMatrix``
+(see ``repack.py``), with ``xsum`` the per-block sums of x (``block_sums``, computed once per
+vector by the caller). Nothing is dequantized to memory: each quant is widened in a register,
+multiplied and accumulated. The kernels are serial; the forward pass splits the tiles of a
+matrix between threads itself (``forward.py``), so a token passes few parallel regions.
+
+``matvec`` picks the kernel at compile time from the array types (an ``overload``), not from a
+function passed as an argument: numba cannot cache a function that takes another dispatcher,
+which made every process recompile the whole forward pass.
 
 How the tiled kernels are shaped, and why (numba 0.68 / LLVM on x86):
 
@@ -16,13 +22,14 @@ How the tiled kernels are shaped, and why (numba 0.68 / LLVM on x86):
   sum((q - 8) d x) = d (sum(q x) - 8 sum(x)) and sum((q d + m) x) = d sum(q x) + m sum(x),
   with sum(x) per block computed once per call (``xsum``).
 * fp16 scales are widened by bit arithmetic (numba has no float16 type).
-* ``prange`` over tiles: a few dozen to a few thousand equal pieces of work.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
+
+from engine.fast.repack import TILE   # a global int: a compile-time constant in the kernels
 
 QK = 32          # values per block of the 32-value types
 HALF = 16        # quant bytes per block of the 4/5-bit 32-value types
@@ -56,7 +63,7 @@ def _as_float(v):
     return lambda v: half_to_float(v)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, fastmath=True, cache=True)
 def block_sums(x, qk, xsum):
     """xsum[b] = sum of x over block b (blocks of qk values)."""
     for b in range(x.size // qk):
@@ -66,16 +73,15 @@ def block_sums(x, qk, xsum):
         xsum[b] = s
 
 
-@njit(nogil=True, fastmath=True, cache=True, parallel=True)
-def matvec_nibbles(qs, d, m, qh, layer, x, xsum, out):
+@njit(nogil=True, fastmath=True, cache=True)
+def _nibbles(qs, d, m, qh, layer, x, xsum, out, t0, t1):
     """q4_0, q4_1, q5_0, q5_1 (32-value blocks): which one follows from the arrays present."""
-    n_tiles, nb, tile = qs.shape[1], qs.shape[2], qs.shape[4]
+    nb = qs.shape[2]
     has_min = m.size > 1
     has_qh = qh.size > 1
     offset = np.float32(-16.0) if has_qh else np.float32(-8.0)
-    block_sums(x, QK, xsum)
-    for t in prange(n_tiles):
-        acc = out[t * tile:(t + 1) * tile]
+    for t in range(t0, t1):
+        acc = out[t * TILE:(t + 1) * TILE]
         acc[:] = 0.0
         for b in range(nb):
             qb = qs[layer, t, b]
@@ -84,7 +90,7 @@ def matvec_nibbles(qs, d, m, qh, layer, x, xsum, out):
             xs = xsum[b]
             if has_qh:
                 hb = qh[layer, t, b]
-                for r in range(tile):
+                for r in range(TILE):
                     bits = hb[r]
                     s = np.float32(0.0)
                     for j in range(HALF):
@@ -99,7 +105,7 @@ def matvec_nibbles(qs, d, m, qh, layer, x, xsum, out):
                     else:
                         acc[r] += as_float(db[r]) * (s + offset * xs)
             else:
-                for r in range(tile):
+                for r in range(TILE):
                     s = np.float32(0.0)
                     for j in range(HALF):
                         v = np.float32(qb[j, r])
@@ -112,21 +118,20 @@ def matvec_nibbles(qs, d, m, qh, layer, x, xsum, out):
                         acc[r] += as_float(db[r]) * (s + offset * xs)
 
 
-@njit(nogil=True, fastmath=True, cache=True, parallel=True)
-def matvec_nibbles16(qs, d, m, qh, layer, x, xsum, out):
+@njit(nogil=True, fastmath=True, cache=True)
+def _nibbles16(qs, d, m, qh, layer, x, xsum, out, t0, t1):
     """q4_2 and q4_3 (16-value blocks, stablelm-era files): q4_3 has a minimum, q4_2 an offset of 8."""
-    n_tiles, nb, tile = qs.shape[1], qs.shape[2], qs.shape[4]
+    nb = qs.shape[2]
     has_min = m.size > 1
-    block_sums(x, 2 * QK16_HALF, xsum)
-    for t in prange(n_tiles):
-        acc = out[t * tile:(t + 1) * tile]
+    for t in range(t0, t1):
+        acc = out[t * TILE:(t + 1) * TILE]
         acc[:] = 0.0
         for b in range(nb):
             qb = qs[layer, t, b]
             db = d[layer, t, b]
             xb = x[b * 2 * QK16_HALF:(b + 1) * 2 * QK16_HALF]
             xs = xsum[b]
-            for r in range(tile):
+            for r in range(TILE):
                 s = np.float32(0.0)
                 for j in range(QK16_HALF):
                     v = np.float32(qb[j, r])
@@ -139,46 +144,79 @@ def matvec_nibbles16(qs, d, m, qh, layer, x, xsum, out):
                     acc[r] += as_float(db[r]) * (s - np.float32(8.0) * xs)
 
 
-@njit(nogil=True, fastmath=True, cache=True, parallel=True)
-def matvec_q8_0(qs, d, m, qh, layer, x, xsum, out):
+@njit(nogil=True, fastmath=True, cache=True)
+def _q8_0(qs, d, layer, x, out, t0, t1):
     """q8_0: int8 quants times one scale per 32-value block."""
-    n_tiles, nb, tile = qs.shape[1], qs.shape[2], qs.shape[4]
-    for t in prange(n_tiles):
-        acc = out[t * tile:(t + 1) * tile]
+    nb = qs.shape[2]
+    for t in range(t0, t1):
+        acc = out[t * TILE:(t + 1) * TILE]
         acc[:] = 0.0
         for b in range(nb):
             qb = qs[layer, t, b]
             db = d[layer, t, b]
             xb = x[b * QK:(b + 1) * QK]
-            for r in range(tile):
+            for r in range(TILE):
                 s = np.float32(0.0)
                 for j in range(QK):
                     s += np.float32(qb[j, r]) * xb[j]
                 acc[r] += as_float(db[r]) * s
 
 
-@njit(nogil=True, fastmath=True, cache=True, parallel=True)
-def matvec_rows(w, a1, a2, a3, layer, x, xsum, out):
-    """f16 (stored as fp16 bits) or f32 rows: one long vectorised dot per row, rows in chunks."""
+@njit(nogil=True, fastmath=True, cache=True)
+def _rows(w, layer, x, out, t0, t1):
+    """f16 (stored as fp16 bits) or f32 rows: one long vectorised dot per row."""
     rows, cols = w.shape[1], w.shape[2]
-    n_chunks = min(rows, 64)
-    per = -(-rows // n_chunks)
-    for c in prange(n_chunks):
-        for r in range(c * per, min(rows, (c + 1) * per)):
-            row = w[layer, r]
-            s = np.float32(0.0)
-            for k in range(cols):
-                s += as_float(row[k]) * x[k]
-            out[r] = s
+    for r in range(t0 * TILE, min(rows, t1 * TILE)):
+        row = w[layer, r]
+        s = np.float32(0.0)
+        for k in range(cols):
+            s += as_float(row[k]) * x[k]
+        out[r] = s
 
 
-MATVEC = {
-    "q4_0": matvec_nibbles, "q4_1": matvec_nibbles, "q5_0": matvec_nibbles, "q5_1": matvec_nibbles,
-    "q4_2": matvec_nibbles16, "q4_3": matvec_nibbles16, "q8_0": matvec_q8_0,
-    "f16": matvec_rows, "f32": matvec_rows,
-}
+def matvec(a0, a1, a2, a3, layer, x, xsum, out, t0, t1):
+    """Rows of tiles t0..t1-1 of W[layer] @ x, for the weight type the arrays hold."""
 
 
-def kernel_for(type_name: str):
-    """The matrix x vector kernel of a weight type."""
-    return MATVEC[type_name]
+@overload(matvec)
+def _matvec(a0, a1, a2, a3, layer, x, xsum, out, t0, t1):
+    if a0.ndim == 3:                                 # f16 / f32 rows
+        return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _rows(a0, layer, x, out, t0, t1)
+    if a0.dtype == types.int8:                       # q8_0
+        return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _q8_0(a0, a1, layer, x, out, t0, t1)
+
+    def nibbles(a0, a1, a2, a3, layer, x, xsum, out, t0, t1):
+        if a0.shape[3] == HALF:
+            _nibbles(a0, a1, a2, a3, layer, x, xsum, out, t0, t1)
+        else:
+            _nibbles16(a0, a1, a2, a3, layer, x, xsum, out, t0, t1)
+    return nibbles
+
+
+def block_size(a0) -> int:
+    """Values per block of a packed matrix's first array (what ``block_sums`` needs)."""
+
+
+@overload(block_size, inline="always")
+def _block_size(a0):
+    if a0.ndim == 3 or a0.dtype == types.int8:
+        return lambda a0: QK
+    return lambda a0: 2 * a0.shape[3]
+
+
+def n_tiles(a0) -> int:
+    """Tiles (groups of TILE rows) of a packed matrix's first array."""
+
+
+@overload(n_tiles, inline="always")
+def _n_tiles(a0):
+    if a0.ndim == 3:
+        return lambda a0: (a0.shape[1] + TILE - 1) // TILE
+    return lambda a0: a0.shape[1]
+
+
+@njit(nogil=True, cache=True)
+def matvec_all(a0, a1, a2, a3, layer, x, xsum, out):
+    """out[:padded_rows] = W[layer] @ x on the calling thread (the prompt path's last-row head)."""
+    block_sums(x, block_size(a0), xsum)
+    matvec(a0, a1, a2, a3, layer, x, xsum, out, 0, n_tiles(a0))

@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from engine.fast.forward import forward_token, rope_tables
-from engine.fast.matvec import kernel_for
+from engine.fast.forward import forward_token_parallel, forward_token_serial, rope_tables
+from engine.fast.matvec import matvec_all
 from engine.fast.prompt import TileDecoder, forward_prompt
 from engine.fast.repack import pack_matrices
 from engine.fast.threads import apply_threads, resolve_threads, single_threaded_blas
@@ -61,8 +61,6 @@ class FastModel:
         self.b_down = stack("mlp.dense_4h_to_h.bias")
         self.lnf = np.stack([tensors["gpt_neox.final_layer_norm.weight"].to_float32(),
                              tensors["gpt_neox.final_layer_norm.bias"].to_float32()]).astype(np.float32)
-        self.mv = kernel_for(self.qkv.type)
-        self.mv_head = kernel_for(self.head.type)
         self.load_seconds = time.perf_counter() - t0
 
     @property
@@ -104,14 +102,13 @@ class FastSession:
         self.vcache = np.zeros((c.n_layer, n_ctx, e), np.float32)
         self.cos, self.sin = rope_tables(n_ctx, c.n_rot)
         self._x = np.zeros(e, np.float32)
-        self._h = np.zeros(e, np.float32)
-        self._qkv = np.zeros((1, model.qkv.padded_rows), np.float32)
-        self._att = np.zeros((1, e), np.float32)
-        self._attn = np.zeros(model.dense.padded_rows, np.float32)
-        self._up = np.zeros(model.up.padded_rows, np.float32)
-        self._down = np.zeros(model.down.padded_rows, np.float32)
+        vector = lambda n: np.zeros(max(n, e), np.float32)      # noqa: E731
+        # h, h2 (LayerNorm outputs), qkv, att, attn_out, up, down, and two block-sum buffers
+        self._bufs = (vector(e), vector(e), vector(model.qkv.padded_rows), vector(e),
+                      vector(model.dense.padded_rows), vector(model.up.padded_rows),
+                      vector(model.down.padded_rows), vector(model.up.rows // 16 + 1),
+                      vector(model.up.rows // 16 + 1))
         self._scores = np.zeros((c.n_head, n_ctx), np.float32)
-        self._xsum = np.zeros(model.up.rows // 16 + 1, np.float32)
         self._logits = np.zeros(model.head.padded_rows, np.float32)
         self._decoder = TileDecoder(model.threads)
 
@@ -143,11 +140,14 @@ class FastSession:
     def _eval_token(self, token: int, pos: int) -> np.ndarray:
         m = self.model
         self._x[:] = m.embed.rows([token])[0]
-        forward_token(m.mv, m.mv_head, m.qkv.arrays, m.dense.arrays, m.up.arrays, m.down.arrays,
-                      m.head.arrays, m.ln, m.b_qkv, m.b_dense, m.b_up, m.b_down, m.lnf,
-                      m.config.parallel_residual, m.config.n_head, m.config.n_rot, pos, self.cos, self.sin,
-                      self.kcache, self.vcache, self._x, self._h, self._qkv, self._att, self._attn,
-                      self._up, self._down, self._scores, self._xsum, self._logits)
+        args = (m.qkv.arrays, m.dense.arrays, m.up.arrays, m.down.arrays, m.head.arrays,
+                m.ln, m.b_qkv, m.b_dense, m.b_up, m.b_down, m.lnf, m.config.parallel_residual,
+                m.config.n_head, m.config.n_rot, pos, self.cos, self.sin, self.kcache, self.vcache,
+                self._x, self._bufs, self._scores, self._logits)
+        if m.threads == 1:
+            forward_token_serial(*args)
+        else:
+            forward_token_parallel(m.threads, *args)
         return self._logits[:m.config.n_vocab].copy()
 
     def _eval_batched(self, tokens: list[int], n_past: int, all_logits: bool) -> np.ndarray:
@@ -164,6 +164,6 @@ class FastSession:
                 self._decoder.matmul(m.head, 0, h, logits)
                 out.append(logits[:, :v])
             elif start + PROMPT_CHUNK >= len(tokens):
-                m.mv_head(*m.head.arrays, 0, np.ascontiguousarray(h[-1]), self._xsum, self._logits)
+                matvec_all(*m.head.arrays, 0, np.ascontiguousarray(h[-1]), self._bufs[7], self._logits)
                 return self._logits[:v].copy()
         return np.concatenate(out)
