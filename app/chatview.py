@@ -1,18 +1,20 @@
 """Chat mode: a transcript of turns, an input box, a template picker, regenerate and edit.
 
-The view only shows turns and collects input; the window turns the transcript into a prompt
-with the chosen `ChatTemplate` and streams the bot's reply into the last turn. Double-click
-a turn to edit it.
+The view only shows turns (speaker, text) and collects input; the window turns the transcript
+into a prompt with the chosen `ChatTemplate` and streams the bot's reply into the last turn.
+Double-click a turn to edit its text.
 """
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QFont, QKeySequence, QPalette, QShortcut
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-                               QListWidgetItem, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QPlainTextEdit, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from app.chattemplates import TEMPLATES
 from app.story import ChatTurn
+
+NAME, TEXT = range(2)     # transcript columns
 
 
 class ChatView(QWidget):
@@ -36,7 +38,8 @@ class ChatView(QWidget):
         self.user_edit = QLineEdit(self.user_name, objectName="chatUserName")
         self.bot_edit = QLineEdit(self.bot_name, objectName="chatBotName")
         for edit in (self.user_edit, self.bot_edit):
-            edit.setMaximumWidth(120)
+            edit.setMinimumWidth(self.fontMetrics().horizontalAdvance("Wentworth") + 16)
+            edit.setMaximumWidth(160)
             edit.editingFinished.connect(self.on_name_editing_finished)
         top = QHBoxLayout()
         top.addWidget(QLabel("Template"))
@@ -46,12 +49,20 @@ class ChatView(QWidget):
         top.addWidget(QLabel("talking to"))
         top.addWidget(self.bot_edit)
 
-        self.transcript = QListWidget(objectName="chatTranscript")
+        self.transcript = QTreeWidget(objectName="chatTranscript")
+        self.transcript.setColumnCount(2)
+        self.transcript.setHeaderHidden(True)
+        self.transcript.setRootIsDecorated(False)
         self.transcript.setWordWrap(True)
-        self.transcript.setSpacing(4)
+        self.transcript.setUniformRowHeights(False)
         self.transcript.setVerticalScrollMode(QAbstractItemView.ScrollPerPixel)
-        self.transcript.setEditTriggers(QAbstractItemView.DoubleClicked | QAbstractItemView.EditKeyPressed)
+        self.transcript.setEditTriggers(QAbstractItemView.NoEditTriggers)   # only the text column, see below
+        self.transcript.header().setSectionResizeMode(NAME, QHeaderView.ResizeToContents)
+        self.transcript.header().setSectionResizeMode(TEXT, QHeaderView.Stretch)
+        self.transcript.setStyleSheet("QTreeView::item { padding: 4px 6px; }")
         self.transcript.itemChanged.connect(self.on_transcript_item_changed)
+        self.transcript.itemDoubleClicked.connect(self.on_transcript_item_double_clicked)
+        self._editable = True
 
         self.input = QPlainTextEdit(objectName="chatInput")
         self.input.setPlaceholderText("Type a message; Ctrl+Enter sends")
@@ -105,18 +116,19 @@ class ChatView(QWidget):
     def _name(self, role: str) -> str:
         return self.user_name if role == "user" else self.bot_name
 
-    def _make_item(self, turn: ChatTurn) -> QListWidgetItem:
-        item = QListWidgetItem(turn.text)
+    def _make_item(self, turn: ChatTurn) -> QTreeWidgetItem:
+        item = QTreeWidgetItem([self._name(turn.role), turn.text])
         item.setFlags(item.flags() | Qt.ItemIsEditable)
-        item.setToolTip(f"{self._name(turn.role)} — double-click to edit")
+        item.setToolTip(TEXT, "Double-click to edit")
+        item.setTextAlignment(NAME, Qt.AlignRight | Qt.AlignTop)
+        font = QFont(item.font(NAME))
+        font.setBold(True)
+        item.setFont(NAME, font)
         if turn.role == "bot":
             tint = QColor(self.palette().color(QPalette.Highlight))
             tint.setAlpha(36)
-            item.setBackground(tint)
-        else:
-            font = QFont(item.font())
-            font.setBold(True)
-            item.setFont(font)
+            for column in (NAME, TEXT):
+                item.setBackground(column, tint)
         return item
 
     def set_turns(self, turns: list[ChatTurn]) -> None:
@@ -124,17 +136,21 @@ class ChatView(QWidget):
         self.turns = [ChatTurn(t.role, t.text) for t in turns]
         self.transcript.clear()
         for turn in self.turns:
-            self.transcript.addItem(self._make_item(turn))
+            self.transcript.addTopLevelItem(self._make_item(turn))
         self.transcript.scrollToBottom()
         self._filling = False
 
-    def on_transcript_item_changed(self, item: QListWidgetItem) -> None:
-        if self._filling:
+    def on_transcript_item_double_clicked(self, item: QTreeWidgetItem, column: int) -> None:
+        if self._editable:
+            self.transcript.editItem(item, TEXT)
+
+    def on_transcript_item_changed(self, item: QTreeWidgetItem, column: int) -> None:
+        if self._filling or column != TEXT:
             return
-        row = self.transcript.row(item)
-        if 0 <= row < len(self.turns) and item.text() != self.turns[row].text:
-            self.turns[row].text = item.text()
-            self.turnEdited.emit(row, item.text())
+        row = self.transcript.indexOfTopLevelItem(item)
+        if 0 <= row < len(self.turns) and item.text(TEXT) != self.turns[row].text:
+            self.turns[row].text = item.text(TEXT)
+            self.turnEdited.emit(row, item.text(TEXT))
 
     def on_send_clicked(self) -> None:
         text = self.input.toPlainText().strip()
@@ -145,20 +161,19 @@ class ChatView(QWidget):
     def set_busy(self, busy: bool) -> None:
         self.send_button.setEnabled(not busy)
         self.regenerate_button.setEnabled(not busy)
-        self.transcript.setEditTriggers(QAbstractItemView.NoEditTriggers if busy else
-                                        QAbstractItemView.DoubleClicked | QAbstractItemView.EditKeyPressed)
+        self._editable = not busy
 
     def begin_reply(self) -> None:
         """Add an empty bot turn that streamed text will fill."""
         self.turns.append(ChatTurn("bot", ""))
         self._filling = True
-        self.transcript.addItem(self._make_item(self.turns[-1]))
+        self.transcript.addTopLevelItem(self._make_item(self.turns[-1]))
         self._filling = False
 
     def set_reply_text(self, text: str) -> None:
         """Show the streamed reply so far in the last (bot) turn."""
         self.turns[-1].text = text
         self._filling = True
-        self.transcript.item(self.transcript.count() - 1).setText(text)
+        self.transcript.topLevelItem(self.transcript.topLevelItemCount() - 1).setText(TEXT, text)
         self._filling = False
         self.transcript.scrollToBottom()

@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow,
+from PySide6.QtGui import QAction, QActionGroup, QColor, QGuiApplication, QKeySequence, QPalette
+from PySide6.QtWidgets import (QApplication, QComboBox, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow,
                                QMessageBox, QProgressBar, QStackedWidget, QToolBar, QToolButton, QWidget)
 
 from app import paths
@@ -34,6 +34,22 @@ from app.tokenprobs import TokenProbsPopup
 STORY_FILTER = "NeoX Writer stories (*.neoxstory.json *.json);;All files (*)"
 KOBOLD_FILTER = "KoboldAI / Kobold Lite saves (*.json);;All files (*)"
 EDIT_PAUSE_MS = 800           # typing pauses this long become one undo step
+
+
+def dark_palette() -> QPalette:
+    """A dark palette for platforms that do not switch schemes themselves."""
+    p = QPalette()
+    base, window, text, mid = QColor(30, 31, 34), QColor(43, 45, 48), QColor(223, 225, 229), QColor(70, 73, 78)
+    for role, colour in ((QPalette.Window, window), (QPalette.WindowText, text), (QPalette.Base, base),
+                         (QPalette.AlternateBase, window), (QPalette.Text, text), (QPalette.Button, window),
+                         (QPalette.ButtonText, text), (QPalette.ToolTipBase, window), (QPalette.ToolTipText, text),
+                         (QPalette.PlaceholderText, QColor(130, 133, 138)), (QPalette.Mid, mid),
+                         (QPalette.Highlight, QColor(66, 133, 244)), (QPalette.HighlightedText, QColor(255, 255, 255)),
+                         (QPalette.Link, QColor(110, 168, 254))):
+        p.setColor(role, colour)
+    for role in (QPalette.WindowText, QPalette.Text, QPalette.ButtonText):
+        p.setColor(QPalette.Disabled, role, QColor(120, 123, 128))
+    return p
 
 
 def free_ram_bytes() -> int | None:
@@ -374,12 +390,26 @@ class MainWindow(QMainWindow):
             self.writer.write(settings_path(), self.settings.to_bytes())
 
     def set_theme(self, theme: str, save: bool = True) -> None:
-        """"system" follows the desktop's light/dark scheme; "light"/"dark" force one."""
+        """"system" follows the desktop's light/dark scheme; "light"/"dark" force one.
+
+        Qt (6.8+) switches the platform style itself where it can; where the platform ignores
+        the request, the Fusion style with our own palette stands in.
+        """
+        theme = theme if theme in ("system", "light", "dark") else "system"
         hints = QGuiApplication.styleHints()
+        wanted = {"light": Qt.ColorScheme.Light, "dark": Qt.ColorScheme.Dark}.get(theme, Qt.ColorScheme.Unknown)
         if hasattr(hints, "setColorScheme"):
-            scheme = {"light": Qt.ColorScheme.Light, "dark": Qt.ColorScheme.Dark}.get(theme, Qt.ColorScheme.Unknown)
-            hints.setColorScheme(scheme)
-        self.settings.set("theme", theme if theme in ("system", "light", "dark") else "system")
+            hints.setColorScheme(wanted)
+        app = QApplication.instance()
+        if theme != "system" and hints.colorScheme() != wanted:
+            app.setStyle("Fusion")
+            app.setPalette(dark_palette() if theme == "dark" else app.style().standardPalette())
+            self._own_palette = True
+        elif getattr(self, "_own_palette", False):
+            app.setPalette(app.style().standardPalette())
+            self._own_palette = False
+        self.story_view.refresh_mark()
+        self.settings.set("theme", theme)
         if save:
             self.writer.write(settings_path(), self.settings.to_bytes())
 

@@ -36,7 +36,9 @@ class MemoryPanel(QWidget):
         self.depth_spin.setToolTip("Where the author's note is inserted: smaller is stronger")
 
         self.world = QTableWidget(0, 3, objectName="worldInfoTable")
-        self.world.setHorizontalHeaderLabels(["Keys (comma-separated)", "Content", "Always"])
+        self.world.setHorizontalHeaderLabels(["Keys", "Content", "Always"])
+        self.world.horizontalHeaderItem(KEYS).setToolTip("Comma-separated; the entry is used when one occurs "
+                                                         "in the recent story")
         header = self.world.horizontalHeader()
         header.setSectionResizeMode(KEYS, QHeaderView.Interactive)
         header.setSectionResizeMode(CONTENT, QHeaderView.Stretch)

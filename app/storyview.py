@@ -130,6 +130,10 @@ class StoryView(QPlainTextEdit):
     def has_mark(self) -> bool:
         return self._mark is not None and self._mark[1] > self._mark[0]
 
+    def refresh_mark(self) -> None:
+        """Redraw the newest-generation tint (after a palette change)."""
+        self._refresh_mark()
+
     def _refresh_mark(self) -> None:
         if not self.has_mark():
             self.setExtraSelections([])

@@ -21,7 +21,6 @@ from PySide6.QtWidgets import QComboBox, QMessageBox, QPlainTextEdit, QSlider, Q
 
 from app.autosave import autosave_path  # noqa: E402
 from app.mainwindow import MainWindow  # noqa: E402
-from app.story import STORY_VERSION, Story, story_bytes  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny-parallel"
 PROMPT = "Once upon a time"
@@ -308,6 +307,13 @@ def test_chat_mode_uses_the_template(qtbot, window):
     with qtbot.waitSignal(window.generationFinished, timeout=WAIT):
         window.chat_view.regenerate_button.click()
     assert [t.role for t in window.chat_view.turns] == ["user", "bot"]
+    first = window.chat_view.transcript.topLevelItem(0)       # editing a turn (what a double-click opens)
+    assert first.text(0) == window.chat_view.user_name
+    first.setText(1, "Name a fruit.")
+    assert window.story.chat_turns[0].text == "Name a fruit." and window.dirty
+    with qtbot.waitSignal(window.generationFinished, timeout=WAIT):
+        window.chat_view.regenerate_button.click()
+    assert "### Instruction:\nName a fruit." in requests[-1].text
 
 
 def test_context_view_shows_memory_note_and_world_info(qtbot, window):
@@ -342,51 +348,15 @@ def test_settings_persist_between_runs(qtbot, home, model_path):
     second.close()
 
 
-def test_story_file_written_by_newer_version_is_named(tmp_path):
-    data = Story(text="x").to_json()
-    data["version"] = STORY_VERSION + 1
-    assert json.loads(story_bytes(Story(text="x")))["version"] == STORY_VERSION
-
-
-def test_unsaved_changes_are_never_discarded_without_asking(qtbot, home, monkeypatch):
+def test_dark_theme_applies_and_persists(qtbot, home):
+    from PySide6.QtGui import QPalette
+    from PySide6.QtWidgets import QApplication
     w = make_window(qtbot, check_recovery=False)
-    w.story_view.setPlainText("a draft")
-    asked = []
-    monkeypatch.setattr(QMessageBox, "question",
-                        staticmethod(lambda *a, **k: asked.append(a[2]) or QMessageBox.Cancel))
+
+    def window_lightness():
+        return QApplication.palette().color(QPalette.Window).lightness()
+    next(a for a in w.theme_group.actions() if a.data() == "dark").trigger()
+    assert window_lightness() < 100 and w.settings.get("theme") == "dark"
+    next(a for a in w.theme_group.actions() if a.data() == "system").trigger()
+    assert window_lightness() > 150 and w.settings.get("theme") == "system"
     w.close()
-    assert asked and w.isVisible() and w.story_view.toPlainText() == "a draft"
-    w.new_story()
-    assert len(asked) == 2 and w.story_view.toPlainText() == "a draft"
-    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))
-    w.close()
-    assert not w.isVisible() and not autosave_path().exists()
-
-
-def test_a_model_larger_than_free_memory_asks_first(qtbot, window, model_path, monkeypatch):
-    monkeypatch.setattr("app.mainwindow.free_ram_bytes", lambda: 1000)
-    window.open_model(model_path)
-    question = window.findChild(QMessageBox, "questionBox")
-    assert question is not None and "memory" in question.text()
-    question.button(QMessageBox.No).click()
-    assert not window.llm.loading and window.model_info["path"] == str(model_path)
-
-
-def test_model_picker_lists_installed_then_catalog(qtbot, home):
-    from app.modelpicker import ModelPicker, demo_model
-    picker = ModelPicker()
-    qtbot.addWidget(picker)
-    with qtbot.waitSignal(picker.statusesReady, timeout=WAIT):
-        picker.refresh()
-    sections = [picker.tree.topLevelItem(i) for i in range(picker.tree.topLevelItemCount())]
-    assert [s.text(0) for s in sections] == ["Installed", "Download"]
-    assert sections[1].childCount() > 0                      # the shipped catalog, with sizes
-    assert all(sections[1].child(i).text(1) for i in range(sections[1].childCount()))
-    if demo_model() is not None:
-        demo = sections[0].child(0)
-        assert demo.text(2) == "Load"
-        with qtbot.waitSignal(picker.modelChosen) as blocker:
-            picker.tree.itemClicked.emit(demo, 2)
-        assert blocker.args[0] == str(demo_model())
-    assert sections[1].child(0).text(2) == "Download"
-    assert str(home) in str(picker.manager().models_dir)   # NEOX_WRITER_HOME moved it
