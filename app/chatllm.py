@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from app.contextview import Context, Prompt, build_prompt, describe
+from app.contextview import Prompt, build_prompt, describe
 
 BATCH_SECONDS = 0.04          # at most ~25 token batches a second reach the GUI
 

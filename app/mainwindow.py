@@ -15,7 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QGuiApplication, QKeySequence, QPalette
 from PySide6.QtWidgets import (QApplication, QComboBox, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow,
-                               QMessageBox, QProgressBar, QStackedWidget, QToolBar, QToolButton, QWidget)
+                               QMessageBox, QProgressBar, QStackedWidget, QToolBar, QToolButton)
 
 from app import paths
 from app.autosave import FileWriter, autosave_bytes, autosave_path, find_recovery
@@ -986,7 +986,7 @@ class MainWindow(QMainWindow):
 
     def accept_recovery(self) -> None:
         recovery, self.recovery = self.recovery, None
-        if recovery is None or self.busy():
+        if recovery is None or self.busy() or not self._confirm_discard():
             return
         self.show_story(recovery.story, recovery.story_path)
         self._mark_changed()

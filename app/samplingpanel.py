@@ -198,8 +198,9 @@ class SamplingPanel(QWidget):
 
     def set_context_limit(self, n_ctx: int) -> None:
         """The loaded model's context length caps the context size."""
+        was_full = self.context_spin.value() >= self.context_spin.maximum()
         self.context_spin.setMaximum(max(64, n_ctx))
-        if self.context_spin.value() > n_ctx or self.context_spin.value() == 2048:
+        if was_full or self.context_spin.value() > n_ctx:   # "all of it" stays all of it
             self.context_spin.setValue(n_ctx)
 
     # --- presets ---------------------------------------------------------------------

@@ -7,6 +7,7 @@ token spans here are kept in Qt positions and converted only where the story (Py
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from PySide6.QtCore import QPoint, Qt, Signal
@@ -49,16 +50,14 @@ class StoryView(QPlainTextEdit):
         self.document().setDocumentMargin(18)
 
     # --- programmatic changes --------------------------------------------------------
+    @contextmanager
     def _edit(self):
-        view = self
-
-        class _Guard:
-            def __enter__(self):
-                view._programmatic += 1
-
-            def __exit__(self, *exc):
-                view._programmatic -= 1
-        return _Guard()
+        """Changes made inside this block are the program's, not the user's (no `userEdited`)."""
+        self._programmatic += 1
+        try:
+            yield
+        finally:
+            self._programmatic -= 1
 
     def set_story(self, text: str, mark: tuple[int, int] | None = None, tokens=None) -> None:
         """Replace the whole text (open, undo, redo); `mark` is a (start, end) in Python offsets."""
