@@ -360,3 +360,61 @@ def test_dark_theme_applies_and_persists(qtbot, home):
     next(a for a in w.theme_group.actions() if a.data() == "system").trigger()
     assert window_lightness() > 150 and w.settings.get("theme") == "system"
     w.close()
+
+
+def test_unsaved_changes_are_never_discarded_without_asking(qtbot, home, monkeypatch):
+    w = make_window(qtbot, check_recovery=False)
+    w.story_view.setPlainText("a draft")
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question",
+                        staticmethod(lambda *a, **k: asked.append(a[2]) or QMessageBox.Cancel))
+    w.close()
+    assert asked and w.isVisible() and w.story_view.toPlainText() == "a draft"
+    w.new_story()
+    assert len(asked) == 2 and w.story_view.toPlainText() == "a draft"
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))
+    w.close()
+    assert not w.isVisible() and not autosave_path().exists()
+
+
+def test_a_model_larger_than_free_memory_asks_first(qtbot, window, model_path, monkeypatch):
+    monkeypatch.setattr("app.mainwindow.free_ram_bytes", lambda: 1000)
+    window.open_model(model_path)
+    question = window.findChild(QMessageBox, "questionBox")
+    assert question is not None and "memory" in question.text()
+    question.button(QMessageBox.No).click()
+    assert not window.llm.loading and window.model_info["path"] == str(model_path)
+
+
+def test_model_picker_lists_installed_then_catalog(qtbot, home):
+    from app.modelpicker import ModelPicker, demo_model
+    picker = ModelPicker()
+    qtbot.addWidget(picker)
+    with qtbot.waitSignal(picker.statusesReady, timeout=WAIT):
+        picker.refresh()
+    sections = [picker.tree.topLevelItem(i) for i in range(picker.tree.topLevelItemCount())]
+    assert [s.text(0) for s in sections] == ["Installed", "Download"]
+    assert sections[1].childCount() > 0                      # the shipped catalog, with sizes
+    assert all(sections[1].child(i).text(1) for i in range(sections[1].childCount()))
+    if demo_model() is not None:
+        demo = sections[0].child(0)
+        assert demo.text(2) == "Load"
+        with qtbot.waitSignal(picker.modelChosen) as blocker:
+            picker.tree.itemClicked.emit(demo, 2)
+        assert blocker.args[0] == str(demo_model())
+    assert sections[1].child(0).text(2) == "Download"
+    assert str(home) in str(picker.manager().models_dir)   # NEOX_WRITER_HOME moved it
+
+
+def test_presets_and_user_presets(qtbot, window):
+    picker = find(window, QComboBox, "presetPicker")
+    picker.setCurrentText("Deterministic")
+    assert window.sampling.sampler_settings().temperature == 0
+    find(window, QSlider, "topKSlider").setValue(23)
+    window.sampling.save_preset("mine")
+    assert window.settings.get("user_presets")["mine"]["top_k"] == 23
+    picker.setCurrentText("KoboldCpp default")
+    assert window.sampling.sampler_settings().top_k == 100
+    picker.setCurrentText("mine")
+    assert window.sampling.sampler_settings().top_k == 23
+    assert find(window, QSpinBox, "contextSizeSpin").maximum() == window.model_info["n_ctx"]
