@@ -21,7 +21,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from engine.fast.matvec import TILE, block_size, block_sums, matvec, n_tiles
+from engine.fast.matvec import TILE, matvec, n_tiles, prepare
 
 LN_EPS = np.float32(1e-5)
 ROPE_BASE = 10000.0
@@ -200,10 +200,10 @@ def _forward(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_resi
     hd = e // n_head
     for layer in range(n_layer):
         layer_norm(x, ln[layer, 0], ln[layer, 1], h)
-        block_sums(h, block_size(wq[0]), xs1)
+        prepare(wq[0], h, xs1)
         if parallel_residual:        # the MLP reads x too: its up-projection runs beside QKV
             layer_norm(x, ln[layer, 2], ln[layer, 3], h2)
-            block_sums(h2, block_size(wu[0]), xs2)
+            prepare(wu[0], h2, xs2)
             for p in prange(parts):
                 _two_matvecs(p, parts, wq, layer, h, xs1, qkv, wu, layer, h2, xs2, up, bu[layer])
         else:
@@ -215,9 +215,9 @@ def _forward(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_resi
             h0, h1 = _share(n_head, p, parts)
             for hh in range(h0, h1):
                 _attend(qkv, pos + 1, hh, n_head, kcache[layer], vcache[layer], scores[hh], att)
-        block_sums(att, block_size(wo[0]), xs1)
+        prepare(wo[0], att, xs1)
         if parallel_residual:
-            block_sums(up[:n_ff], block_size(wd[0]), xs2)
+            prepare(wd[0], up[:n_ff], xs2)
             for p in prange(parts):
                 _two_matvecs(p, parts, wo, layer, att, xs1, attn_out, wd, layer, up[:n_ff], xs2, down, no_bias)
             b, b2 = bo[layer], bd[layer]
@@ -230,20 +230,20 @@ def _forward(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_resi
             for i in range(e):
                 x[i] += attn_out[i] + b[i]
             layer_norm(x, ln[layer, 2], ln[layer, 3], h2)
-            block_sums(h2, block_size(wu[0]), xs2)
+            prepare(wu[0], h2, xs2)
             for p in prange(parts):
                 _two_matvecs(p, parts, wu, layer, h2, xs2, up, wu, -1, h2, xs2, up, no_bias)
             b = bu[layer]
             for i in range(n_ff):
                 up[i] = _gelu(up[i] + b[i])
-            block_sums(up[:n_ff], block_size(wd[0]), xs2)
+            prepare(wd[0], up[:n_ff], xs2)
             for p in prange(parts):
                 _two_matvecs(p, parts, wd, layer, up[:n_ff], xs2, down, wd, -1, up, xs2, down, no_bias)
             b = bd[layer]
             for i in range(e):
                 x[i] = (down[i] + b[i]) + x[i]
     layer_norm(x, lnf[0], lnf[1], h)
-    block_sums(h, block_size(wh[0]), xs1)
+    prepare(wh[0], h, xs1)
     for p in prange(parts):
         _two_matvecs(p, parts, wh, 0, h, xs1, logits, wh, -1, h, xs1, logits, no_bias)
 
