@@ -169,6 +169,10 @@ class ModelPicker(QWidget):
         self.status.setText(error or f"{sum(r[0] == 'installed' for r in rows)} installed, "
                                      f"{sum(r[0] == 'catalog' for r in rows)} to download")
 
+    def item_for(self, model_id: str) -> QTreeWidgetItem | None:
+        """The row of a model in the current list."""
+        return self._items.get(model_id)
+
     def on_tree_item_clicked(self, item: QTreeWidgetItem, column: int) -> None:
         """The third column is the row's action: Load, Download or Cancel."""
         data = item.data(0, Qt.UserRole)

@@ -418,3 +418,48 @@ def test_presets_and_user_presets(qtbot, window):
     picker.setCurrentText("mine")
     assert window.sampling.sampler_settings().top_k == 23
     assert find(window, QSpinBox, "contextSizeSpin").maximum() == window.model_info["n_ctx"]
+
+
+def test_model_picker_downloads_with_progress_and_cancel(qtbot, home, tmp_path):
+    from http_fixture_server import Fault, HubFixture
+    from modelgen import write_random_model
+
+    from app.models.manager import ModelManager
+    from app.modelpicker import ModelPicker
+    from test_models_manager import GGML_REPO, TOKENIZER, write_catalog
+
+    model = tmp_path / "tiny.bin"
+    write_random_model(model, ftype="f32")
+    with HubFixture() as hub:
+        hub.add_file(GGML_REPO, "main", "tiny.bin", model.read_bytes())
+        hub.add_file(GGML_REPO, "main", "notok.bin", model.read_bytes())
+        hub.add_file("test/tok-70m", "main", "tokenizer.json", TOKENIZER, lfs=False)
+        catalog = write_catalog(tmp_path / "catalog.json")
+        manager = ModelManager(None, hub.endpoint, catalog_path=catalog, stall_timeout=5.0, retries=0, backoff=0.01)
+        picker = ModelPicker(manager_factory=lambda: manager)
+        qtbot.addWidget(picker)
+        with qtbot.waitSignal(picker.statusesReady, timeout=WAIT):
+            picker.refresh()
+
+        def row(model_id):
+            item = picker.item_for(model_id)
+            return item, item.parent().text(0)
+        item, section = row("tiny")
+        assert section == "Download" and item.text(2) == "Download"
+        progress = []
+        picker.downloadProgress.connect(lambda *a: progress.append(a))
+        with qtbot.waitSignal(picker.downloadFinished, timeout=WAIT) as done:
+            picker.tree.itemClicked.emit(item, 2)
+            assert item.text(2) == "Cancel"
+        assert done.args == ["tiny", ""] and progress
+        qtbot.waitUntil(lambda: row("tiny")[1] == "Installed", timeout=WAIT)
+        assert row("tiny")[0].text(2) == "Load"
+
+        hub.inject(Fault("stall", after=1000, seconds=30))
+        item, _ = row("no-tokenizer")
+        with qtbot.waitSignal(picker.downloadFinished, timeout=WAIT) as done:
+            picker.tree.itemClicked.emit(item, 2)
+            qtbot.waitUntil(lambda: bool(progress) and progress[-1][0] == "no-tokenizer", timeout=WAIT)
+            picker.tree.itemClicked.emit(item, 2)       # Cancel
+        assert done.args[0] == "no-tokenizer" and done.args[1]
+        qtbot.waitUntil(lambda: row("no-tokenizer")[0].text(2) == "Download", timeout=WAIT)
