@@ -1,0 +1,86 @@
+"""The built-in demo model in resources/demo/ is the trained model, and small enough to ship.
+
+The held-out passage comes from the last chapters of Persuasion, which training never saw
+(tools/train_demo/corpus.py). docs/demo-model.md reports the shipped file's perplexity on it;
+a model with random weights scores about the vocabulary size (4096) or worse.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import load_model
+from engine.tokenizer import load_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_DIR = REPO / "resources" / "demo"
+HELD_OUT = Path(__file__).resolve().parent / "fixtures" / "demo" / "persuasion-ch22-24.txt"
+
+MAX_SHIPPED_BYTES = 20 * 1000 * 1000  # model + tokenizer, the budget of issue 8
+# The shipped q5_1 file scores PASSAGE_PPL_MEASURED on the passage below (the f32 file 60.22,
+# docs/demo-model.md); random weights score 4280 and the run's step-200 checkpoint 136. The
+# bound leaves 25% for backend rounding and a retrained model of the same quality.
+PASSAGE_PPL_MEASURED = 60.34
+PASSAGE_PPL_BOUND = 75.0
+
+
+def shipped_model_path() -> Path:
+    models = sorted(DEMO_DIR.glob("demo-*.bin"))
+    assert len(models) == 1, f"expected exactly one demo model file in {DEMO_DIR}, found {models}"
+    return models[0]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    model = load_model(shipped_model_path(), backend="reference")
+    tokenizer = load_tokenizer(model.vocab, DEMO_DIR / "tokenizer.json")
+    return model, tokenizer
+
+
+def held_out_passage(tokenizer, max_tokens: int) -> list[int]:
+    """The opening paragraphs of chapter 22, as many whole ones as fit in max_tokens."""
+    paragraphs = [p for p in HELD_OUT.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    assert paragraphs[0] == "Chapter 22", "the held-out text must start at Persuasion's chapter 22"
+    ids: list[int] = []
+    for paragraph in paragraphs[1:]:
+        more = tokenizer.encode(("\n\n" if ids else "") + paragraph)
+        if len(ids) + len(more) > max_tokens:
+            break
+        ids += more
+    return ids
+
+
+def perplexity(model, ids: list[int]) -> float:
+    logits = model.logits(ids[:-1]).astype(np.float64)
+    peak = logits.max(axis=1, keepdims=True)
+    log_z = np.log(np.exp(logits - peak).sum(axis=1)) + peak[:, 0]
+    return math.exp(float(np.mean(log_z - logits[np.arange(len(ids) - 1), ids[1:]])))
+
+
+def test_demo_files_fit_the_budget(demo):
+    model, _ = demo
+    total = shipped_model_path().stat().st_size + (DEMO_DIR / "tokenizer.json").stat().st_size
+    assert total < MAX_SHIPPED_BYTES
+    assert model.info()["weight_type"] in ("q8_0", "q5_1")
+
+
+def test_tokenizer_belongs_to_the_model(demo):
+    model, tokenizer = demo
+    assert tokenizer.n_vocab == model.info()["n_vocab"]
+    assert tokenizer.eos_id == 0
+    assert not tokenizer.approximate
+    text = "Captain Wentworth handed her the letter."
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+def test_demo_model_predicts_held_out_austen(demo):
+    model, tokenizer = demo
+    ids = held_out_passage(tokenizer, model.info()["n_ctx"])
+    assert len(ids) > 300  # several paragraphs, so one lucky token cannot decide the result
+    ppl = perplexity(model, ids)
+    assert ppl < PASSAGE_PPL_BOUND, (
+        f"perplexity {ppl:.1f} on held-out Persuasion; the shipped model measured "
+        f"{PASSAGE_PPL_MEASURED} and random weights 4280")
