@@ -204,3 +204,25 @@ def test_generation_leaves_the_gil(tmp_path):
         ticker.join()
     assert len(gaps) > 20
     assert max(gaps) < 0.05 + 0.02, f"longest gap {max(gaps) * 1000:.0f} ms"     # 20 ms of scheduler slack
+
+
+def test_thread_chooser_follows_the_faster_mode():
+    """Generation drops to 1 thread when 2 are slower (a busy machine) and comes back when not."""
+    from engine.fast.threads import ThreadChooser
+    chooser = ThreadChooser(2)
+    busy = {1: 0.010, 2: 0.200}              # seconds per token: barriers stalled by other programs
+    used = []
+    for _ in range(300):
+        n = chooser.choose()
+        used.append(n)
+        chooser.record(n, busy[n])
+    assert used[-100:].count(1) >= 98        # settled on 1 thread, probing 2 rarely
+    assert chooser.interval > ThreadChooser.MIN_INTERVAL
+    idle = {1: 0.010, 2: 0.006}
+    for _ in range(600):
+        n = chooser.choose()
+        used.append(n)
+        chooser.record(n, idle[n])
+    assert used[-100:].count(2) >= 90        # back on 2 threads once they are faster
+    single = ThreadChooser(1)
+    assert {single.choose() for _ in range(5)} == {1}

@@ -8,7 +8,8 @@ Threads: every parallel region ends in a barrier, and a barrier costs the most w
 has been descheduled (a busy machine), so a token passes only 3 per layer (for Pythia's parallel
 residual): {QKV and MLP-up + GELU, which both read only x}, {attention, heads split}, {dense and
 MLP-down}. Within a region each thread takes an equal share of the tiles of both matrices
-together. ``forward_token_serial`` is the same code without any parallel region, for 1 thread.
+together. With one thread (numba's thread count set to 1) a region runs on the calling thread
+alone, as fast as code without regions, so one compiled function serves both.
 
 Semantics are Hugging Face GPTNeoX's (spec §6): LayerNorm eps 1e-5, rotate-half RoPE on the first
 n_rot dims of each head, QKV interleaved per head ([q | k | v] for head 0, then head 1, ...),
@@ -188,10 +189,17 @@ def _two_matvecs(part, parts, wa, la, xa, sa, oa, wb, lb, xb, sb, ob, b_gelu):
                 ob[i] = _gelu(ob[i] + b_gelu[i])
 
 
-@njit(nogil=True, fastmath=SAFE_FAST, inline="always")
-def _forward(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual,
-             n_head, n_rot, pos, cos, sin, kcache, vcache, x, bufs, scores, logits):
-    """The body of forward_token (inlined into a serial and a parallel version)."""
+@njit(nogil=True, cache=True, parallel=True)
+def forward_token(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual,
+                  n_head, n_rot, pos, cos, sin, kcache, vcache, x, bufs, scores, logits):
+    """One token through every layer and the head: logits for position pos.
+
+    Each matrix product and the attention are split into ``parts`` (the numba thread count;
+    with 1, the regions run on the calling thread and cost nothing). x holds the token's
+    embedding and is overwritten. wq/wo/wu/wd/wh are the four arrays of the packed QKV, dense,
+    h->4h, 4h->h and head matrices. bufs are the vectors (h, h2, qkv, att, attn_out, up, down,
+    xsum1, xsum2), each as long as the padded output or input it holds.
+    """
     h, h2, qkv, att, attn_out, up, down, xs1, xs2 = bufs
     no_bias = bu[0, :0]
     n_layer = ln.shape[0]
@@ -247,24 +255,3 @@ def _forward(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_resi
     for p in prange(parts):
         _two_matvecs(p, parts, wh, 0, h, xs1, logits, wh, -1, h, xs1, logits, no_bias)
 
-
-@njit(nogil=True, cache=True)
-def forward_token_serial(wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual,
-                         n_head, n_rot, pos, cos, sin, kcache, vcache, x, bufs, scores, logits):
-    """One token through every layer and the head on the calling thread: logits for position pos.
-
-    x holds the token's embedding and is overwritten. wq/wo/wu/wd/wh are the four arrays of the
-    packed QKV, dense, h->4h, 4h->h and head matrices. bufs are the vectors
-    (h, h2, qkv, att, attn_out, up, down, xsum1, xsum2), each as long as the padded output or
-    input it holds.
-    """
-    _forward(1, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual,
-             n_head, n_rot, pos, cos, sin, kcache, vcache, x, bufs, scores, logits)
-
-
-@njit(nogil=True, cache=True, parallel=True)
-def forward_token_parallel(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual,
-                           n_head, n_rot, pos, cos, sin, kcache, vcache, x, bufs, scores, logits):
-    """forward_token_serial with each matrix product and the attention split into parts."""
-    _forward(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual,
-             n_head, n_rot, pos, cos, sin, kcache, vcache, x, bufs, scores, logits)

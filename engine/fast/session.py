@@ -11,11 +11,11 @@ import time
 
 import numpy as np
 
-from engine.fast.forward import forward_token_parallel, forward_token_serial, rope_tables
+from engine.fast.forward import forward_token, rope_tables
 from engine.fast.matvec import matvec_all
 from engine.fast.prompt import TileDecoder, forward_prompt
 from engine.fast.repack import pack_matrices
-from engine.fast.threads import apply_threads, resolve_threads, single_threaded_blas
+from engine.fast.threads import ThreadChooser, apply_threads, resolve_threads, single_threaded_blas
 
 BATCH_MIN = 6          # from this many new tokens on, the batched (GEMM) path is faster
 PROMPT_CHUNK = 512     # tokens per batched pass (bounds the activation memory)
@@ -111,6 +111,7 @@ class FastSession:
         self._scores = np.zeros((c.n_head, n_ctx), np.float32)
         self._logits = np.zeros(model.head.padded_rows, np.float32)
         self._decoder = TileDecoder(model.threads)
+        self._chooser = ThreadChooser(model.threads)
 
     def truncate(self, n: int) -> None:
         """Forget cached positions from n on (the cache of a common prefix stays valid)."""
@@ -144,10 +145,11 @@ class FastSession:
                 m.ln, m.b_qkv, m.b_dense, m.b_up, m.b_down, m.lnf, m.config.parallel_residual,
                 m.config.n_head, m.config.n_rot, pos, self.cos, self.sin, self.kcache, self.vcache,
                 self._x, self._bufs, self._scores, self._logits)
-        if m.threads == 1:
-            forward_token_serial(*args)
-        else:
-            forward_token_parallel(m.threads, *args)
+        threads = self._chooser.choose()
+        apply_threads(threads)
+        start = time.perf_counter()
+        forward_token(threads, *args)
+        self._chooser.record(threads, time.perf_counter() - start)
         return self._logits[:m.config.n_vocab].copy()
 
     def _eval_batched(self, tokens: list[int], n_past: int, all_logits: bool) -> np.ndarray:

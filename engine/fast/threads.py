@@ -89,3 +89,55 @@ def single_threaded_blas() -> bool:
     for fn in setters:
         fn(1)
     return bool(setters)
+
+
+class ThreadChooser:
+    """Decides, token by token, whether generation runs on all threads or on the calling one.
+
+    Every parallel region ends in a barrier, and on a busy machine (other programs keeping the
+    cores busy) a barrier often waits a whole scheduler time slice for a thread that was parked:
+    a token on 2 threads then takes 20x longer than on 1. So the session times its tokens, keeps
+    a running average of the mode in use, and now and then runs one token the other way (a probe)
+    to notice when the machine's load changes; it switches when the probe was faster. A probe
+    that loses clearly doubles the interval to the next one (up to ``MAX_INTERVAL``), so a lost
+    cause costs little.
+    """
+
+    MIN_INTERVAL = 16
+    MAX_INTERVAL = 256
+    ALPHA = 0.25          # weight of the newest sample in a running average
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.average = {1: None, threads: None}
+        self.current = threads          # the mode in use between probes
+        self.interval = self.MIN_INTERVAL
+        self.until_probe = self.MIN_INTERVAL
+
+    def choose(self) -> int:
+        """Threads for the next token: the faster mode, or the other one when a probe is due."""
+        if self.threads == 1:
+            return 1
+        other = 1 if self.current != 1 else self.threads
+        if self.average[other] is None or self.until_probe <= 0:
+            return other
+        return self.current
+
+    def record(self, threads: int, seconds: float) -> None:
+        """The time one token took on this many threads."""
+        if self.threads == 1:
+            return
+        if threads == self.current:
+            old = self.average[threads]
+            self.average[threads] = seconds if old is None else (1 - self.ALPHA) * old + self.ALPHA * seconds
+            self.until_probe -= 1
+            return
+        # a probe: the other mode's old average is stale, the probe is what it costs now
+        self.average[threads] = seconds
+        mine, theirs = self.average[self.current], self.average[threads]
+        if mine is None or theirs < mine:
+            self.current = threads
+            self.interval = self.MIN_INTERVAL
+        elif theirs > 2 * mine:
+            self.interval = min(2 * self.interval, self.MAX_INTERVAL)
+        self.until_probe = self.interval
