@@ -69,16 +69,13 @@ def _gelu(v):
     return np.float32(0.5 * x * (1.0 + math.erf(x * 0.7071067811865476)))
 
 
-@njit(nogil=True, cache=True, parallel=True)
-def gelu_rows(x, n, width):
-    """x[:n, :width] = x * Phi(x) in place, exact erf (computed in float64)."""
-    chunks = 16
-    per = -(-width // chunks)
-    for job in prange(n * chunks):
-        row = x[job // chunks]
-        c = job % chunks
-        for i in range(c * per, min(width, (c + 1) * per)):
-            row[i] = _gelu(row[i])
+@njit(nogil=True, cache=True)
+def bias_gelu(x, c0, c1, bias):
+    """x[:, c0:c1] = GELU(x[:, c0:c1] + bias[c0:c1]) in place (a prompt worker's columns)."""
+    for i in range(x.shape[0]):
+        row = x[i]
+        for j in range(c0, c1):
+            row[j] = _gelu(row[j] + bias[j])
 
 
 @njit(nogil=True, fastmath=SAFE_FAST, cache=True)
@@ -149,18 +146,6 @@ def _attend(qkv_row, length, h, n_head, kc, vc, sc, out_row):
         val = vc[j, h * hd:(h + 1) * hd]
         for d in range(hd):
             o[d] += p * val[d]
-
-
-@njit(nogil=True, fastmath=SAFE_FAST, cache=True, parallel=True)
-def attention(qkv, n, n_past, n_head, kc, vc, scores, out):
-    """Causal softmax attention of tokens 0..n-1 (positions n_past..) over the cache.
-
-    Token i sees cache positions 0..n_past+i. scores is scratch [>= n_head, >= n_past+n];
-    out [n, n_embd] gets the heads side by side.
-    """
-    for h in prange(n_head):
-        for i in range(n):
-            _attend(qkv[i], n_past + i + 1, h, n_head, kc, vc, scores[h], out[i])
 
 
 @njit(nogil=True, cache=True)

@@ -3,16 +3,19 @@
 Per layer the work is a handful of calls on [N, width] activation matrices, so the Python
 between them is negligible next to the matrix products. Each matrix product decodes a few MiB of
 weights at a time (``dequant.py``) and multiplies the whole token matrix with numpy's BLAS; the
-layer pieces (LayerNorm, RoPE, attention, GELU) are the compiled ones of ``forward.py``.
+worker that computed a block of outputs also adds their bias (and GELU for the MLP), while they
+are in its cache. Attention is per head through BLAS too (scores = Q K^T, masked softmax, P V),
+the heads shared by the same workers. LayerNorm and RoPE are the compiled ones of ``forward.py``.
 """
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from engine.fast.dequant import TILE_DEQUANT, dequant_f16_rows
-from engine.fast.forward import add_bias, attention, gelu_rows, layer_norm_rows, rope_and_store
+from engine.fast.forward import bias_gelu, layer_norm_rows, rope_and_store
 from engine.fast.repack import TILE, PackedMatrix
 from engine.fast.threads import apply_threads
 
@@ -35,8 +38,16 @@ class TileDecoder:
             self._pool.shutdown(wait=False)
             self._pool = None
 
-    def matmul(self, pm: PackedMatrix, layer: int, x: np.ndarray, out: np.ndarray) -> None:
-        """out[:, :pm.rows] = x @ W[layer].T for x [N, cols]."""
+    def _run(self, fn, jobs) -> None:
+        if self._pool is None:
+            for job in jobs:
+                fn(*job)
+        else:
+            list(self._pool.map(lambda job: fn(*job), jobs))
+
+    def matmul(self, pm: PackedMatrix, layer: int, x: np.ndarray, out: np.ndarray,
+               bias: np.ndarray | None = None, gelu: bool = False) -> None:
+        """out[:, :pm.rows] = x @ W[layer].T (+ bias, then GELU if asked) for x [N, cols]."""
         rows, cols = pm.rows, pm.cols
         if pm.tiled:
             unit = TILE
@@ -46,14 +57,11 @@ class TileDecoder:
             step = max(1, SCRATCH_FLOATS // cols)
         # at least one group per worker, so every core has work
         step = max(unit, min(step, -(-rows // (self.threads * unit)) * unit))
-        groups = [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
-        if self._pool is None:
-            for r0, r1 in groups:
-                self._group(pm, layer, x, out, r0, r1)
-        else:
-            list(self._pool.map(lambda g: self._group(pm, layer, x, out, *g), groups))
+        groups = [(pm, layer, x, out, r0, min(rows, r0 + step), bias, gelu) for r0 in range(0, rows, step)]
+        self._run(self._group, groups)
 
-    def _group(self, pm: PackedMatrix, layer: int, x: np.ndarray, out: np.ndarray, r0: int, r1: int) -> None:
+    def _group(self, pm: PackedMatrix, layer: int, x: np.ndarray, out: np.ndarray, r0: int, r1: int,
+               bias, gelu) -> None:
         apply_threads(1)     # numba threads stay with the caller; parallelism is across groups
         if pm.type == "f32":
             out[:, r0:r1] = x @ pm.arrays[0][layer, r0:r1].T
@@ -66,6 +74,34 @@ class TileDecoder:
             wt = np.empty((pm.cols, (t1 - t0) * TILE), np.float32)
             TILE_DEQUANT[pm.type](*pm.arrays, layer, t0, t1, wt)
             out[:, r0:r1] = x @ wt[:, :r1 - r0]
+        if gelu:
+            bias_gelu(out, r0, r1, bias)
+        elif bias is not None:
+            out[:, r0:r1] += bias[r0:r1]
+
+    def attention(self, qkv: np.ndarray, n_past: int, n_head: int, kc: np.ndarray, vc: np.ndarray,
+                  out: np.ndarray) -> None:
+        """Causal attention of the rows of qkv (positions n_past..) over the cache, heads into out."""
+        n = qkv.shape[0]
+        hd = kc.shape[1] // n_head
+        future = np.triu(np.ones((n, n), bool), 1)      # token i must not see positions after n_past + i
+        parts = [(h0 * n_head // self.threads, (h0 + 1) * n_head // self.threads) for h0 in range(self.threads)]
+        self._run(lambda h0, h1: self._heads(qkv, n_past, hd, kc, vc, out, future, h0, h1), parts)
+
+    @staticmethod
+    def _heads(qkv, n_past, hd, kc, vc, out, future, h0, h1) -> None:
+        n = qkv.shape[0]
+        length = n_past + n
+        scale = np.float32(1.0 / math.sqrt(hd))
+        for h in range(h0, h1):
+            q = qkv[:, h * 3 * hd:h * 3 * hd + hd]
+            scores = q @ kc[:length, h * hd:(h + 1) * hd].T
+            scores *= scale
+            scores[:, n_past:][future] = -np.inf
+            scores -= scores.max(axis=1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(axis=1, keepdims=True)
+            out[:, h * hd:(h + 1) * hd] = scores @ vc[:length, h * hd:(h + 1) * hd]
 
 
 def forward_prompt(weights, decoder: TileDecoder, x: np.ndarray, n_past: int, cos, sin,
@@ -83,23 +119,17 @@ def forward_prompt(weights, decoder: TileDecoder, x: np.ndarray, n_past: int, co
     h = np.empty((n, e), np.float32)
     up = np.empty((n, weights.up.rows), np.float32)
     down = np.empty((n, e), np.float32)
-    scores = np.empty((c.n_head, n_past + n), np.float32)
     for layer in range(c.n_layer):
         ln = weights.ln[layer]
         layer_norm_rows(x, n, ln[0], ln[1], h)
-        decoder.matmul(weights.qkv, layer, h, qkv)
-        add_bias(qkv, n, weights.b_qkv[layer])
+        decoder.matmul(weights.qkv, layer, h, qkv, weights.b_qkv[layer])
         rope_and_store(qkv, n, n_past, cos, sin, c.n_head, c.n_rot, kcache[layer], vcache[layer])
-        attention(qkv, n, n_past, c.n_head, kcache[layer], vcache[layer], scores, att)
-        decoder.matmul(weights.dense, layer, att, attn)
-        add_bias(attn, n, weights.b_dense[layer])
+        decoder.attention(qkv, n_past, c.n_head, kcache[layer], vcache[layer], att)
+        decoder.matmul(weights.dense, layer, att, attn, weights.b_dense[layer])
         y = x if c.parallel_residual else attn + x
         layer_norm_rows(y, n, ln[2], ln[3], h)
-        decoder.matmul(weights.up, layer, h, up)
-        add_bias(up, n, weights.b_up[layer])
-        gelu_rows(up, n, up.shape[1])
-        decoder.matmul(weights.down, layer, up, down)
-        add_bias(down, n, weights.b_down[layer])
+        decoder.matmul(weights.up, layer, h, up, weights.b_up[layer], gelu=True)
+        decoder.matmul(weights.down, layer, up, down, weights.b_down[layer])
         x = (down + attn) + x if c.parallel_residual else down + y
     layer_norm_rows(x, n, weights.lnf[0], weights.lnf[1], h)
     return h
