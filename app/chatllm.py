@@ -168,7 +168,9 @@ class LLMWorker(QObject):
                              self.tokenizer.encode(prompt.story) if prompt.story else [], n_ctx,
                              request.max_new_tokens)
             self._stream(rid, events)
-        except Exception as e:   # noqa: BLE001
+        except ValueError as e:          # a setting the user can change (SettingsError is one)
+            self.generationFailed.emit(rid, _message(e))
+        except Exception as e:   # noqa: BLE001 - unexpected: keep the traceback for a bug report
             traceback.print_exc()
             self.generationFailed.emit(rid, _message(e))
 

@@ -463,3 +463,13 @@ def test_model_picker_downloads_with_progress_and_cancel(qtbot, home, tmp_path):
             picker.tree.itemClicked.emit(item, 2)       # Cancel
         assert done.args[0] == "no-tokenizer" and done.args[1]
         qtbot.waitUntil(lambda: row("no-tokenizer")[0].text(2) == "Download", timeout=WAIT)
+
+
+def test_a_bad_setting_is_reported_and_the_story_stays_editable(qtbot, window):
+    window.story_view.setPlainText(PROMPT)
+    find(window, QSpinBox, "maxTokensSpin").setValue(500)          # more than the 128-token context
+    with qtbot.waitSignal(window.errorShown, timeout=WAIT) as blocker:
+        window.generate()
+    assert "max_tokens" in blocker.args[0]
+    assert not window.busy() and not window.story_view.isReadOnly()
+    assert window.story_view.toPlainText() == PROMPT and window.generate_action.isEnabled()
