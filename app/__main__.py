@@ -49,6 +49,7 @@ def run_window(args) -> int:
     if args.screenshot:
         _screenshot_when_ready(window, args.screenshot, app)
     code = app.exec()
+    window.shutdown()            # after app.exit() the window may never have been closed
     window.writer.shutdown()
     return code
 

@@ -1041,10 +1041,16 @@ class MainWindow(QMainWindow):
             self._autosave_due = True
             self.autosave_now()
         self.save_settings()
-        self.llm.shutdown()
-        self.writer.wait()
+        self.shutdown()
         event.accept()
         super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """End the engine thread and finish queued file writes (idempotent; also for an exit
+        that did not go through closeEvent)."""
+        self.autosave_timer.stop()
+        self.llm.shutdown()
+        self.writer.wait()
 
     def on_memory_timer_timeout(self) -> None:
         self.memory_label.setText(f"RAM {_mb(resident_bytes())}")
