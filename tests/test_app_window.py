@@ -16,7 +16,9 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import Qt, QTimer  # noqa: E402
+from PySide6.QtCore import QPoint, Qt, QTimer  # noqa: E402
+from PySide6.QtGui import QTextCursor  # noqa: E402
+from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QComboBox, QMessageBox, QPlainTextEdit, QSlider, QSpinBox, QWidget  # noqa: E402
 
 from app.autosave import autosave_path  # noqa: E402
@@ -126,6 +128,17 @@ def test_stop_ends_a_long_generation_within_one_token(qtbot, window):
     assert not window.story_view.isReadOnly() and window.generate_action.isEnabled()
 
 
+def test_the_mark_lasts_until_the_user_edits(qtbot, window):
+    generate(qtbot, window, PROMPT, max_tokens=10, seed=7)
+    view = window.story_view
+    assert view.has_mark() and view.tokens
+    view.setFocus()
+    view.moveCursor(QTextCursor.End)
+    QTest.keyClicks(view, " And")
+    assert not view.has_mark() and not view.tokens
+    assert view.toPlainText().endswith(" And")
+
+
 def test_editing_is_blocked_while_generating(qtbot, window):
     blocked = []
     window.story_view.setPlainText(PROMPT)
@@ -167,7 +180,10 @@ def test_choosing_an_alternative_token_regenerates_from_there(qtbot, window):
     index = 3
     span = view.tokens[index]
     alternative = next(a for a in span.piece.alternatives if a[1] != span.piece.token)
-    window.on_story_view_token_clicked(index, window.pos())
+    cursor = view.textCursor()
+    cursor.setPosition(span.start)
+    rect = view.cursorRect(cursor)                      # click just right of the token's first character
+    QTest.mouseClick(view.viewport(), Qt.LeftButton, Qt.NoModifier, QPoint(rect.x() + 2, rect.center().y()))
     assert window.token_popup.isVisible() and window.token_popup.list.count() == len(span.piece.alternatives)
     row = [a[1] for a in span.piece.alternatives].index(alternative[1])
     prefix = view.toPlainText()[:view.token_start_offset(index)]
