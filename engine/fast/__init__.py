@@ -6,8 +6,8 @@ gives a ``FastSession`` with a preallocated KV cache (``session.py``). One token
 into compiled code over all layers (``forward.py``); a prompt runs many tokens per pass through
 dequantized weight tiles and numpy's BLAS.
 
-numba's on-disk cache lives under the user cache dir (or ``$NEOX_WRITER_HOME/cache``), so only
-the first run of a weight type pays for compilation. That has to be decided before numba is
+numba's on-disk cache lives under the user cache dir (or ``$NEOX_WRITER_HOME/cache``), in a folder
+per version of these sources, so only the first run of a weight type pays for compilation. That has to be decided before numba is
 imported, hence the code above the imports.
 """
 from __future__ import annotations
@@ -15,12 +15,31 @@ from __future__ import annotations
 import os
 
 
+def _sources_digest() -> str:
+    """A digest of this package's sources.
+
+    numba checks a cached function against its own file's timestamp only, not against the files
+    of the functions it calls: after an edit of matvec.py the cached forward pass of forward.py
+    would still run the old kernels. A cache folder per version of the sources rules that out.
+    """
+    import hashlib
+    folder = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha1()
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()[:12]
+
+
 def _cache_dir() -> str:
     home = os.environ.get("NEOX_WRITER_HOME")
     if home:
-        return os.path.join(home, "cache", "numba")
-    from platformdirs import user_cache_dir
-    return os.path.join(user_cache_dir("NeoXWriter"), "numba")
+        base = os.path.join(home, "cache", "numba")
+    else:
+        from platformdirs import user_cache_dir
+        base = os.path.join(user_cache_dir("NeoXWriter"), "numba")
+    return os.path.join(base, _sources_digest())
 
 
 if not os.environ.get("NUMBA_CACHE_DIR"):
