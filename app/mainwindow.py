@@ -366,8 +366,9 @@ class MainWindow(QMainWindow):
         if not s.get("window_geometry"):
             self.resize(1280, 800)
         if not s.get("window_state"):   # first run: room for model names and sampler labels
+            em = self.fontMetrics().horizontalAdvance("M")
             QTimer.singleShot(0, lambda: self.resizeDocks([self.docks["models"], self.docks["sampling"]],
-                                                          [390, 360], Qt.Horizontal))
+                                                          [em * 32, em * 30], Qt.Horizontal))
         self.mode_switch.setCurrentIndex(1 if s.get("mode") == "chat" else 0)
 
     # --- settings --------------------------------------------------------------------
@@ -470,7 +471,6 @@ class MainWindow(QMainWindow):
         self.settings.set("last_model", self.model_path)
         self.writer.write(settings_path(), self.settings.to_bytes())
         self._update_actions()
-        self.statusBar().showMessage(f"Loaded {name}", 4000)
         freeze_heap()
         self.modelLoaded.emit(info)
         if self.docks["context"].isVisible():

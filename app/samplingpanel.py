@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QInputDialog,
                                QPlainTextEdit, QPushButton, QScrollArea, QSlider, QSpinBox,
                                QVBoxLayout, QWidget)
@@ -124,7 +124,10 @@ class SamplingPanel(QWidget):
         inner = QWidget()
         inner.setLayout(form)
         scroll = QScrollArea(widgetResizable=True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)   # sliders shrink instead
         scroll.setWidget(inner)
+        # never narrower than the rows need: the dock then cannot cut the spin boxes off
+        scroll.setMinimumWidth(inner.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 4)
         scroll.setFrameShape(QScrollArea.NoFrame)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -138,6 +141,10 @@ class SamplingPanel(QWidget):
             widget.valueChanged.connect(self.settingsChanged)
         self.stop_edit.textChanged.connect(self.settingsChanged)
 
+    def sizeHint(self) -> QSize:
+        # room for the longest label, a usable slider and a spin box
+        return QSize(self.fontMetrics().horizontalAdvance("M") * 30, 640)
+
     def _make_row(self, row: SamplerRow) -> QWidget:
         slider = QSlider(Qt.Horizontal, objectName=row.object_name)
         slider.setRange(round(row.minimum * row.scale), round(row.maximum * row.scale))
@@ -148,7 +155,8 @@ class SamplingPanel(QWidget):
         spin.setObjectName(row.object_name.replace("Slider", "Spin"))
         for w in (slider, spin):
             w.setToolTip(row.tip)
-        spin.setMinimumWidth(self.fontMetrics().horizontalAdvance("00000.00") + 24)
+        spin.setMinimumWidth(self.fontMetrics().horizontalAdvance("0000.00") + 24)
+        slider.setMinimumWidth(self.fontMetrics().horizontalAdvance("M") * 4)
         binding = _RowBinding(row, slider, spin)
         spin.valueChanged.connect(self.settingsChanged)
         self._bindings[row.name] = binding
