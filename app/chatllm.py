@@ -1,18 +1,22 @@
-"""The engine's thread: one worker QObject owns the model, tokenizer and generator.
+"""The engine's thread: one worker QObject owns the text source (local model or remote server).
 
 The GUI never calls the engine. `ChatLLM` (living in the GUI thread) moves an `LLMWorker`
-to its own QThread and talks to it only through queued signals: load, generate, preview.
-The worker reports back with signals too: model loaded or failed, batches of tokens,
-speed, the end of a generation, context previews. Stop is a `threading.Event` set directly
-from the GUI thread and checked by the generator every token, because the worker's event
-loop is busy while it generates.
+to its own QThread and talks to it only through queued signals: load, use a remote server,
+generate, preview. The worker reports back with signals too: model loaded or failed,
+batches of tokens, speed, the end of a generation, context previews. Stop is a
+`threading.Event` set directly from the GUI thread and checked by the generator every token
+(or, for a remote server, watched by the backend, which aborts and closes the stream),
+because the worker's event loop is busy while it generates.
+
+The worker does not care where text comes from: `app.textsource` puts the local engine and
+the remote backends behind one interface. When the API server is on, it shares the local
+model through `engine_lock` (see LLMWorker).
 
 Tokens are batched: the worker emits at most one `tokensReady` every `BATCH_SECONDS`, so a
 model writing hundreds of tokens per second does not flood the GUI's event loop.
 """
 from __future__ import annotations
 
-import copy
 import threading
 import time
 import traceback
@@ -21,7 +25,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from app.contextview import Prompt, build_prompt, describe
+from app.textsource import LocalSource, RemoteSource
 
 BATCH_SECONDS = 0.04          # at most ~25 token batches a second reach the GUI
 
@@ -74,12 +78,21 @@ def warm_up(model, generator) -> None:
 
 
 class LLMWorker(QObject):
-    """Lives in the engine thread: loads models and runs generations, reporting via signals."""
+    """Lives in the engine thread: loads models, connects to remote servers and runs
+    generations on whichever `TextSource` is active, reporting via signals.
 
-    modelLoaded = Signal(dict)                 # model.info() plus "tokenizer" and "approximate"
+    The local model may also be served to other programs by the API server (`served`, an
+    `app.server.EngineWorker` sharing this model): `engine_lock` is held around every local
+    generation and model swap, by this worker and by the server's worker alike, so the one
+    KV cache only ever serves one request. It is re-entrant so that a model swap can hand the
+    new model to the server inside the same critical section.
+    """
+
+    modelLoaded = Signal(dict)                 # source.info(): model.info() plus "path", "tokenizer", "remote", ...
     loadFailed = Signal(str, str)              # path, message
     tokensReady = Signal(int, list)            # request id, [TokenPiece]
     speedChanged = Signal(float)               # tokens per second of the running generation
+    generationWaiting = Signal(int, str)       # request id, why it has not started yet
     generationFinished = Signal(int, dict)     # request id, summary (stop reason, seed, speeds, ...)
     generationFailed = Signal(int, str)        # request id, message
     contextReady = Signal(object)              # Context
@@ -90,18 +103,33 @@ class LLMWorker(QObject):
         self.cancel = cancel
         self.threads = threads
         self.backend = backend
-        self.model = None
-        self.tokenizer = None
-        self.generator = None
-        self.model_path = ""
-        self._mirror = None    # follows the generator's ContextShifter for exact previews
+        self.engine_lock = threading.RLock()
+        self.local: LocalSource | None = None     # the model loaded in this process (kept while a remote is used)
+        self.source = None                        # the active TextSource: `local` or a RemoteSource
+        self.served = None                        # the API server's EngineWorker on `local`, or None
         self.tokens_generated = 0   # tokens of the running generation so far (read by tests and Stop)
+
+    # the local model's parts, for code that drives the engine directly (selftest, server)
+    @property
+    def model(self):
+        return self.local.model if self.local else None
+
+    @property
+    def tokenizer(self):
+        return self.local.tokenizer if self.local else None
+
+    @property
+    def generator(self):
+        return self.local.generator if self.local else None
+
+    @property
+    def model_path(self) -> str:
+        return self.local.path if self.local else ""
 
     @Slot(str, str)
     def on_load_requested(self, path: str, tokenizer_json: str) -> None:
         """Load a model; on failure keep the current one and report the engine's message."""
         from engine import load_model
-        from engine.context import ContextShifter
         from engine.generator import Generator
         from engine.tokenizer import load_tokenizer
         try:
@@ -113,112 +141,132 @@ class LLMWorker(QObject):
         except Exception as e:   # noqa: BLE001 - every failure is shown to the user, the old model stays
             self.loadFailed.emit(path, _message(e))
             return
-        old = self.model
-        self.model, self.tokenizer, self.generator = model, tokenizer, generator
-        self.model_path = path
-        self._mirror = ContextShifter()
-        if old is not None and hasattr(old, "close"):
-            old.close()
-        info = dict(model.info())
-        info["tokenizer"] = str(tok_path) if tok_path else "rebuilt from the model's vocabulary"
-        info["approximate"] = bool(getattr(tokenizer, "approximate", tok_path is None))
-        info["path"] = path
-        self.modelLoaded.emit(info)
+        local = LocalSource(model, tokenizer, generator, path,
+                            str(tok_path) if tok_path else "rebuilt from the model's vocabulary",
+                            bool(getattr(tokenizer, "approximate", tok_path is None)))
+        # waits for a generation the API server may be running on the old model
+        with self.engine_lock:
+            old, self.local = self.local, local
+            if self.served is not None:
+                self.served.swap(model, tokenizer, generator, model_name=Path(path).stem)
+            if old is not None:
+                old.close()
+        self._activate(local)
 
-    def _prompt(self, request: GenerationRequest) -> Prompt:
-        return build_prompt(self.tokenizer, text=request.text, memory=request.memory,
-                            authors_note=request.authors_note, authors_note_depth=request.authors_note_depth,
-                            world_info=request.world_info, budget=self._n_ctx(request) - request.max_new_tokens,
-                            shift_fraction=self._mirror.shift_fraction)
+    @Slot(object)
+    def on_remote_requested(self, backend) -> None:
+        """Generate through a remote server's backend from now on (the local model stays loaded
+        for the API server until another model is loaded)."""
+        self._activate(RemoteSource(backend))
 
-    def _n_ctx(self, request: GenerationRequest) -> int:
-        return min(request.n_ctx or self.generator.n_ctx, self.generator.n_ctx)
+    def _activate(self, source) -> None:
+        previous, self.source = self.source, source
+        if previous is not None and previous.remote and previous is not source:
+            previous.close()
+        self.modelLoaded.emit(source.info())
 
     @Slot(object)
     def on_preview_requested(self, request: GenerationRequest) -> None:
         """Build the context the next generation would use, without generating."""
-        if self.generator is None:
+        if self.source is None:
             self.contextFailed.emit("No model is loaded.")
             return
         try:
-            prompt = self._prompt(request)
-            n_ctx = self._n_ctx(request)
-            window = copy.deepcopy(self._mirror).fit(
-                self.tokenizer.encode(prompt.memory) if prompt.memory else [],
-                self.tokenizer.encode(prompt.story) if prompt.story else [], n_ctx, request.max_new_tokens)
-            self.contextReady.emit(describe(self.tokenizer, prompt, window, n_ctx - request.max_new_tokens))
-        except Exception as e:   # noqa: BLE001
+            self.contextReady.emit(self.source.preview(request))
+        except Exception as e:   # noqa: BLE001 - a remote error or a bad setting: shown in the view
             self.contextFailed.emit(_message(e))
+
+    def _wait_for_engine(self, rid: int) -> bool:
+        """Take the engine lock; while the API server holds it, say so and give up on Stop."""
+        if self.engine_lock.acquire(blocking=False):
+            return True
+        self.generationWaiting.emit(rid, "Waiting for the API server's generation to finish…")
+        while not self.engine_lock.acquire(timeout=0.05):
+            if self.cancel.is_set():
+                return False
+        return True
 
     @Slot(object)
     def on_generate_requested(self, request: GenerationRequest) -> None:
         """Run one generation, emitting token batches; the cancel event ends it within one token."""
         rid = request.request_id
-        if self.generator is None:
+        source = self.source
+        if source is None:
             self.generationFailed.emit(rid, "No model is loaded.")
             return
+        if not source.remote and not self._wait_for_engine(rid):
+            self.generationFinished.emit(rid, _summary(None))
+            return
+        self.tokens_generated = 0
         try:
-            prompt = self._prompt(request)
-            n_ctx = self._n_ctx(request)
-            events = self.generator.generate(prompt.story, request.settings, memory=prompt.memory,
-                                             max_tokens=request.max_new_tokens, stop=request.stop,
-                                             max_context=n_ctx, cancel=self.cancel)
-            # keep the mirror in step: the generator's shifter just made the same fit
-            self._mirror.fit(self.tokenizer.encode(prompt.memory) if prompt.memory else [],
-                             self.tokenizer.encode(prompt.story) if prompt.story else [], n_ctx,
-                             request.max_new_tokens)
-            self._stream(rid, events)
+            self._stream(rid, source, source.generate(request, self.cancel))
         except ValueError as e:          # a setting the user can change (SettingsError is one)
             self.generationFailed.emit(rid, _message(e))
-        except Exception as e:   # noqa: BLE001 - unexpected: keep the traceback for a bug report
-            traceback.print_exc()
-            self.generationFailed.emit(rid, _message(e))
+        except Exception as e:   # noqa: BLE001 - unexpected or a network failure
+            if not _is_remote_error(e):
+                traceback.print_exc()     # keep the traceback for a bug report
+            message = _message(e)
+            if self.tokens_generated:
+                message += f"\n\nThe {self.tokens_generated} tokens received before the error are kept in the story."
+            self.generationFailed.emit(rid, message)
+        finally:
+            if not source.remote:
+                self.engine_lock.release()
 
-    def _stream(self, rid: int, events) -> None:
+    def _stream(self, rid: int, source, events) -> None:
         batch: list[TokenPiece] = []
         last_emit = float("-inf")      # the first token goes out at once: it shows the model is writing
         started = None
         n = 0
-        self.tokens_generated = 0
-        decode_cache: dict[int, str] = {}
-        for event in events:
-            if not hasattr(event, "token"):          # the DoneEvent
-                if batch:
+        try:
+            for event in events:
+                if not hasattr(event, "token"):          # the DoneEvent
+                    if batch:
+                        self.tokensReady.emit(rid, batch)
+                    self.generationFinished.emit(rid, _summary(event))
+                    return
+                now = time.perf_counter()
+                if started is None:
+                    started = now
+                n += 1
+                self.tokens_generated = n
+                batch.append(TokenPiece(event.text, int(event.token), float(event.probability),
+                                        source.alternatives(event)))
+                if now - last_emit >= BATCH_SECONDS:
                     self.tokensReady.emit(rid, batch)
-                self.generationFinished.emit(rid, {
-                    "stop_reason": event.stop_reason, "seed": event.seed, "text": event.text,
-                    "gen_tokens": event.gen_tokens, "tokens_per_second": event.gen_tokens_per_s,
-                    "prompt_tokens": event.prompt_tokens, "prompt_tokens_reused": event.prompt_tokens_reused,
-                    "prompt_tokens_dropped": event.prompt_tokens_dropped,
-                    "prompt_tokens_per_second": event.prompt_tokens_per_s,
-                    "stop_sequence": event.stop_sequence})
-                return
-            now = time.perf_counter()
-            if started is None:
-                started = now
-            n += 1
-            self.tokens_generated = n
-            alternatives = tuple((self._piece(t, decode_cache), int(t), float(p)) for t, p in event.top)
-            batch.append(TokenPiece(event.text, int(event.token), float(event.probability), alternatives))
-            if now - last_emit >= BATCH_SECONDS:
+                    if n > 1 and now > started:
+                        self.speedChanged.emit((n - 1) / (now - started))
+                    batch = []
+                    last_emit = now
+        except Exception:
+            if batch:                  # what arrived before a failure is the user's story now
                 self.tokensReady.emit(rid, batch)
-                if n > 1 and now > started:
-                    self.speedChanged.emit((n - 1) / (now - started))
-                batch = []
-                last_emit = now
-
-    def _piece(self, token: int, cache: dict) -> str:
-        text = cache.get(token)
-        if text is None:
-            text = cache[token] = self.tokenizer.decode([int(token)])
-        return text
+            raise
 
     @Slot()
     def on_reset_requested(self) -> None:
         """Another story was opened: forget the cached prompt."""
-        if self.generator is not None:
-            self.generator.reset()
-            self._mirror.reset()
+        if self.source is not None:
+            with self.engine_lock:
+                self.source.reset()
+
+
+def _summary(event) -> dict:
+    """The window's summary of a finished generation (None: stopped before it started)."""
+    if event is None:
+        return {"stop_reason": "cancelled", "seed": None, "text": "", "gen_tokens": 0, "tokens_per_second": 0.0,
+                "prompt_tokens": 0, "prompt_tokens_reused": 0, "prompt_tokens_dropped": 0,
+                "prompt_tokens_per_second": 0.0, "stop_sequence": None}
+    return {"stop_reason": event.stop_reason, "seed": event.seed, "text": event.text,
+            "gen_tokens": event.gen_tokens, "tokens_per_second": event.gen_tokens_per_s,
+            "prompt_tokens": event.prompt_tokens, "prompt_tokens_reused": event.prompt_tokens_reused,
+            "prompt_tokens_dropped": event.prompt_tokens_dropped,
+            "prompt_tokens_per_second": event.prompt_tokens_per_s, "stop_sequence": event.stop_sequence}
+
+
+def _is_remote_error(e: Exception) -> bool:
+    from app.remote import RemoteError
+    return isinstance(e, RemoteError)
 
 
 def _message(e: Exception) -> str:
@@ -230,6 +278,7 @@ class ChatLLM(QObject):
     """The GUI's handle on the engine thread: call `load`, `generate`, `stop`; connect to the signals."""
 
     loadRequested = Signal(str, str)
+    remoteRequested = Signal(object)
     generateRequested = Signal(object)
     previewRequested = Signal(object)
     resetRequested = Signal()
@@ -242,6 +291,7 @@ class ChatLLM(QObject):
         self.worker = LLMWorker(self.cancel, threads, backend)
         self.worker.moveToThread(self.thread)
         self.loadRequested.connect(self.worker.on_load_requested)
+        self.remoteRequested.connect(self.worker.on_remote_requested)
         self.generateRequested.connect(self.worker.on_generate_requested)
         self.previewRequested.connect(self.worker.on_preview_requested)
         self.resetRequested.connect(self.worker.on_reset_requested)
@@ -257,6 +307,11 @@ class ChatLLM(QObject):
         """Load a model (and its tokenizer.json if given, else one beside the file or rebuilt)."""
         self.loading = True
         self.loadRequested.emit(str(path), str(tokenizer_json or ""))
+
+    def use_remote(self, backend) -> None:
+        """Generate through a connected `app.remote` backend from now on (`modelLoaded` follows)."""
+        self.loading = True
+        self.remoteRequested.emit(backend)
 
     def generate(self, request: GenerationRequest) -> None:
         self.cancel.clear()

@@ -23,12 +23,16 @@ from app.chatllm import ChatLLM, GenerationRequest
 from app.chattemplates import TEMPLATES, strip_reply, template_for_model
 from app.chatview import ChatView
 from app.contextview import ContextView
+from app.keystore import KeyStore
 from app.memorypanel import MemoryPanel
 from app.modelpicker import ModelPicker, demo_model, emit_from_thread
+from app.remotedialog import RemoteDialog
 from app.samplingpanel import SamplingPanel
+from app.serverpanel import LocalServer, ServerPanel
 from app.settings import Settings, settings_path
 from app.story import ChatTurn, Generation, Story, StoryFormatError, kobold_bytes, load_story, story_bytes
 from app.storyview import StoryView
+from app.textsource import model_label
 from app.tokenprobs import TokenProbsPopup
 
 STORY_FILTER = "NeoX Writer stories (*.neoxstory.json *.json);;All files (*)"
@@ -134,6 +138,8 @@ class MainWindow(QMainWindow):
         self.recovery = None
         self.error_box: QMessageBox | None = None
         self._questions: dict = {}             # open question boxes -> (on_yes, on_no)
+        self.keystore = KeyStore()             # API keys (remote servers, our server) stay out of settings
+        self.remote_dialog: RemoteDialog | None = None
 
         self.writer = FileWriter(self)
         self.writer.failed.connect(self.on_writer_failed)
@@ -143,6 +149,7 @@ class MainWindow(QMainWindow):
         worker.loadFailed.connect(self.on_worker_load_failed)
         worker.tokensReady.connect(self.on_worker_tokens_ready)
         worker.speedChanged.connect(self.on_worker_speed_changed)
+        worker.generationWaiting.connect(self.on_worker_generation_waiting)
         worker.generationFinished.connect(self.on_worker_generation_finished)
         worker.generationFailed.connect(self.on_worker_generation_failed)
         worker.contextReady.connect(self.on_worker_context_ready)
@@ -197,18 +204,26 @@ class MainWindow(QMainWindow):
         self.context_view.refresh_button.clicked.connect(self.on_context_refresh_clicked)
         self.model_picker = ModelPicker()
         self.model_picker.modelChosen.connect(self.on_model_picker_model_chosen)
+        self.model_picker.remoteRequested.connect(self.on_model_picker_remote_requested)
+        self.local_server = LocalServer(self.llm.worker, self)
+        self.local_server.started.connect(self.on_local_server_changed)
+        self.local_server.stopped.connect(self.on_local_server_changed)
+        self.local_server.failed.connect(self.on_local_server_failed)
+        self.server_panel = ServerPanel(self.local_server, self.settings, self.keystore, self.write_settings)
 
         self.docks = {}
         for key, title, widget, area in (("models", "Models", self.model_picker, Qt.LeftDockWidgetArea),
                                          ("sampling", "Sampling", self.sampling, Qt.RightDockWidgetArea),
                                          ("memory", "Memory · World info", self.memory, Qt.RightDockWidgetArea),
-                                         ("context", "Context", self.context_view, Qt.RightDockWidgetArea)):
+                                         ("context", "Context", self.context_view, Qt.RightDockWidgetArea),
+                                         ("server", "API server", self.server_panel, Qt.RightDockWidgetArea)):
             dock = QDockWidget(title, self, objectName=f"{key}Dock")
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
             self.docks[key] = dock
         self.tabifyDockWidget(self.docks["sampling"], self.docks["memory"])
         self.tabifyDockWidget(self.docks["memory"], self.docks["context"])
+        self.tabifyDockWidget(self.docks["context"], self.docks["server"])
         self.docks["sampling"].raise_()
         self.docks["context"].visibilityChanged.connect(self.on_context_dock_visibility_changed)
 
@@ -278,6 +293,9 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(a("Open &model file…", self.model_picker.on_open_file_clicked, "Ctrl+Shift+O",
                               name="openModelAction"))
+        file_menu.addAction(a("&Remote server…", self.on_model_picker_remote_requested,
+                              tip="Write with a model on a KoboldCpp, llama.cpp or OpenAI-compatible server",
+                              name="remoteServerAction"))
         file_menu.addSeparator()
         file_menu.addAction(a("&Quit", self.close, QKeySequence.Quit, name="quitAction"))
         edit_menu = menu.addMenu("&Edit")
@@ -287,6 +305,9 @@ class MainWindow(QMainWindow):
         for action in (self.generate_action, self.stop_action, self.retry_action):
             gen_menu.addAction(action)
         gen_menu.addAction(a("Switch story/chat", self.on_toggle_mode_triggered, "Ctrl+M", name="toggleModeAction"))
+        server_menu = menu.addMenu("&Server")
+        server_menu.addAction(self.server_panel.action)
+        server_menu.addAction(self.docks["server"].toggleViewAction())
         view_menu = menu.addMenu("&View")
         for dock in self.docks.values():
             view_menu.addAction(dock.toggleViewAction())
@@ -344,11 +365,12 @@ class MainWindow(QMainWindow):
         self.context_label = QLabel("", objectName="contextLabel")
         self.tokens_per_second_label = QLabel("– tok/s", objectName="tokensPerSecondLabel")
         self.memory_label = QLabel("", objectName="memoryLabel")
+        self.server_label = QLabel("", objectName="serverLabel", visible=False)
         self.load_progress = QProgressBar(objectName="loadProgress", visible=False, maximumWidth=120)
         self.load_progress.setRange(0, 0)
         for w in (self.model_label, self.load_progress):
             bar.addWidget(w)
-        for w in (self.context_label, self.tokens_per_second_label, self.memory_label):
+        for w in (self.server_label, self.context_label, self.tokens_per_second_label, self.memory_label):
             bar.addPermanentWidget(w)
         self.on_memory_timer_timeout()
 
@@ -382,6 +404,10 @@ class MainWindow(QMainWindow):
         if self.model_path:
             s.set("last_model", self.model_path)
         self.writer.write(settings_path(), s.to_bytes())
+
+    def write_settings(self) -> None:
+        """Write the settings file now (on the writer thread)."""
+        self.writer.write(settings_path(), self.settings.to_bytes())
 
     def set_font_size(self, points: int, save: bool = True) -> None:
         points = max(7, min(40, int(points)))
@@ -459,17 +485,22 @@ class MainWindow(QMainWindow):
     def on_worker_model_loaded(self, info: dict) -> None:
         self.load_progress.setVisible(False)
         self.model_info = info
-        self.model_path = info.get("path", "")
-        name = Path(self.model_path).name
+        remote = bool(info.get("remote"))
+        name = model_label(info)
         self._show_model_label(info)
         self.sampling.set_context_limit(int(info.get("n_ctx", 2048)))
+        self.sampling.set_supported(frozenset(info.get("supported_samplers", ())) if remote else None,
+                                    info.get("kind", ""))
         self.context_label.setText(f"context 0 / {info.get('n_ctx')}")
         self.story.model_id = name
-        template = template_for_model(name)
+        template = template_for_model(info.get("model", name) if remote else name)
         if not self.story.chat_turns:
             self.chat_view.set_template(template.name)
-        self.settings.set("last_model", self.model_path)
-        self.writer.write(settings_path(), self.settings.to_bytes())
+        if not remote:             # a server address is remembered by the remote dialog instead
+            self.model_path = info.get("path", "")
+            self.settings.set("last_model", self.model_path)
+        self.write_settings()
+        self.server_panel.on_model_loaded(info)
         self._update_actions()
         freeze_heap()
         self.modelLoaded.emit(info)
@@ -477,6 +508,10 @@ class MainWindow(QMainWindow):
             self.refresh_context()
 
     def _show_model_label(self, info: dict) -> None:
+        if info.get("remote"):
+            self.model_label.setText(f"{info.get('model') or '?'} · {info.get('kind')} · {info.get('path')}")
+            self.model_label.setToolTip(info.get("describe", ""))
+            return
         era = era_label(info)
         self.model_label.setText(f"{Path(info.get('path', '')).name} · {era} · {info.get('weight_type', '?')}")
         self.model_label.setToolTip(f"{info.get('path')}\nbackend: {info.get('backend')}\n"
@@ -491,6 +526,42 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self.show_error("Could not load the model", message)
         self.modelLoadFailed.emit(message)
+
+    def on_model_picker_remote_requested(self) -> None:
+        self.open_remote_dialog()
+
+    def open_remote_dialog(self) -> RemoteDialog:
+        """Show the "Remote server…" dialog (non-modal); choosing a server calls `use_remote`."""
+        if self.remote_dialog is not None:
+            self.remote_dialog.deleteLater()
+        dialog = RemoteDialog(self.settings, self.keystore, self)
+        dialog.backendChosen.connect(self.on_remote_dialog_backend_chosen)
+        dialog.open()
+        self.remote_dialog = dialog
+        return dialog
+
+    def on_remote_dialog_backend_chosen(self, backend) -> None:
+        self.use_remote(backend)
+
+    def use_remote(self, backend) -> None:
+        """Generate through a connected remote backend; `modelLoaded` fires with its info."""
+        if self.busy():
+            self.show_error("Remote server", "A generation is running; stop it first.")
+            return
+        self.model_label.setText(f"Connecting to {backend.url}…")
+        self.llm.use_remote(backend)
+        self.write_settings()
+        self._update_actions()
+
+    # --- the local API server ----------------------------------------------------------
+    def on_local_server_changed(self, *args) -> None:
+        text = self.server_panel.status_text()
+        self.server_label.setText(text)
+        self.server_label.setVisible(bool(text))
+
+    def on_local_server_failed(self, message: str) -> None:
+        self.on_local_server_changed()
+        self.statusBar().showMessage(message, 8000)
 
     # --- generation ------------------------------------------------------------------
     def mode(self) -> str:
@@ -571,6 +642,10 @@ class MainWindow(QMainWindow):
         else:
             text = "".join(p.text for p in gen["pieces"])
             self.chat_view.set_reply_text(strip_reply(text, gen["stops"]) if text.strip() else "…")
+
+    def on_worker_generation_waiting(self, request_id: int, message: str) -> None:
+        if self._gen is not None and self._gen["id"] == request_id:
+            self.statusBar().showMessage(message)
 
     def on_worker_speed_changed(self, tokens_per_second: float) -> None:
         self.tokens_per_second_label.setText(f"{tokens_per_second:.1f} tok/s")
@@ -1049,6 +1124,8 @@ class MainWindow(QMainWindow):
         """End the engine thread and finish queued file writes (idempotent; also for an exit
         that did not go through closeEvent)."""
         self.autosave_timer.stop()
+        self.llm.stop()               # the server's generation may be waiting for ours
+        self.local_server.stop(wait=True)
         self.llm.shutdown()
         self.writer.wait()
 

@@ -1,4 +1,5 @@
-"""The model picker: installed models first, then the catalog with sizes and Download, and "Open file…".
+"""The model picker: installed models first, then the catalog with sizes and Download, "Open file…"
+and "Remote server…" (the window opens `app.remotedialog`).
 
 Each row's last column is its action (Load, Download, Cancel while downloading; the size
 column shows the progress), drawn as link text rather than a button widget per row, so
@@ -51,6 +52,7 @@ class ModelPicker(QWidget):
     """Lists installed and downloadable models; emits `modelChosen(path, tokenizer_json)`."""
 
     modelChosen = Signal(str, str)              # model file, tokenizer.json ("" = find or rebuild)
+    remoteRequested = Signal()                  # "Remote server…": the window opens the connect dialog
     statusesReady = Signal(list, str)           # [(kind, id, label, size, path, tokenizer)], error
     downloadProgress = Signal(str, int, int, str)   # id, done, total (0 unknown), phase
     downloadFinished = Signal(str, str)         # id, error ("" = success)
@@ -79,8 +81,12 @@ class ModelPicker(QWidget):
         open_button.clicked.connect(self.on_open_file_clicked)
         refresh = QPushButton("Refresh", objectName="refreshModelsButton")
         refresh.clicked.connect(self.on_refresh_clicked)
+        remote = QPushButton("Remote server…", objectName="remoteServerButton")
+        remote.setToolTip("Write with a model on a KoboldCpp, llama.cpp or OpenAI-compatible server")
+        remote.clicked.connect(self.remoteRequested)
         buttons = QHBoxLayout()
         buttons.addWidget(open_button)
+        buttons.addWidget(remote)
         buttons.addWidget(refresh)
         buttons.addStretch(1)
         layout = QVBoxLayout(self)

@@ -204,6 +204,24 @@ class SamplingPanel(QWidget):
     def set_stop_sequences(self, stops: list[str]) -> None:
         self.stop_edit.setPlainText("\n".join(s.replace("\n", "\\n") for s in stops))
 
+    def set_supported(self, names, server: str = "") -> None:
+        """Grey out the samplers a remote server ignores (`names`: the SamplerSettings fields it
+        honours; None: all, the local engine)."""
+        for name, binding in self._bindings.items():
+            ok = names is None or name in names
+            for widget in (binding.slider, binding.spin):
+                widget.setEnabled(ok)
+                widget.setToolTip(binding.row.tip if ok else f"{server or 'This server'} does not support "
+                                  f"{binding.row.label.lower()}; the value is not used")
+        seed_ok = names is None or "seed" in names
+        self.seed_spin.setEnabled(seed_ok)
+        self.seed_spin.setToolTip("-1 = a new random seed each time; any other value repeats the same text"
+                                  if seed_ok else f"{server or 'This server'} does not take a seed")
+
+    def unsupported(self) -> list[str]:
+        """Names of the samplers currently greyed out."""
+        return [name for name, b in self._bindings.items() if not b.spin.isEnabled()]
+
     def set_context_limit(self, n_ctx: int) -> None:
         """The loaded model's context length caps the context size."""
         was_full = self.context_spin.value() >= self.context_spin.maximum()

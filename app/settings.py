@@ -28,6 +28,10 @@ DEFAULTS = {
     "threads": 0,                 # 0 = the engine's choice
     "mode": "story",
     "autosave_seconds": 30,
+    "server_enabled": False,      # the local API server was on: start it with the next model
+    "server_host": "127.0.0.1",
+    "server_port": 5001,          # its key is in the KeyStore, never here
+    "remote_url": "",             # the last remote server connected to (its key: KeyStore)
 }
 
 

@@ -1,9 +1,14 @@
 """The token alternatives popup: a clicked token's top candidates with their probabilities.
 
+Local tokens come with ids; a remote server's alternatives are text only (id -1), so the
+chosen one is recognised by its id when there is one and by its text otherwise.
+
 Picking a different candidate emits `alternativeChosen`; the window then replaces the token
 with it and generates again from there.
 """
 from __future__ import annotations
+
+import math
 
 from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtWidgets import QFrame, QLabel, QListWidget, QListWidgetItem, QVBoxLayout
@@ -14,10 +19,15 @@ def show_token(text: str) -> str:
     return text.replace(" ", "·").replace("\n", "↵").replace("\t", "→") or "∅"
 
 
+def percent(p: float) -> str:
+    """A probability as a percentage; "?" when the server did not say (NaN)."""
+    return "?" if math.isnan(p) else f"{p:.1%}"
+
+
 class TokenProbsPopup(QFrame):
     """A small popup list of alternatives for one generated token."""
 
-    alternativeChosen = Signal(int, str, int)    # token index, replacement text, token id
+    alternativeChosen = Signal(int, str, int)    # token index, replacement text, token id (-1: text only)
 
     def __init__(self, parent=None):
         super().__init__(parent, Qt.Popup)
@@ -36,12 +46,13 @@ class TokenProbsPopup(QFrame):
     def show_for(self, index: int, piece, at: QPoint | None = None) -> None:
         """Fill the list for token `index` (a chatllm.TokenPiece) and show it at `at`."""
         self._index = index
-        self.title.setText(f"Token {show_token(piece.text)!s} — {piece.probability:.1%}")
+        self.title.setText(f"Token {show_token(piece.text)!s} — {percent(piece.probability)}")
         self.list.clear()
         for text, token, prob in piece.alternatives:
-            item = QListWidgetItem(f"{show_token(text)}    {prob:6.1%}")
+            item = QListWidgetItem(f"{show_token(text)}    {percent(prob):>6}")
             item.setData(Qt.UserRole, (text, token))
-            if token == piece.token:
+            chosen = token == piece.token if token >= 0 else text == piece.text
+            if chosen:
                 font = item.font()
                 font.setBold(True)
                 item.setFont(font)
