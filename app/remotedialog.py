@@ -17,10 +17,15 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout
 from app.modelpicker import emit_from_thread
 
 
-def connect_to(url: str, api_key: str | None):
+# (label, app.remote.detect's kind): detection, or one API forced when detection guesses wrong
+KINDS = (("Detect", None), ("KoboldCpp API", "koboldcpp"), ("llama.cpp server", "llamacpp"),
+         ("OpenAI-compatible", "openai"))
+
+
+def connect_to(url: str, api_key: str | None, kind: str | None = None):
     """Detect the server at `url` and read its model list: (backend, models). Raises RemoteError."""
     from app.remote import detect
-    backend = detect(url, api_key or None)
+    backend = detect(url, api_key or None, kind=kind)
     return backend, backend.models()
 
 
@@ -45,6 +50,11 @@ class RemoteDialog(QDialog):
         self.key_edit = QLineEdit(objectName="remoteKeyEdit", echoMode=QLineEdit.Password)
         self.key_edit.setPlaceholderText("optional API key")
         self.connect_button = QPushButton("Connect", objectName="remoteConnectButton")
+        self.kind_picker = QComboBox(objectName="remoteKindPicker")
+        for label, kind in KINDS:
+            self.kind_picker.addItem(label, kind)
+        self.kind_picker.setToolTip("Which API to use; Detect asks the server (our own server and KoboldCpp "
+                                    "speak both KoboldCpp's and OpenAI's)")
         self.model_picker = QComboBox(objectName="remoteModelPicker", enabled=False)
         self.status = QLabel("Type the server's address and press Connect.", objectName="remoteStatusLabel",
                              wordWrap=True)
@@ -60,6 +70,7 @@ class RemoteDialog(QDialog):
         form = QFormLayout()
         form.addRow("Address", url_row)
         form.addRow("API key", self.key_edit)
+        form.addRow("API", self.kind_picker)
         form.addRow("Model", self.model_picker)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -90,7 +101,7 @@ class RemoteDialog(QDialog):
 
     def connect_to_server(self) -> None:
         """Detect the server on a thread; `on_detected` shows the outcome."""
-        url, key = self.url_edit.text().strip(), self.key_edit.text().strip()
+        url, key, kind = self.url_edit.text().strip(), self.key_edit.text().strip(), self.kind_picker.currentData()
         self._attempt += 1
         self.backend = None
         self.use_button.setEnabled(False)
@@ -101,7 +112,7 @@ class RemoteDialog(QDialog):
 
         def run():
             try:
-                backend, models = connect_to(url, key)
+                backend, models = connect_to(url, key, kind)
             except Exception as e:   # noqa: BLE001 - RemoteError, or a bad address: shown in the dialog
                 emit_from_thread(self.detected, attempt, None, [], str(e) or type(e).__name__)
             else:
