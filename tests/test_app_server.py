@@ -23,22 +23,12 @@ from PySide6.QtWidgets import QCheckBox, QLabel, QWidget  # noqa: E402
 
 from app.serverpanel import KEY_NAME  # noqa: E402
 from app.settings import Settings, settings_path  # noqa: E402
-from test_app_window import PROMPT, WAIT, find, generate, home, make_window, model_path  # noqa: E402,F401
+from test_app_window import PROMPT, WAIT, find, generate, home, make_window, model_path, window  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)
 def no_system_keyring(monkeypatch):
     monkeypatch.setattr("app.keystore._system_keyring", lambda: None)
-
-
-@pytest.fixture
-def window(qtbot, home, model_path):   # noqa: F811 - the imported fixtures are used here
-    w = make_window(qtbot, check_recovery=False)
-    with qtbot.waitSignal(w.modelLoaded, timeout=WAIT):
-        w.open_model(model_path)
-    qtbot.waitUntil(lambda: w.model_picker.tree.topLevelItemCount() > 0, timeout=WAIT)
-    yield w
-    w.close()
 
 
 def free_port() -> int:
