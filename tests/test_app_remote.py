@@ -189,3 +189,23 @@ def test_loading_a_local_model_after_a_remote_one(qtbot, window, remote, model_p
     with qtbot.waitSignal(window.writer.written, timeout=WAIT, check_params_cb=lambda p: p == str(settings_path())):
         window.save_settings()
     assert window.settings.get("last_model") == str(model_path)
+
+
+def test_the_context_view_counts_with_the_server_tokenizer(qtbot, window, remote, engine):
+    connect(qtbot, window, remote.url)
+    story = "The lighthouse keeper counted the ships that passed in the night, one by one, " * 3
+    window.story_view.setPlainText(story)
+    window.memory.memory_edit.setPlainText("[A sea story]")
+    window.memory.note_edit.setPlainText("Storm coming.")
+    window.memory.depth_spin.setValue(10)
+    with qtbot.waitSignal(window.contextShown, timeout=WAIT,     # (not an earlier preview of the empty story)
+                          check_params_cb=lambda c: any(p.kind == "author's note" for p in c.parts)) as shown:
+        window.refresh_context()
+    context = shown.args[0]
+    parts = {p.kind: p for p in context.parts}
+    assert parts["memory"].n_tokens == len(engine.tokenizer.encode(parts["memory"].text))
+    note = parts["author's note"]
+    assert "Storm coming." in note.text and note.n_tokens == len(engine.tokenizer.encode(note.text))
+    after = context.parts[-1]
+    assert after.kind == "story" and 5 <= len(engine.tokenizer.encode(after.text)) <= 15   # about 10 tokens deep
+    assert context.n_tokens == sum(p.n_tokens for p in context.parts)
