@@ -300,7 +300,9 @@ def test_event_loop_never_stalls_while_generating(qtbot, window):
     timer.start()
     generate(qtbot, window, PROMPT, max_tokens=100, seed=7)
     timer.stop()
-    assert len(gaps) > 10
+    # the tiny model writes 100 tokens in well under a second: a handful of ticks shows the timer
+    # ran across the generation (an idle machine gives dozens)
+    assert len(gaps) >= 5
     assert max(gaps) < 0.050, f"the GUI thread stalled for {max(gaps) * 1000:.0f} ms"
 
 
