@@ -90,6 +90,7 @@ class LLMWorker(QObject):
 
     modelLoaded = Signal(dict)                 # source.info(): model.info() plus "path", "tokenizer", "remote", ...
     loadFailed = Signal(str, str)              # path, message
+    loadStage = Signal(str)                    # what the load is doing now, for the status bar
     tokensReady = Signal(int, list)            # request id, [TokenPiece]
     speedChanged = Signal(float)               # tokens per second of the running generation
     generationWaiting = Signal(int, str)       # request id, why it has not started yet
@@ -137,6 +138,9 @@ class LLMWorker(QObject):
             tok_path = Path(tokenizer_json) if tokenizer_json else find_tokenizer_json(Path(path))
             tokenizer = load_tokenizer(model.vocab, str(tok_path) if tok_path else None, source=path)
             generator = Generator(model, tokenizer)
+            # The first start compiles the engine's kernels (up to a minute); later starts load
+            # them from the cache in about a second. Say so rather than look frozen.
+            self.loadStage.emit("Preparing the engine (the first start compiles it once; this can take a minute)…")
             warm_up(model, generator)
         except Exception as e:   # noqa: BLE001 - every failure is shown to the user, the old model stays
             self.loadFailed.emit(path, _message(e))

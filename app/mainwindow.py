@@ -147,6 +147,7 @@ class MainWindow(QMainWindow):
         worker = self.llm.worker
         worker.modelLoaded.connect(self.on_worker_model_loaded)
         worker.loadFailed.connect(self.on_worker_load_failed)
+        worker.loadStage.connect(self.on_worker_load_stage)
         worker.tokensReady.connect(self.on_worker_tokens_ready)
         worker.speedChanged.connect(self.on_worker_speed_changed)
         worker.generationWaiting.connect(self.on_worker_generation_waiting)
@@ -478,6 +479,11 @@ class MainWindow(QMainWindow):
         self.model_label.setText(f"Loading {Path(path).name}…")
         self.llm.load(path, tokenizer_json)
         self._update_actions()
+
+    def on_worker_load_stage(self, message: str) -> None:
+        """The engine thread reports what a running load is doing (e.g. compiling on first start)."""
+        if self.llm.loading:
+            self.model_label.setText(message)
 
     def on_model_picker_model_chosen(self, path: str, tokenizer_json: str) -> None:
         self.open_model(path, tokenizer_json)

@@ -491,3 +491,14 @@ def test_a_bad_setting_is_reported_and_the_story_stays_editable(qtbot, window):
     assert "max_tokens" in blocker.args[0]
     assert not window.busy() and not window.story_view.isReadOnly()
     assert window.story_view.toPlainText() == PROMPT and window.generate_action.isEnabled()
+
+
+def test_loading_says_when_it_prepares_the_engine(qtbot, home, model_path):
+    w = make_window(qtbot, check_recovery=False)
+    stages = []
+    w.llm.worker.loadStage.connect(stages.append)
+    with qtbot.waitSignal(w.modelLoaded, timeout=WAIT):
+        w.open_model(model_path)
+    assert any(s.startswith("Preparing the engine") for s in stages)
+    assert not w.model_label.text().startswith("Preparing")     # replaced once the model is ready
+    w.close()
