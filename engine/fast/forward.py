@@ -114,8 +114,9 @@ def rope_and_store(qkv, n, n_past, cos, sin, n_head, n_rot, kc, vc):
             if half > 0:
                 _rotate(q, cos[p], sin[p], half)
                 _rotate(k, cos[p], sin[p], half)
-            kc[p, h * hd:(h + 1) * hd] = k
-            vc[p, h * hd:(h + 1) * hd] = v
+            for d in range(hd):      # loops, not slice assignment: no shape check to compile
+                kc[p, h * hd + d] = k[d]
+                vc[p, h * hd + d] = v[d]
 
 
 @njit(nogil=True, fastmath=SAFE_FAST, cache=True)
@@ -174,7 +175,36 @@ def _two_matvecs(part, parts, wa, la, xa, sa, oa, wb, lb, xb, sb, ob, b_gelu):
                 ob[i] = _gelu(ob[i] + b_gelu[i])
 
 
+# The parallel regions are small functions of their own, each compiled once and called from
+# several places, rather than prange loops inside forward_token: numba outlines every prange
+# body into a separate function and compiles it with all the kernels it calls, so eight prange
+# loops there cost 28 s of the first run's compilation (now about 10 s for the whole token path).
+
+
 @njit(nogil=True, cache=True, parallel=True)
+def products(parts, wa, la, xa, sa, oa, wb, lb, xb, sb, ob, b_gelu):
+    """oa = Wa[la] @ xa and ob = Wb[lb] @ xb (GELU(ob + b_gelu) if b_gelu is not empty; lb < 0 skips b).
+
+    One parallel region over ``parts`` threads, each taking an equal share of the tiles of both.
+    xa and xb are overwritten (``prepare``); sa, sb are their block-sum buffers.
+    """
+    prepare(wa[0], xa, sa)
+    if lb >= 0:
+        prepare(wb[0], xb, sb)
+    for p in prange(parts):        # np.int64: prange makes p unsigned in the outlined body only
+        _two_matvecs(np.int64(p), parts, wa, la, xa, sa, oa, wb, lb, xb, sb, ob, b_gelu)
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def attention(parts, qkv, length, n_head, kc, vc, scores, out):
+    """Every head of one token over cache positions 0..length-1, the heads shared by ``parts`` threads."""
+    for p in prange(parts):
+        h0, h1 = _share(n_head, np.int64(p), parts)
+        for h in range(h0, h1):
+            _attend(qkv, length, h, n_head, kc, vc, scores[h], out)
+
+
+@njit(nogil=True, cache=True)
 def forward_token(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual,
                   n_head, n_rot, pos, cos, sin, kcache, vcache, x, bufs, scores, logits):
     """One token through every layer and the head: logits for position pos.
@@ -187,56 +217,40 @@ def forward_token(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel
     """
     h, h2, qkv, att, attn_out, up, down, xs1, xs2 = bufs
     no_bias = bu[0, :0]
+    skip = np.int64(-1)         # np.int64, not a literal: one compiled products() for every call
+    one, zero = np.int64(1), np.int64(0)
     n_layer = ln.shape[0]
     e = x.size
     n_ff = bu.shape[1]
-    hd = e // n_head
+    up_in = up[:n_ff]
     for layer in range(n_layer):
         layer_norm(x, ln[layer, 0], ln[layer, 1], h)
-        prepare(wq[0], h, xs1)
         if parallel_residual:        # the MLP reads x too: its up-projection runs beside QKV
             layer_norm(x, ln[layer, 2], ln[layer, 3], h2)
-            prepare(wu[0], h2, xs2)
-            for p in prange(parts):
-                _two_matvecs(p, parts, wq, layer, h, xs1, qkv, wu, layer, h2, xs2, up, bu[layer])
+            products(parts, wq, layer, h, xs1, qkv, wu, layer, h2, xs2, up, bu[layer])
         else:
-            for p in prange(parts):
-                _two_matvecs(p, parts, wq, layer, h, xs1, qkv, wu, -1, h2, xs2, up, no_bias)
-        add_bias(qkv.reshape((1, qkv.size)), 1, bqkv[layer])
-        rope_and_store(qkv.reshape((1, qkv.size)), 1, pos, cos, sin, n_head, n_rot, kcache[layer], vcache[layer])
-        for p in prange(parts):
-            h0, h1 = _share(n_head, p, parts)
-            for hh in range(h0, h1):
-                _attend(qkv, pos + 1, hh, n_head, kcache[layer], vcache[layer], scores[hh], att)
-        prepare(wo[0], att, xs1)
+            products(parts, wq, layer, h, xs1, qkv, wu, skip, h2, xs2, up, no_bias)
+        add_bias(qkv.reshape((1, qkv.size)), one, bqkv[layer])
+        rope_and_store(qkv.reshape((1, qkv.size)), one, pos, cos, sin, n_head, n_rot, kcache[layer], vcache[layer])
+        attention(parts, qkv, pos + 1, n_head, kcache[layer], vcache[layer], scores, att)
         if parallel_residual:
-            prepare(wd[0], up[:n_ff], xs2)
-            for p in prange(parts):
-                _two_matvecs(p, parts, wo, layer, att, xs1, attn_out, wd, layer, up[:n_ff], xs2, down, no_bias)
+            products(parts, wo, layer, att, xs1, attn_out, wd, layer, up_in, xs2, down, no_bias)
             b, b2 = bo[layer], bd[layer]
             for i in range(e):
                 x[i] = ((down[i] + b2[i]) + (attn_out[i] + b[i])) + x[i]
         else:
-            for p in prange(parts):
-                _two_matvecs(p, parts, wo, layer, att, xs1, attn_out, wd, -1, up, xs2, down, no_bias)
+            products(parts, wo, layer, att, xs1, attn_out, wd, skip, up_in, xs2, down, no_bias)
             b = bo[layer]
             for i in range(e):
                 x[i] += attn_out[i] + b[i]
             layer_norm(x, ln[layer, 2], ln[layer, 3], h2)
-            prepare(wu[0], h2, xs2)
-            for p in prange(parts):
-                _two_matvecs(p, parts, wu, layer, h2, xs2, up, wu, -1, h2, xs2, up, no_bias)
+            products(parts, wu, layer, h2, xs2, up, wu, skip, h2, xs2, up, no_bias)
             b = bu[layer]
             for i in range(n_ff):
                 up[i] = _gelu(up[i] + b[i])
-            prepare(wd[0], up[:n_ff], xs2)
-            for p in prange(parts):
-                _two_matvecs(p, parts, wd, layer, up[:n_ff], xs2, down, wd, -1, up, xs2, down, no_bias)
+            products(parts, wd, layer, up_in, xs2, down, wd, skip, up_in, xs2, down, no_bias)
             b = bd[layer]
             for i in range(e):
                 x[i] = (down[i] + b[i]) + x[i]
     layer_norm(x, lnf[0], lnf[1], h)
-    prepare(wh[0], h, xs1)
-    for p in prange(parts):
-        _two_matvecs(p, parts, wh, 0, h, xs1, logits, wh, -1, h, xs1, logits, no_bias)
-
+    products(parts, wh, zero, h, xs1, logits, wh, skip, h, xs1, logits, no_bias)

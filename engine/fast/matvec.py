@@ -264,13 +264,3 @@ def _n_tiles(a0):
     if a0.ndim == 3:
         return lambda a0: (a0.shape[1] + TILE - 1) // TILE
     return lambda a0: a0.shape[1]
-
-
-@njit(nogil=True, cache=True)
-def matvec_all(a0, a1, a2, a3, layer, x, xsum, out):
-    """out[:padded_rows] = W[layer] @ x on the calling thread (the prompt path's last-row head).
-
-    x is overwritten (``prepare``).
-    """
-    prepare(a0, x, xsum)
-    matvec(a0, a1, a2, a3, layer, x, xsum, out, 0, n_tiles(a0))

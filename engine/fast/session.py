@@ -11,8 +11,7 @@ import time
 
 import numpy as np
 
-from engine.fast.forward import forward_token, rope_tables
-from engine.fast.matvec import matvec_all
+from engine.fast.forward import forward_token, products, rope_tables
 from engine.fast.prompt import TileDecoder, forward_prompt
 from engine.fast.repack import pack_matrices
 from engine.fast.threads import ThreadChooser, apply_threads, resolve_threads, single_threaded_blas
@@ -166,6 +165,9 @@ class FastSession:
                 self._decoder.matmul(m.head, 0, h, logits)
                 out.append(logits[:, :v])
             elif start + PROMPT_CHUNK >= len(tokens):
-                matvec_all(*m.head.arrays, 0, np.ascontiguousarray(h[-1]), self._bufs[7], self._logits)
+                # the token path's compiled products(), with the same argument types: no extra compile
+                last = np.ascontiguousarray(h[-1])
+                products(self.model.threads, m.head.arrays, 0, last, self._bufs[7], self._logits,
+                         m.head.arrays, -1, last, self._bufs[7], self._logits, m.b_up[0, :0])
                 return self._logits[:v].copy()
         return np.concatenate(out)
