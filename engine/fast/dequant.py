@@ -5,11 +5,15 @@ each weight once per prompt chunk, a few MiB at a time, and handing the float ti
 faster than N matrix x vector passes. The tiled types decode to ``Wt[cols, rows_of_tiles]``
 (x @ Wt gives the outputs), since that is the order the tiles store; f16 decodes rows to
 ``W[rows, cols]`` (x @ W.T).
+
+The functions are serial: the prompt path's workers each decode their own group of rows (one
+numba thread each), and a prange here would only cost compilation time (an outlined body per
+function, compiled with everything it calls) on the first run.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from engine.fast.matvec import HALF, QK, QK16_HALF, as_float, half_to_float
 
@@ -45,27 +49,27 @@ def _nibble_tile(qs, d, m, qh, layer, t, half, out, col0):
                     hi_row[r] = scale * (hi + offset)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True)
 def dequant_nibbles(qs, d, m, qh, layer, t0, t1, out):
     """Tiles t0..t1-1 of a q4_0/q4_1/q5_0/q5_1 matrix -> out[cols, (t1-t0)*TILE]."""
     tile = qs.shape[4]
-    for t in prange(t0, t1):
+    for t in range(t0, t1):
         _nibble_tile(qs, d, m, qh, layer, t, HALF, out, (t - t0) * tile)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True)
 def dequant_nibbles16(qs, d, m, qh, layer, t0, t1, out):
     """Tiles t0..t1-1 of a q4_2/q4_3 matrix -> out[cols, (t1-t0)*TILE]."""
     tile = qs.shape[4]
-    for t in prange(t0, t1):
+    for t in range(t0, t1):
         _nibble_tile(qs, d, m, qh, layer, t, QK16_HALF, out, (t - t0) * tile)
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True)
 def dequant_q8_0(qs, d, m, qh, layer, t0, t1, out):
     """Tiles t0..t1-1 of a q8_0 matrix -> out[cols, (t1-t0)*TILE]."""
     nb, tile = qs.shape[2], qs.shape[4]
-    for t in prange(t0, t1):
+    for t in range(t0, t1):
         col0 = (t - t0) * tile
         for b in range(nb):
             qb = qs[layer, t, b]
@@ -75,11 +79,11 @@ def dequant_q8_0(qs, d, m, qh, layer, t0, t1, out):
                     row[r] = as_float(d[layer, t, b, r]) * np.float32(qb[j, r])
 
 
-@njit(nogil=True, cache=True, parallel=True)
+@njit(nogil=True, cache=True)
 def dequant_f16_rows(w, layer, r0, r1, out):
     """Rows r0..r1-1 of an f16 matrix -> out[r1-r0, cols]."""
     cols = w.shape[2]
-    for r in prange(r0, r1):
+    for r in range(r0, r1):
         src = w[layer, r]
         dst = out[r - r0]
         for k in range(cols):
