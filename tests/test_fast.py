@@ -226,3 +226,38 @@ def test_thread_chooser_follows_the_faster_mode():
     assert used[-100:].count(2) >= 90        # back on 2 threads once they are faster
     single = ThreadChooser(1)
     assert {single.choose() for _ in range(5)} == {1}
+
+
+@pytest.mark.parametrize("has_min", [False, True], ids=["q5_0", "q5_1"])
+def test_q5_kernel_matches_dequantized_matrix(has_min):
+    """The 5-bit kernel (fifth bits through per-vector tables) against a plain float matrix product.
+
+    Every bit of every qh field is random, so each of the four table bytes is exercised.
+    """
+    from engine.fast.forward import products
+    from engine.fast.matvec import xsum_floats
+    from engine.fast.repack import TILE
+
+    rng = np.random.default_rng(5)
+    rows, cols = 2 * TILE, 96
+    tiles, nb = rows // TILE, cols // 32
+    qs = rng.integers(0, 256, (1, tiles, nb, 16, TILE), dtype=np.uint8)
+    qh = rng.integers(0, 2 ** 32, (1, tiles, nb, TILE), dtype=np.uint32)
+    d16 = rng.uniform(0.01, 0.1, (1, tiles, nb, TILE)).astype(np.float16)
+    m16 = rng.uniform(-1, 1, (1, tiles, nb, TILE)).astype(np.float16)
+    m = m16.view(np.uint16) if has_min else np.zeros((1, 1, 1, 1), np.uint16)
+    w = (qs, d16.view(np.uint16), m, qh)
+    # the matrix as floats: element j of a block is its byte's low nibble (j < 16) or high
+    # nibble (j >= 16), plus 16 times bit j of qh
+    nib = np.concatenate([qs & 15, qs >> 4], axis=3).astype(np.float32)         # [1, T, nb, 32, TILE]
+    bits = (qh[:, :, :, None, :] >> np.arange(32, dtype=np.uint32)[None, None, None, :, None]) & 1
+    q = nib + 16 * bits
+    d, mins = d16.astype(np.float32)[:, :, :, None, :], m16.astype(np.float32)[:, :, :, None, :]
+    vals = d * q + mins if has_min else d * (q - 16)
+    dense = vals[0].transpose(0, 3, 1, 2).reshape(rows, cols)                     # [T, TILE, nb, 32]
+    x = rng.standard_normal(cols).astype(np.float32)
+    expected = dense.astype(np.float64) @ x.astype(np.float64)
+    xsum = np.zeros(xsum_floats(cols, True), np.float32)
+    out = np.zeros(rows, np.float32)
+    products(1, w, 0, x.copy(), xsum, out, w, -1, x.copy(), xsum, out, np.zeros(0, np.float32))
+    assert np.max(np.abs(out - expected)) < 1e-4 * np.max(np.abs(expected))

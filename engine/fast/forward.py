@@ -188,9 +188,9 @@ def products(parts, wa, la, xa, sa, oa, wb, lb, xb, sb, ob, b_gelu):
     One parallel region over ``parts`` threads, each taking an equal share of the tiles of both.
     xa and xb are overwritten (``prepare``); sa, sb are their block-sum buffers.
     """
-    prepare(wa[0], xa, sa)
+    prepare(wa, xa, sa)
     if lb >= 0:
-        prepare(wb[0], xb, sb)
+        prepare(wb, xb, sb)
     for p in prange(parts):        # np.int64: prange makes p unsigned in the outlined body only
         _two_matvecs(np.int64(p), parts, wa, la, xa, sa, oa, wb, lb, xb, sb, ob, b_gelu)
 

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from engine.fast.forward import forward_token, products, rope_tables
+from engine.fast.matvec import xsum_floats
 from engine.fast.prompt import TileDecoder, forward_prompt
 from engine.fast.repack import pack_matrices
 from engine.fast.threads import ThreadChooser, apply_threads, resolve_threads, single_threaded_blas
@@ -102,11 +103,12 @@ class FastSession:
         self.cos, self.sin = rope_tables(n_ctx, c.n_rot)
         self._x = np.zeros(e, np.float32)
         vector = lambda n: np.zeros(max(n, e), np.float32)      # noqa: E731
+        # block sums of the longest input (the MLP's 4h), plus the 5th-bit tables of q5 matrices
+        xsum = xsum_floats(model.up.rows, any(m.arrays[3].size > 1 for m in model.matrices))
         # h, h2 (LayerNorm outputs), qkv, att, attn_out, up, down, and two block-sum buffers
         self._bufs = (vector(e), vector(e), vector(model.qkv.padded_rows), vector(e),
                       vector(model.dense.padded_rows), vector(model.up.padded_rows),
-                      vector(model.down.padded_rows), vector(model.up.rows // 16 + 1),
-                      vector(model.up.rows // 16 + 1))
+                      vector(model.down.padded_rows), vector(xsum), vector(xsum))
         self._scores = np.zeros((c.n_head, n_ctx), np.float32)
         self._logits = np.zeros(model.head.padded_rows, np.float32)
         self._decoder = TileDecoder(model.threads)
