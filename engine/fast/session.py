@@ -16,6 +16,7 @@ from engine.fast.matvec import xsum_floats
 from engine.fast.prompt import TileDecoder, forward_prompt
 from engine.fast.repack import pack_matrices
 from engine.fast.threads import ThreadChooser, apply_threads, resolve_threads, single_threaded_blas
+from engine.model import Session
 
 BATCH_MIN = 6          # from this many new tokens on, the batched (GEMM) path is faster
 PROMPT_CHUNK = 512     # tokens per batched pass (bounds the activation memory)
@@ -87,15 +88,13 @@ class FastModel:
         return time.perf_counter() - t0
 
 
-class FastSession:
+class FastSession(Session):
     """A KV cache for n_ctx positions, the tokens it holds, and the buffers one token needs."""
 
     def __init__(self, model: FastModel, n_ctx: int):
+        super().__init__(model.config, n_ctx)
         c = model.config
         self.model = model
-        self.n_ctx = n_ctx
-        self.tokens: list[int] = []
-        self.evaluated = 0
         e = c.n_embd
         # np.zeros maps pages lazily: a long context costs memory only as it fills.
         self.kcache = np.zeros((c.n_layer, n_ctx, e), np.float32)
@@ -114,21 +113,10 @@ class FastSession:
         self._decoder = TileDecoder(model.threads)
         self._chooser = ThreadChooser(model.threads)
 
-    def truncate(self, n: int) -> None:
-        """Forget cached positions from n on (the cache of a common prefix stays valid)."""
-        if n < len(self.tokens):
-            del self.tokens[max(n, 0):]
-
     def eval(self, tokens, all_logits: bool = False) -> np.ndarray:
         """Run tokens after the cached ones; the logits of the last (or every) new position."""
-        from engine.model import check_tokens
-        c = self.model.config
-        tokens = check_tokens(tokens, c.n_vocab)
-        if not tokens:
-            raise ValueError("eval needs at least one token")
-        n_past, n = len(self.tokens), len(tokens)
-        if n_past + n > self.n_ctx:
-            raise ValueError(f"{n_past} cached + {n} new tokens exceed the context of {self.n_ctx}")
+        tokens, n_past = self.check_new(tokens)
+        n = len(tokens)
         apply_threads(self.model.threads)
         if n >= BATCH_MIN:
             logits = self._eval_batched(tokens, n_past, all_logits)
