@@ -5,6 +5,9 @@ use changes the logits; shapes follow the header exactly as the real files do.
 """
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 
 from engine.ggml_file import expected_tensors
@@ -38,3 +41,16 @@ def write_random_model(path, hparams: dict | None = None, seed: int = 0, **write
     vocab = random_vocab(hp["n_vocab"])
     write_ggml(path, hp, vocab, tensors, **writer_args)
     return hp, vocab, tensors
+
+
+TINY_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny-parallel"
+
+
+def converted_tiny_model(folder: Path) -> Path:
+    """The tiny-parallel golden fixture converted to ggml f32, its tokenizer.json beside it."""
+    from engine.convert import convert_hf
+    path = Path(folder) / "tiny.bin"
+    if not path.exists():
+        convert_hf(TINY_FIXTURE, path, ftype="f32")
+        shutil.copy(TINY_FIXTURE / "tokenizer.json", Path(folder) / "tokenizer.json")
+    return path

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
@@ -24,19 +22,14 @@ from PySide6.QtWidgets import QComboBox, QMessageBox, QPlainTextEdit, QSlider, Q
 from app.autosave import autosave_path  # noqa: E402
 from app.mainwindow import MainWindow  # noqa: E402
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny-parallel"
 PROMPT = "Once upon a time"
 WAIT = 60_000     # ms; a generous bound for a loaded CI machine, not a speed assertion
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    from engine.convert import convert_hf
-    folder = tmp_path_factory.mktemp("model")
-    path = folder / "tiny.bin"
-    convert_hf(FIXTURE, path, ftype="f32")
-    shutil.copy(FIXTURE / "tokenizer.json", folder / "tokenizer.json")
-    return path
+    from modelgen import converted_tiny_model
+    return converted_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ context shifting, and the generate/perplexity commands end to end."""
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -12,26 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.convert import convert_hf
 from engine.errors import SettingsError
 from engine.generator import DoneEvent, Generator, StopMatcher, TokenEvent
 from engine.model import load_model
 from engine.sampling import SamplerSettings
 from engine.tokenizer import load_tokenizer
+from modelgen import TINY_FIXTURE as FIXTURE, converted_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "fixtures" / "tiny-parallel"
 GREEDY = SamplerSettings.from_preset("Deterministic")
 PROMPT = "Once upon a time"
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("gen")
-    path = folder / "tiny.bin"
-    convert_hf(FIXTURE, path, ftype="f32")
-    shutil.copy(FIXTURE / "tokenizer.json", folder / "tokenizer.json")
-    return path
+    return converted_tiny_model(tmp_path_factory.mktemp("gen"))
 
 
 @pytest.fixture(scope="module")

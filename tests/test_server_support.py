@@ -6,25 +6,18 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
 
 from app.server.http import ApiServer, ServerConfig
 from app.server.worker import EngineWorker
-from engine.convert import convert_hf
-
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny-parallel"
+from modelgen import converted_tiny_model
 
 
 def make_model(folder: Path) -> Path:
     """tiny-parallel converted to ggml f32 with its tokenizer.json beside it."""
-    path = folder / "tiny.bin"
-    if not path.exists():
-        convert_hf(FIXTURE, path, ftype="f32")
-        shutil.copy(FIXTURE / "tokenizer.json", folder / "tokenizer.json")
-    return path
+    return converted_tiny_model(folder)
 
 
 def load_worker(folder: Path) -> EngineWorker:
