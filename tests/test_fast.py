@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,16 @@ from engine.commands.quantize import quantize_file
 from engine.convert import convert_hf
 from modelgen import write_random_model
 
-REL_TOL = 1e-3        # the issue allows 2e-2; the fast path computes in float32 like the reference
+from engine.fast.repack import layout_of
+
+REL_TOL = 1e-3        # float kernels and the batched prompt path compute in float32 like the reference
+# The integer kernels of the token path quantize activations to 8 bits per block of 32, as ggml
+# does; issue 3 allows 2e-2 for that (measured: 0.009-0.012 on the three fixtures, every type).
+INT8_TOL = 2e-2
+
+
+def step_tol(type_name: str) -> float:
+    return INT8_TOL if layout_of(type_name) == "lanes" else REL_TOL
 TYPES = [("f32", 0), ("f16", 0)] + [(t, v) for t in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0") for v in (0, 1, 2)]
 MODELS = ["tiny-parallel", "tiny-sequential", "tiny-hd80"]
 
@@ -67,7 +77,7 @@ def test_logits_match_reference_every_type(converted, type_name, version):
     assert rel_err(fast.logits(tokens), ref) < REL_TOL          # batched prompt path
     session = fast.new_session()
     stepped = np.stack([session.eval([t]) for t in tokens])      # compiled per-token path
-    assert rel_err(stepped, ref) < REL_TOL
+    assert rel_err(stepped, ref) < step_tol(type_name)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -144,7 +154,7 @@ def test_truncate_and_prefix_reuse(converted):
     s2 = model.new_session()
     s2.eval(a)
     step = np.stack([s2.eval([t]) for t in c])
-    assert rel_err(step, fresh) < 1e-4
+    assert rel_err(step, fresh) < (INT8_TOL if layout_of("q5_0") == "lanes" else 1e-4)
 
 
 def test_context_limit(converted):
@@ -261,3 +271,96 @@ def test_q5_kernel_matches_dequantized_matrix(has_min):
     out = np.zeros(rows, np.float32)
     products(1, w, 0, x.copy(), xsum, out, w, -1, x.copy(), xsum, out, np.zeros(0, np.float32))
     assert np.max(np.abs(out - expected)) < 1e-4 * np.max(np.abs(expected))
+
+
+def quantize_dequantize_x(x):
+    """What the integer kernels multiply by: x in 8-bit blocks of 32 (ggml's q8_0), as floats."""
+    blocks = x.reshape(-1, 32).astype(np.float32)
+    d = np.abs(blocks).max(axis=1, keepdims=True) / np.float32(127.0)
+    inv = np.where(d > 0, np.float32(1.0) / np.where(d > 0, d, 1), 0).astype(np.float32)
+    return (np.rint(blocks * inv) * d).ravel()
+
+
+@pytest.mark.skipif(layout_of("q4_0") != "lanes", reason="this CPU has no AVX2: the float kernels run")
+@pytest.mark.parametrize("type_name,version", [("q4_0", 0), ("q4_0", 2), ("q4_1", 1), ("q4_1", 2), ("q5_0", 2),
+                                               ("q5_1", 1), ("q5_1", 2), ("q8_0", 1), ("q8_0", 2)])
+def test_integer_kernels_compute_the_dequantized_matrix_times_quantized_x(tmp_path, type_name, version):
+    """The lanes kernels against numpy: every row, fp16 and fp32 scales, a row count that is no multiple of 64."""
+    from engine.fast.forward import products
+    from engine.fast.matvec import xsum_floats
+    from engine.fast.repack import pack_matrices
+    from engine.ggml_file import GGMLFile
+    path = tmp_path / "m.bin"
+    write_random_model(path, dict(n_embd=96, n_head=3, n_layer=1, n_rot=4, n_vocab=200), ftype=type_name,
+                       qnt_version=version, seed=3)
+    f = GGMLFile(path)
+    for name in ("gpt_neox.layers.0.attention.query_key_value.weight", "embed_out.weight"):
+        info = f.tensors[name]
+        pm = pack_matrices(str(path), [info])
+        assert pm.layout == "lanes"
+        dense = info.to_float32().astype(np.float64)
+        x = np.random.default_rng(1).standard_normal(pm.cols).astype(np.float32) * 3
+        expected = dense @ quantize_dequantize_x(x).astype(np.float64)
+        out = np.zeros(pm.padded_rows, np.float32)
+        xs = np.zeros(xsum_floats(pm.cols, False), np.float32)
+        for parts in (1, 2):
+            out[:] = np.nan
+            products(parts, pm.arrays, 0, x.copy(), xs, out, pm.arrays, -1, x.copy(), xs, out,
+                     np.zeros(0, np.float32))
+            assert np.max(np.abs(out[:pm.rows] - expected)) < 1e-5 * np.max(np.abs(expected)), name
+
+
+_OTHER_KERNELS_SCRIPT = """
+import sys, numpy as np
+from engine import fast, load_model
+assert fast.KERNELS == sys.argv[1], fast.KERNELS
+worst = 0.0
+tokens = np.load(sys.argv[2]).tolist()
+for path in sys.argv[3:]:
+    ref = load_model(path, backend="reference").logits(tokens)
+    model = load_model(path, backend="fast")
+    batched = model.logits(tokens)
+    s = model.new_session()
+    stepped = np.stack([s.eval([t]) for t in tokens])
+    for got in (batched, stepped):
+        worst = max(worst, float(np.abs(got - ref).max() / np.abs(ref).max()))
+print(worst)
+"""
+
+
+@pytest.mark.parametrize("kernels", ["avx2", "float"])
+def test_the_other_kernel_choices_on_this_machine(converted, kernels):
+    """NEOX_WRITER_KERNELS lowers the choice: the AVX2 integer kernels and the portable float ones run here too."""
+    import os
+    import subprocess
+    import sys
+
+    from engine.fast import simd
+    if simd._MODES.index(simd.MODE) < simd._MODES.index(kernels):
+        pytest.skip(f"this CPU cannot run the {kernels} kernels")
+    paths = [str(converted("tiny-parallel", t, v)) for t, v in (("q4_0", 2), ("q4_1", 1), ("q5_1", 2), ("q8_0", 2),
+                                                                  ("f16", 0))]
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, NEOX_WRITER_KERNELS=kernels, PYTHONPATH=str(root))
+    done = subprocess.run([sys.executable, "-c", _OTHER_KERNELS_SCRIPT, kernels,
+                           str(FIXTURES_DIR / "tiny-parallel" / "tokens.npy"), *paths], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.split()[-1]) < (INT8_TOL if kernels != "float" else REL_TOL)
+
+
+@pytest.mark.parametrize("features,forced,expected", [
+    ({"avx2": True, "fma": True, "f16c": True, "avx512vnni": True, "avx512vl": True}, None, "vnni"),
+    ({"avx2": True, "fma": True, "f16c": True, "avxvnni": True}, None, "vnni"),
+    ({"avx2": True, "fma": True, "f16c": True, "avx512vnni": True}, None, "avx2"),   # no 256-bit form
+    ({"avx2": True, "fma": True, "f16c": True}, None, "avx2"),
+    ({"avx": True, "f16c": True}, None, "float"),
+    ({}, None, "float"),                                                              # an ARM Mac
+    ({"avx2": True, "fma": True, "f16c": True, "avxvnni": True}, "avx2", "avx2"),
+    ({"avx2": True, "fma": True, "f16c": True}, "float", "float"),
+    ({"avx2": True, "fma": True, "f16c": True}, "vnni", "avx2"),                     # never above the CPU
+    ({"avx2": True, "fma": True, "f16c": True}, "nonsense", "avx2"),
+])
+def test_kernel_choice_follows_the_cpu(features, forced, expected):
+    from engine.fast.simd import _choose_mode
+    assert _choose_mode(features, forced) == expected

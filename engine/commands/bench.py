@@ -68,6 +68,7 @@ def bench(path, threads=None, prompt_tokens=32, gen_tokens=64, seed=0) -> dict:
     kv_mib = 2 * config.n_layer * n_ctx * config.n_embd * 4 / 2**20
     return dict(
         model=str(path), weight_type=f.weight_type, qnt_version=f.qnt_version, threads=model.threads,
+        kernels=fast.KERNELS,
         load_s=round(load_s, 3), compile_s=round(compile_s, 3),
         prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
         prompt_tokens_per_s=round(prompt_tokens / prompt_s, 2),
@@ -84,7 +85,7 @@ def run(args) -> int:
         return 0
     r = result
     print(f"model          {r['model']} ({r['weight_type']}, quantization version {r['qnt_version']})")
-    print(f"threads        {r['threads']}")
+    print(f"threads        {r['threads']} (kernels: {r['kernels']})")
     print(f"load           {r['load_s']:.2f} s")
     print(f"compile (JIT)  {r['compile_s']:.2f} s")
     print(f"prompt         {r['prompt_tokens_per_s']:.1f} tokens/s ({r['prompt_tokens']} tokens)")

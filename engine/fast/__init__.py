@@ -25,6 +25,8 @@ def _sources_digest() -> str:
     import hashlib
     folder = os.path.dirname(os.path.abspath(__file__))
     digest = hashlib.sha1()
+    # the kernel choice (simd.py) is made at import, so a lowered choice needs its own cache
+    digest.update(os.environ.get("NEOX_WRITER_KERNELS", "").encode() + b"\0")
     for name in sorted(os.listdir(folder)):
         if name.endswith(".py"):
             with open(os.path.join(folder, name), "rb") as f:
@@ -52,6 +54,7 @@ if not numba.config.CACHE_DIR:
     numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
 
 from engine.fast.session import FastModel, FastSession  # noqa: E402
+from engine.fast.simd import MODE as KERNELS  # noqa: E402  ("vnni", "avx2" integer kernels or "float")
 
 
 def build(ggml_file, config, threads: int | None = None) -> FastModel:
@@ -59,4 +62,4 @@ def build(ggml_file, config, threads: int | None = None) -> FastModel:
     return FastModel(ggml_file, config, threads=threads)
 
 
-__all__ = ["FastModel", "FastSession", "build"]
+__all__ = ["KERNELS", "FastModel", "FastSession", "build"]

@@ -28,6 +28,14 @@ How the tiled kernels are shaped, and why (numba 0.68 / LLVM on x86):
   in tables of 256 partial sums that ``_fold`` makes per vector: 4 loads per block and row instead
   of 32 bit extractions, which numba computes in int64 lanes (5.6 -> 9-11 G weights/CPU-s).
 * fp16 scales are widened by bit arithmetic (numba has no float16 type).
+
+On a CPU with AVX2 the 32-value types use integer kernels instead (``_lanes_*``, the "lanes"
+layout of ``repack.py``), as ggml does: x is quantized to 8 bits per block of 32
+(``_quantize``, ggml's q8_0: a scale and 32 int8), and the block dot products are integer
+multiply-adds of 4 weight bytes by 4 activation bytes per int32 lane (``simd.dot4``: one
+``vpdpbusd`` with VNNI), 8 rows at a time, converted to float once per block. They are written
+with the vector values of ``simd.py``, since numba would widen byte arithmetic to int64.
+Offsets and minimums come out of the sums as above: d dx (sum(q xq) - 8 sum(xq)).
 """
 from __future__ import annotations
 
@@ -36,7 +44,10 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-from engine.fast.repack import TILE   # a global int: a compile-time constant in the kernels
+from engine.fast.repack import LANES, TILE   # global ints: compile-time constants in the kernels
+from engine.fast.simd import (abs_bytes, broadcast4, dot4, fifth_bits, high_nibbles, load_bytes, load_floats,
+                              load_uints, low_nibbles, mul, mul_add, or_bytes, sign_bytes, splat, store_floats,
+                              to_floats, zero_floats, zero_ints)
 
 QK = 32          # values per block of the 32-value types
 HALF = 16        # quant bytes per block of the 4/5-bit 32-value types
@@ -107,9 +118,13 @@ def _as_float(v):
 QH_TABLE = 4 * 256   # floats per block of a 5-bit type's table: 4 bytes of the qh field x 256 values
 
 
-def xsum_floats(cols: int, has_qh: bool) -> int:
-    """Length of the buffer ``prepare`` needs for an input of ``cols`` values."""
-    return cols // 16 + 1 + (cols // QK * QH_TABLE if has_qh else 0)
+def xsum_floats(cols: int, qh_tables: bool) -> int:
+    """Length of the buffer ``prepare`` needs for an input of ``cols`` values.
+
+    Block sums (float kernels), or the quantized x of the integer kernels (a scale and a scaled
+    sum per block, then the int8 values), plus the 5th-bit tables of the float q5 kernels.
+    """
+    return 2 * (cols // 16 + 1) + cols // 4 + 8 + (cols // QK * QH_TABLE if qh_tables else 0)
 
 
 @njit(nogil=True, fastmath=True, cache=True)
@@ -247,6 +262,93 @@ def _rows(w, layer, x, out, t0, t1):
         out[r] = s
 
 
+@njit(nogil=True, fastmath=True, cache=True)
+def _quantize(x, xq):
+    """x -> xq: per block of 32, the scale dx = max|x| / 127 and round(x / dx) as int8 (ggml's q8_0).
+
+    xq (float32) holds [dx: nb][dx * sum of the block's int8: nb][the int8 values: nb * 8 floats].
+    """
+    nb = x.size // QK
+    q = xq[2 * nb:2 * nb + nb * 8].view(np.int8)
+    for b in range(nb):
+        xb = x[b * QK:(b + 1) * QK]
+        amax = np.float32(0.0)
+        for j in range(QK):
+            amax = max(amax, abs(xb[j]))
+        dx = amax / np.float32(127.0)
+        inv = np.float32(1.0) / dx if dx > 0 else np.float32(0.0)
+        total = 0
+        for j in range(QK):
+            v = np.int8(np.rint(xb[j] * inv))
+            q[b * QK + j] = v
+            total += v
+        xq[b] = dx
+        xq[nb + b] = dx * np.float32(total)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _lanes_nibbles(qs, d, m, qh, layer, xq, out, t0, t1):
+    """q4_0, q4_1, q5_0, q5_1 in the lanes layout, times x quantized by ``_quantize``.
+
+    Per group of 8 rows and block: 4 loads of 32 bytes, each giving values 4k..4k+3 (low nibbles)
+    and 16+4k.. (high nibbles) of the 8 rows, multiplied by 4 broadcast bytes of x.
+    """
+    nb = qs.shape[2]
+    has_min = m.size > 1
+    has_qh = qh.size > 1
+    offset = np.float32(-16.0) if has_qh else np.float32(-8.0)
+    dxs = xq[:nb]
+    sums = xq[nb:2 * nb]
+    xb = xq[2 * nb:2 * nb + nb * 8].view(np.int8)
+    for g in range(t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])):
+        q = qs[layer, g].ravel()
+        dd = d[layer, g].ravel()
+        mm = m[layer, g].ravel() if has_min else dd
+        hh = qh[layer, g].ravel() if has_qh else qh.ravel()
+        acc = zero_floats()
+        for b in range(nb):
+            dot = zero_ints()
+            if has_qh:
+                bits = load_uints(hh, b * LANES)
+                for k in range(4):
+                    w = load_bytes(q, b * 128 + k * 32)
+                    lo = or_bytes(low_nibbles(w), fifth_bits(bits, 4 * k))
+                    hi = or_bytes(high_nibbles(w), fifth_bits(bits, 16 + 4 * k))
+                    dot = dot4(dot, lo, broadcast4(xb, b * QK + 4 * k))
+                    dot = dot4(dot, hi, broadcast4(xb, b * QK + 16 + 4 * k))
+            else:
+                for k in range(4):
+                    w = load_bytes(q, b * 128 + k * 32)
+                    dot = dot4(dot, low_nibbles(w), broadcast4(xb, b * QK + 4 * k))
+                    dot = dot4(dot, high_nibbles(w), broadcast4(xb, b * QK + 16 + 4 * k))
+            scales = load_floats(dd, b * LANES)
+            if has_min:      # d dx sum(q xq) + m dx sum(xq)
+                acc = mul_add(load_floats(mm, b * LANES), splat(sums[b]), acc)
+                acc = mul_add(scales, mul(to_floats(dot), splat(dxs[b])), acc)
+            else:            # d dx (sum(q xq) + offset sum(xq))
+                acc = mul_add(scales, mul_add(to_floats(dot), splat(dxs[b]), splat(offset * sums[b])), acc)
+        store_floats(out, g * LANES, acc)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _lanes_q8_0(qs, d, layer, xq, out, t0, t1):
+    """q8_0 in the lanes layout: |w| times x with w's signs (``vpsignb``), the int8 dot products of ggml."""
+    nb = qs.shape[2]
+    dxs = xq[:nb]
+    xb = xq[2 * nb:2 * nb + nb * 8].view(np.int8)
+    for g in range(t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])):
+        q = qs[layer, g].ravel()
+        dd = d[layer, g].ravel()
+        acc = zero_floats()
+        for b in range(nb):
+            dot = zero_ints()
+            for k in range(8):
+                w = load_bytes(q, b * 256 + k * 32)
+                dot = dot4(dot, abs_bytes(w), sign_bytes(broadcast4(xb, b * QK + 4 * k), w))
+            acc = mul_add(load_floats(dd, b * LANES), mul(to_floats(dot), splat(dxs[b])), acc)
+        store_floats(out, g * LANES, acc)
+
+
 def matvec(a0, a1, a2, a3, layer, x, xsum, out, t0, t1):
     """Rows of tiles t0..t1-1 of W[layer] @ x, for the weight type the arrays hold."""
 
@@ -255,6 +357,11 @@ def matvec(a0, a1, a2, a3, layer, x, xsum, out, t0, t1):
 def _matvec(a0, a1, a2, a3, layer, x, xsum, out, t0, t1):
     if a0.ndim == 3:                                 # f16 / f32 rows
         return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _rows(a0, layer, x, out, t0, t1)
+    if a0.ndim == 4:                                 # the lanes layout: integer kernels on x quantized in xsum
+        if a0.dtype == types.int8:
+            return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _lanes_q8_0(a0, a1, layer, xsum, out, t0, t1)
+        return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _lanes_nibbles(a0, a1, a2, a3, layer, xsum,
+                                                                                   out, t0, t1)
     if a0.dtype == types.int8:                       # q8_0
         return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _q8_0(a0, a1, layer, x, out, t0, t1)
 
@@ -269,14 +376,16 @@ def _matvec(a0, a1, a2, a3, layer, x, xsum, out, t0, t1):
 def prepare(w, x, xsum):
     """Make x ready for the packed matrix w (its four arrays): ``_fold`` for the nibble types.
 
-    x is overwritten: each vector the forward pass makes feeds exactly one matrix. xsum needs
-    ``xsum_floats(x.size, has_qh)`` floats.
+    x may be overwritten: each vector the forward pass makes feeds exactly one matrix. xsum needs
+    ``xsum_floats(x.size, qh_tables)`` floats. For the lanes layout x is quantized into xsum.
     """
 
 
 @overload(prepare)
 def _prepare(w, x, xsum):
     a0 = w[0]
+    if a0.ndim == 4:
+        return lambda w, x, xsum: _quantize(x, xsum)
     if a0.ndim == 3 or a0.dtype == types.int8:
         return lambda w, x, xsum: None
     return lambda w, x, xsum: _fold(x, w[0].shape[3], xsum, w[3].size > 1)
@@ -290,4 +399,6 @@ def n_tiles(a0) -> int:
 def _n_tiles(a0):
     if a0.ndim == 3:
         return lambda a0: (a0.shape[1] + TILE - 1) // TILE
+    if a0.ndim == 4:
+        return lambda a0: a0.shape[1] // (TILE // LANES)
     return lambda a0: a0.shape[1]

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from engine.fast.dequant import TILE_DEQUANT, dequant_f16_rows
+from engine.fast.dequant import TILE_DEQUANT, dequant_f16_rows, dequant_lanes
 from engine.fast.forward import bias_gelu, layer_norm_rows, rope_and_store
 from engine.fast.repack import TILE, PackedMatrix
 from engine.fast.threads import apply_threads
@@ -72,7 +72,8 @@ class TileDecoder:
         else:
             t0, t1 = r0 // TILE, -(-r1 // TILE)
             wt = np.empty((pm.cols, (t1 - t0) * TILE), np.float32)
-            TILE_DEQUANT[pm.type](*pm.arrays, layer, t0, t1, wt)
+            decode = dequant_lanes if pm.layout == "lanes" else TILE_DEQUANT[pm.type]
+            decode(*pm.arrays, layer, t0, t1, wt)
             out[:, r0:r1] = x @ wt[:, :r1 - r0]
         if gelu:
             bias_gelu(out, r0, r1, bias)

@@ -15,6 +15,13 @@ also count in our resident memory. Version-0 files (interleaved nibbles: element
 low, j + half high), which is also the bit order of the Q5 ``qh`` field in every version.
 
 f16 and f32 matrices keep their row-major layout (a long contiguous dot per row vectorises well).
+
+On a CPU with AVX2 (``simd.INT8_DOT``) the 32-value types q4_0, q4_1, q5_0, q5_1 and q8_0 take
+the "lanes" layout of the integer kernels instead: groups of 8 rows (one per int32 lane of a
+256-bit vector), and in a group, per block, the quant bytes in runs of 4 per row
+(``qs[layer, group, block, (run, row, 4 bytes)]``), so that one 32-byte load holds bytes 4k..4k+3
+of 8 rows: what ``vpdpbusd`` / ``vpmaddubsw`` multiply by 4 broadcast activations. Scales, mins
+and 5th-bit fields are ``[layer, group, block, row]``. Rows are still padded to a whole TILE.
 """
 from __future__ import annotations
 
@@ -23,12 +30,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.errors import ModelFormatError
+from engine.fast.simd import INT8_DOT
 from engine.quants import block_format
 
 TILE = 64                      # rows per tile: four AVX-512 or eight AVX2 float vectors
+LANES = 8                      # rows per group of the lanes layout (int32 lanes of a 256-bit vector)
 CHUNK_BYTES = 8 << 20          # read the file in pieces of about this size
 
 NIBBLE_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q4_2", "q4_3")
+LANE_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0") if INT8_DOT else ()
+
+
+def layout_of(type_name: str) -> str:
+    """"rows" (f16/f32), "lanes" (the integer kernels' types) or "tiles" (the float kernels')."""
+    if type_name in ("f16", "f32"):
+        return "rows"
+    return "lanes" if type_name in LANE_TYPES else "tiles"
 
 
 @dataclass
@@ -37,9 +54,11 @@ class PackedMatrix:
 
     ``arrays`` is always four arrays, whatever the type, so every kernel has one signature:
 
-    * nibble types: (qs uint8 [L, T, nb, half, TILE], d [L, T, nb, TILE] uint16 (fp16 bits) or
-      float32, m like d or a 1-element dummy, qh uint32 [L, T, nb, TILE] or a dummy)
-    * q8_0: (qs int8 [L, T, nb, 32, TILE], d, dummy, dummy)
+    * nibble types, tiles: (qs uint8 [L, T, nb, half, TILE], d [L, T, nb, TILE] uint16 (fp16 bits)
+      or float32, m like d or a 1-element dummy, qh uint32 [L, T, nb, TILE] or a dummy)
+    * q8_0, tiles: (qs int8 [L, T, nb, 32, TILE], d, dummy, dummy)
+    * lanes: (qs uint8 [L, G, nb, 128] (int8 [L, G, nb, 256] for q8_0), d [L, G, nb, 8],
+      m like d or a dummy, qh uint32 [L, G, nb, 8] or a dummy), G = 8 groups per tile
     * f16 / f32: (w uint16 (fp16 bits) or float32 [L, rows, cols], dummies)
     """
 
@@ -52,6 +71,10 @@ class PackedMatrix:
     @property
     def tiled(self) -> bool:
         return self.type not in ("f16", "f32")
+
+    @property
+    def layout(self) -> str:
+        return layout_of(self.type)
 
     @property
     def padded_rows(self) -> int:
@@ -87,10 +110,20 @@ def _split_order(qs: np.ndarray) -> np.ndarray:
     return vals[..., :half] | (vals[..., half:] << np.uint8(4))
 
 
-def _tiles(a: np.ndarray, last_axis_rows: bool = True) -> np.ndarray:
+def _tiles(a: np.ndarray) -> np.ndarray:
     """[rows, ...] with rows a multiple of TILE -> [rows/TILE, ..., TILE] (row index last)."""
     t = a.reshape(a.shape[0] // TILE, TILE, *a.shape[1:])
     return np.moveaxis(t, 1, -1)
+
+
+def _lanes(a: np.ndarray) -> np.ndarray:
+    """[rows, nb] -> [rows/8, nb, 8]; quant bytes [rows, nb, k] -> [rows/8, nb, k*8] in runs of 4 per row."""
+    g = a.reshape(a.shape[0] // LANES, LANES, *a.shape[1:])
+    if a.ndim == 2:
+        return g.transpose(0, 2, 1)
+    nb, k = a.shape[1], a.shape[2]
+    runs = g.reshape(g.shape[0], LANES, nb, k // 4, 4).transpose(0, 2, 3, 1, 4)
+    return runs.reshape(g.shape[0], nb, k * LANES)
 
 
 class _Packer:
@@ -106,16 +139,23 @@ class _Packer:
         fmt = block_format(type_name, qnt_version)
         self.fmt = fmt
         self.nb = cols // fmt.values
+        self.lanes = layout_of(type_name) == "lanes"
         T = -(-rows // TILE)
         sdt = np.uint16 if fmt.scale_dtype == "f2" else np.float32
+        qdt = np.int8 if type_name == "q8_0" else np.uint8
+        qbytes = 32 if type_name == "q8_0" else fmt.values // 2       # quant bytes per block and row
         # np.zeros: the padding rows of the last tile must be zero (they are computed, then ignored)
-        if type_name == "q8_0":
-            qs = np.zeros((n_layers, T, self.nb, 32, TILE), np.int8)
+        if self.lanes:
+            G = T * (TILE // LANES)
+            qs = np.zeros((n_layers, G, self.nb, qbytes * LANES), qdt)
+            d = np.zeros((n_layers, G, self.nb, LANES), sdt)
+            qh_shape = d.shape
         else:
-            qs = np.zeros((n_layers, T, self.nb, fmt.values // 2, TILE), np.uint8)
-        d = np.zeros((n_layers, T, self.nb, TILE), sdt)
+            qs = np.zeros((n_layers, T, self.nb, qbytes, TILE), qdt)
+            d = np.zeros((n_layers, T, self.nb, TILE), sdt)
+            qh_shape = d.shape
         m = np.zeros_like(d) if fmt.has_min else _dummy(sdt, 4)
-        qh = np.zeros((n_layers, T, self.nb, TILE), np.uint32) if fmt.has_qh else _dummy(np.uint32, 4)
+        qh = np.zeros(qh_shape, np.uint32) if fmt.has_qh else _dummy(np.uint32, 4)
         self.arrays = (qs, d, m, qh)
 
     def add(self, fh, path: str, layer: int, info) -> None:
@@ -144,25 +184,28 @@ class _Packer:
         if pad:
             raw = np.concatenate([raw, np.zeros((pad, raw.shape[1]), np.uint8)])
         blocks = raw.reshape(raw.shape[0], self.nb, fmt.nbytes)
-        t0, t1 = r0 // TILE, (r0 + raw.shape[0]) // TILE
+        if self.lanes:
+            regroup, s0, s1 = _lanes, r0 // LANES, (r0 + raw.shape[0]) // LANES
+        else:
+            regroup, s0, s1 = _tiles, r0 // TILE, (r0 + raw.shape[0]) // TILE
         qs, d, m, qh = self.arrays
         sb = 2 if fmt.scale_dtype == "f2" else 4
         sdt = np.dtype("<u2") if sb == 2 else np.dtype("<f4")
         pos = 0
-        d[layer, t0:t1] = _tiles(np.ascontiguousarray(blocks[:, :, pos:pos + sb]).view(sdt)[..., 0])
+        d[layer, s0:s1] = regroup(np.ascontiguousarray(blocks[:, :, pos:pos + sb]).view(sdt)[..., 0])
         pos += sb
         if fmt.has_min:
-            m[layer, t0:t1] = _tiles(np.ascontiguousarray(blocks[:, :, pos:pos + sb]).view(sdt)[..., 0])
+            m[layer, s0:s1] = regroup(np.ascontiguousarray(blocks[:, :, pos:pos + sb]).view(sdt)[..., 0])
             pos += sb
         if fmt.has_qh:
-            qh[layer, t0:t1] = _tiles(np.ascontiguousarray(blocks[:, :, pos:pos + 4]).view("<u4")[..., 0])
+            qh[layer, s0:s1] = regroup(np.ascontiguousarray(blocks[:, :, pos:pos + 4]).view("<u4")[..., 0])
             pos += 4
         q = blocks[:, :, pos:]
         if self.type == "q8_0":
             q = q.view(np.int8)
         elif fmt.interleaved:
             q = _split_order(q)
-        qs[layer, t0:t1] = _tiles(q)
+        qs[layer, s0:s1] = regroup(q)
 
     def result(self) -> PackedMatrix:
         return PackedMatrix(self.type, self.rows, self.cols, self.L, self.arrays)

@@ -103,7 +103,7 @@ class FastSession(Session):
         self._x = np.zeros(e, np.float32)
         vector = lambda n: np.zeros(max(n, e), np.float32)      # noqa: E731
         # block sums of the longest input (the MLP's 4h), plus the 5th-bit tables of q5 matrices
-        xsum = xsum_floats(model.up.rows, any(m.arrays[3].size > 1 for m in model.matrices))
+        xsum = xsum_floats(model.up.rows, any(m.layout == "tiles" and m.arrays[3].size > 1 for m in model.matrices))
         # h, h2 (LayerNorm outputs), qkv, att, attn_out, up, down, and two block-sum buffers
         self._bufs = (vector(e), vector(e), vector(model.qkv.padded_rows), vector(e),
                       vector(model.dense.padded_rows), vector(model.up.padded_rows),

@@ -1,0 +1,320 @@
+"""256-bit vector values for numba kernels, written as LLVM IR: the integer dot products ggml uses.
+
+numba types every small integer operation as int64, so a loop of int8 x int8 products never
+becomes the byte instructions that make ggml fast (``vpmaddubsw`` on AVX2, ``vpdpbusd`` with
+VNNI: 32 multiply-adds in one or three instructions). The kernels of ``matvec.py`` therefore
+handle vectors as values of three numba types backed by LLVM vector types, with a few
+operations implemented as LLVM IR through ``numba.extending.intrinsic``:
+
+* ``Bytes32`` (<32 x i8>): 32 quant bytes, or a 4-byte group of activations broadcast 8 times;
+* ``Ints8`` (<8 x i32>): per-lane integer sums, one lane per weight row;
+* ``Floats8`` (<8 x float>): per-lane float accumulators.
+
+``dot4(acc, u, s)`` adds, in each of 8 int32 lanes, the 4 products of unsigned bytes ``u`` and
+signed bytes ``s``: one ``vpdpbusd`` with VNNI, ``vpmaddubsw`` + ``vpmaddwd`` + ``vpaddd`` on
+AVX2. Which one is decided once at import from the CPU's features (numba caches compiled code
+per CPU model and feature set, so a cache made here is never used on a CPU without them).
+Without AVX2 (an ARM Mac, an old PC) ``INT8_DOT`` is None and the engine keeps its float
+kernels. ``NEOX_WRITER_KERNELS=float|avx2|vnni`` lowers the choice (tests and benchmarks run
+every path on one machine); it cannot enable instructions the CPU lacks.
+"""
+from __future__ import annotations
+
+import os
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.datamodel import PrimitiveModel
+from numba.extending import intrinsic, register_model
+
+_MODES = ("float", "avx2", "vnni")
+
+
+def _host_features() -> dict:
+    try:
+        from llvmlite import binding
+        return dict(binding.get_host_cpu_features())
+    except Exception:            # noqa: BLE001  (no feature list: the portable float kernels)
+        return {}
+
+
+def _choose_mode(features: dict, forced: str | None) -> str:
+    best = "float"
+    if features.get("avx2") and features.get("fma") and features.get("f16c"):
+        best = "avx2"
+        if (features.get("avx512vnni") and features.get("avx512vl")) or features.get("avxvnni"):
+            best = "vnni"
+    if forced in _MODES and _MODES.index(forced) < _MODES.index(best):
+        return forced
+    return best
+
+
+FEATURES = _host_features()
+MODE = _choose_mode(FEATURES, os.environ.get("NEOX_WRITER_KERNELS"))
+INT8_DOT = MODE if MODE != "float" else None      # None: the engine keeps its float kernels
+
+_I8, _I16, _I32, _F32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.FloatType()
+_V32I8 = ir.VectorType(_I8, 32)
+_V16I16 = ir.VectorType(_I16, 16)
+_V8I32 = ir.VectorType(_I32, 8)
+_V8F = ir.VectorType(_F32, 8)
+_V8H = ir.VectorType(ir.HalfType(), 8)
+
+
+class VectorType(types.Type):
+    """A numba type whose values are one LLVM vector (held in a register once optimised)."""
+
+    def __init__(self, name: str, llvm_type):
+        self.llvm_type = llvm_type
+        super().__init__(name=name)
+
+
+@register_model(VectorType)
+class _VectorModel(PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, fe_type.llvm_type)
+
+
+Bytes32 = VectorType("Bytes32", _V32I8)
+Ints8 = VectorType("Ints8", _V8I32)
+Floats8 = VectorType("Floats8", _V8F)
+
+
+def _is_index(t) -> bool:
+    return isinstance(t, types.Integer)
+
+
+def _is_c_array(t, dtype=None) -> bool:
+    return isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C" and (dtype is None or t.dtype == dtype)
+
+
+def _element_pointer(context, builder, array_type, array, index, llvm_type):
+    """Address of array[index] (a 1-D C array), as a pointer to llvm_type (no bounds check)."""
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.bitcast(builder.gep(data, [index]), llvm_type.as_pointer())
+
+
+def _splat(builder, value, vector_type):
+    vec = builder.insert_element(ir.Constant(vector_type, None), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(vec, ir.Constant(vector_type, None),
+                                  ir.Constant(ir.VectorType(_I32, vector_type.count), [0] * vector_type.count))
+
+
+def _intrinsic_fn(builder, name, ret, args):
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
+
+
+@intrinsic
+def load_bytes(typingctx, array, index):
+    """32 bytes of a 1-D uint8/int8 array from ``index`` on (the caller keeps them in bounds)."""
+    if not (_is_c_array(array) and array.dtype in (types.uint8, types.int8) and _is_index(index)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1], _V32I8), align=1)
+    return Bytes32(array, index), codegen
+
+
+@intrinsic
+def broadcast4(typingctx, array, index):
+    """The 4 bytes array[index:index+4] repeated in all 8 lanes (activations against 8 rows)."""
+    if not (_is_c_array(array) and array.dtype in (types.uint8, types.int8) and _is_index(index)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        word = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1], _I32), align=1)
+        return builder.bitcast(_splat(builder, word, _V8I32), _V32I8)
+    return Bytes32(array, index), codegen
+
+
+@intrinsic
+def low_nibbles(typingctx, v):
+    """Each byte & 15."""
+    if v != Bytes32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.and_(args[0], ir.Constant(_V32I8, [15] * 32))
+    return Bytes32(Bytes32), codegen
+
+
+@intrinsic
+def high_nibbles(typingctx, v):
+    """Each byte >> 4 (unsigned)."""
+    if v != Bytes32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.lshr(args[0], ir.Constant(_V32I8, [4] * 32))
+    return Bytes32(Bytes32), codegen
+
+
+@intrinsic
+def fifth_bits(typingctx, bits, shift):
+    """Bits shift..shift+3 of each lane as 16 or 0 in the lane's 4 bytes (the q5 types' 5th bits).
+
+    (b & 15) * 0x02040810 puts bit i of b at bit 4 of byte i (the four shifted copies do not
+    overlap, so nothing carries); the mask keeps those bits.
+    """
+    if bits != Ints8 or not _is_index(shift):
+        return None
+
+    def codegen(context, builder, sig, args):
+        amount = _splat(builder, builder.trunc(args[1], _I32), _V8I32)
+        b = builder.and_(builder.lshr(args[0], amount), ir.Constant(_V8I32, [15] * 8))
+        spread = builder.mul(b, ir.Constant(_V8I32, [0x02040810] * 8))
+        return builder.bitcast(builder.and_(spread, ir.Constant(_V8I32, [0x10101010] * 8)), _V32I8)
+    return Bytes32(Ints8, shift), codegen
+
+
+@intrinsic
+def or_bytes(typingctx, a, b):
+    if a != Bytes32 or b != Bytes32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.or_(args[0], args[1])
+    return Bytes32(Bytes32, Bytes32), codegen
+
+
+@intrinsic
+def abs_bytes(typingctx, v):
+    """|v| of signed bytes (-128 stays 128 read unsigned: what dot4 wants)."""
+    if v != Bytes32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        fn = _intrinsic_fn(builder, "llvm.abs.v32i8", _V32I8, [_V32I8, ir.IntType(1)])
+        return builder.call(fn, [args[0], ir.Constant(ir.IntType(1), 0)])
+    return Bytes32(Bytes32), codegen
+
+
+@intrinsic
+def sign_bytes(typingctx, v, sign_of):
+    """v negated where sign_of < 0, zeroed where sign_of == 0 (vpsignb): abs(w) . sign(x, w) = w . x."""
+    if v != Bytes32 or sign_of != Bytes32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        fn = _intrinsic_fn(builder, "llvm.x86.avx2.psign.b", _V32I8, [_V32I8, _V32I8])
+        return builder.call(fn, [args[0], args[1]])
+    return Bytes32(Bytes32, Bytes32), codegen
+
+
+@intrinsic
+def dot4(typingctx, acc, u, s):
+    """acc + (the 4 products of unsigned bytes u and signed bytes s) in each int32 lane.
+
+    On AVX2 the pair sums pass through int16 with saturation: fine for u <= 31 (4/5-bit quants)
+    or |u| <= 128 with |s| <= 127 (q8_0 by the sign trick), the only uses here.
+    """
+    if acc != Ints8 or u != Bytes32 or s != Bytes32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, uu, ss = args
+        if MODE == "vnni":
+            fn = _intrinsic_fn(builder, "llvm.x86.avx512.vpdpbusd.256", _V8I32, [_V8I32, _V32I8, _V32I8])
+            return builder.call(fn, [a, uu, ss])
+        pairs = builder.call(_intrinsic_fn(builder, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, [_V32I8, _V32I8]),
+                             [uu, ss])
+        quads = builder.call(_intrinsic_fn(builder, "llvm.x86.avx2.pmadd.wd", _V8I32, [_V16I16, _V16I16]),
+                             [pairs, ir.Constant(_V16I16, [1] * 16)])
+        return builder.add(a, quads)
+    return Ints8(Ints8, Bytes32, Bytes32), codegen
+
+
+@intrinsic
+def zero_ints(typingctx):
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_V8I32, [0] * 8)
+    return Ints8(), codegen
+
+
+@intrinsic
+def zero_floats(typingctx):
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_V8F, [0.0] * 8)
+    return Floats8(), codegen
+
+
+@intrinsic
+def load_uints(typingctx, array, index):
+    """8 uint32 of a 1-D array from ``index`` on, as int32 lanes (the q5 types' 5th-bit fields)."""
+    if not (_is_c_array(array, types.uint32) and _is_index(index)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1], _V8I32), align=4)
+    return Ints8(array, index), codegen
+
+
+@intrinsic
+def load_floats(typingctx, array, index):
+    """8 scales from ``index`` on: fp16 bits (uint16, widened by vcvtph2ps) or float32."""
+    if not (_is_c_array(array) and array.dtype in (types.uint16, types.float32) and _is_index(index)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        if sig.args[0].dtype == types.float32:
+            return builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1], _V8F), align=4)
+        halves = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1], _V8H), align=2)
+        return builder.fpext(halves, _V8F)
+    return Floats8(array, index), codegen
+
+
+@intrinsic
+def to_floats(typingctx, v):
+    if v != Ints8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.sitofp(args[0], _V8F)
+    return Floats8(Ints8), codegen
+
+
+@intrinsic
+def splat(typingctx, value):
+    """A float32 in all 8 lanes."""
+    if not isinstance(value, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _splat(builder, context.cast(builder, args[0], sig.args[0], types.float32), _V8F)
+    return Floats8(value), codegen
+
+
+@intrinsic
+def mul_add(typingctx, a, b, c):
+    """a * b + c lane by lane (contracted to one FMA)."""
+    if not (a == b == c == Floats8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        product = builder.fmul(args[0], args[1], flags=("contract",))
+        return builder.fadd(product, args[2], flags=("contract",))
+    return Floats8(Floats8, Floats8, Floats8), codegen
+
+
+@intrinsic
+def store_floats(typingctx, array, index, v):
+    """array[index:index+8] = v (a 1-D float32 array; the caller keeps it in bounds)."""
+    if not (_is_c_array(array, types.float32) and _is_index(index) and v == Floats8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        builder.store(args[2], _element_pointer(context, builder, sig.args[0], args[0], args[1], _V8F), align=4)
+        return context.get_dummy_value()
+    return types.none(array, index, Floats8), codegen
+
+
+@intrinsic
+def mul(typingctx, a, b):
+    """a * b lane by lane."""
+    if not (a == b == Floats8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1])
+    return Floats8(Floats8, Floats8), codegen
