@@ -130,10 +130,10 @@ def dequant_lanes(qs, d, m, qh, layer, t0, t1, out):
                     v = q[(k * LANES + r) * 4 + i]
                     lo = np.float32(v & 15)
                     hi = np.float32(v >> 4)
-                    if has_qh:
-                        bits = qh[layer, g, b, r]
-                        lo += np.float32(16.0) * np.float32((bits >> j) & 1)
-                        hi += np.float32(16.0) * np.float32((bits >> (j + HALF)) & 1)
+                    if has_qh:       # see repack._fifth_bit_bytes
+                        bits = qh[layer, g, b, 4 * r + i]
+                        lo += np.float32(16.0) * np.float32((bits >> k) & 1)
+                        hi += np.float32(16.0) * np.float32((bits >> (k + 4)) & 1)
                     if has_min:
                         lo_row[r] = scale[r] * lo + base[r]
                         hi_row[r] = scale[r] * hi + base[r]

@@ -25,9 +25,11 @@ and 5th-bit fields are ``[layer, group, block, row]``. Rows are still padded to 
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from engine.errors import ModelFormatError
 from engine.fast.simd import INT8_DOT
@@ -58,7 +60,8 @@ class PackedMatrix:
       or float32, m like d or a 1-element dummy, qh uint32 [L, T, nb, TILE] or a dummy)
     * q8_0, tiles: (qs int8 [L, T, nb, 32, TILE], d, dummy, dummy)
     * lanes: (qs uint8 [L, G, nb, 128] (int8 [L, G, nb, 256] for q8_0), d [L, G, nb, 8],
-      m like d or a dummy, qh uint32 [L, G, nb, 8] or a dummy), G = 8 groups per tile
+      m like d or a dummy, hb uint8 [L, G, nb, 32] or a dummy), G = 8 groups per tile; hb holds
+      the 5th bits of the q5 types rearranged to match the quant runs (``_fifth_bit_bytes``)
     * f16 / f32: (w uint16 (fp16 bits) or float32 [L, rows, cols], dummies)
     """
 
@@ -90,10 +93,17 @@ def _dummy(dtype, ndim: int) -> np.ndarray:
     return np.zeros((1,) * ndim, dtype=dtype)
 
 
-def _read_rows(fh, path: str, info, r0: int, r1: int) -> np.ndarray:
-    """Raw bytes of rows r0..r1 of a tensor as uint8 [r1 - r0, row_bytes] (a file read, not the map)."""
+def _read_rows(fh, path: str, info, r0: int, r1: int, scratch: list) -> np.ndarray:
+    """Raw bytes of rows r0..r1 of a tensor as uint8 [r1 - r0, row_bytes] (a file read, not the map).
+
+    The bytes land in ``scratch[0]``, grown when too small and reused: fresh memory for every
+    chunk cost a page fault per 4 KiB, a third of the load time of a big model.
+    """
     row_bytes = info.nbytes // info.shape[0]
-    buf = np.empty((r1 - r0) * row_bytes, dtype=np.uint8)
+    size = (r1 - r0) * row_bytes
+    if scratch[0].size < size:
+        scratch[0] = np.empty(size, dtype=np.uint8)
+    buf = scratch[0][:size]
     fh.seek(info.offset + r0 * row_bytes)
     if fh.readinto(memoryview(buf)) != buf.size:
         raise ModelFormatError(path, info.offset + r0 * row_bytes,
@@ -116,14 +126,53 @@ def _tiles(a: np.ndarray) -> np.ndarray:
     return np.moveaxis(t, 1, -1)
 
 
-def _lanes(a: np.ndarray) -> np.ndarray:
-    """[rows, nb] -> [rows/8, nb, 8]; quant bytes [rows, nb, k] -> [rows/8, nb, k*8] in runs of 4 per row."""
-    g = a.reshape(a.shape[0] // LANES, LANES, *a.shape[1:])
-    if a.ndim == 2:
-        return g.transpose(0, 2, 1)
-    nb, k = a.shape[1], a.shape[2]
-    runs = g.reshape(g.shape[0], LANES, nb, k // 4, 4).transpose(0, 2, 3, 1, 4)
-    return runs.reshape(g.shape[0], nb, k * LANES)
+@njit(nogil=True, cache=True)
+def _gather_runs(src, start, length, run, dst):
+    """Bytes start..start+length of each row's blocks (src [rows, nb, block bytes]) -> dst [rows/8, nb, length*8].
+
+    In dst each group of 8 rows holds, per block, the bytes in runs of ``run`` per row: run c of
+    rows 0..7, then run c+1, ... (run = the scale's size for scales: one run per row). dst is
+    written in order; flat indices keep the loop free of per-row array views.
+    """
+    n, nb, nbytes = src.shape
+    flat = src.reshape(src.size)
+    out = dst.reshape(dst.size)
+    o = 0
+    for g in range(n // LANES):
+        for b in range(nb):
+            for c in range(length // run):
+                for r in range(LANES):
+                    s = ((g * LANES + r) * nb + b) * nbytes + start + c * run
+                    if run == 4:
+                        out[o] = flat[s]
+                        out[o + 1] = flat[s + 1]
+                        out[o + 2] = flat[s + 2]
+                        out[o + 3] = flat[s + 3]
+                    else:
+                        for i in range(run):
+                            out[o + i] = flat[s + i]
+                    o += run
+
+
+@njit(nogil=True, cache=True)
+def _fifth_bit_bytes(src, start, out):
+    """q5 5th-bit fields (4 bytes at ``start`` of each block; bit j: value j) -> out [rows, nb, 4].
+
+    Byte i of a row holds in bit k the 5th bit of value 4k+i (the low nibble of byte i of run k)
+    and in bit 4+k that of value 16+4k+i (its high nibble), so a kernel gets the bits of run k
+    into place (16 or 0 per byte) with one shift and one mask.
+    """
+    for r in range(src.shape[0]):
+        for b in range(src.shape[1]):
+            blk = src[r, b]
+            qh = (np.uint32(blk[start]) | (np.uint32(blk[start + 1]) << 8) | (np.uint32(blk[start + 2]) << 16)
+                  | (np.uint32(blk[start + 3]) << 24))
+            for i in range(4):
+                v = np.uint32(0)
+                for k in range(4):
+                    v |= ((qh >> np.uint32(4 * k + i)) & np.uint32(1)) << np.uint32(k)
+                    v |= ((qh >> np.uint32(16 + 4 * k + i)) & np.uint32(1)) << np.uint32(4 + k)
+                out[r, b, i] = np.uint8(v)
 
 
 class _Packer:
@@ -149,16 +198,16 @@ class _Packer:
             G = T * (TILE // LANES)
             qs = np.zeros((n_layers, G, self.nb, qbytes * LANES), qdt)
             d = np.zeros((n_layers, G, self.nb, LANES), sdt)
-            qh_shape = d.shape
+            qh_shape, qh_dtype = (n_layers, G, self.nb, 4 * LANES), np.uint8
         else:
             qs = np.zeros((n_layers, T, self.nb, qbytes, TILE), qdt)
             d = np.zeros((n_layers, T, self.nb, TILE), sdt)
-            qh_shape = d.shape
+            qh_shape, qh_dtype = d.shape, np.uint32
         m = np.zeros_like(d) if fmt.has_min else _dummy(sdt, 4)
-        qh = np.zeros(qh_shape, np.uint32) if fmt.has_qh else _dummy(np.uint32, 4)
+        qh = np.zeros(qh_shape, qh_dtype) if fmt.has_qh else _dummy(qh_dtype, 4)
         self.arrays = (qs, d, m, qh)
 
-    def add(self, fh, path: str, layer: int, info) -> None:
+    def add(self, fh, path: str, layer: int, info, scratch: list) -> None:
         if info.shape != (self.rows, self.cols) or info.type != self.type:
             raise ModelFormatError(path, info.offset, f"tensor {info.name!r} is {info.type} {list(info.shape)}, "
                                    f"expected {self.type} {[self.rows, self.cols]} like the other layers")
@@ -166,7 +215,7 @@ class _Packer:
         step = max(TILE, CHUNK_BYTES // max(row_bytes, 1) // TILE * TILE)
         for r0 in range(0, self.rows, step):
             r1 = min(self.rows, r0 + step)
-            raw = _read_rows(fh, path, info, r0, r1)
+            raw = _read_rows(fh, path, info, r0, r1, scratch)
             if not self.tiled:
                 dt = np.dtype("<u2") if self.type == "f16" else np.dtype("<f4")
                 self.arrays[0][layer, r0:r1] = raw.view(dt)
@@ -185,9 +234,9 @@ class _Packer:
             raw = np.concatenate([raw, np.zeros((pad, raw.shape[1]), np.uint8)])
         blocks = raw.reshape(raw.shape[0], self.nb, fmt.nbytes)
         if self.lanes:
-            regroup, s0, s1 = _lanes, r0 // LANES, (r0 + raw.shape[0]) // LANES
-        else:
-            regroup, s0, s1 = _tiles, r0 // TILE, (r0 + raw.shape[0]) // TILE
+            self._add_lane_blocks(layer, r0, blocks)
+            return
+        regroup, s0, s1 = _tiles, r0 // TILE, (r0 + raw.shape[0]) // TILE
         qs, d, m, qh = self.arrays
         sb = 2 if fmt.scale_dtype == "f2" else 4
         sdt = np.dtype("<u2") if sb == 2 else np.dtype("<f4")
@@ -207,18 +256,57 @@ class _Packer:
             q = _split_order(q)
         qs[layer, s0:s1] = regroup(q)
 
+    def _add_lane_blocks(self, layer: int, r0: int, blocks: np.ndarray) -> None:
+        """Scatter whole blocks [rows, nb, block bytes] into the lanes layout (compiled: numpy's
+        transposes made a 1.4B q8_0 file take 7 s to load)."""
+        fmt = self.fmt
+        qs, d, m, qh = self.arrays
+        s0, s1 = r0 // LANES, (r0 + blocks.shape[0]) // LANES
+        sb = 2 if fmt.scale_dtype == "f2" else 4
+        pos = 0
+        _gather_runs(blocks, pos, sb, sb, d[layer, s0:s1].view(np.uint8))
+        pos += sb
+        if fmt.has_min:
+            _gather_runs(blocks, pos, sb, sb, m[layer, s0:s1].view(np.uint8))
+            pos += sb
+        if fmt.has_qh:
+            bits = np.empty((blocks.shape[0], self.nb, 4), np.uint8)
+            _fifth_bit_bytes(blocks, pos, bits)
+            _gather_runs(bits, 0, 4, 4, qh[layer, s0:s1])
+            pos += 4
+        dst = qs[layer, s0:s1].view(np.uint8)
+        if fmt.interleaved:
+            _gather_runs(_split_order(blocks[:, :, pos:]), 0, fmt.nbytes - pos, 4, dst)
+        else:
+            _gather_runs(blocks, pos, fmt.nbytes - pos, 4, dst)
+
     def result(self) -> PackedMatrix:
         return PackedMatrix(self.type, self.rows, self.cols, self.L, self.arrays)
 
 
-def pack_matrices(path: str, infos: list) -> PackedMatrix:
-    """Repack the same matrix of every layer (``infos[layer]``: the file's TensorInfo records)."""
+def pack_matrices(path: str, infos: list, threads: int = 1) -> PackedMatrix:
+    """Repack the same matrix of every layer (``infos[layer]``: the file's TensorInfo records).
+
+    With ``threads`` > 1 the layers are shared between threads (file reads and the compiled
+    scatter release the GIL), each with its own file handle and read buffer.
+    """
     first = infos[0]
     if len(first.shape) != 2:
         raise ModelFormatError(path, first.offset, f"tensor {first.name!r} is not a matrix")
     rows, cols = first.shape
     packer = _Packer(first.type, first.qnt_version, rows, cols, len(infos))
-    with open(path, "rb") as fh:
-        for layer, info in enumerate(infos):
-            packer.add(fh, path, layer, info)
+
+    def pack_layers(part: int, parts: int) -> None:
+        scratch = [np.empty(0, np.uint8)]
+        with open(path, "rb") as fh:
+            for layer in range(part, len(infos), parts):
+                packer.add(fh, path, layer, infos[layer], scratch)
+
+    parts = max(1, min(threads, len(infos)))
+    if parts == 1:
+        pack_layers(0, 1)
+    else:
+        with ThreadPoolExecutor(parts, thread_name_prefix="neox-repack") as pool:
+            for done in [pool.submit(pack_layers, p, parts) for p in range(parts)]:
+                done.result()          # re-raises a worker's ModelFormatError
     return packer.result()

@@ -44,7 +44,7 @@ class FastModel:
         single_threaded_blas()
         tensors = ggml_file.tensors
         layer_names = lambda suffix: [f"gpt_neox.layers.{i}.{suffix}" for i in range(c.n_layer)]  # noqa: E731
-        packed = {k: pack_matrices(ggml_file.path, [tensors[n] for n in layer_names(s)])
+        packed = {k: pack_matrices(ggml_file.path, [tensors[n] for n in layer_names(s)], self.threads)
                   for k, s in _MATRICES.items()}
         self.qkv, self.dense, self.up, self.down = (packed[k] for k in _MATRICES)
         self.head = pack_matrices(ggml_file.path, [tensors["embed_out.weight"]])

@@ -151,21 +151,23 @@ def high_nibbles(typingctx, v):
 
 
 @intrinsic
-def fifth_bits(typingctx, bits, shift):
-    """Bits shift..shift+3 of each lane as 16 or 0 in the lane's 4 bytes (the q5 types' 5th bits).
+def fifth_bits(typingctx, bits, k, high):
+    """The q5 5th bits of run k as 16 or 0 per byte: bit k (low nibbles) or bit 4+k (high) moved to bit 4.
 
-    (b & 15) * 0x02040810 puts bit i of b at bit 4 of byte i (the four shifted copies do not
-    overlap, so nothing carries); the mask keeps those bits.
+    ``bits`` are the bytes of ``repack._fifth_bit_bytes``; k and high must be constants after
+    inlining (LLVM then emits one 16-bit shift and one mask).
     """
-    if bits != Ints8 or not _is_index(shift):
+    if bits != Bytes32 or not _is_index(k) or not _is_index(high):
         return None
 
     def codegen(context, builder, sig, args):
-        amount = _splat(builder, builder.trunc(args[1], _I32), _V8I32)
-        b = builder.and_(builder.lshr(args[0], amount), ir.Constant(_V8I32, [15] * 8))
-        spread = builder.mul(b, ir.Constant(_V8I32, [0x02040810] * 8))
-        return builder.bitcast(builder.and_(spread, ir.Constant(_V8I32, [0x10101010] * 8)), _V32I8)
-    return Bytes32(Ints8, shift), codegen
+        k8 = builder.trunc(args[1], _I8)
+        left = builder.shl(args[0], _splat(builder, builder.sub(ir.Constant(_I8, 4), k8), _V32I8))
+        right = builder.lshr(args[0], _splat(builder, k8, _V32I8))
+        high_ = builder.icmp_unsigned("!=", args[2], ir.Constant(args[2].type, 0))
+        moved = builder.select(high_, right, left)
+        return builder.and_(moved, ir.Constant(_V32I8, [16] * 32))
+    return Bytes32(Bytes32, k, high), codegen
 
 
 @intrinsic
@@ -241,7 +243,7 @@ def zero_floats(typingctx):
 
 @intrinsic
 def load_uints(typingctx, array, index):
-    """8 uint32 of a 1-D array from ``index`` on, as int32 lanes (the q5 types' 5th-bit fields)."""
+    """8 uint32 of a 1-D array from ``index`` on, as int32 lanes."""
     if not (_is_c_array(array, types.uint32) and _is_index(index)):
         return None
 
@@ -318,3 +320,17 @@ def mul(typingctx, a, b):
     def codegen(context, builder, sig, args):
         return builder.fmul(args[0], args[1])
     return Floats8(Floats8, Floats8), codegen
+
+
+@intrinsic
+def prefetch(typingctx, array, index):
+    """Ask the CPU to start loading the cache line holding array[index] (a hint: never faults)."""
+    if not (_is_c_array(array) and _is_index(index)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1], _I8)
+        fn = _intrinsic_fn(builder, "llvm.prefetch.p0", ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32])
+        builder.call(fn, [pointer, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+    return types.none(array, index), codegen
