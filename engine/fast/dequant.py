@@ -16,7 +16,6 @@ import numpy as np
 from numba import njit
 
 from engine.fast.matvec import HALF, QK, QK16_HALF, as_float, half_to_float
-from engine.fast.repack import LANES, TILE
 
 
 @njit(nogil=True, cache=True)
@@ -89,57 +88,6 @@ def dequant_f16_rows(w, layer, r0, r1, out):
         dst = out[r - r0]
         for k in range(cols):
             dst[k] = half_to_float(src[k])
-
-
-@njit(nogil=True, cache=True)
-def dequant_lanes(qs, d, m, qh, layer, t0, t1, out):
-    """Tiles t0..t1-1 of a q4_0/q4_1/q5_0/q5_1/q8_0 matrix in the lanes layout -> out[cols, (t1-t0)*TILE].
-
-    Byte i of run k of row r in a group holds value 4k+i (q8_0), or values 4k+i (low nibble)
-    and 16+4k+i (high nibble) of the 4/5-bit types. The innermost loop runs over the 8 rows of
-    a group, so each output row is written in runs of 8 contiguous floats.
-    """
-    nb = qs.shape[2]
-    is_q8 = qs.shape[3] == 32 * LANES
-    has_min = m.size > 1
-    has_qh = qh.size > 1
-    offset = np.float32(-16.0) if has_qh else np.float32(-8.0)
-    groups = TILE // LANES
-    scale = np.empty(LANES, np.float32)
-    base = np.zeros(LANES, np.float32)
-    for g in range(t0 * groups, t1 * groups):
-        col0 = (g - t0 * groups) * LANES
-        for b in range(nb):
-            q = qs[layer, g, b]
-            for r in range(LANES):
-                scale[r] = as_float(d[layer, g, b, r])
-                if has_min:
-                    base[r] = as_float(m[layer, g, b, r])
-            if is_q8:
-                for j in range(QK):
-                    k, i = j // 4, j % 4
-                    dst = out[b * QK + j, col0:col0 + LANES]
-                    for r in range(LANES):
-                        dst[r] = scale[r] * np.float32(np.int8(q[(k * LANES + r) * 4 + i]))
-                continue
-            for j in range(HALF):
-                k, i = j // 4, j % 4
-                lo_row = out[b * QK + j, col0:col0 + LANES]
-                hi_row = out[b * QK + HALF + j, col0:col0 + LANES]
-                for r in range(LANES):
-                    v = q[(k * LANES + r) * 4 + i]
-                    lo = np.float32(v & 15)
-                    hi = np.float32(v >> 4)
-                    if has_qh:       # see repack._fifth_bit_bytes
-                        bits = qh[layer, g, b, 4 * r + i]
-                        lo += np.float32(16.0) * np.float32((bits >> k) & 1)
-                        hi += np.float32(16.0) * np.float32((bits >> (k + 4)) & 1)
-                    if has_min:
-                        lo_row[r] = scale[r] * lo + base[r]
-                        hi_row[r] = scale[r] * hi + base[r]
-                    else:
-                        lo_row[r] = scale[r] * (lo + offset)
-                        hi_row[r] = scale[r] * (hi + offset)
 
 
 TILE_DEQUANT = {

@@ -348,6 +348,11 @@ def _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
 @njit(nogil=True, fastmath=True, cache=True)
 def _lanes_q8_0(qs, d, layer, xq, out, t0, t1):
     """q8_0 in the lanes layout: |w| times x with w's signs (``vpsignb``), the int8 dot products of ggml."""
+    _q8_groups(qs, d, layer, xq, out, t0, t1)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _q8_groups(qs, d, layer, xq, out, t0, t1):
     nb = qs.shape[2]
     dxs = xq[:nb]
     xb = xq[2 * nb:2 * nb + nb * 8].view(np.int8)

@@ -1,10 +1,11 @@
-"""The batched prompt path: many tokens per pass, weights decoded tile by tile into BLAS.
+"""The batched prompt path: many tokens per pass.
 
 Per layer the work is a handful of calls on [N, width] activation matrices, so the Python
-between them is negligible next to the matrix products. Each matrix product decodes a few MiB of
-weights at a time (``dequant.py``) and multiplies the whole token matrix with numpy's BLAS; the
-worker that computed a block of outputs also adds their bias (and GELU for the MLP), while they
-are in its cache. Attention is per head through BLAS too (scores = Q K^T, masked softmax, P V),
+between them is negligible next to the matrix products. The lanes layout's types (q4_0, q4_1,
+q5_0, q5_1, q8_0 on a CPU with AVX2) multiply the token matrix, quantized to 8 bits, with the
+integer kernels of ``gemm.py``; the other types decode a few MiB of weights at a time
+(``dequant.py``) and multiply the whole token matrix with numpy's BLAS. The worker that computed
+a block of outputs also adds their bias (and GELU for the MLP), while they are in its cache. Attention is per head through BLAS too (scores = Q K^T, masked softmax, P V),
 the heads shared by the same workers. LayerNorm and RoPE are the compiled ones of ``forward.py``.
 """
 from __future__ import annotations
@@ -14,12 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from engine.fast.dequant import TILE_DEQUANT, dequant_f16_rows, dequant_lanes
+from engine.fast.dequant import TILE_DEQUANT, dequant_f16_rows
+from engine.fast.gemm import gemm_lanes, quantize_rows
+from engine.fast.matvec import xsum_floats
 from engine.fast.forward import bias_gelu, layer_norm_rows, rope_and_store
 from engine.fast.repack import TILE, PackedMatrix
 from engine.fast.threads import apply_threads
 
 SCRATCH_FLOATS = 2 << 20      # 8 MiB of decoded weights per BLAS call
+ATTENTION_SLICE = 128         # queries per attention step of a long prompt
 
 
 class TileDecoder:
@@ -47,8 +51,17 @@ class TileDecoder:
 
     def matmul(self, pm: PackedMatrix, layer: int, x: np.ndarray, out: np.ndarray,
                bias: np.ndarray | None = None, gelu: bool = False) -> None:
-        """out[:, :pm.rows] = x @ W[layer].T (+ bias, then GELU if asked) for x [N, cols]."""
+        """out[:, :pm.rows] = x @ W[layer].T (+ bias, then GELU if asked) for x [N, cols].
+
+        out must be C-contiguous with at least ``pm.padded_rows`` columns (whole tiles are stored).
+        """
         rows, cols = pm.rows, pm.cols
+        if pm.layout == "lanes":       # quantize the token matrix once, shared by the workers
+            n = x.shape[0]
+            xq = np.empty((n, xsum_floats(cols, False)), np.float32)
+            self._run(quantize_rows, [(x, n * i // self.threads, n * (i + 1) // self.threads, xq)
+                                      for i in range(self.threads)])
+            x = xq
         if pm.tiled:
             unit = TILE
             step = max(1, SCRATCH_FLOATS // (cols * TILE)) * TILE
@@ -69,11 +82,12 @@ class TileDecoder:
             w = np.empty((r1 - r0, pm.cols), np.float32)
             dequant_f16_rows(pm.arrays[0], layer, r0, r1, w)
             out[:, r0:r1] = x @ w.T
+        elif pm.layout == "lanes":      # x is the quantized token matrix
+            gemm_lanes(*pm.arrays, layer, x, out, r0 // TILE, -(-r1 // TILE))
         else:
             t0, t1 = r0 // TILE, -(-r1 // TILE)
             wt = np.empty((pm.cols, (t1 - t0) * TILE), np.float32)
-            decode = dequant_lanes if pm.layout == "lanes" else TILE_DEQUANT[pm.type]
-            decode(*pm.arrays, layer, t0, t1, wt)
+            TILE_DEQUANT[pm.type](*pm.arrays, layer, t0, t1, wt)
             out[:, r0:r1] = x @ wt[:, :r1 - r0]
         if gelu:
             bias_gelu(out, r0, r1, bias)
@@ -83,26 +97,31 @@ class TileDecoder:
     def attention(self, qkv: np.ndarray, n_past: int, n_head: int, kc: np.ndarray, vc: np.ndarray,
                   out: np.ndarray) -> None:
         """Causal attention of the rows of qkv (positions n_past..) over the cache, heads into out."""
-        n = qkv.shape[0]
         hd = kc.shape[1] // n_head
-        future = np.triu(np.ones((n, n), bool), 1)      # token i must not see positions after n_past + i
         parts = [(h0 * n_head // self.threads, (h0 + 1) * n_head // self.threads) for h0 in range(self.threads)]
-        self._run(lambda h0, h1: self._heads(qkv, n_past, hd, kc, vc, out, future, h0, h1), parts)
+        self._run(lambda h0, h1: self._heads(qkv, n_past, hd, kc, vc, out, h0, h1), parts)
 
     @staticmethod
-    def _heads(qkv, n_past, hd, kc, vc, out, future, h0, h1) -> None:
+    def _heads(qkv, n_past, hd, kc, vc, out, h0, h1) -> None:
+        """Heads h0..h1-1, the queries in slices of ATTENTION_SLICE: a slice scores only the positions
+        it may see (the cache and the slice's own past), so the masked half of a long prompt's
+        score matrix is never computed."""
         n = qkv.shape[0]
-        length = n_past + n
         scale = np.float32(1.0 / math.sqrt(hd))
-        for h in range(h0, h1):
-            q = qkv[:, h * 3 * hd:h * 3 * hd + hd]
-            scores = q @ kc[:length, h * hd:(h + 1) * hd].T
-            scores *= scale
-            scores[:, n_past:][future] = -np.inf
-            scores -= scores.max(axis=1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=1, keepdims=True)
-            out[:, h * hd:(h + 1) * hd] = scores @ vc[:length, h * hd:(h + 1) * hd]
+        for i0 in range(0, n, ATTENTION_SLICE):
+            i1 = min(n, i0 + ATTENTION_SLICE)
+            length = n_past + i1
+            # query i (position n_past + i) must not see positions after n_past + i
+            future = np.triu(np.ones((i1 - i0, i1 - i0), bool), 1)
+            for h in range(h0, h1):
+                q = qkv[i0:i1, h * 3 * hd:h * 3 * hd + hd]
+                scores = q @ kc[:length, h * hd:(h + 1) * hd].T
+                scores *= scale
+                scores[:, n_past + i0:][future] = -np.inf
+                scores -= scores.max(axis=1, keepdims=True)
+                np.exp(scores, out=scores)
+                scores /= scores.sum(axis=1, keepdims=True)
+                out[i0:i1, h * hd:(h + 1) * hd] = scores @ vc[:length, h * hd:(h + 1) * hd]
 
 
 def forward_prompt(weights, decoder: TileDecoder, x: np.ndarray, n_past: int, cos, sin,
@@ -114,23 +133,31 @@ def forward_prompt(weights, decoder: TileDecoder, x: np.ndarray, n_past: int, co
     """
     c = weights.config
     n, e = x.shape
-    qkv = np.empty((n, 3 * e), np.float32)
+
+    def output(pm):      # whole tiles are stored: the padding columns are scratch
+        return np.empty((n, pm.padded_rows), np.float32), pm.rows
+
+    qkv_p, rows = output(weights.qkv)
+    qkv = qkv_p[:, :rows]
+    attn_p, rows = output(weights.dense)
+    attn = attn_p[:, :rows]
+    up_p, rows = output(weights.up)
+    up = up_p[:, :rows]
+    down_p, rows = output(weights.down)
+    down = down_p[:, :rows]
     att = np.empty((n, e), np.float32)
-    attn = np.empty((n, e), np.float32)
     h = np.empty((n, e), np.float32)
-    up = np.empty((n, weights.up.rows), np.float32)
-    down = np.empty((n, e), np.float32)
     for layer in range(c.n_layer):
         ln = weights.ln[layer]
         layer_norm_rows(x, n, ln[0], ln[1], h)
-        decoder.matmul(weights.qkv, layer, h, qkv, weights.b_qkv[layer])
+        decoder.matmul(weights.qkv, layer, h, qkv_p, weights.b_qkv[layer])
         rope_and_store(qkv, n, n_past, cos, sin, c.n_head, c.n_rot, kcache[layer], vcache[layer])
         decoder.attention(qkv, n_past, c.n_head, kcache[layer], vcache[layer], att)
-        decoder.matmul(weights.dense, layer, att, attn, weights.b_dense[layer])
+        decoder.matmul(weights.dense, layer, att, attn_p, weights.b_dense[layer])
         y = x if c.parallel_residual else attn + x
         layer_norm_rows(y, n, ln[2], ln[3], h)
-        decoder.matmul(weights.up, layer, h, up, weights.b_up[layer], gelu=True)
-        decoder.matmul(weights.down, layer, up, down, weights.b_down[layer])
+        decoder.matmul(weights.up, layer, h, up_p, weights.b_up[layer], gelu=True)
+        decoder.matmul(weights.down, layer, up, down_p, weights.b_down[layer])
         x = (down + attn) + x if c.parallel_residual else down + y
     layer_norm_rows(x, n, weights.lnf[0], weights.lnf[1], h)
     return h

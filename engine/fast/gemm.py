@@ -1,0 +1,169 @@
+"""Integer matrix x token-matrix kernels for the batched prompt path (the lanes layout's types).
+
+A prompt multiplies each weight matrix by many tokens at once. The generation kernels of
+``matvec.py`` read a group of 8 rows, widen its nibbles and multiply them by one token's 8-bit
+activations; here each group's widened weights serve 4 tokens before the next block is read, so
+the nibble work and the weight loads are paid once per 4 tokens and the multiply-adds
+(``vpdpbusd``) are nearly all that remains. Tokens are taken in slices of ``TOKEN_SLICE`` so
+their quantized activations stay in the core's L2 cache while all groups pass over them.
+
+As in ``matvec.py``, x is quantized per block of 32 (``quantize_rows``, ggml's q8_0), which is
+what ggml does for prompts too; a prompt's logits are then as close to the reference as a
+generated token's (issue 3 allows 2e-2).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+from engine.fast.matvec import QK, _nibble_groups, _q8_groups, _quantize
+from engine.fast.repack import LANES, TILE
+from engine.fast.simd import (abs_bytes, broadcast4, dot4, fifth_bits, high_nibbles, load_bytes, load_floats,
+                              low_nibbles, mul, mul_add, or_bytes, sign_bytes, splat, store_floats, to_floats,
+                              zero_floats, zero_ints)
+
+TOKEN_SLICE = 32      # tokens whose int8 activations stay in L2 while every group passes over them
+
+
+@njit(nogil=True, cache=True)
+def quantize_rows(x, n0, n1, xq):
+    """Rows n0..n1-1 of the token matrix x [N, cols] -> xq [N, xsum_floats(cols)] (``matvec._quantize``)."""
+    for n in range(n0, n1):
+        _quantize(x[n], xq[n])
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _acc_block(acc, dot, scales, mins, dx, s, offset, has_min):
+    """acc + one block's contribution for one token (see matvec._nibble_groups)."""
+    if has_min:
+        acc = mul_add(mins, splat(s), acc)
+        return mul_add(scales, mul(to_floats(dot), splat(dx)), acc)
+    return mul_add(scales, mul_add(to_floats(dot), splat(dx), splat(offset * s)), acc)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _nibble_gemm(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
+    nb = qs.shape[2]
+    n_tok = xq.shape[0]
+    offset = np.float32(-16.0) if has_qh else np.float32(-8.0)
+    g0, g1 = t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])
+    full = n_tok - n_tok % 4
+    for n0 in range(0, full, TOKEN_SLICE):
+        for g in range(g0, g1):
+            q = qs[layer, g].ravel()
+            dd = d[layer, g].ravel()
+            mm = m[layer, g].ravel() if has_min else dd
+            hh = qh[layer, g].ravel() if has_qh else q
+            for n in range(n0, min(n0 + TOKEN_SLICE, full), 4):
+                x0, x1, x2, x3 = xq[n], xq[n + 1], xq[n + 2], xq[n + 3]
+                b0 = x0[2 * nb:2 * nb + nb * 8].view(np.int8)
+                b1 = x1[2 * nb:2 * nb + nb * 8].view(np.int8)
+                b2 = x2[2 * nb:2 * nb + nb * 8].view(np.int8)
+                b3 = x3[2 * nb:2 * nb + nb * 8].view(np.int8)
+                acc0, acc1, acc2, acc3 = zero_floats(), zero_floats(), zero_floats(), zero_floats()
+                for b in range(nb):
+                    dot0, dot1, dot2, dot3 = zero_ints(), zero_ints(), zero_ints(), zero_ints()
+                    if has_qh:
+                        bits = load_bytes(hh, b * 4 * LANES)
+                    for k in range(4):
+                        w = load_bytes(q, b * 128 + k * 32)
+                        lo = low_nibbles(w)
+                        hi = high_nibbles(w)
+                        if has_qh:
+                            lo = or_bytes(lo, fifth_bits(bits, k, 0))
+                            hi = or_bytes(hi, fifth_bits(bits, k, 1))
+                        o = b * QK + 4 * k
+                        dot0 = dot4(dot4(dot0, lo, broadcast4(b0, o)), hi, broadcast4(b0, o + 16))
+                        dot1 = dot4(dot4(dot1, lo, broadcast4(b1, o)), hi, broadcast4(b1, o + 16))
+                        dot2 = dot4(dot4(dot2, lo, broadcast4(b2, o)), hi, broadcast4(b2, o + 16))
+                        dot3 = dot4(dot4(dot3, lo, broadcast4(b3, o)), hi, broadcast4(b3, o + 16))
+                    scales = load_floats(dd, b * LANES)
+                    mins = load_floats(mm, b * LANES) if has_min else scales
+                    acc0 = _acc_block(acc0, dot0, scales, mins, x0[b], x0[nb + b], offset, has_min)
+                    acc1 = _acc_block(acc1, dot1, scales, mins, x1[b], x1[nb + b], offset, has_min)
+                    acc2 = _acc_block(acc2, dot2, scales, mins, x2[b], x2[nb + b], offset, has_min)
+                    acc3 = _acc_block(acc3, dot3, scales, mins, x3[b], x3[nb + b], offset, has_min)
+                store_floats(out[n], g * LANES, acc0)
+                store_floats(out[n + 1], g * LANES, acc1)
+                store_floats(out[n + 2], g * LANES, acc2)
+                store_floats(out[n + 3], g * LANES, acc3)
+    for n in range(full, n_tok):         # the last 1-3 tokens: the generation kernel
+        _nibble_groups(qs, d, m, qh, layer, xq[n], out[n], t0, t1, has_min, has_qh)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _gemm_nibbles(qs, d, m, qh, layer, xq, out, t0, t1):
+    """q4_0/q4_1/q5_0/q5_1: each variant inlined with constant flags, as in matvec._lanes_nibbles."""
+    if m.size > 1:
+        if qh.size > 1:
+            _nibble_gemm(qs, d, m, qh, layer, xq, out, t0, t1, True, True)
+        else:
+            _nibble_gemm(qs, d, m, qh, layer, xq, out, t0, t1, True, False)
+    elif qh.size > 1:
+        _nibble_gemm(qs, d, m, qh, layer, xq, out, t0, t1, False, True)
+    else:
+        _nibble_gemm(qs, d, m, qh, layer, xq, out, t0, t1, False, False)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _gemm_q8_0(qs, d, layer, xq, out, t0, t1):
+    """q8_0: |w| once per block run, times each of 4 tokens' bytes with w's signs."""
+    nb = qs.shape[2]
+    n_tok = xq.shape[0]
+    g0, g1 = t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])
+    full = n_tok - n_tok % 4
+    for n0 in range(0, full, TOKEN_SLICE):
+        for g in range(g0, g1):
+            q = qs[layer, g].ravel()
+            dd = d[layer, g].ravel()
+            for n in range(n0, min(n0 + TOKEN_SLICE, full), 4):
+                x0, x1, x2, x3 = xq[n], xq[n + 1], xq[n + 2], xq[n + 3]
+                b0 = x0[2 * nb:2 * nb + nb * 8].view(np.int8)
+                b1 = x1[2 * nb:2 * nb + nb * 8].view(np.int8)
+                b2 = x2[2 * nb:2 * nb + nb * 8].view(np.int8)
+                b3 = x3[2 * nb:2 * nb + nb * 8].view(np.int8)
+                acc0, acc1, acc2, acc3 = zero_floats(), zero_floats(), zero_floats(), zero_floats()
+                for b in range(nb):
+                    dot0, dot1, dot2, dot3 = zero_ints(), zero_ints(), zero_ints(), zero_ints()
+                    for k in range(8):
+                        w = load_bytes(q, b * 256 + k * 32)
+                        u = abs_bytes(w)
+                        o = b * QK + 4 * k
+                        dot0 = dot4(dot0, u, sign_bytes(broadcast4(b0, o), w))
+                        dot1 = dot4(dot1, u, sign_bytes(broadcast4(b1, o), w))
+                        dot2 = dot4(dot2, u, sign_bytes(broadcast4(b2, o), w))
+                        dot3 = dot4(dot3, u, sign_bytes(broadcast4(b3, o), w))
+                    scales = load_floats(dd, b * LANES)
+                    acc0 = mul_add(scales, mul(to_floats(dot0), splat(x0[b])), acc0)
+                    acc1 = mul_add(scales, mul(to_floats(dot1), splat(x1[b])), acc1)
+                    acc2 = mul_add(scales, mul(to_floats(dot2), splat(x2[b])), acc2)
+                    acc3 = mul_add(scales, mul(to_floats(dot3), splat(x3[b])), acc3)
+                store_floats(out[n], g * LANES, acc0)
+                store_floats(out[n + 1], g * LANES, acc1)
+                store_floats(out[n + 2], g * LANES, acc2)
+                store_floats(out[n + 3], g * LANES, acc3)
+    for n in range(full, n_tok):
+        _q8_groups(qs, d, layer, xq[n], out[n], t0, t1)
+
+
+def gemm(a0, a1, a2, a3, layer, xq, out, t0, t1):
+    """out[n, rows of tiles t0..t1-1] = W[layer] @ x_n for every token n (xq from ``quantize_rows``).
+
+    out is [N, padded rows] (C-contiguous): the kernels store whole groups of 8 rows.
+    """
+
+
+@overload(gemm)
+def _gemm(a0, a1, a2, a3, layer, xq, out, t0, t1):
+    if a0.ndim != 4:
+        return None
+    if a0.dtype == types.int8:
+        return lambda a0, a1, a2, a3, layer, xq, out, t0, t1: _gemm_q8_0(a0, a1, layer, xq, out, t0, t1)
+    return lambda a0, a1, a2, a3, layer, xq, out, t0, t1: _gemm_nibbles(a0, a1, a2, a3, layer, xq, out, t0, t1)
+
+
+@njit(nogil=True, cache=True)
+def gemm_lanes(a0, a1, a2, a3, layer, xq, out, t0, t1):
+    """The compiled entry point the prompt path's workers call (``gemm`` for the arrays' type)."""
+    gemm(a0, a1, a2, a3, layer, xq, out, t0, t1)
