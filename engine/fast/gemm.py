@@ -17,10 +17,11 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from engine.fast.matvec import QK, _nibble_groups, _q8_groups, _quantize
+from engine.fast.matvec import Q8_UNSIGNED, QK, _nibble_groups, _q8_groups, _quantize
 from engine.fast.repack import LANES, TILE
 from engine.fast.simd import (abs_bytes, broadcast4, dot4, fifth_bits, high_nibbles, load_bytes, load_floats,
-                              low_nibbles, mul, mul_add, or_bytes, sign_bytes, splat, store_floats, to_floats,
+                              low_nibbles, mul, mul_add, offset_bytes, or_bytes, sign_bytes, splat, store_floats,
+                              to_floats,
                               zero_floats, zero_ints)
 
 TOKEN_SLICE = 32      # tokens whose int8 activations stay in L2 while every group passes over them
@@ -108,8 +109,9 @@ def _gemm_nibbles(qs, d, m, qh, layer, xq, out, t0, t1):
 
 @njit(nogil=True, fastmath=True, cache=True)
 def _gemm_q8_0(qs, d, layer, xq, out, t0, t1):
-    """q8_0: |w| once per block run, times each of 4 tokens' bytes with w's signs."""
+    """q8_0: the weights made unsigned once per block run (matvec.Q8_UNSIGNED), times each of 4 tokens' bytes."""
     nb = qs.shape[2]
+    offset = np.float32(-128.0) if Q8_UNSIGNED else np.float32(0.0)
     n_tok = xq.shape[0]
     g0, g1 = t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])
     full = n_tok - n_tok % 4
@@ -128,17 +130,24 @@ def _gemm_q8_0(qs, d, layer, xq, out, t0, t1):
                     dot0, dot1, dot2, dot3 = zero_ints(), zero_ints(), zero_ints(), zero_ints()
                     for k in range(8):
                         w = load_bytes(q, b * 256 + k * 32)
-                        u = abs_bytes(w)
                         o = b * QK + 4 * k
-                        dot0 = dot4(dot0, u, sign_bytes(broadcast4(b0, o), w))
-                        dot1 = dot4(dot1, u, sign_bytes(broadcast4(b1, o), w))
-                        dot2 = dot4(dot2, u, sign_bytes(broadcast4(b2, o), w))
-                        dot3 = dot4(dot3, u, sign_bytes(broadcast4(b3, o), w))
+                        if Q8_UNSIGNED:       # see matvec.Q8_UNSIGNED
+                            u = offset_bytes(w)
+                            dot0 = dot4(dot0, u, broadcast4(b0, o))
+                            dot1 = dot4(dot1, u, broadcast4(b1, o))
+                            dot2 = dot4(dot2, u, broadcast4(b2, o))
+                            dot3 = dot4(dot3, u, broadcast4(b3, o))
+                        else:
+                            u = abs_bytes(w)
+                            dot0 = dot4(dot0, u, sign_bytes(broadcast4(b0, o), w))
+                            dot1 = dot4(dot1, u, sign_bytes(broadcast4(b1, o), w))
+                            dot2 = dot4(dot2, u, sign_bytes(broadcast4(b2, o), w))
+                            dot3 = dot4(dot3, u, sign_bytes(broadcast4(b3, o), w))
                     scales = load_floats(dd, b * LANES)
-                    acc0 = mul_add(scales, mul(to_floats(dot0), splat(x0[b])), acc0)
-                    acc1 = mul_add(scales, mul(to_floats(dot1), splat(x1[b])), acc1)
-                    acc2 = mul_add(scales, mul(to_floats(dot2), splat(x2[b])), acc2)
-                    acc3 = mul_add(scales, mul(to_floats(dot3), splat(x3[b])), acc3)
+                    acc0 = _acc_block(acc0, dot0, scales, scales, x0[b], x0[nb + b], offset, False)
+                    acc1 = _acc_block(acc1, dot1, scales, scales, x1[b], x1[nb + b], offset, False)
+                    acc2 = _acc_block(acc2, dot2, scales, scales, x2[b], x2[nb + b], offset, False)
+                    acc3 = _acc_block(acc3, dot3, scales, scales, x3[b], x3[nb + b], offset, False)
                 store_floats(out[n], g * LANES, acc0)
                 store_floats(out[n + 1], g * LANES, acc1)
                 store_floats(out[n + 2], g * LANES, acc2)

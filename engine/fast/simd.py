@@ -334,3 +334,26 @@ def prefetch(typingctx, array, index):
         builder.call(fn, [pointer, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
         return context.get_dummy_value()
     return types.none(array, index), codegen
+
+
+@intrinsic
+def hsum(typingctx, v):
+    """The sum of the 8 lanes (in any order)."""
+    if v != Floats8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        fn = _intrinsic_fn(builder, "llvm.vector.reduce.fadd.v8f32", _F32, [_F32, _V8F])
+        return builder.call(fn, [ir.Constant(_F32, 0.0), args[0]], fastmath=("reassoc",))
+    return types.float32(Floats8), codegen
+
+
+@intrinsic
+def offset_bytes(typingctx, v):
+    """Signed bytes w -> unsigned w + 128 (the sign bit flipped)."""
+    if v != Bytes32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.xor(args[0], ir.Constant(_V32I8, [0x80] * 32))
+    return Bytes32(Bytes32), codegen
