@@ -103,25 +103,29 @@ class TileDecoder:
 
     @staticmethod
     def _heads(qkv, n_past, hd, kc, vc, out, h0, h1) -> None:
-        """Heads h0..h1-1, the queries in slices of ATTENTION_SLICE: a slice scores only the positions
-        it may see (the cache and the slice's own past), so the masked half of a long prompt's
-        score matrix is never computed."""
+        """Heads h0..h1-1 at once (batched matmuls: a few numpy calls per slice, not a few per head),
+        the queries in slices of ATTENTION_SLICE: a slice scores only the positions it may see
+        (the cache and the slice's own past), so the masked half of a long prompt's score
+        matrix is never computed."""
         n = qkv.shape[0]
+        n_head = kc.shape[1] // hd
         scale = np.float32(1.0 / math.sqrt(hd))
+        heads = qkv.reshape(n, n_head, 3, hd)[:, h0:h1]                # [n, H, q|k|v, hd]
         for i0 in range(0, n, ATTENTION_SLICE):
             i1 = min(n, i0 + ATTENTION_SLICE)
             length = n_past + i1
+            q = heads[i0:i1, :, 0].transpose(1, 0, 2)                    # [H, m, hd]
+            k = kc[:length].reshape(length, n_head, hd)[:, h0:h1].transpose(1, 2, 0)   # [H, hd, L]
+            v = vc[:length].reshape(length, n_head, hd)[:, h0:h1].transpose(1, 0, 2)   # [H, L, hd]
+            scores = np.matmul(q, k)
+            scores *= scale
             # query i (position n_past + i) must not see positions after n_past + i
             future = np.triu(np.ones((i1 - i0, i1 - i0), bool), 1)
-            for h in range(h0, h1):
-                q = qkv[i0:i1, h * 3 * hd:h * 3 * hd + hd]
-                scores = q @ kc[:length, h * hd:(h + 1) * hd].T
-                scores *= scale
-                scores[:, n_past + i0:][future] = -np.inf
-                scores -= scores.max(axis=1, keepdims=True)
-                np.exp(scores, out=scores)
-                scores /= scores.sum(axis=1, keepdims=True)
-                out[i0:i1, h * hd:(h + 1) * hd] = scores @ vc[:length, h * hd:(h + 1) * hd]
+            scores[:, :, n_past + i0:][:, future] = -np.inf
+            scores -= scores.max(axis=2, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(axis=2, keepdims=True)
+            out[i0:i1].reshape(i1 - i0, n_head, hd)[:, h0:h1] = np.matmul(scores, v).transpose(1, 0, 2)
 
 
 def forward_prompt(weights, decoder: TileDecoder, x: np.ndarray, n_past: int, cos, sin,
