@@ -45,7 +45,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from engine.fast.repack import LANES, TILE   # global ints: compile-time constants in the kernels
-from engine.fast.simd import (INT8_DOT, abs_bytes, broadcast4, dot4, fifth_bits, high_nibbles, hsum, load_bytes,
+from engine.fast.simd import (INT8_DOT, abs_bytes, broadcast4, dot4, fifth_bits, high_nibbles, load_bytes,
                               load_floats, low_nibbles, mul, mul_add, offset_bytes, or_bytes, prefetch,
                               sign_bytes, splat,
                               store_floats, to_floats, zero_floats, zero_ints)
@@ -54,7 +54,6 @@ QK = 32          # values per block of the 32-value types
 HALF = 16        # quant bytes per block of the 4/5-bit 32-value types
 QK16_HALF = 8    # quant bytes per block of q4_2 / q4_3 (16 values)
 PREFETCH = 1024
-VECTOR_ROWS = INT8_DOT is not None     # the explicit-vector f16/f32 row kernel (needs AVX2 + F16C)
 # q8_0 weights are signed, and dot4 wants unsigned bytes. vpdpbusd adds the 4 products exactly, so
 # with VNNI the weights are offset to w + 128 (one xor) and 128 sum(x) taken off per block; AVX2's
 # vpmaddubsw would saturate (255 * 127 * 2 > 32767), so there |w| times x with w's signs is used.
@@ -261,38 +260,16 @@ def _q8_0(qs, d, layer, x, out, t0, t1):
 def _rows(w, layer, x, out, t0, t1):
     """f16 (stored as fp16 bits) or f32 rows: one long vectorised dot per row.
 
-    With AVX2 (and F16C) 4 rows at a time with explicit vectors, so each 8 values of x loaded
-    serve 4 rows and the fp16 widening is one vcvtph2ps per 8 weights. Streaming an f16 matrix
-    from memory both run at the bandwidth (about 25-30 GB/s on two threads here).
+    (A kernel of 4 rows at a time with explicit vectors, tried for f16, ran at half this speed
+    in the forward pass: 114 vs 239-291 tokens/s at 70M.)
     """
     rows, cols = w.shape[1], w.shape[2]
-    r = t0 * TILE
-    r1 = min(rows, t1 * TILE)
-    if VECTOR_ROWS:
-        full = cols - cols % 8
-        while r + 4 <= r1:
-            w0, w1, w2, w3 = w[layer, r], w[layer, r + 1], w[layer, r + 2], w[layer, r + 3]
-            a0, a1, a2, a3 = zero_floats(), zero_floats(), zero_floats(), zero_floats()
-            for k in range(0, full, 8):
-                xv = load_floats(x, k)
-                a0 = mul_add(load_floats(w0, k), xv, a0)
-                a1 = mul_add(load_floats(w1, k), xv, a1)
-                a2 = mul_add(load_floats(w2, k), xv, a2)
-                a3 = mul_add(load_floats(w3, k), xv, a3)
-            s0, s1, s2, s3 = hsum(a0), hsum(a1), hsum(a2), hsum(a3)
-            for k in range(full, cols):
-                s0 += as_float(w0[k]) * x[k]
-                s1 += as_float(w1[k]) * x[k]
-                s2 += as_float(w2[k]) * x[k]
-                s3 += as_float(w3[k]) * x[k]
-            out[r], out[r + 1], out[r + 2], out[r + 3] = s0, s1, s2, s3
-            r += 4
-    for rr in range(r, r1):
-        row = w[layer, rr]
+    for r in range(t0 * TILE, min(rows, t1 * TILE)):
+        row = w[layer, r]
         s = np.float32(0.0)
         for k in range(cols):
             s += as_float(row[k]) * x[k]
-        out[rr] = s
+        out[r] = s
 
 
 @njit(nogil=True, fastmath=True, cache=True)

@@ -337,18 +337,6 @@ def prefetch(typingctx, array, index):
 
 
 @intrinsic
-def hsum(typingctx, v):
-    """The sum of the 8 lanes (in any order)."""
-    if v != Floats8:
-        return None
-
-    def codegen(context, builder, sig, args):
-        fn = _intrinsic_fn(builder, "llvm.vector.reduce.fadd.v8f32", _F32, [_F32, _V8F])
-        return builder.call(fn, [ir.Constant(_F32, 0.0), args[0]], fastmath=("reassoc",))
-    return types.float32(Floats8), codegen
-
-
-@intrinsic
 def offset_bytes(typingctx, v):
     """Signed bytes w -> unsigned w + 128 (the sign bit flipped)."""
     if v != Bytes32:
