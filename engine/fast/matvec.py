@@ -260,8 +260,8 @@ def _q8_0(qs, d, layer, x, out, t0, t1):
 def _rows(w, layer, x, out, t0, t1):
     """f16 (stored as fp16 bits) or f32 rows: one long vectorised dot per row.
 
-    (A kernel of 4 rows at a time with explicit vectors, tried for f16, ran at half this speed
-    in the forward pass: 114 vs 239-291 tokens/s at 70M.)
+    (Kernels of 4 rows at a time with explicit vectors, or 2 rows in this loop, tried for f16,
+    ran at half this speed in the forward pass: 114-189 vs 239-297 tokens/s at 70M.)
     """
     rows, cols = w.shape[1], w.shape[2]
     for r in range(t0 * TILE, min(rows, t1 * TILE)):

@@ -98,14 +98,17 @@ class ThreadChooser:
     cores busy) a barrier often waits a whole scheduler time slice for a thread that was parked:
     a token on 2 threads then takes 20x longer than on 1. So the session times its tokens, keeps
     a running average of the mode in use, and now and then runs one token the other way (a probe)
-    to notice when the machine's load changes; it switches when the probe was faster. A probe
-    that loses clearly doubles the interval to the next one (up to ``MAX_INTERVAL``), so a lost
-    cause costs little.
+    to notice when the machine's load changes; it switches when the probe was clearly faster
+    (``MARGIN``: a model whose speed is bound by memory bandwidth runs almost as fast on one
+    thread, and a probe that won by noise would keep it on one thread for a while). A probe that
+    loses clearly doubles the interval to the next one (up to ``MAX_INTERVAL``), so a lost cause
+    costs little.
     """
 
     MIN_INTERVAL = 16
     MAX_INTERVAL = 256
     ALPHA = 0.25          # weight of the newest sample in a running average
+    MARGIN = 0.85         # a probe must take under this share of the current mode's time to win
 
     def __init__(self, threads: int):
         self.threads = threads
@@ -135,7 +138,7 @@ class ThreadChooser:
         # a probe: the other mode's old average is stale, the probe is what it costs now
         self.average[threads] = seconds
         mine, theirs = self.average[self.current], self.average[threads]
-        if mine is None or theirs < mine:
+        if mine is None or theirs < self.MARGIN * mine:
             self.current = threads
             self.interval = self.MIN_INTERVAL
         elif theirs > 2 * mine:
