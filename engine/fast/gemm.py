@@ -18,12 +18,10 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from engine.fast.matvec import Q8_UNSIGNED, QK, _nibble_groups, _q8_groups, _quantize
+from engine.fast.matvec import Q8_UNSIGNED, QK, _nibble_groups, _q8_groups, _quantize, widen
 from engine.fast.repack import LANES, TILE
-from engine.fast.simd import (FEATURES, MODE, abs_bytes, broadcast4, dot4, fifth_bits, high_nibbles, load_bytes, load_floats,
-                              low_nibbles, mul, mul_add, offset_bytes, or_bytes, sign_bytes, splat, store_floats,
-                              to_floats,
-                              zero_floats, zero_ints)
+from engine.fast.simd import (FEATURES, MODE, abs_bytes, broadcast4, dot4, load_bytes, load_floats, mul, mul_add,
+                              offset_bytes, sign_bytes, splat, store_floats, to_floats, zero_floats, zero_ints)
 
 TOKEN_SLICE = 32      # tokens whose int8 activations stay in L2 while every group passes over them
 # two groups per pass for the q4 types where there are 32 vector registers (AVX-512VL); the
@@ -45,18 +43,6 @@ def _acc_block(acc, dot, scales, mins, dx, s, offset, has_min):
         acc = mul_add(mins, splat(s), acc)
         return mul_add(scales, mul(to_floats(dot), splat(dx)), acc)
     return mul_add(scales, mul_add(to_floats(dot), splat(dx), splat(offset * s)), acc)
-
-
-@njit(nogil=True, fastmath=True, inline="always")
-def _widen(q, bits, b, k, has_qh):
-    """Run k of block b of a group: its low and high nibbles as bytes (with the 5th bits of q5)."""
-    w = load_bytes(q, b * 128 + k * 32)
-    lo = low_nibbles(w)
-    hi = high_nibbles(w)
-    if has_qh:
-        lo = or_bytes(lo, fifth_bits(bits, k, 0))
-        hi = or_bytes(hi, fifth_bits(bits, k, 1))
-    return lo, hi
 
 
 @njit(nogil=True, fastmath=True, inline="always")
@@ -82,15 +68,9 @@ def _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
                 acc0, acc1, acc2, acc3 = zero_floats(), zero_floats(), zero_floats(), zero_floats()
                 for b in range(nb):
                     dot0, dot1, dot2, dot3 = zero_ints(), zero_ints(), zero_ints(), zero_ints()
-                    if has_qh:
-                        bits = load_bytes(hh, b * 4 * LANES)
+                    bits = load_bytes(hh, b * 4 * LANES) if has_qh else load_bytes(q, 0)
                     for k in range(4):
-                        w = load_bytes(q, b * 128 + k * 32)
-                        lo = low_nibbles(w)
-                        hi = high_nibbles(w)
-                        if has_qh:
-                            lo = or_bytes(lo, fifth_bits(bits, k, 0))
-                            hi = or_bytes(hi, fifth_bits(bits, k, 1))
+                        lo, hi = widen(q, bits, b, k, has_qh)
                         o = b * QK + 4 * k
                         dot0 = dot4(dot4(dot0, lo, broadcast4(b0, o)), hi, broadcast4(b0, o + 16))
                         dot1 = dot4(dot4(dot1, lo, broadcast4(b1, o)), hi, broadcast4(b1, o + 16))
@@ -146,8 +126,8 @@ def _nibble_gemm_pairs(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
                     bits_a = load_bytes(ha, b * 4 * LANES) if has_qh else load_bytes(qa, 0)
                     bits_b = load_bytes(hb, b * 4 * LANES) if has_qh else bits_a
                     for k in range(4):
-                        loa, hia = _widen(qa, bits_a, b, k, has_qh)
-                        lob, hib = _widen(qb, bits_b, b, k, has_qh)
+                        loa, hia = widen(qa, bits_a, b, k, has_qh)
+                        lob, hib = widen(qb, bits_b, b, k, has_qh)
                         o = b * QK + 4 * k
                         lx, hx = broadcast4(b0, o), broadcast4(b0, o + 16)
                         d0a = dot4(dot4(d0a, loa, lx), hia, hx)

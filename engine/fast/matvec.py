@@ -296,6 +296,19 @@ def _quantize(x, xq):
         xq[nb + b] = dx * np.float32(total)
 
 
+@njit(nogil=True, fastmath=True, inline="always")
+def widen(q, bits, b, k, has_qh):
+    """Run k of block b of a group (lanes layout): its low and high nibbles as bytes, with the
+    5th bits of the q5 types (``bits``: the block's rearranged 5th-bit bytes) or'ed in."""
+    w = load_bytes(q, b * 128 + k * 32)
+    lo = low_nibbles(w)
+    hi = high_nibbles(w)
+    if has_qh:
+        lo = or_bytes(lo, fifth_bits(bits, k, 0))
+        hi = or_bytes(hi, fifth_bits(bits, k, 1))
+    return lo, hi
+
+
 @njit(nogil=True, fastmath=True, cache=True)
 def _lanes_nibbles(qs, d, m, qh, layer, xq, out, t0, t1):
     """q4_0, q4_1, q5_0, q5_1 in the lanes layout, times x quantized by ``_quantize``.
@@ -334,15 +347,9 @@ def _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
             prefetch(q, b * 128 + PREFETCH)
             prefetch(q, b * 128 + PREFETCH + 64)
             dot = zero_ints()
-            if has_qh:
-                bits = load_bytes(hh, b * 4 * LANES)
+            bits = load_bytes(hh, b * 4 * LANES) if has_qh else load_bytes(q, 0)    # (unused without qh)
             for k in range(4):
-                w = load_bytes(q, b * 128 + k * 32)
-                lo = low_nibbles(w)
-                hi = high_nibbles(w)
-                if has_qh:
-                    lo = or_bytes(lo, fifth_bits(bits, k, 0))
-                    hi = or_bytes(hi, fifth_bits(bits, k, 1))
+                lo, hi = widen(q, bits, b, k, has_qh)
                 dot = dot4(dot, lo, broadcast4(xb, b * QK + 4 * k))
                 dot = dot4(dot, hi, broadcast4(xb, b * QK + 16 + 4 * k))
             scales = load_floats(dd, b * LANES)
