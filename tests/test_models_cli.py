@@ -141,8 +141,11 @@ def test_cli_ctrl_c_pauses_and_the_next_run_resumes(model_bytes, tmp_path):
     with HubFixture(rate=500_000) as hub:
         hub.add_file(REPO, "main", FILE, model_bytes)
         env = dict(os.environ, NEOX_WRITER_HOME=str(home), HF_ENDPOINT=hub.endpoint, PYTHONPATH=str(ROOT))
+        # As from a terminal: a run started in the background (CI under nohup, `cmd &`) inherits
+        # SIGINT ignored, and Python then installs no KeyboardInterrupt handler at all.
         proc = subprocess.Popen([sys.executable, "-m", "app.models", "download", MODEL_ID, "--no-tokenizer"],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         part = home / "data" / "models" / (FILE + ".part")
         deadline = time.monotonic() + 30
         while not (part.exists() and part.stat().st_size > 0) and time.monotonic() < deadline:
