@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from engine.fast.matvec import Q8_UNSIGNED, QK, _nibble_groups, _q8_groups, _quantize, widen
+from engine.fast.matvec import Q8_UNSIGNED, QK, _nibble_groups, _q8_groups, _quantize, widen, x_bytes
 from engine.fast.repack import LANES, TILE
 from engine.fast.simd import (FEATURES, MODE, abs_bytes, broadcast4, dot4, load_bytes, load_floats, mul, mul_add,
                               offset_bytes, sign_bytes, splat, store_floats, to_floats, zero_floats, zero_ints)
@@ -61,10 +61,7 @@ def _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
             hh = qh[layer, g].ravel() if has_qh else q
             for n in range(n0, min(n0 + TOKEN_SLICE, full), 4):
                 x0, x1, x2, x3 = xq[n], xq[n + 1], xq[n + 2], xq[n + 3]
-                b0 = x0[2 * nb:2 * nb + nb * 8].view(np.int8)
-                b1 = x1[2 * nb:2 * nb + nb * 8].view(np.int8)
-                b2 = x2[2 * nb:2 * nb + nb * 8].view(np.int8)
-                b3 = x3[2 * nb:2 * nb + nb * 8].view(np.int8)
+                b0, b1, b2, b3 = x_bytes(x0, nb), x_bytes(x1, nb), x_bytes(x2, nb), x_bytes(x3, nb)
                 acc0, acc1, acc2, acc3 = zero_floats(), zero_floats(), zero_floats(), zero_floats()
                 for b in range(nb):
                     dot0, dot1, dot2, dot3 = zero_ints(), zero_ints(), zero_ints(), zero_ints()
@@ -114,10 +111,7 @@ def _nibble_gemm_pairs(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
             hb = qh[layer, g + 1].ravel() if has_qh else qb
             for n in range(n0, min(n0 + TOKEN_SLICE, full), 4):
                 x0, x1, x2, x3 = xq[n], xq[n + 1], xq[n + 2], xq[n + 3]
-                b0 = x0[2 * nb:2 * nb + nb * 8].view(np.int8)
-                b1 = x1[2 * nb:2 * nb + nb * 8].view(np.int8)
-                b2 = x2[2 * nb:2 * nb + nb * 8].view(np.int8)
-                b3 = x3[2 * nb:2 * nb + nb * 8].view(np.int8)
+                b0, b1, b2, b3 = x_bytes(x0, nb), x_bytes(x1, nb), x_bytes(x2, nb), x_bytes(x3, nb)
                 a0a, a1a, a2a, a3a = zero_floats(), zero_floats(), zero_floats(), zero_floats()
                 a0b, a1b, a2b, a3b = zero_floats(), zero_floats(), zero_floats(), zero_floats()
                 for b in range(nb):
@@ -197,10 +191,7 @@ def _gemm_q8_0(qs, d, layer, xq, out, t0, t1):
             dd = d[layer, g].ravel()
             for n in range(n0, min(n0 + TOKEN_SLICE, full), 4):
                 x0, x1, x2, x3 = xq[n], xq[n + 1], xq[n + 2], xq[n + 3]
-                b0 = x0[2 * nb:2 * nb + nb * 8].view(np.int8)
-                b1 = x1[2 * nb:2 * nb + nb * 8].view(np.int8)
-                b2 = x2[2 * nb:2 * nb + nb * 8].view(np.int8)
-                b3 = x3[2 * nb:2 * nb + nb * 8].view(np.int8)
+                b0, b1, b2, b3 = x_bytes(x0, nb), x_bytes(x1, nb), x_bytes(x2, nb), x_bytes(x3, nb)
                 acc0, acc1, acc2, acc3 = zero_floats(), zero_floats(), zero_floats(), zero_floats()
                 for b in range(nb):
                     dot0, dot1, dot2, dot3 = zero_ints(), zero_ints(), zero_ints(), zero_ints()

@@ -272,6 +272,12 @@ def _rows(w, layer, x, out, t0, t1):
         out[r] = s
 
 
+@njit(nogil=True, inline="always")
+def x_bytes(xq, nb):
+    """The int8 values of an x of nb blocks quantized by ``_quantize`` (the one place that knows where)."""
+    return xq[2 * nb:2 * nb + nb * 8].view(np.int8)
+
+
 @njit(nogil=True, fastmath=True, cache=True)
 def _quantize(x, xq):
     """x -> xq: per block of 32, the scale dx = max|x| / 127 and round(x / dx) as int8 (ggml's q8_0).
@@ -279,7 +285,7 @@ def _quantize(x, xq):
     xq (float32) holds [dx: nb][dx * sum of the block's int8: nb][the int8 values: nb * 8 floats].
     """
     nb = x.size // QK
-    q = xq[2 * nb:2 * nb + nb * 8].view(np.int8)
+    q = x_bytes(xq, nb)
     for b in range(nb):
         xb = x[b * QK:(b + 1) * QK]
         amax = np.float32(0.0)
@@ -336,7 +342,7 @@ def _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
     offset = np.float32(-16.0) if has_qh else np.float32(-8.0)
     dxs = xq[:nb]
     sums = xq[nb:2 * nb]
-    xb = xq[2 * nb:2 * nb + nb * 8].view(np.int8)
+    xb = x_bytes(xq, nb)
     for g in range(t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])):
         q = qs[layer, g].ravel()
         dd = d[layer, g].ravel()
@@ -372,7 +378,7 @@ def _q8_groups(qs, d, layer, xq, out, t0, t1):
     nb = qs.shape[2]
     dxs = xq[:nb]
     sums = xq[nb:2 * nb]
-    xb = xq[2 * nb:2 * nb + nb * 8].view(np.int8)
+    xb = x_bytes(xq, nb)
     for g in range(t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])):
         q = qs[layer, g].ravel()
         dd = d[layer, g].ravel()
