@@ -111,22 +111,32 @@ def test_unknown_paths_and_methods(worker):
         assert request(server, "GET", "/proxy/v1/models")[0] == 200
 
 
-def test_unauthenticated_abort_only_for_the_running_genkey_from_this_machine(worker):
+def test_keyless_abort_from_this_machine_only_when_it_can_mean_one_generation(worker):
+    """SillyTavern aborts without the key and without a genkey: accepted from loopback when
+    exactly one generation runs (or for the running job's genkey), refused while another waits."""
     import threading
-    import time
 
-    from test_server_support import SlowWorker
+    from test_server_support import SlowWorker, wait_until
     slow = SlowWorker(worker, delay=0.05)
+    key = {"X-Api-Key": "s3cret"}
     with serving(slow, api_key="s3cret") as server:
-        body = {"prompt": PROMPT, "max_length": 80, "genkey": "KCPP4242", "logit_bias": {"0": -100}}
-        t = threading.Thread(target=request, args=(server, "POST", "/api/v1/generate", body),
-                             kwargs={"headers": {"X-Api-Key": "s3cret"}})
-        t.start()
+        first = {"prompt": PROMPT, "max_length": 80, "genkey": "KCPP4242", "logit_bias": {"0": -100}}
+        second = {**first, "genkey": "KCPP5353"}
+        threads = [threading.Thread(target=request, args=(server, "POST", "/api/v1/generate", body),
+                                    kwargs={"headers": key}) for body in (first, second)]
+        threads[0].start()
         assert slow.started.wait(10)
-        time.sleep(0.2)
-        assert request(server, "POST", "/api/extra/abort", raw=b"")[0] == 401          # no genkey: refused
+        threads[1].start()
+        assert wait_until(lambda: server.queue.waiting == 1)
+        assert request(server, "POST", "/api/extra/abort", raw=b"")[0] == 401      # two jobs: whose?
         assert request(server, "POST", "/api/extra/abort", {"genkey": "KCPP0000"})[0] == 401
+        assert request(server, "POST", "/api/extra/abort", {"genkey": "KCPP5353"})[0] == 401  # not running
         status, _, reply = request(server, "POST", "/api/extra/abort", {"genkey": "KCPP4242"})
         assert status == 200 and reply["success"] == "true"
-        t.join(30)
-        assert slow.finished[0].stop_reason == "cancelled"
+        threads[0].join(30)
+        assert wait_until(lambda: server.queue.alone)
+        status, _, reply = request(server, "POST", "/api/extra/abort", raw=b"")    # one job: that one
+        assert status == 200 and reply["success"] == "true"
+        threads[1].join(30)
+        assert [d.stop_reason for d in slow.finished] == ["cancelled", "cancelled"]
+        assert request(server, "POST", "/api/extra/abort", raw=b"")[0] == 401      # nothing runs

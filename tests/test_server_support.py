@@ -80,6 +80,14 @@ class GateWorker:
         yield from self.inner.run(request, cancel)
 
 
+def wait_until(condition, timeout: float = 10.0) -> bool:
+    """Poll `condition()` until it is true or `timeout` seconds pass; returns its last value."""
+    deadline = time.time() + timeout
+    while not condition() and time.time() < deadline:
+        time.sleep(0.02)
+    return bool(condition())
+
+
 def request(server, method: str, path: str, body=None, headers=None, raw: bytes | None = None):
     """(status, headers, parsed JSON or text) of one HTTP request to the server."""
     host, port = server.address

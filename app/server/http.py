@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -23,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from app.server import kobold, openai_api
 from app.server.errors import ApiError, unauthorized
 from app.server.queue import GenerationQueue
+from app.server.routing import Router
 from app.server.security import SecurityPolicy, is_loopback
 from app.server.sse import ClientGone, SSEWriter, peer_closed
 
@@ -82,8 +84,8 @@ class Exchange:
     def from_loopback(self) -> bool:
         return is_loopback(self.handler.client_address[0])
 
-    def send_json(self, obj, status: int = 200) -> None:
-        self.handler.send_json(obj, status)
+    def send_json(self, obj, status: int = 200, headers: dict | None = None) -> None:
+        self.handler.send_json(obj, status, headers)
 
     def start_sse(self) -> SSEWriter:
         """Send the headers of an event stream; the connection closes when the stream ends."""
@@ -118,14 +120,22 @@ class Exchange:
                 yield event
 
     def cancel_unfinished(self) -> None:
+        """Cancel the jobs this exchange started and did not see to their end (the reply ended
+        early: the client went away, or an error was found)."""
         for job in self.jobs:
             if job.state != "done":
                 job.cancel()
-                log.info("client %s went away: its generation was aborted", self.handler.client_address[0])
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Routes one HTTP request through the security checks to an endpoint function."""
+    """Routes the requests of one connection through the security checks to endpoint functions.
+
+    One Handler serves every request of a kept-open connection, so everything about a reply
+    (whether its headers went out, the body read) is reset per request in `dispatch`. The
+    request body is read whole before any check can refuse the request: a refusal that left
+    it unread would have the next request parsed out of it. A body that cannot be read (too
+    big, chunked, cut short) is refused and the connection closed after the reply.
+    """
 
     protocol_version = "HTTP/1.1"
     server_version = f"NeoXWriter/{VERSION}"
@@ -148,6 +158,16 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self):
         self.dispatch("HEAD")
 
+    # Methods no endpoint takes still get a reply in the API's shape (405), their body consumed.
+    def do_PUT(self):
+        self.dispatch("PUT")
+
+    def do_PATCH(self):
+        self.dispatch("PATCH")
+
+    def do_DELETE(self):
+        self.dispatch("DELETE")
+
     def log_message(self, format, *args):
         log.info("%s %s", self.address_string(), format % args)
 
@@ -155,11 +175,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def dispatch(self, method: str) -> None:
         api: ApiServer = self.server.api
+        self._headers_sent = False         # per request, not per connection
         self.route_path = self.path.split("?", 1)[0].rstrip("/") or "/"
         self.kobold_dialect = not (self.route_path.startswith("/v1/") or self.route_path == "/v1")
         self.origin = self.headers.get("Origin")
         self.origin_ok = api.security.origin_allowed(self.origin)
         try:
+            raw = self.read_body()
             refused = api.security.check_host(self.headers.get("Host"))
             if refused:
                 raise ApiError(403, refused)
@@ -182,43 +204,49 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(405, f"{self.route_path} accepts {', '.join(route.methods)}, not {method}")
             exchange = Exchange(self, route)
             if method == "POST":
-                # Read (size-capped) before the key check: an unauthenticated abort is judged by its body.
-                exchange.body = self.read_json()
+                # Parsed before the key check: an unauthenticated abort is judged by its body.
+                exchange.body = parse_json(raw)
             if route.secured and not exchange.authorized and not route.func_allows_unauthorized(exchange):
                 raise unauthorized()
             try:
                 route.func(exchange)
             finally:
                 exchange.cancel_unfinished()
+            if not self._headers_sent:
+                raise ApiError(500, f"internal server error: {self.route_path} produced no reply")
         except ApiError as e:
             self.send_error_body(e)
-        except ClientGone:
+        except ClientGone as e:
             self.close_connection = True
+            log.info("client %s disconnected during %s %s (%s); its generation, if any, was aborted",
+                     self.client_address[0], method, self.route_path, e)
         except Exception as e:   # noqa: BLE001 - one bad request must not take the server down
             log.error("error serving %s %s: %s", method, self.route_path, traceback.format_exc())
             self.send_error_body(ApiError(500, f"internal server error: {type(e).__name__}: {e}"))
 
-    def read_json(self) -> dict:
+    def read_body(self) -> bytes:
+        """The whole request body (b"" without one). Refuses, and closes the connection after
+        the reply, a body it cannot read to its end: its bytes would be taken for the next request."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True
             raise ApiError(411, "chunked request bodies are not supported: send Content-Length")
+        header = self.headers.get("Content-Length")
         try:
-            length = int(self.headers.get("Content-Length") or 0)
+            length = int(header) if header else 0
         except ValueError:
-            raise ApiError(400, "Content-Length is not a number") from None
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            raise ApiError(400, f"Content-Length is not a byte count: {header!r}")
         limit = self.server.api.config.max_body_bytes
         if length > limit:
-            self.close_connection = True       # the unread body would be taken for the next request
+            self.close_connection = True
             raise ApiError(413, f"Payload is too big: {length} bytes, at most {limit} are accepted.")
-        raw = self.rfile.read(length) if length > 0 else b""
-        if not raw.strip():
-            return {}                          # SillyTavern's abort has no body
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise ApiError(400, f"Error parsing input: the body is not valid JSON ({e})") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "Error parsing input: the body must be a JSON object")
-        return body
+        raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:
+            self.close_connection = True
+            raise ClientGone(f"the request body ended after {len(raw)} of {length} bytes")
+        return raw
 
     # -- replies ------------------------------------------------------------------------------
 
@@ -232,12 +260,16 @@ class Handler(BaseHTTPRequestHandler):
                              "Authorization, Content-Type, X-Api-Key, apikey, genkey")
             self.send_header("Access-Control-Max-Age", "600")
 
-    def send_json(self, obj, status: int = 200) -> None:
+    def send_json(self, obj, status: int = 200, headers: dict | None = None) -> None:
         data = json.dumps(obj, ensure_ascii=False).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.send_cors_headers()
         self.end_headers()
         try:
@@ -246,7 +278,10 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def send_error_body(self, error: ApiError) -> None:
-        if getattr(self, "_headers_sent", False):
+        if self._headers_sent:
+            # Too late for an error reply (a stream had started): ending the connection is the
+            # only way left to tell the client the reply is incomplete.
+            self.close_connection = True
             return
         body = error.kobold_body() if self.kobold_dialect else error.openai_body()
         self.send_json(body, error.status)
@@ -256,34 +291,31 @@ class Handler(BaseHTTPRequestHandler):
         super().send_response(code, message)
 
 
-class Route:
-    """An endpoint: its path, methods, whether it needs the key, and the function serving it."""
+def parse_json(raw: bytes) -> dict:
+    """A request body as a JSON object; an empty body is {} (SillyTavern's abort has none)."""
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ApiError(400, f"Error parsing input: the body is not valid JSON ({e})") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "Error parsing input: the body must be a JSON object")
+    return body
 
-    def __init__(self, path: str, methods, func, secured: bool, allow_unauthorized=None):
-        self.path = path
-        self.methods = tuple(methods)
-        self.func = func
-        self.secured = secured
-        self._allow_unauthorized = allow_unauthorized
 
-    def func_allows_unauthorized(self, exchange) -> bool:
-        return bool(self._allow_unauthorized and self._allow_unauthorized(exchange))
+class QuietHTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that logs a client dropping its connection as one line: a
+    disconnect is ordinary for a browser, not a server fault worth a traceback."""
 
+    daemon_threads = True
 
-class Router:
-    """Finds the route of a path. KoboldCpp matches on the path's end, so any prefix works
-    (clients that double a `/v1` or put the server behind a sub-path rely on it); we do the
-    same, longest route first, and accept `/api/latest/` as an alias of `/api/v1/`."""
-
-    def __init__(self, routes):
-        self.routes = sorted(routes, key=lambda r: -len(r.path))
-
-    def find(self, path: str):
-        path = path.replace("/api/latest/", "/api/v1/")
-        for route in self.routes:
-            if path.endswith(route.path):
-                return route
-        return None
+    def handle_error(self, request, client_address):
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            log.info("client %s dropped the connection: %s", client_address[0], error)
+            return
+        super().handle_error(request, client_address)
 
 
 class ApiServer:
@@ -318,16 +350,15 @@ class ApiServer:
 
     def start(self) -> str:
         """Bind and serve in the background; returns the base URL."""
-        server_class = ThreadingHTTPServer
+        server_class = QuietHTTPServer
         if ":" in self.config.host:
             import socket
 
-            class V6Server(ThreadingHTTPServer):
+            class V6Server(QuietHTTPServer):
                 """The same server on an IPv6 address."""
                 address_family = socket.AF_INET6
             server_class = V6Server
         self._httpd = server_class((self.config.host, int(self.config.port)), Handler)
-        self._httpd.daemon_threads = True
         self._httpd.api = self
         self.queue = GenerationQueue(self.worker, depth=self.config.queue_depth)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="neox-server-http", daemon=True)

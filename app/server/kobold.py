@@ -12,6 +12,7 @@ from app.server.candidates import EventStream, collect, finish_reason, submit
 from app.server.errors import ApiError
 from app.server.generation_input import MAX_LOGPROBS, generation_request, number, string
 from app.server.request import ChoiceEvent
+from app.server.routing import Route
 
 # The KoboldAI United API version KoboldCpp emulates (a constant; SillyTavern enables stop
 # sequences from 1.2.2 and use_default_badwordsids from 1.2.4).
@@ -22,7 +23,6 @@ KOBOLDCPP_VERSION = "1.76"
 
 
 def routes():
-    from app.server.http import Route
     return [
         Route("/api/v1/model", ["GET"], model, secured=False),
         Route("/api/v1/info/version", ["GET"], info_version, secured=False),
@@ -173,12 +173,15 @@ def check(ex) -> None:
 
 
 def abort_allowed_without_key(ex) -> bool:
-    """SillyTavern sends abort without the key. Allow that only from this machine and only
-    for the genkey of the running job, so no one else's generation can be stopped."""
+    """SillyTavern sends its abort without the key (and without a genkey). Allow that only from
+    this machine, and only when it can mean one generation: the running job's genkey, or no
+    genkey while exactly one generation runs and nobody waits, so no one else's is stopped."""
     if not ex.from_loopback:
         return False
     genkey = ex.body.get("genkey") if isinstance(ex.body.get("genkey"), str) else ""
-    return bool(genkey) and ex.queue.running_genkey() == genkey
+    if genkey:
+        return ex.queue.running_genkey() == genkey
+    return ex.queue.alone
 
 
 def abort(ex) -> None:

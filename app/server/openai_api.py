@@ -18,12 +18,12 @@ from app.server.candidates import EventStream, collect, finish_reason, submit
 from app.server.errors import ApiError
 from app.server.generation_input import MAX_LOGPROBS, generation_request, number, stop_list
 from app.server.request import ChoiceEvent, PromptScores
+from app.server.routing import Route
 
 OWNER = "neox-writer"
 
 
 def routes():
-    from app.server.http import Route
     return [
         Route("/v1/models", ["GET"], models, secured=False),
         Route("/v1/completions", ["POST"], completions, secured=True),

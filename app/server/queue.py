@@ -111,6 +111,13 @@ class GenerationQueue:
                 return True
             return False
 
+    @property
+    def alone(self) -> bool:
+        """Exactly one generation: one running, nobody waiting (an abort without a genkey
+        can then only mean that one)."""
+        with self._lock:
+            return self._running is not None and not self._pending
+
     def running_genkey(self) -> str | None:
         with self._lock:
             return self._running.genkey if self._running is not None else None
