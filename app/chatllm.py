@@ -55,15 +55,6 @@ class TokenPiece:
     alternatives: tuple          # ((text, token id, probability), ...) most likely first
 
 
-def find_tokenizer_json(model_path: Path) -> Path | None:
-    """A tokenizer.json that belongs to a model file: `<stem>.tokenizer.json` or `tokenizer.json` beside it."""
-    for candidate in (model_path.with_name(model_path.stem + ".tokenizer.json"),
-                      model_path.with_name("tokenizer.json")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def warm_up(model, generator) -> None:
     """Run everything a generation touches once while the model is loading: both evaluation
     paths (a batch, then one token) so a JIT backend compiles now, and a two-token generation
@@ -131,24 +122,21 @@ class LLMWorker(QObject):
     @Slot(str, str)
     def on_load_requested(self, path: str, tokenizer_json: str) -> None:
         """Load a model; on failure keep the current one and report the engine's message."""
-        from engine import load_model
-        from engine.generator import Generator
-        from engine.tokenizer import load_tokenizer
+        from engine.loaded import open_model
+        loaded = None
         try:
-            model = load_model(path, backend=self.backend, threads=self.threads or None)
-            tok_path = Path(tokenizer_json) if tokenizer_json else find_tokenizer_json(Path(path))
-            tokenizer = load_tokenizer(model.vocab, str(tok_path) if tok_path else None, source=path)
-            generator = Generator(model, tokenizer)
+            loaded = open_model(path, tokenizer_json or None, backend=self.backend, threads=self.threads or None)
             # The first start compiles the engine's kernels (up to a minute); later starts load
             # them from the cache in about a second. Say so rather than look frozen.
             self.loadStage.emit("Preparing the engine (the first start compiles it once; this can take a minute)…")
-            warm_up(model, generator)
+            warm_up(loaded.model, loaded.generator)
         except Exception as e:   # noqa: BLE001 - every failure is shown to the user, the old model stays
+            if loaded is not None:
+                loaded.close()
             self.loadFailed.emit(path, _message(e))
             return
-        local = LocalSource(model, tokenizer, generator, path,
-                            str(tok_path) if tok_path else "rebuilt from the model's vocabulary",
-                            bool(getattr(tokenizer, "approximate", tok_path is None)))
+        local = LocalSource(loaded, path)
+        model, tokenizer, generator = loaded.model, loaded.tokenizer, loaded.generator
         # waits for a generation the API server may be running on the old model
         with self.engine_lock:
             old, self.local = self.local, local

@@ -8,14 +8,13 @@ The engine thread's `LLMWorker` holds one `TextSource` and never asks which kind
     source.preview(request)               # the labelled Context the next generation would use
     source.reset(); source.close()
 
-`LocalSource` wraps the model, tokenizer and Generator of this process (and their
-ContextShifter mirror for exact previews). `RemoteSource` wraps an `app.remote` backend:
+`LocalSource` wraps the model, tokenizer and Generator of this process (the Generator
+previews its own prompt window, so previews are exact). `RemoteSource` wraps an `app.remote` backend:
 servers stream text, not token ids, so alternatives are text with id -1, and counts come
 from the server's tokenizer (when it has one).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import re
@@ -33,18 +32,17 @@ class LocalSource:
     remote = False
     supported_samplers = None   # every sampler of the panel
 
-    def __init__(self, model, tokenizer, generator, path: str, tokenizer_note: str, approximate: bool):
-        from engine.context import ContextShifter
-        self.model, self.tokenizer, self.generator = model, tokenizer, generator
+    def __init__(self, loaded, path: str):
+        """`loaded` is an engine.loaded.LoadedModel; `path` the file as the user chose it."""
+        self.loaded = loaded
+        self.model, self.tokenizer, self.generator = loaded.model, loaded.tokenizer, loaded.generator
         self.path = path
-        self._tokenizer_note = tokenizer_note
-        self._approximate = approximate
-        self._mirror = ContextShifter()    # follows the generator's shifter for exact previews
         self._decoded: dict[int, str] = {}
 
     def info(self) -> dict:
         info = dict(self.model.info())
-        info.update(tokenizer=self._tokenizer_note, approximate=self._approximate, path=self.path, remote=False)
+        info.update(tokenizer=self.loaded.tokenizer_note, approximate=self.loaded.approximate, path=self.path,
+                    remote=False)
         return info
 
     def n_ctx(self, request) -> int:
@@ -54,27 +52,20 @@ class LocalSource:
         return build_prompt(self.tokenizer, text=request.text, memory=request.memory,
                             authors_note=request.authors_note, authors_note_depth=request.authors_note_depth,
                             world_info=request.world_info, budget=self.n_ctx(request) - request.max_new_tokens,
-                            shift_fraction=self._mirror.shift_fraction)
-
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text) if text else []
+                            shift_fraction=self.generator.shift_fraction)
 
     def preview(self, request) -> Context:
         prompt = self.prompt(request)
         n_ctx = self.n_ctx(request)
-        window = copy.deepcopy(self._mirror).fit(self._encode(prompt.memory), self._encode(prompt.story), n_ctx,
-                                                 request.max_new_tokens)
+        window = self.generator.preview_window(prompt.story, memory=prompt.memory,
+                                               max_tokens=request.max_new_tokens, max_context=n_ctx)
         return describe(self.tokenizer, prompt, window, n_ctx - request.max_new_tokens)
 
     def generate(self, request, cancel):
         prompt = self.prompt(request)
-        n_ctx = self.n_ctx(request)
-        events = self.generator.generate(prompt.story, request.settings, memory=prompt.memory,
-                                         max_tokens=request.max_new_tokens, stop=request.stop,
-                                         max_context=n_ctx, cancel=cancel)
-        # keep the mirror in step: the generator's shifter just made the same fit
-        self._mirror.fit(self._encode(prompt.memory), self._encode(prompt.story), n_ctx, request.max_new_tokens)
-        return events
+        return self.generator.generate(prompt.story, request.settings, memory=prompt.memory,
+                                       max_tokens=request.max_new_tokens, stop=request.stop,
+                                       max_context=self.n_ctx(request), cancel=cancel)
 
     def alternatives(self, event) -> tuple:
         return tuple((self._piece(t), int(t), float(p)) for t, p in event.top)
@@ -87,14 +78,12 @@ class LocalSource:
 
     def reset(self) -> None:
         self.generator.reset()
-        self._mirror.reset()
 
     def abort(self) -> None:
         """Nothing to do: the generator checks the cancel event every token."""
 
     def close(self) -> None:
-        if hasattr(self.model, "close"):
-            self.model.close()
+        self.loaded.close()
 
 
 class RemoteSource:

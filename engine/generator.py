@@ -14,6 +14,7 @@ from any thread.
 """
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from dataclasses import dataclass
@@ -136,6 +137,11 @@ class Generator:
             self._session = self.model.new_session(self.n_ctx)
         return self._session
 
+    @property
+    def shift_fraction(self) -> float:
+        """The share of the story budget the context cut frees at once (see engine.context)."""
+        return self._shifter.shift_fraction
+
     def cancel(self):
         """Stop the running request within one token (safe from any thread)."""
         self._cancel.set()
@@ -169,14 +175,28 @@ class Generator:
         for s in stop:
             if not isinstance(s, str) or not s:
                 raise SettingsError("stop", f"stop sequences must be non-empty strings, got {s!r}")
+        n_ctx = self._context_size(max_context)
+        sampler = Sampler(settings, self.n_vocab)
+        window = self._fit(self._shifter, prompt, memory, n_ctx, max_tokens)
+        self._cancel = cancel if cancel is not None else threading.Event()
+        return self._run(window, sampler, max_tokens, stop, self._cancel)
+
+    def preview_window(self, prompt: str, *, memory: str = "", max_tokens: int = 80,
+                       max_context: int | None = None) -> Window:
+        """The prompt window `generate` would build for these arguments now, without generating
+        and without moving the cut it remembers (a copy of the shifter makes the fit)."""
+        n_ctx = self._context_size(max_context)
+        return self._fit(copy.deepcopy(self._shifter), prompt, memory, n_ctx, max_tokens)
+
+    def _context_size(self, max_context) -> int:
         n_ctx = self.n_ctx if max_context is None else max_context
         if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or not 1 <= n_ctx <= self.n_ctx:
             raise SettingsError("max_context", f"must be within 1..{self.n_ctx}, got {max_context!r}")
-        sampler = Sampler(settings, self.n_vocab)
-        window = self._shifter.fit(self.tokenizer.encode(memory) if memory else [],
-                                   self.tokenizer.encode(prompt) if prompt else [], n_ctx, max_tokens)
-        self._cancel = cancel if cancel is not None else threading.Event()
-        return self._run(window, sampler, max_tokens, stop, self._cancel)
+        return n_ctx
+
+    def _fit(self, shifter: ContextShifter, prompt: str, memory: str, n_ctx: int, max_tokens: int) -> Window:
+        return shifter.fit(self.tokenizer.encode(memory) if memory else [],
+                           self.tokenizer.encode(prompt) if prompt else [], n_ctx, max_tokens)
 
     def _run(self, window: Window, sampler: Sampler, max_tokens: int, stops: list,
              cancel: threading.Event) -> Iterator[TokenEvent | DoneEvent]:

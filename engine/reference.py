@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from engine.ggml_file import GGMLFile
-from engine.model import Config, Session
+from engine.config import Config
+from engine.session import Session
 
 LN_EPS = 1e-5
 ROPE_BASE = 10000.0

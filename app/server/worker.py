@@ -38,18 +38,10 @@ class EngineWorker:
 
     @classmethod
     def load(cls, path, tokenizer_json=None, *, backend: str = "auto", threads: int | None = None) -> "EngineWorker":
-        """Load a model file and its tokenizer (a tokenizer.json beside it, else rebuilt from the vocab)."""
-        from engine import load_model
-        from engine.tokenizer import load_tokenizer
-        path = Path(path)
-        model = load_model(path, backend=backend, threads=threads)
-        if tokenizer_json is None:
-            for candidate in (path.with_name(path.stem + ".tokenizer.json"), path.with_name("tokenizer.json")):
-                if candidate.is_file():
-                    tokenizer_json = candidate
-                    break
-        tokenizer = load_tokenizer(model.vocab, str(tokenizer_json) if tokenizer_json else None, source=str(path))
-        return cls(model, tokenizer)
+        """Open a model file with its tokenizer (engine.loaded.open_model finds the tokenizer.json)."""
+        from engine.loaded import open_model
+        loaded = open_model(path, tokenizer_json, backend=backend, threads=threads)
+        return cls(loaded.model, loaded.tokenizer, loaded.generator)
 
     def swap(self, model, tokenizer, generator, model_name: str | None = None) -> None:
         """Serve another model (the desktop app loaded one); waits for a running generation."""

@@ -47,7 +47,7 @@ def bench(path, threads=None, prompt_tokens=32, gen_tokens=64, seed=0) -> dict:
     """Run the measurement; returns the figures as a dict (the --json keys)."""
     from engine import fast
     from engine.ggml_file import GGMLFile
-    from engine.model import Config
+    from engine.config import Config
 
     if prompt_tokens < 1 or gen_tokens < 0:
         raise CLIError("--prompt-tokens must be at least 1 and --gen-tokens at least 0")

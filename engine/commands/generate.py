@@ -31,30 +31,24 @@ def register(sub):
 
 def add_model_arguments(p):
     """The options every command that runs a model shares."""
-    p.add_argument("--tokenizer", help="a Hugging Face tokenizer.json (default: one next to the model file, "
-                                       "else the tokenizer rebuilt from the file's vocab)")
+    p.add_argument("--tokenizer", help="a Hugging Face tokenizer.json (default: <stem>.tokenizer.json or tokenizer.json "
+                                       "next to the model file, else the tokenizer rebuilt from the file's vocab)")
     p.add_argument("--backend", default="auto", choices=["auto", "fast", "reference"])
     p.add_argument("--threads", type=int, default=None)
 
 
-def open_model_and_tokenizer(args):
-    """Load the model and its tokenizer: --tokenizer, else tokenizer.json beside the model,
-    else the byte-level BPE rebuilt from the vocab stored in the model file."""
-    from engine.model import load_model
-    from engine.tokenizer import load_tokenizer
+def open_from_args(args):
+    """The model, its tokenizer and a Generator (engine.loaded.open_model): --tokenizer, else the
+    tokenizer.json that belongs to the model file, else the BPE rebuilt from its vocabulary."""
+    from engine.loaded import open_model
 
-    tokenizer_json = args.tokenizer
-    if tokenizer_json is not None and not Path(tokenizer_json).is_file():
-        raise CLIError(f"--tokenizer: {tokenizer_json}: no such file")
-    beside = Path(args.model).with_name("tokenizer.json")
-    if tokenizer_json is None and beside.is_file():
-        tokenizer_json = str(beside)
-    model = load_model(args.model, backend=args.backend, threads=args.threads)
-    tokenizer = load_tokenizer(model.vocab, tokenizer_json, source=str(args.model))
-    if tokenizer.approximate:
+    if args.tokenizer is not None and not Path(args.tokenizer).is_file():
+        raise CLIError(f"--tokenizer: {args.tokenizer}: no such file")
+    loaded = open_model(args.model, args.tokenizer, backend=args.backend, threads=args.threads)
+    if loaded.approximate:
         print("note: no tokenizer.json given; using the tokenizer rebuilt from the model's vocab, "
               "which is approximate for text needing its lossy tokens", file=sys.stderr)
-    return model, tokenizer
+    return loaded
 
 
 def sampler_settings(args):
@@ -68,12 +62,10 @@ def sampler_settings(args):
 
 
 def run(args) -> int:
-    from engine.generator import DoneEvent, Generator
+    from engine.generator import DoneEvent
 
     settings = sampler_settings(args)
-    model, tokenizer = open_model_and_tokenizer(args)
-    generator = Generator(model, tokenizer)
-    events = generator.generate(args.prompt, settings, memory=args.memory, max_tokens=args.max_tokens,
+    events = open_from_args(args).generator.generate(args.prompt, settings, memory=args.memory, max_tokens=args.max_tokens,
                                 stop=args.stop, max_context=args.context)
     out = sys.stdout
     for event in events:

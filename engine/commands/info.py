@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from engine.ggml_file import GGMLFile
-from engine.model import Config
+from engine.config import Config
 
 
 def register(sub):

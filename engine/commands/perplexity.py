@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.commands.generate import add_model_arguments, open_model_and_tokenizer
+from engine.commands.generate import add_model_arguments, open_from_args
 from engine.errors import CLIError
 
 ROWS_PER_EVAL = 64   # logits rows held at once: bounded memory for 50k-entry vocabularies
@@ -72,7 +72,8 @@ def run(args) -> int:
         raise CLIError(f"--text: {path}: no such file") from None
     except UnicodeDecodeError as exc:
         raise CLIError(f"--text: {path}: not UTF-8 text (byte {exc.start})") from None
-    model, tokenizer = open_model_and_tokenizer(args)
+    loaded = open_from_args(args)
+    model, tokenizer = loaded.model, loaded.tokenizer
     n_ctx = int(model.info()["n_ctx"])
     context = n_ctx if args.context is None else args.context
     if not 2 <= context <= n_ctx:
