@@ -4,14 +4,17 @@ Routes (the same shapes as the real hub, see app/models/hub.py):
 - ``GET|HEAD /{owner}/{name}/resolve/{revision}/{path}``: LFS files answer 302 to
   ``/cdn/{sha256}`` with ``X-Linked-Size`` and ``X-Linked-Etag``; small (non-LFS) files are
   served directly with their git blob id as ETag, like the hub does;
-- ``GET|HEAD /cdn/{sha256}``: the bytes, honouring ``Range: bytes=N-`` / ``N-M`` (206, or
-  416 with ``Content-Range: bytes */SIZE`` past the end);
+- ``GET|HEAD /cdn/{sha256}``: the bytes with ``ETag: "{sha256}"``, honouring ``Range: bytes=N-`` /
+  ``N-M`` (206, or 416 with ``Content-Range: bytes */SIZE`` past the end) and ``If-Range`` (a
+  validator that is not the file's ETag gets the whole file with 200, as RFC 9110 says);
 - ``GET /api/models/{owner}/{name}/tree/{revision}?recursive=true&expand=true``: JSON list.
 
 Fault injection: `hub.inject(Fault(...))` queues a fault for the next requests whose path
 contains `match`: drop the connection after N body bytes, stall, answer a status, serve
-corrupted bytes, ignore Range (answer 200), or redirect elsewhere. `hub.requests` logs
-(method, path, Range header) of every request.
+corrupted bytes, ignore Range (answer 200), ignore If-Range (answer 206 whatever the validator),
+or redirect elsewhere. `add_file` again with the same (repo, revision, path) replaces the file,
+as a new commit on the hub would. `hub.requests` logs
+(method, path, Range header) of every request, `hub.if_ranges` its If-Range header.
 
 Run it by hand for a demo: ``python tests/http_fixture_server.py --help``.
 """
@@ -36,6 +39,7 @@ class Fault:
     kind: "drop" (close after `after` body bytes), "stall" (send `after` bytes, then
     nothing for `seconds`, then close), "status" (answer `status`), "corrupt" (flip
     byte `after` of the file), "ignore_range" (answer 200 with the whole file),
+    "ignore_if_range" (honour Range even when If-Range names another version),
     "redirect" (302 to `location`). `times` is how many requests it affects.
     """
     kind: str
@@ -70,6 +74,7 @@ class HubFixture:
         self.files: dict[tuple[str, str, str], HostedFile] = {}
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, str | None]] = []
+        self.if_ranges: list[str | None] = []     # the If-Range header of each request, in order
         self.rate = rate  # bytes per second for file bodies (None: as fast as possible)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -155,6 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, head: bool):
         path = unquote(urlsplit(self.path).path)
         self.hub.requests.append((self.command, path, self.headers.get("Range")))
+        self.hub.if_ranges.append(self.headers.get("If-Range"))
         fault = self.hub.take_fault(path)
         if fault is not None and fault.kind == "status":
             return self._plain(fault.status, f"injected {fault.status}\n")
@@ -168,7 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._resolve(resolve.group(1), resolve.group(2), resolve.group(3), head, fault)
         cdn = re.fullmatch(r"/cdn/([0-9a-f]{64})", path)
         if cdn and self.hub.by_sha(cdn.group(1)):
-            return self._send_file(self.hub.by_sha(cdn.group(1)), head, fault, {})
+            hosted = self.hub.by_sha(cdn.group(1))
+            return self._send_file(hosted, head, fault, {"ETag": f'"{hosted.sha256}"'})
         return self._plain(404, "Entry not found\n")
 
     def _resolve(self, repo, revision, path, head, fault):
@@ -211,6 +218,10 @@ class _Handler(BaseHTTPRequestHandler):
         start, end = 0, len(data) - 1
         status = 200
         wanted = self.headers.get("Range")
+        validator = self.headers.get("If-Range")
+        if validator is not None and validator.strip() != extra.get("ETag") and not (
+                fault is not None and fault.kind == "ignore_if_range"):
+            wanted = None      # another version than the client's part: the whole file, 200
         if wanted and not (fault is not None and fault.kind == "ignore_range"):
             match = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip())
             if match:

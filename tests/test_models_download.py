@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import threading
 
@@ -113,8 +114,8 @@ def test_416_on_a_stale_part_restarts_cleanly(hub, tmp_path):
     dest = tmp_path / "model.bin"
     # a .part from an earlier, longer version of the file with the same URL and no size known
     part_path(dest).write_bytes(b"x" * (len(DATA) + 10))
-    sidecar_path(dest).write_text('{"url": "%s", "size": null, "sha256": null, "meta": {}}'
-                                  % Hub(HttpClient(hub.endpoint)).resolve_url(REPO, REV, PATH))
+    sidecar_path(dest).write_text('{"url": "%s", "size": null, "sha256": null, "meta": {}, "etag": "\\"%s\\""}'
+                                  % (Hub(HttpClient(hub.endpoint)).resolve_url(REPO, REV, PATH), SHA))
     sha, events = fetch(hub, dest, Expected(None, None))
     assert sha == SHA and dest.read_bytes() == DATA
     assert any("HTTP 416" in e.message for e in events)
@@ -136,6 +137,55 @@ def test_a_part_of_another_file_version_is_not_resumed(hub, tmp_path):
     sidecar_path(dest).write_text('{"url": "x", "size": 17, "sha256": "%s", "meta": {}}' % ("0" * 64))
     sha, _ = fetch(hub, dest)
     assert sha == SHA and hub.requests[-1][2] is None   # no Range header: started over
+
+
+def interrupted_download(hub, dest, after: int, expected: Expected):
+    """A download that died after `after` bytes and left its .part and sidecar (as a killed process does)."""
+    hub.inject(Fault("drop", after=after))
+    h, d = make(hub, retries=0)
+    with pytest.raises(DownloadError, match="failed after 1 attempts"):
+        d.download(h.resolve_url(REPO, REV, PATH), dest, expected)
+    assert part_path(dest).stat().st_size == after
+
+
+def test_a_resume_sends_if_range_with_the_etag_the_part_came_with(hub, tmp_path):
+    dest = tmp_path / "model.bin"
+    interrupted_download(hub, dest, 300_000, Expected(len(DATA), SHA))
+    assert json.loads(sidecar_path(dest).read_text())["etag"] == f'"{SHA}"'
+    sha, _ = fetch(hub, dest)
+    assert sha == SHA and dest.read_bytes() == DATA
+    assert hub.requests[-1] == ("GET", f"/cdn/{SHA}", "bytes=300000-") and hub.if_ranges[-1] == f'"{SHA}"'
+
+
+# a new version of the file with the same size, so that a splice would not show in the length
+NEW_DATA = hashlib.sha256(b"another seed").digest() * 40_000
+NEW_SHA = hashlib.sha256(NEW_DATA).hexdigest()
+
+
+@pytest.mark.parametrize("server", ["honours If-Range", "ignores If-Range"])
+def test_a_file_changed_on_the_server_restarts_from_byte_0(hub, tmp_path, server):
+    dest = tmp_path / "model.bin"
+    interrupted_download(hub, dest, 300_000, Expected(None, None))   # nothing known: only the ETag can tell
+    hub.add_file(REPO, REV, PATH, NEW_DATA)                           # a new commit replaces the file
+    if server == "ignores If-Range":
+        hub.inject(Fault("ignore_if_range"))
+    sha, events = fetch(hub, dest, Expected(None, None))
+    assert sha == NEW_SHA and dest.read_bytes() == NEW_DATA            # not 300,000 old bytes + the new rest
+    assert ("GET", f"/cdn/{NEW_SHA}", "bytes=300000-") in hub.requests
+    assert f'"{SHA}"' in hub.if_ranges
+    if server == "ignores If-Range":     # its 206 carried the new ETag: the part was thrown away
+        assert hub.requests[-1] == ("GET", f"/cdn/{NEW_SHA}", None)
+    assert any("changed" in e.message for e in events if e.phase == "retrying")
+
+
+def test_a_part_of_unknown_version_is_not_resumed_without_a_checksum(hub, tmp_path):
+    dest = tmp_path / "model.bin"
+    url = Hub(HttpClient(hub.endpoint)).resolve_url(REPO, REV, PATH)
+    part_path(dest).write_bytes(NEW_DATA[:300_000])
+    sidecar_path(dest).write_text(json.dumps({"url": url, "size": None, "sha256": None, "meta": {}}))  # no ETag
+    sha, _ = fetch(hub, dest, Expected(None, None))
+    assert sha == SHA and dest.read_bytes() == DATA
+    assert all(rng is None for _, _, rng in hub.requests)
 
 
 def test_a_stall_is_an_error_that_is_retried(hub, tmp_path):

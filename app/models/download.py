@@ -7,12 +7,19 @@ a `DownloadControl` that any thread may pause or cancel.
 
 What happens to the bytes:
 - they are appended to `dest.part` and fed to SHA-256 as they arrive; on resume the hash is
-  rebuilt from the `.part` prefix first, then the transfer continues with `Range: bytes=N-`;
+  rebuilt from the `.part` prefix first, then the transfer continues with `Range: bytes=N-`
+  and `If-Range: <the ETag the .part's bytes came with>`;
+- a resume never splices two versions of a file: a server whose file changed answers the
+  If-Range with 200 and the whole new file, which replaces the `.part` from byte 0; a 206 whose
+  ETag is not the `.part`'s (a server ignoring If-Range) throws the `.part` away and restarts;
+  a `.part` with neither a recorded ETag nor an expected SHA-256 to verify against is not
+  resumed at all;
 - a server that answers 200 to a Range request gets the file from the start again; a 416
   (our `.part` reaches past the server's file) throws the stale `.part` away and restarts;
 - a sidecar `dest.part.json` records what the `.part` is supposed to become (URL, size,
-  SHA-256 and the caller's metadata), so a `.part` of some other file version is never
-  resumed and a crash between rename and bookkeeping can be repaired (see manager.recover);
+  SHA-256, the ETag its bytes came with and the caller's metadata), so a `.part` of some other
+  file version is never resumed and a crash between rename and bookkeeping can be repaired
+  (see manager.recover);
 - when the body is complete the digest is compared with the expected one; a mismatch
   deletes the `.part` and says so, a match fsyncs and renames it into place atomically.
 Network errors (refused, dropped, 5xx, no bytes for `stall_timeout` seconds) are retried
@@ -178,9 +185,10 @@ class _Restart(Exception):
 
 @dataclass
 class _State:
-    """The running hash of the bytes in the .part file."""
+    """The running hash of the bytes in the .part file, and the ETag of the version they are from."""
     hasher: object = field(default_factory=hashlib.sha256)
     length: int = 0
+    etag: str | None = None
 
 
 class Downloader:
@@ -227,12 +235,19 @@ class Downloader:
                 on_progress(progress)
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = part_path(dest)
-        self._adopt_or_discard_partial(dest, url, expected)
+        etag = self._adopt_or_discard_partial(dest, url, expected)
         if expected.size is not None:
             self._check_space(dest.parent, expected.size - _part_size(part))
-        write_json_atomic(sidecar_path(dest), {"url": url, "size": expected.size,
-                                               "sha256": expected.sha256, "meta": meta or {}})
-        state = _State()
+        sidecar = {"url": url, "size": expected.size, "sha256": expected.sha256, "meta": meta or {}, "etag": etag}
+        write_json_atomic(sidecar_path(dest), sidecar)
+
+        def note_version(state: _State) -> None:
+            """Record in the sidecar which version of the file the .part's bytes come from."""
+            if sidecar["etag"] != state.etag:
+                sidecar["etag"] = state.etag
+                write_json_atomic(sidecar_path(dest), sidecar)
+
+        state = _State(etag=etag)
         failures = 0
         while True:
             self._check_stop(control, dest)
@@ -243,7 +258,7 @@ class Downloader:
                     break  # the .part already holds the whole file
                 if expected.size is not None:
                     self._check_space(dest.parent, expected.size - state.length)
-                if self._transfer(url, part, state, expected, report, control):
+                if self._transfer(url, part, state, expected, report, control, note_version):
                     break
             except _Restart:
                 state = _State()
@@ -267,17 +282,27 @@ class Downloader:
                 control.sleep(delay)
         return self._finish(dest, state, expected, report, on_complete, check)
 
-    def _adopt_or_discard_partial(self, dest: Path, url: str, expected: Expected) -> None:
-        """Keep an existing .part only if its sidecar says it is the same file we want now."""
+    def _adopt_or_discard_partial(self, dest: Path, url: str, expected: Expected) -> str | None:
+        """Keep an existing .part only if its sidecar says it is the same file we want now.
+
+        Returns the ETag its bytes came with (None when unknown or when nothing was kept).
+        Without an expected SHA-256, only the ETag can tell a later version of the file from
+        the one the .part started: a .part without one is not resumed.
+        """
         part = part_path(dest)
         if not part.exists():
-            return
+            return None
         side = read_sidecar(dest)
+        etag = side.get("etag") if side is not None else None
+        etag = etag if isinstance(etag, str) and strong_etag(etag) == etag else None
         same = side is not None and (
             (expected.sha256 is not None and side.get("sha256") == expected.sha256)
-            or (expected.sha256 is None and side.get("url") == url and side.get("size") == expected.size))
+            or (expected.sha256 is None and etag is not None
+                and side.get("url") == url and side.get("size") == expected.size))
         if not same:
             discard_partial(dest)
+            return None
+        return etag
 
     def _check_stop(self, control: DownloadControl, dest: Path) -> None:
         if not control.stopped:
@@ -296,7 +321,7 @@ class Downloader:
             return
         if expected.size is not None and size > expected.size:
             part.unlink()
-            state.hasher, state.length = hashlib.sha256(), 0
+            state.hasher, state.length, state.etag = hashlib.sha256(), 0, None
             return
         def tick(done):
             report(Progress(done, size, 0.0, None, "checking", f"checking the {size} bytes already downloaded"))
@@ -309,10 +334,16 @@ class Downloader:
             raise DiskFullError(f"not enough free space in {folder}: the download needs {_mb(needed)} "
                                 f"(+{_mb(self.reserve_bytes)} reserve) but only {_mb(free)} is free")
 
-    def _transfer(self, url: str, part: Path, state: _State, expected: Expected, report, control) -> bool:
+    def _transfer(self, url: str, part: Path, state: _State, expected: Expected, report, control,
+                  note_version) -> bool:
         """One HTTP request appending to the .part; True when the body ended complete."""
         offset = state.length
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        headers = {}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if state.etag is not None:
+                # the server sends the rest only if the file is still this version, else all of it
+                headers["If-Range"] = state.etag
         try:
             resp = self.client.open("GET", url, headers=headers, on_open=control.abort_handle.attach)
         except HttpStatusError as exc:
@@ -322,16 +353,27 @@ class Downloader:
         with resp:
             total = None
             length = _int(resp.header("Content-Length"))
+            etag = strong_etag(resp.header("ETag"))
             if resp.status == 206:
                 start, total = _content_range(resp.header("Content-Range"))
+                if state.etag is not None and etag != state.etag:
+                    # a server that ignored If-Range: these bytes may be from another version
+                    report(Progress(0, expected.size, 0.0, None, "retrying",
+                                    f"the file on the server changed (ETag {etag} instead of {state.etag}); "
+                                    "starting again from the beginning"))
+                    part.unlink(missing_ok=True)
+                    raise _Restart()
                 if start != offset:
                     raise NetworkError(f"server resumed at byte {start}, not at {offset}")
             elif resp.status == 200:
                 if offset:
-                    report(Progress(0, expected.size, 0.0, None, "retrying",
-                                    "server ignored the resume request; starting from the beginning"))
+                    why = ("the file on the server changed" if "If-Range" in headers and etag != state.etag
+                           else "server ignored the resume request")
+                    report(Progress(0, expected.size, 0.0, None, "retrying", f"{why}; starting from the beginning"))
                     offset = 0
                     state.hasher, state.length = hashlib.sha256(), 0
+                state.etag = etag
+                note_version(state)
                 total = length
             else:
                 raise NetworkError(f"unexpected HTTP {resp.status} {resp.reason} from {resp.url}")
@@ -430,6 +472,16 @@ def _part_size(part: Path) -> int:
         return part.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+def strong_etag(value: str | None) -> str | None:
+    """The ETag header as sent, if it is a strong validator (If-Range accepts no weak one)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.startswith("W/") or len(value) < 2 or not (value[0] == value[-1] == '"'):
+        return None
+    return value
 
 
 def _int(value) -> int | None:
