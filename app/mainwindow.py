@@ -21,19 +21,22 @@ from app import paths
 from app.autosave import FileWriter, autosave_bytes, autosave_path, find_recovery
 from app.chatllm import ChatLLM, GenerationRequest
 from app.chattemplates import TEMPLATES, strip_reply, template_for_model
-from app.chatview import ChatView
-from app.contextview import ContextView
+from app.widgets.chatview import ChatView
+from app.widgets.contextview import ContextView
 from app.keystore import KeyStore
-from app.memorypanel import MemoryPanel
-from app.modelpicker import ModelPicker, demo_model, emit_from_thread
-from app.remotedialog import RemoteDialog
-from app.samplingpanel import SamplingPanel
-from app.serverpanel import LocalServer, ServerPanel
+from app.localserver import LocalServer
+from app.paths import demo_model
+from app.widgets.memorypanel import MemoryPanel
+from app.widgets.modelpicker import ModelPicker
+from app.widgets.remotedialog import RemoteDialog
+from app.widgets.samplingpanel import SamplingPanel
+from app.widgets.serverpanel import ServerPanel
 from app.settings import Settings, settings_path
 from app.story import ChatTurn, Generation, Story, StoryFormatError, kobold_bytes, load_story, story_bytes
-from app.storyview import StoryView
+from app.widgets.storyview import StoryView
 from app.textsource import model_label
-from app.tokenprobs import TokenProbsPopup
+from app.threads import emit_from_thread
+from app.widgets.tokenprobs import TokenProbsPopup
 
 STORY_FILTER = "NeoX Writer stories (*.neoxstory.json *.json);;All files (*)"
 KOBOLD_FILTER = "KoboldAI / Kobold Lite saves (*.json);;All files (*)"

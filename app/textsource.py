@@ -20,7 +20,7 @@ import math
 import re
 from pathlib import Path
 
-from app.contextview import Context, ContextPart, Prompt, build_prompt, describe
+from app.prompt import Context, ContextPart, Prompt, build_prompt, describe
 
 ALTERNATIVES = 5                # top tokens asked of a remote server that returns logprobs
 CHARS_PER_TOKEN = 4.0           # the guess when a server cannot count tokens

@@ -21,7 +21,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PySide6.QtCore import Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QCheckBox, QLabel, QWidget  # noqa: E402
 
-from app.serverpanel import KEY_NAME  # noqa: E402
+from app.widgets.serverpanel import KEY_NAME  # noqa: E402
 from app.settings import Settings, settings_path  # noqa: E402
 from test_app_window import PROMPT, WAIT, find, generate, home, make_window, model_path, window  # noqa: E402,F401
 

@@ -12,7 +12,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from app.autosave import autosave_bytes, find_recovery, write_atomic  # noqa: E402
 from app.chattemplates import TEMPLATES, strip_reply, template_for_model  # noqa: E402
-from app.contextview import build_prompt, describe, tail_chars  # noqa: E402
+from app.prompt import build_prompt, describe, tail_chars  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.story import (STORY_VERSION, ChatTurn, Generation, Story, StoryFormatError, WorldInfoEntry,  # noqa: E402
                        load_story, story_bytes)

@@ -398,7 +398,8 @@ def test_a_model_larger_than_free_memory_asks_first(qtbot, window, model_path, m
 
 
 def test_model_picker_lists_installed_then_catalog(qtbot, home):
-    from app.modelpicker import ModelPicker, demo_model
+    from app.paths import demo_model
+    from app.widgets.modelpicker import ModelPicker
     picker = ModelPicker()
     qtbot.addWidget(picker)
     with qtbot.waitSignal(picker.statusesReady, timeout=WAIT):
@@ -436,7 +437,7 @@ def test_model_picker_downloads_with_progress_and_cancel(qtbot, home, tmp_path):
     from modelgen import write_random_model
 
     from app.models.manager import ModelManager
-    from app.modelpicker import ModelPicker
+    from app.widgets.modelpicker import ModelPicker
     from test_models_manager import GGML_REPO, TOKENIZER, write_catalog
 
     model = tmp_path / "tiny.bin"

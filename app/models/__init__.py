@@ -3,11 +3,11 @@
 Headless (no Qt): the GUI wraps `ModelManager` calls in its own worker thread and forwards
 the `on_progress(Progress)` callbacks to signals; `DownloadControl` pauses or cancels.
 """
-from .catalog import Catalog, CatalogEntry
-from .download import (ChecksumMismatch, DiskFullError, DownloadControl, DownloadError, DownloadStopped,
-                       Progress)
-from .manager import DownloadResult, ModelError, ModelManager, ModelStatus, UnknownModel, UsageError, VerifyResult
-from .manifest import InstalledModel
+from app.models.catalog import Catalog, CatalogEntry
+from app.models.download import (ChecksumMismatch, DiskFullError, DownloadControl, DownloadError, DownloadStopped,
+                                 Progress)
+from app.models.manager import DownloadResult, ModelError, ModelManager, ModelStatus, UnknownModel, UsageError, VerifyResult
+from app.models.manifest import InstalledModel
 
 __all__ = ["Catalog", "CatalogEntry", "ChecksumMismatch", "DiskFullError", "DownloadControl", "DownloadError",
            "DownloadStopped", "DownloadResult", "InstalledModel", "ModelError", "ModelManager", "ModelStatus",

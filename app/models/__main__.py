@@ -1,6 +1,6 @@
 """Entry point of `python -m app.models` (see cli.py)."""
 import sys
 
-from .cli import main
+from app.models.cli import main
 
 sys.exit(main())

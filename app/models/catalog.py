@@ -15,9 +15,9 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .. import paths
-from .atomic import write_json_atomic
-from .hub import Hub, HubFile
+from app import paths
+from app.models.atomic import write_json_atomic
+from app.models.hub import Hub, HubFile
 
 SHIPPED_CATALOG = Path(__file__).resolve().parents[2] / "resources" / "catalog.json"
 CACHE_NAME = "catalog-hub.json"

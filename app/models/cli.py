@@ -13,10 +13,11 @@ import sys
 import threading
 from pathlib import Path
 
-from .catalog import CatalogError
-from .download import DownloadControl, DownloadError, DownloadStopped
-from .manager import ModelError, ModelManager, UsageError
-from .progress_bar import TerminalProgress, human_bytes
+from app.models.catalog import CatalogError
+from app.models.download import DownloadControl, DownloadError, DownloadStopped
+from app.models.manager import ModelError, ModelManager, UsageError
+from app.models.progress_bar import TerminalProgress
+from app.units import human_bytes
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

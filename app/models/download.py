@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .atomic import replace_durably, write_json_atomic
-from .connection import AbortHandle, HttpClient, HttpStatusError, NetworkError, RedirectRefused, StallError
+from app.models.atomic import replace_durably, write_json_atomic
+from app.models.connection import AbortHandle, HttpClient, HttpStatusError, NetworkError, RedirectRefused, StallError
+from app.units import human_bytes
 
 CHUNK = 256 * 1024
 HASH_CHUNK = 4 * 1024 * 1024
@@ -331,8 +332,8 @@ class Downloader:
     def _check_space(self, folder: Path, needed: int) -> None:
         free = self.free_space(folder)
         if needed + self.reserve_bytes > free:
-            raise DiskFullError(f"not enough free space in {folder}: the download needs {_mb(needed)} "
-                                f"(+{_mb(self.reserve_bytes)} reserve) but only {_mb(free)} is free")
+            raise DiskFullError(f"not enough free space in {folder}: the download needs {human_bytes(needed)} "
+                                f"(+{human_bytes(self.reserve_bytes)} reserve) but only {human_bytes(free)} is free")
 
     def _transfer(self, url: str, part: Path, state: _State, expected: Expected, report, control,
                   note_version) -> bool:
@@ -498,10 +499,6 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     span, _, total = value[6:].partition("/")
     start = _int(span.partition("-")[0]) if span != "*" else None
     return start, _int(total)
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
 
 
 def _describe(exc: Exception, stall_timeout: float) -> str:

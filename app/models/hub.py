@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin
 
-from .connection import HttpClient, NetworkError
+from app.models.connection import HttpClient, NetworkError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 ENDPOINT_ENV = "HF_ENDPOINT"

@@ -15,15 +15,15 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import paths
-from .atomic import fsync_dir, replace_durably
-from .catalog import CACHE_NAME, SHIPPED_CATALOG, Catalog, CatalogEntry
-from .connection import HttpClient, HttpStatusError, NetworkError, RedirectRefused
-from .download import (DiskFullError, DownloadControl, DownloadError, Downloader, Expected, discard_partial,
-                       part_path, read_sidecar, sha256_file, sidecar_path)
-from .hub import Hub, endpoint_from
-from .manifest import MANIFEST_NAME, InstalledModel, Manifest, now_utc
-from .tokenizer_cache import TokenizerCache
+from app import paths
+from app.models.atomic import fsync_dir, replace_durably
+from app.models.catalog import CACHE_NAME, SHIPPED_CATALOG, Catalog, CatalogEntry
+from app.models.connection import HttpClient, HttpStatusError, NetworkError, RedirectRefused
+from app.models.download import (DiskFullError, DownloadControl, DownloadError, Downloader, Expected, discard_partial,
+                                 part_path, read_sidecar, sha256_file, sidecar_path)
+from app.models.hub import Hub, endpoint_from
+from app.models.manifest import MANIFEST_NAME, InstalledModel, Manifest, now_utc
+from app.models.tokenizer_cache import TokenizerCache
 
 
 class ModelError(Exception):

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .atomic import write_json_atomic
+from app.models.atomic import write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 

@@ -8,17 +8,8 @@ from __future__ import annotations
 import sys
 import time
 
-from .download import Progress
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
+from app.models.download import Progress
+from app.units import human_bytes
 
 
 def human_time(seconds: float | None) -> str:

@@ -11,10 +11,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from .catalog import TokenizerSource, cached_hub_file
-from .connection import HttpStatusError, NetworkError, RedirectRefused
-from .download import ChecksumMismatch, DownloadControl, Downloader, Expected
-from .hub import Hub
+from app.models.catalog import TokenizerSource, cached_hub_file
+from app.models.connection import HttpStatusError, NetworkError, RedirectRefused
+from app.models.download import ChecksumMismatch, DownloadControl, Downloader, Expected
+from app.models.hub import Hub
 
 MAX_TOKENIZER_BYTES = 64 * 1024 * 1024
 

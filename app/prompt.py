@@ -1,21 +1,19 @@
-"""What the model sees: the prompt builder and the read-only view that shows its parts.
+"""What the model sees: memory, world info, the story and the author's note, and the window's parts.
 
 Layout of a context (the KoboldAI convention):
 
     memory | world info entries whose keys occur in the recent story | story ... | author's note | last N tokens
 
-`build_prompt` (run in the worker thread, it needs the tokenizer) turns a story into the two
+`build_prompt` (run in the engine thread, it needs the tokenizer) turns a story into the two
 strings `engine.generator.Generator.generate` takes: `memory` (memory + world info, always
 kept) and `prompt` (the story with the author's note inserted ``authors_note_depth`` tokens
-before its end). The engine's ContextShifter then cuts the oldest story to fit; `describe`
-labels the resulting window's parts with token counts for the view.
+before its end). The engine's Generator then cuts the oldest story to fit (and previews that
+window); `describe` labels the window's parts with token counts for the context view.
+No Qt here: the engine thread and the text sources build prompts without any widget.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
 WORLD_INFO_SCAN_CHARS = 2000     # a key must appear in this much recent story to pull its entry in
 NOTE_TEMPLATE = "\n[Author's note: {}]\n"
@@ -127,52 +125,3 @@ def describe(tokenizer, prompt: Prompt, window, budget: int) -> Context:
         if after:
             parts.append(ContextPart("story", after, n_after))
     return Context(parts, len(window.tokens), budget, window.dropped_tokens, bool(prompt.note) and note_pos < 0)
-
-
-PART_COLOURS = {"memory": "#3b82f6", "world info": "#10b981", "author's note": "#f59e0b", "story": None}
-
-
-class ContextView(QWidget):
-    """Shows exactly what the model will see, part by part, with token counts."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setObjectName("contextView")
-        self.summary = QLabel("Load a model to see the context.", objectName="contextSummary")
-        self.summary.setWordWrap(True)
-        self.refresh_button = QPushButton("Refresh", objectName="contextRefreshButton")
-        self.text = QPlainTextEdit(objectName="contextText", readOnly=True)
-        self.text.setLineWrapMode(QPlainTextEdit.WidgetWidth)
-        top = QHBoxLayout()
-        top.addWidget(self.summary, 1)
-        top.addWidget(self.refresh_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addWidget(self.text, 1)
-
-    def show_context(self, context: Context) -> None:
-        counts = [f"{kind}: {context.count(kind)}" for kind in ("memory", "world info", "author's note", "story")
-                  if context.count(kind)]
-        total = context.n_tokens
-        dropped = f"; {context.dropped_tokens} tokens of early story left out" if context.dropped_tokens else ""
-        if context.note_dropped:
-            dropped += "; the author's note does not fit (shorten the memory or the new tokens)"
-        self.summary.setText(f"{total} / {context.budget} prompt tokens ({', '.join(counts) or 'empty'}){dropped}")
-        self.text.clear()
-        cursor = self.text.textCursor()
-        for part in context.parts:
-            label = QTextCharFormat()
-            label.setFontWeight(QFont.Bold)
-            colour = PART_COLOURS.get(part.kind)
-            if colour:
-                label.setForeground(QColor(colour))
-            cursor.insertText(f"⟦{part.kind}, {part.n_tokens} tokens⟧\n", label)
-            body = QTextCharFormat()
-            if colour:
-                body.setForeground(QColor(colour))
-            cursor.insertText(part.text if part.text.endswith("\n") else part.text + "\n", body)
-        self.text.moveCursor(QTextCursor.End)
-
-    def show_error(self, message: str) -> None:
-        self.summary.setText(message)
-        self.text.clear()

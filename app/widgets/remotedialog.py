@@ -14,7 +14,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QPushButton, QVBoxLayout)
 
-from app.modelpicker import emit_from_thread
+from app.threads import emit_from_thread
 
 
 # (label, app.remote.detect's kind): detection, or one API forced when detection guesses wrong

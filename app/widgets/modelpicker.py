@@ -1,5 +1,5 @@
 """The model picker: installed models first, then the catalog with sizes and Download, "Open file…"
-and "Remote server…" (the window opens `app.remotedialog`).
+and "Remote server…" (the window opens `app.widgets.remotedialog`).
 
 Each row's last column is its action (Load, Download, Cancel while downloading; the size
 column shows the progress), drawn as link text rather than a button widget per row, so
@@ -12,40 +12,15 @@ thread; results come back through this widget's signals, which Qt queues to the 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTreeWidget,
                                QTreeWidgetItem, QVBoxLayout, QWidget)
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "resources" / "demo"
-
-
-def human_size(n: int | None) -> str:
-    if not n:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
-def emit_from_thread(signal, *args) -> None:
-    """Emit from a background thread; the widget may have been closed meanwhile (then nobody listens)."""
-    try:
-        signal.emit(*args)
-    except RuntimeError:
-        pass
-
-
-def demo_model() -> Path | None:
-    """The small bundled model the app opens when nothing else is installed."""
-    if DEMO_DIR.is_dir():
-        for path in sorted(DEMO_DIR.glob("*.bin")):
-            return path
-    return None
+from app.paths import demo_model
+from app.threads import emit_from_thread
+from app.units import human_bytes
 
 
 class ModelPicker(QWidget):
@@ -161,7 +136,7 @@ class ModelPicker(QWidget):
         for kind, model_id, label, size, path, tok in rows:
             downloading = model_id in self._controls
             action = "Load" if kind == "installed" else ("Cancel" if downloading else "Download")
-            item = QTreeWidgetItem([label, human_size(size), action])
+            item = QTreeWidgetItem([label, (human_bytes(size) if size else "?"), action])
             item.setData(0, Qt.UserRole, (kind, model_id, path, tok))
             item.setToolTip(0, f"{label}\n{path or model_id}")
             item.setToolTip(2, "Load this model" if kind == "installed" else "Download (click again to cancel)")
@@ -232,7 +207,7 @@ class ModelPicker(QWidget):
     def on_download_progress(self, model_id: str, done: int, total: int, phase: str) -> None:
         item = self._items.get(model_id)
         if item is not None:
-            item.setText(1, f"{phase} {100 * done // total}%" if total > 0 else f"{phase} {human_size(done)}")
+            item.setText(1, f"{phase} {100 * done // total}%" if total > 0 else f"{phase} {human_bytes(done)}")
 
     def on_download_finished(self, model_id: str, error: str) -> None:
         self._controls.pop(model_id, None)
