@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from app import __version__
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The one argument parser of the desktop program."""
@@ -21,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--screenshot", metavar="PNG",
                         help="save a picture of the main window once the model is loaded, then quit "
                              "(a smoke test of the window, also offscreen)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--install-desktop-entry", action="store_true",
+                        help="add NeoX Writer to the desktop's application menu (Linux: a .desktop file and "
+                             "the icon in the user's XDG folders), then exit")
+    parser.add_argument("--uninstall-desktop-entry", action="store_true",
+                        help="remove what --install-desktop-entry wrote, then exit")
     parser.add_argument("--server", action="store_true",
                         help="serve --model over KoboldCpp- and OpenAI-compatible APIs, headless "
                              "(options: neox-writer --server --help)")
@@ -30,15 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
 def run_window(args) -> int:
     """Start the Qt application with the main window; returns the exit code."""
     from PySide6.QtCore import QCoreApplication, Qt
-    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtGui import QGuiApplication, QIcon
     from PySide6.QtWidgets import QApplication
 
+    from app.bundled import icon_path
     from app.mainwindow import MainWindow, startup_model
 
     QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
     QCoreApplication.setOrganizationName("NeoXWriter")
     QCoreApplication.setApplicationName("NeoX Writer")
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setWindowIcon(QIcon(str(icon_path())))
+    app.setDesktopFileName("neox-writer")          # matches the entry --install-desktop-entry writes
     window = MainWindow()
     window.show()
     model = args.model or startup_model(window.settings)
@@ -74,6 +85,9 @@ def main(argv=None) -> int:
         from app.server.cli import main as server_main
         return server_main(argv)
     args = build_parser().parse_args(argv)
+    if args.install_desktop_entry or args.uninstall_desktop_entry:
+        from app.desktop_entry import main as desktop_entry_main
+        return desktop_entry_main(remove=args.uninstall_desktop_entry)
     if args.self_test:
         from app.selftest import run_self_test
         return run_self_test(args.model, args.report)

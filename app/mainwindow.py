@@ -25,7 +25,7 @@ from app.widgets.chatview import ChatView
 from app.widgets.contextview import ContextView
 from app.keystore import KeyStore
 from app.localserver import LocalServer
-from app.paths import demo_model
+from app.bundled import demo_model
 from app.widgets.memorypanel import MemoryPanel
 from app.widgets.modelpicker import ModelPicker
 from app.widgets.remotedialog import RemoteDialog

@@ -62,13 +62,3 @@ def ensure(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
 
-
-DEMO_DIR = Path(__file__).resolve().parent.parent / "resources" / "demo"
-
-
-def demo_model() -> Path | None:
-    """The small bundled model the app opens when nothing else is installed."""
-    if DEMO_DIR.is_dir():
-        for path in sorted(DEMO_DIR.glob("*.bin")):
-            return path
-    return None

@@ -30,7 +30,7 @@ def run_self_test(model: str | None, report_file: str | None = None) -> int:
     from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
 
     from app.chatllm import ChatLLM, GenerationRequest
-    from app.paths import demo_model
+    from app.bundled import demo_model
     from engine.sampling import SamplerSettings
 
     path = model or (str(demo_model()) if demo_model() else None)

@@ -5,7 +5,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' app/__init__.py | head -1)
 export NEOX_WRITER_VERSION="$VERSION"
 BUILD_VENV=${BUILD_VENV:-$ROOT/build/bundle-venv}
 PYTHON=${PYTHON:-python3}
@@ -18,8 +18,10 @@ if [ -x "$BUILD_VENV/Scripts/python.exe" ]; then VPY="$BUILD_VENV/Scripts/python
 "$VPY" -m pip install -q --upgrade pip
 "$VPY" -m pip install -q "$ROOT" "pyinstaller>=6.10" "pillow>=10"
 
-"$VPY" -m PyInstaller --noconfirm --clean --log-level WARN \
-    --distpath "$ROOT/dist" --workpath "$ROOT/build/pyinstaller" "$ROOT/packaging/neox-writer.spec"
+mkdir -p "$ROOT/build"
+# From build/, so that the source tree's app/ (which lacks app/resources) cannot shadow the installed copy.
+(cd "$ROOT/build" && "$VPY" -m PyInstaller --noconfirm --clean --log-level WARN \
+    --distpath "$ROOT/dist" --workpath "$ROOT/build/pyinstaller" "$ROOT/packaging/neox-writer.spec")
 
 case "$(uname -s)" in
     Linux*)

@@ -398,7 +398,7 @@ def test_a_model_larger_than_free_memory_asks_first(qtbot, window, model_path, m
 
 
 def test_model_picker_lists_installed_then_catalog(qtbot, home):
-    from app.paths import demo_model
+    from app.bundled import demo_model
     from app.widgets.modelpicker import ModelPicker
     picker = ModelPicker()
     qtbot.addWidget(picker)

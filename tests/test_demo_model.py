@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.bundled import demo_dir
 from engine import load_model
 from engine.tokenizer import load_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_DIR = REPO / "resources" / "demo"
+DEMO_DIR = demo_dir()          # found as the program finds it: the package app.resources
 HELD_OUT = Path(__file__).resolve().parent / "fixtures" / "demo" / "persuasion-ch22-24.txt"
 
 MAX_SHIPPED_BYTES = 20 * 1000 * 1000  # model + tokenizer, the budget of issue 8

@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from app import paths
+from app.bundled import resources_dir
 from app.models.atomic import write_json_atomic
 from app.models.hub import Hub, HubFile
 
-SHIPPED_CATALOG = Path(__file__).resolve().parents[2] / "resources" / "catalog.json"
+SHIPPED_CATALOG = resources_dir() / "catalog.json"
 CACHE_NAME = "catalog-hub.json"
 
 # Bytes per block and values per block of each quantization type, by qnt_version
