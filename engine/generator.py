@@ -2,8 +2,10 @@
 
 `Generator(model, tokenizer).generate(prompt, settings, ...)` returns an iterator of events:
 one `TokenEvent` per sampled token, then one `DoneEvent`. Text reaches the caller only when it
-is final: complete UTF-8 (StreamDecoder) and not possibly the start of a stop sequence
-(`StopMatcher`). Concatenating the `text` of every TokenEvent gives `DoneEvent.text`.
+is final: complete UTF-8 (StreamDecoder), not possibly the start of a stop sequence
+(`StopMatcher`) and not possibly the start of a banned phrase (`PhraseGuard`: a completed one
+is taken back and sampled again, so it is never emitted). Concatenating the `text` of every
+TokenEvent gives `DoneEvent.text`.
 
 The generator keeps one Session (KV cache) across requests. Each request evaluates only the
 tokens after the longest common prefix with what the session already holds, so continuing or
@@ -20,8 +22,11 @@ import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+import numpy as np
+
 from engine.context import ContextShifter, Window
 from engine.errors import SettingsError
+from engine.phrase_bans import PhraseBans, PhraseGuard
 from engine.sampling import Sampler, SamplerSettings
 from engine.stream_decode import StreamDecoder
 
@@ -34,7 +39,7 @@ class TokenEvent:
     probability and the top alternatives as (id, probability) pairs, most likely first."""
 
     text: str
-    token: int
+    token: int                    # -1 only for the text a generation ends with when no token is left to carry it
     probability: float
     top: list
 
@@ -49,7 +54,7 @@ class DoneEvent:
     prompt_tokens: int            # tokens in the prompt window
     prompt_tokens_reused: int     # of those, taken from the KV cache of the previous request
     prompt_tokens_dropped: int    # oldest story tokens left out to fit the context
-    gen_tokens: int               # tokens sampled (an end-of-text token included)
+    gen_tokens: int               # tokens generated (an end-of-text token included; taken-back ones not)
     prompt_seconds: float
     gen_seconds: float
     seed: int                     # the seed actually used: repeats the run
@@ -176,10 +181,11 @@ class Generator:
             if not isinstance(s, str) or not s:
                 raise SettingsError("stop", f"stop sequences must be non-empty strings, got {s!r}")
         n_ctx = self._context_size(max_context)
-        sampler = Sampler(settings, self.n_vocab)
+        sampler = Sampler(settings, self.n_vocab, self.tokenizer)
+        bans = PhraseBans(settings.banned_phrases, self.tokenizer) if settings.banned_phrases else None
         window = self._fit(self._shifter, prompt, memory, n_ctx, max_tokens)
         self._cancel = cancel if cancel is not None else threading.Event()
-        return self._run(window, sampler, max_tokens, stop, self._cancel)
+        return self._run(window, sampler, max_tokens, stop, self._cancel, bans)
 
     def preview_window(self, prompt: str, *, memory: str = "", max_tokens: int = 80,
                        max_context: int | None = None) -> Window:
@@ -199,15 +205,15 @@ class Generator:
                            self.tokenizer.encode(prompt) if prompt else [], n_ctx, max_tokens)
 
     def _run(self, window: Window, sampler: Sampler, max_tokens: int, stops: list,
-             cancel: threading.Event) -> Iterator[TokenEvent | DoneEvent]:
+             cancel: threading.Event, bans: PhraseBans | None = None) -> Iterator[TokenEvent | DoneEvent]:
         self._running = True
         try:
-            yield from self._stream(window, sampler, max_tokens, stops, cancel)
+            yield from self._stream(window, sampler, max_tokens, stops, cancel, bans)
         finally:
             self._running = False
 
     def _stream(self, window: Window, sampler: Sampler, max_tokens: int, stops: list,
-                cancel: threading.Event) -> Iterator[TokenEvent | DoneEvent]:
+                cancel: threading.Event, bans: PhraseBans | None = None) -> Iterator[TokenEvent | DoneEvent]:
         eos = self.tokenizer.eos_id
         # An empty prompt starts from end-of-text, the separator the model was trained with.
         prompt = window.tokens or [eos]
@@ -228,34 +234,83 @@ class Generator:
 
         decoder = StreamDecoder(self.tokenizer)
         matcher = StopMatcher(stops)
+        # Without phrase bans every token is released as soon as it is sampled.
+        guard = PhraseGuard(bans, self.tokenizer, max_tokens) if bans else None
+        always_banned = bans.token_ids if bans else ()
         history = list(prompt)
         emitted = []
         reason, found = None, None
-        n = 0
         while reason is None:
-            sample = sampler.sample(logits, history)
-            token = sample.token
-            history.append(token)
-            n += 1
-            if token == eos:
-                # The end-of-text token has no text of its own: release what is pending.
-                text, found = matcher.push(decoder.flush())
-                reason = "stop_sequence" if found else "eos"
+            sample = self._sample(sampler, logits, history, always_banned, guard)
+            if sample is None:
+                # The phrase bans left no token possible here: the text ends before it.
+                token, ending = None, True
+                ready = [(h.token, h.sample) for h in guard.release(everything=True)]
             else:
-                last = n >= max_tokens or cancel.is_set()
-                text, found = matcher.push(decoder.feed(token) + (decoder.flush() if last else ""))
-                if found:
-                    reason = "stop_sequence"
-                elif last:
-                    reason = "cancelled" if cancel.is_set() else "length"
-            if reason is not None and not found:
-                text += matcher.release()
-            emitted.append(text)
-            yield TokenEvent(text, token, sample.probability, sample.top)
+                token = sample.token
+                history.append(token)
+                ending = token == eos or len(history) - len(prompt) >= max_tokens or cancel.is_set()
+            if guard is None:
+                ready = [(token, sample)]
+            elif sample is not None:
+                if token != eos:
+                    guard.push(token, sample, logits)
+                    at = guard.violation()
+                    if at is not None:
+                        # A banned phrase was completed: take it back to where it began and
+                        # sample again there, without the token that began it.
+                        position = len(history) - (len(guard.held) - at)
+                        first = guard.rewind(at, position)
+                        del history[position:]
+                        session.truncate(position)
+                        logits = first.logits
+                        if not (cancel.is_set() or guard.exhausted):
+                            continue
+                        ending = True
+                held = [(h.token, h.sample) for h in guard.release(everything=ending)]
+                ready = held + [(token, sample)] if token == eos else held
+            for i, (tok, smp) in enumerate(ready):
+                last = ending and i == len(ready) - 1
+                if tok == eos:
+                    # The end-of-text token has no text of its own: release what is pending.
+                    text, found = matcher.push(decoder.flush())
+                    reason = "stop_sequence" if found else "eos"
+                else:
+                    text, found = matcher.push(decoder.feed(tok) + (decoder.flush() if last else ""))
+                    if found:
+                        reason = "stop_sequence"
+                    elif last:
+                        reason = "cancelled" if cancel.is_set() else "length"
+                if reason is not None and not found:
+                    text += matcher.release()
+                emitted.append(text)
+                yield TokenEvent(text, tok, smp.probability, smp.top)
+                if reason is not None:
+                    break                      # held tokens after a stop sequence are dropped
+            if reason is None and ending:
+                # Everything left was taken back: what the decoder and matcher still hold
+                # ends the text, on a token-less event.
+                text, found = matcher.push(decoder.flush())
+                reason = "stop_sequence" if found else ("cancelled" if cancel.is_set() else "length")
+                text += "" if found else matcher.release()
+                if text:
+                    emitted.append(text)
+                    yield TokenEvent(text, -1, 0.0, [])
             if reason is None:
                 logits = session.eval([token])
-        yield self._done(reason, "".join(emitted), found, window, prompt, reused, n, t1 - t0,
-                         time.perf_counter() - t1, sampler)
+        yield self._done(reason, "".join(emitted), found, window, prompt, reused,
+                         len(history) - len(prompt), t1 - t0, time.perf_counter() - t1, sampler)
+
+    @staticmethod
+    def _sample(sampler: Sampler, logits, history: list, always_banned, guard: PhraseGuard | None):
+        """The next token's Sample, or None when phrase bans at this position exclude every token."""
+        if guard is None or not guard.banned_at(len(history)):
+            return sampler.sample(logits, history, always_banned)
+        banned = np.union1d(always_banned, sorted(guard.banned_at(len(history)))).astype(np.int64)
+        try:
+            return sampler.sample(logits, history, banned)
+        except SettingsError:
+            return None
 
     @staticmethod
     def _done(reason, text, found, window, prompt, reused, n, prompt_s, gen_s, sampler) -> DoneEvent:

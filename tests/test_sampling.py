@@ -7,10 +7,11 @@ import pytest
 
 from engine.errors import SettingsError
 from engine.sampling import (
-    PRESETS, Candidates, Sampler, SamplerSettings, _mirostat_v1_k, apply_min_p,
-    apply_repetition_penalty, apply_tail_free, apply_temperature, apply_top_a, apply_top_k,
-    apply_top_p, apply_typical,
+    PRESETS, Candidates, Sampler, SamplerSettings, _mirostat_v1_k, apply_dry, apply_dynamic_temperature,
+    apply_min_p, apply_repetition_penalty, apply_smoothing, apply_tail_free, apply_temperature, apply_top_a,
+    apply_top_k, apply_top_p, apply_typical, apply_xtc, restart_sequences,
 )
+from toymodel import BytesTokenizer
 
 
 def cands(probs_or_logits, log=False):
@@ -271,6 +272,11 @@ def test_mirostat_v1_runs_through_the_sampler():
     ("min_p", 2.0), ("tfs", 1.5), ("typical", -1.0), ("rep_pen", 0.0), ("rep_pen_range", -5),
     ("rep_pen_slope", 2.0), ("mirostat", 3), ("mirostat_tau", -1.0), ("temperature", float("nan")),
     ("seed", -7), ("logit_bias", {"x": 1.0}), ("logit_bias", {1: math.inf}), ("banned_tokens", [-1]),
+    ("dry_multiplier", -0.5), ("dry_base", -1.0), ("dry_allowed_length", 1.5), ("dry_penalty_last_n", -2),
+    ("dry_sequence_breakers", "not json"), ("dry_sequence_breakers", [1, 2]), ("dry_sequence_breakers", [f"x{i}" for i in range(33)]),
+    ("xtc_threshold", 1.5), ("xtc_probability", -0.1), ("dynatemp_range", -1.0), ("dynatemp_exponent", -1.0),
+    ("smoothing_factor", -0.1), ("smoothing_curve", 0.5), ("smoothing_curve", 3.5),
+    ("banned_phrases", "a phrase"), ("banned_phrases", [f"p{i}" for i in range(49)]),
 ])
 def test_invalid_settings_name_the_setting(field, value):
     with pytest.raises(SettingsError) as err:
@@ -311,3 +317,147 @@ def test_presets():
     assert SamplerSettings.from_preset("Deterministic").greedy
     assert SamplerSettings.from_preset("ggml example", temperature=0.2).temperature == 0.2
     assert set(PRESETS) == {"KoboldCpp default", "ggml example", "Deterministic"}
+
+
+# -- KoboldCpp's newer samplers: DRY, XTC, dynamic temperature, smoothing ---------------------
+
+# KoboldCpp's own worked example (gpttype_adapter.cpp, sample_dry):
+#   last tokens  a b c c b c y a b c
+#   repeats      0 0 3 1 0 2 0 0 0 0
+# a=1 b=2 c=3 y=4; the token after each repeat would extend it: c (after "a b c", 3 long),
+# b (after "c", 1 long), y (after "b c", 2 long).
+DRY_HISTORY = [1, 2, 3, 3, 2, 3, 4, 1, 2, 3]
+
+
+def dry_penalties(history, allowed, restarts=None, last_n=0, multiplier=0.8, base=1.75):
+    c = apply_dry(cands(np.zeros(6)), history, multiplier, base, allowed, last_n, restarts)
+    return {int(t): round(-float(x), 6) for t, x in zip(c.ids, c.logits) if x != 0}
+
+
+def test_dry_penalises_the_tokens_that_extend_a_repetition():
+    # allowed length 2: c extends a repeat of 3 -> 0.8 * 1.75^(3-2); y one of 2 -> 0.8 * 1.75^0
+    assert dry_penalties(DRY_HISTORY, 2) == {3: 1.4, 4: 0.8}
+    # allowed length 1: b's repeat of 1 counts too, and every exponent grows by one
+    assert dry_penalties(DRY_HISTORY, 1) == {2: 0.8, 3: 2.45, 4: 1.4}
+    assert dry_penalties(DRY_HISTORY, 4) == {}                          # nothing that long
+    assert dry_penalties(DRY_HISTORY, 2, multiplier=0) == {}            # multiplier 0 disables
+    assert dry_penalties(DRY_HISTORY, 2, last_n=4) == {}                # "y a b c": no repeat inside
+
+
+def test_dry_repetitions_stop_at_sequence_breakers():
+    # b is a breaker: the repetition may only reach back to after the newest b, 1 token
+    assert dry_penalties(DRY_HISTORY, 2, {2: [()]}) == {}
+    # "a b" as a two-token breaker (head a, tail b) at the end: 1 token left to repeat
+    assert dry_penalties(DRY_HISTORY, 2, {1: [(2,)]}) == {}
+    # y as a breaker, 3 tokens from the end: repeats are capped at 3, which changes nothing here
+    assert dry_penalties(DRY_HISTORY, 2, {4: [()]}) == {3: 1.4, 4: 0.8}
+    # "y x a b c y x a b c" (x=5): y would extend a repeat of 5 -> 0.8 * 1.75^3; with y as a
+    # breaker, the repeat may not reach back across the newest y: 4 long -> 0.8 * 1.75^2
+    history = [4, 5, 1, 2, 3, 4, 5, 1, 2, 3]
+    assert dry_penalties(history, 2) == {4: 4.2875}
+    assert dry_penalties(history, 2, {4: [()]}) == {4: 2.45}
+
+
+def test_dry_exponent_is_clamped_below_overflow():
+    history = [5] * 300                       # a 298-token repeat: 1.75^296 overflows float32
+    penalty = dry_penalties(history, 2, base=1.75)[5]
+    assert math.isfinite(penalty) and penalty == pytest.approx(0.8 * 1.75 ** int(88.7228391 / math.log(1.75)))
+
+
+def test_restart_sequences_are_the_tokens_overlapping_a_breaker():
+    tok = BytesTokenizer(["", ":", "a:", "b", "\n", "x\n", "ab", "\n\n", "c", "*"])
+    assert restart_sequences(tok, [":"]) == {1: [()], 2: [()]}            # tokens containing ":"
+    # "b\n": no token contains it; "b" and "ab" end with its start "b" and need the tail "\n"
+    assert restart_sequences(tok, ["b\n"]) == {3: [(4,)], 6: [(4,)]}
+    assert restart_sequences(tok, ["\n", ":"]) == {1: [()], 2: [()], 4: [()], 5: [()], 7: [()]}
+
+
+def test_dry_through_the_sampler_with_its_breakers():
+    tok = BytesTokenizer(["", "a", "b", "c", "y", "\n"])
+    logits = np.zeros(6)
+    s = SamplerSettings(temperature=0, dry_multiplier=0.8, dry_base=1.75, dry_allowed_length=2,
+                        dry_penalty_last_n=0, dry_sequence_breakers=["\n"])
+    # greedy: c (repeat of 3) and y are penalised; ids 0, 1, 2, 5 keep logit 0, the lowest id wins
+    assert Sampler(s, 6, tok).sample(logits, DRY_HISTORY).token == 0
+    top = dict(Sampler(s, 6, tok).sample(logits, DRY_HISTORY).top)
+    assert top[3] < top[4] < top[1]
+    # a new line just before the end stops every repetition
+    top = dict(Sampler(s, 6, tok).sample(logits, DRY_HISTORY[:-1] + [5, 3]).top)
+    assert top[3] == top[4] == top[1]
+    with pytest.raises(ValueError, match="tokenizer"):
+        Sampler(s, 6)
+
+
+class Roll:
+    """A stand-in for the random generator: random() returns the given values in turn."""
+
+    def __init__(self, *values):
+        self.values = list(values)
+
+    def random(self):
+        return self.values.pop(0)
+
+
+def test_xtc_removes_the_top_choices_but_the_least_likely_of_them():
+    c = cands([0.4, 0.3, 0.2, 0.1], log=True)
+    assert kept(apply_xtc(c, 0.2, 1.0, Roll(0.0))) == [2, 3]            # 0.4 and 0.3 go, 0.2 stays
+    assert kept(apply_xtc(c, 0.29, 1.0, Roll(0.0))) == [1, 2, 3]
+    assert kept(apply_xtc(c, 0.35, 1.0, Roll(0.0))) == [0, 1, 2, 3]     # one above: nothing to do
+    assert kept(apply_xtc(c, 0.6, 1.0, Roll())) == [0, 1, 2, 3]         # > 0.5: off, no draw
+    assert kept(apply_xtc(c, 0.2, 0.0, Roll())) == [0, 1, 2, 3]         # probability 0: no draw
+    assert kept(apply_xtc(c, 0.2, 0.5, Roll(0.7))) == [0, 1, 2, 3]      # the draw says no
+    assert kept(apply_xtc(c, 0.2, 0.5, Roll(0.3))) == [2, 3]
+
+
+def test_xtc_in_the_sampler_never_draws_the_top_choices():
+    logits = np.log(np.array([0.4, 0.3, 0.2, 0.1]))
+    s = SamplerSettings(temperature=1.0, top_k=0, top_p=1.0, rep_pen=1.0, xtc_threshold=0.2, xtc_probability=1.0)
+    sampler = Sampler(dataclasses.replace(s, seed=3), 4)
+    drawn = {sampler.sample(logits).token for _ in range(200)}
+    assert drawn == {2, 3}
+    sampler = Sampler(dataclasses.replace(s, xtc_probability=0.5, seed=3), 4)
+    drawn = [sampler.sample(logits).token for _ in range(400)]
+    assert 0.15 < drawn.count(0) / 400 < 0.25          # half the draws skip XTC: 0.5 * 0.4
+
+
+def test_dynamic_temperature_follows_the_entropy():
+    c = cands([0.5, 0.25, 0.25], log=True)
+    # H = 1.5 ln 2 = 1.03972, H_max = ln 3 = 1.09861: normalised 0.94639
+    t = 0.5 + (1.5 - 0.5) * 0.946394
+    out = apply_dynamic_temperature(c, 0.5, 1.5, 1.0)
+    np.testing.assert_allclose(out.logits, c.logits / t, rtol=1e-5)
+    out = apply_dynamic_temperature(c, 0.5, 1.5, 2.0)                 # exponent 2: 0.5 + 0.94639^2
+    np.testing.assert_allclose(out.logits, c.logits / (0.5 + 0.946394 ** 2), rtol=1e-5)
+    flat = cands([0.25] * 4, log=True)                                 # maximal entropy: the high end
+    np.testing.assert_allclose(apply_dynamic_temperature(flat, 0.2, 2.0, 1.0).logits, flat.logits / 2.0)
+    assert kept(apply_dynamic_temperature(cands([1.0, 0.0]), 0.0, 0.0, 1.0)) == [0]   # temperature 0: greedy
+    one = cands([3.0])
+    assert apply_dynamic_temperature(one, 0.5, 1.5, 1.0) is one
+
+
+def test_dynamic_temperature_in_the_temperature_slot():
+    logits = np.log(np.array([0.5, 0.25, 0.25]))
+    s = SamplerSettings(temperature=1.0, dynatemp_range=0.5, top_k=0, top_p=1.0, rep_pen=1.0, seed=1)
+    top = dict(Sampler(s, 3).sample(logits).top)
+    e = np.exp(logits / (0.5 + 0.946394))
+    assert top[0] == pytest.approx(e[0] / e.sum(), rel=1e-5)
+    # temperature 0 with a range is not greedy: the range is [0, 0.5]
+    assert not SamplerSettings(temperature=0, dynatemp_range=0.5).greedy
+
+
+def test_smoothing_is_quadratic_around_the_top_logit():
+    c = cands([2.0, 1.0, 0.0])
+    np.testing.assert_allclose(apply_smoothing(c, 0.5).logits, [2.0, 1.5, 0.0])          # 2 - 0.5 d^2
+    np.testing.assert_allclose(apply_smoothing(c, 0.5, curve=3.0).logits, [2.0, 1.5, -2.0])   # 2 + 0.5 d^3
+    np.testing.assert_allclose(apply_smoothing(c, 0.5, curve=2.0).logits, [2.0, 1.5, -1.0])
+    assert apply_smoothing(c, 0.0) is c
+    # after the temperature, as KoboldCpp's sample_temperature: [4, 2, 0] / 2 -> [2, 1, 0] -> smoothed
+    np.testing.assert_allclose(apply_temperature(cands([4.0, 2.0, 0.0]), 2.0, 0.5).logits, [2.0, 1.5, 0.0])
+
+
+def test_new_settings_round_trip_and_accept_sillytaverns_json_breakers():
+    s = SamplerSettings(dry_multiplier=0.8, dry_sequence_breakers='["\\n", ":", "", ":"]', xtc_probability=0.5,
+                        dynatemp_range=0.3, smoothing_factor=0.2, banned_phrases=["a phrase", "", "another"])
+    assert s.dry_sequence_breakers == ("\n", ":")                    # empty and repeated ones dropped
+    assert s.banned_phrases == ("a phrase", "another")
+    assert SamplerSettings(**s.to_dict()) == s

@@ -90,8 +90,14 @@ def test_error_shape_is_detail_msg(server):
     assert status == 400 and "top_p" in body["detail"]["msg"] and body["detail"]["type"] == "bad_input"
     status, _, body = request(server, "POST", "/api/v1/generate", raw=b"{not json")
     assert status == 400 and body["detail"]["msg"].startswith("Error parsing input")
-    status, _, body = request(server, "POST", "/api/v1/generate", {"prompt": PROMPT, "dry_multiplier": 0.8})
-    assert status == 400 and "dry_multiplier" in body["detail"]["msg"]
+    # every unsupported feature a request switches on is named in the one refusal
+    status, _, body = request(server, "POST", "/api/v1/generate",
+                              {"prompt": PROMPT, "grammar": "root ::= [a-z]+", "guidance_scale": 1.5,
+                               "negative_prompt": "", "images": ["aGk="], "dry_multiplier": 0.8})
+    assert status == 400
+    message = body["detail"]["msg"]
+    assert "grammar" in message and "guidance_scale" in message and "images" in message
+    assert "negative_prompt" not in message and "dry_multiplier" not in message
 
 
 # -- SillyTavern, API "Text Completion", type KoboldCpp ----------------------------------------
@@ -218,3 +224,4 @@ def test_kobold_logprobs_non_streaming(server):
     assert len(content) == 5
     for item in content:
         assert len(item["top_logprobs"]) == 3 and item["logprob"] == pytest.approx(item["top_logprobs"][0]["logprob"])
+

@@ -4,11 +4,12 @@ Both APIs end up here: `/api/v1/generate` and the stream take these fields direc
 OpenAI endpoints rename their fields onto them first (as KoboldCpp's transform_genparams
 does), so every native field also works on `/v1/completions`. Defaults are KoboldCpp 1.76's
 (shared/spec/server-api.md A1.2), not the engine's presets: clients that omit a field expect
-KoboldCpp's value. Samplers this engine does not have are accepted at their neutral value and
-refused otherwise, naming the field, rather than silently ignored.
+KoboldCpp's value. Features this engine does not have are accepted at their neutral value and
+refused otherwise, all of them named in one 400, rather than silently ignored.
 """
 from __future__ import annotations
 
+import json
 import math
 
 from app.server.errors import ApiError
@@ -21,10 +22,15 @@ MAX_STOP_SEQUENCES = 32          # KoboldCpp's stop_token_max
 MAX_LOGIT_BIAS = 32              # KoboldCpp's logit_bias_max
 MAX_LOGPROBS = 10                # the engine reports 10 alternatives per token
 
-# Samplers and features this engine lacks: accepted only at the value that switches them off.
+MAX_BANNED_PHRASES = 48          # KoboldCpp's ban_token_max
+
+# Features this engine lacks, as the clients name them: accepted only at the value that
+# switches them off (SillyTavern sends most of these with every request, neutral).
 UNSUPPORTED = {
-    "dynatemp_range": 0, "smoothing_factor": 0, "dry_multiplier": 0, "xtc_probability": 0,
-    "grammar": "", "images": [], "banned_tokens": [], "banned_strings": [],
+    "grammar": "", "grammar_string": "", "json_schema": None, "images": [], "guidance_scale": 1,
+    "negative_prompt": "", "skew": 0, "epsilon_cutoff": 0, "eta_cutoff": 0, "min_tokens": 0, "min_length": 0,
+    "num_beams": 1, "penalty_alpha": 0, "no_repeat_ngram_size": 0, "encoder_repetition_penalty": 1,
+    "top_n_sigma": -1,
 }
 
 
@@ -72,11 +78,72 @@ def stop_list(value, name: str) -> list:
 
 
 def _check_unsupported(body: dict) -> None:
-    for name, neutral in UNSUPPORTED.items():
+    """One 400 naming every unsupported feature the request switches on (not just the first:
+    a client's user should not have to find them one send at a time)."""
+    refused = [name for name, neutral in UNSUPPORTED.items() if not _neutral(body.get(name), neutral)]
+    if refused:
+        raise ApiError(400, f"not supported by this server: {', '.join(refused)}; leave "
+                            f"{'it' if len(refused) == 1 else 'them'} at the neutral value "
+                            f"({', '.join(f'{n}={UNSUPPORTED[n]!r}' for n in refused)})", ",".join(refused))
+
+
+def _neutral(value, neutral) -> bool:
+    """Whether a field leaves its feature off: absent, empty, or at the neutral number
+    (top_n_sigma is off at any value <= 0, as in llama.cpp)."""
+    if value is None or value == neutral:
+        return True
+    if isinstance(neutral, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return neutral < 0 and value <= 0
+    return not value
+
+
+def _banned_phrases(body: dict) -> list:
+    """KoboldCpp's `banned_tokens` (strings, despite the name) and SillyTavern's `banned_strings`."""
+    phrases = []
+    for name in ("banned_tokens", "banned_strings"):
         value = body.get(name)
-        if value is None or value == neutral or (isinstance(neutral, int) and value == 0):
+        if value is None:
             continue
-        raise ApiError(400, f"{name} is not supported by this server; leave it at {neutral!r}", name)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ApiError(400, f"{name} must be a list of strings (phrases to ban)", name)
+        phrases += [v for v in value if v and v not in phrases]
+    if len(phrases) > MAX_BANNED_PHRASES:
+        raise ApiError(400, f"at most {MAX_BANNED_PHRASES} banned phrases are accepted, got {len(phrases)}",
+                       "banned_tokens")
+    return phrases
+
+
+def _dry_breakers(body: dict) -> list:
+    """A list of strings, or (SillyTavern) one JSON-encoded list."""
+    value = body.get("dry_sequence_breakers")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ApiError(400, "dry_sequence_breakers must be a list of strings or a JSON-encoded list",
+                           "dry_sequence_breakers") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, "dry_sequence_breakers must be a list of strings", "dry_sequence_breakers")
+    return value
+
+
+def _temperature(body: dict) -> tuple[float, float]:
+    """(temperature, dynatemp_range). SillyTavern's text-generation-webui names give the range as
+    its ends, dynatemp_low..dynatemp_high; KoboldCpp's give its middle and half-width."""
+    temperature = number(body, "temperature", 0.7)
+    spread = number(body, "dynatemp_range", 0.0)
+    if body.get("dynamic_temperature") is not False and ("dynatemp_low" in body or "dynatemp_high" in body):
+        if body.get("dynamic_temperature") or not spread:
+            low = number(body, "dynatemp_low", temperature)
+            high = number(body, "dynatemp_high", temperature)
+            if low > high:
+                raise ApiError(400, f"dynatemp_low ({low}) is above dynatemp_high ({high})", "dynatemp_low")
+            return (low + high) / 2, (high - low) / 2
+    return temperature, spread
 
 
 def _banned_tokens(body: dict, eos_id: int) -> list:
@@ -125,9 +192,10 @@ def sampler_settings(body: dict, *, eos_id: int, n_vocab: int) -> SamplerSetting
     seed = number(body, "sampler_seed", None, integer=True)
     if seed is None:
         seed = number(body, "seed", -1, integer=True)
+    temperature, dynatemp_range = _temperature(body)
     try:
         return SamplerSettings(
-            temperature=number(body, "temperature", 0.7),
+            temperature=temperature,
             top_k=number(body, "top_k", 100, integer=True),
             top_a=number(body, "top_a", 0.0),
             tfs=number(body, "tfs", 1.0),
@@ -142,7 +210,18 @@ def sampler_settings(body: dict, *, eos_id: int, n_vocab: int) -> SamplerSetting
             mirostat=number(body, "mirostat", 0, integer=True),
             mirostat_tau=number(body, "mirostat_tau", 5.0),
             mirostat_eta=number(body, "mirostat_eta", 0.1),
-            logit_bias=bias, banned_tokens=banned, order=order,
+            dry_multiplier=number(body, "dry_multiplier", 0.0),
+            dry_base=number(body, "dry_base", 1.75),
+            dry_allowed_length=number(body, "dry_allowed_length", 2, integer=True),
+            dry_penalty_last_n=number(body, "dry_penalty_last_n", 320, integer=True),
+            dry_sequence_breakers=_dry_breakers(body),
+            xtc_threshold=number(body, "xtc_threshold", 0.2),
+            xtc_probability=number(body, "xtc_probability", 0.0),
+            dynatemp_range=dynatemp_range,
+            dynatemp_exponent=number(body, "dynatemp_exponent", 1.0),
+            smoothing_factor=number(body, "smoothing_factor", 0.0),
+            smoothing_curve=number(body, "smoothing_curve", 1.0),
+            logit_bias=bias, banned_tokens=banned, banned_phrases=_banned_phrases(body), order=order,
             seed=seed if seed >= 0 else None,
         )
     except SettingsError as e:

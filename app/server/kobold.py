@@ -133,7 +133,7 @@ def _logprobs_content(tokenizer, tokens, n) -> list:
     """The OpenAI chat-logprobs shape KoboldCpp 1.77 uses: [{token, logprob, top_logprobs}]."""
     out = []
     for ev in tokens:
-        if ev.token == tokenizer.eos_id:
+        if ev.token == tokenizer.eos_id or ev.token < 0:      # end of text; text with no token
             continue
         out.append({"token": tokenizer.decode([ev.token]), "logprob": _log(ev.probability),
                     "top_logprobs": [{"token": tokenizer.decode([t]), "logprob": _log(p)} for t, p in ev.top[:n]]})

@@ -132,7 +132,7 @@ class LegacyLogprobs:
             self.add(token, lp, None if i == 0 else top)
 
     def add_event(self, ev) -> None:
-        if ev.token != self.tokenizer.eos_id:
+        if ev.token != self.tokenizer.eos_id and ev.token >= 0:
             self.add(ev.token, _log(ev.probability), [(t, _log(p)) for t, p in ev.top])
 
     def body(self) -> dict:
@@ -146,7 +146,7 @@ def _chat_logprobs(tokenizer, events, n_top: int) -> dict:
         return {"token": text, "logprob": logprob, "bytes": list(tokenizer.token_bytes(token))}
     content = []
     for ev in events:
-        if ev.token == tokenizer.eos_id:
+        if ev.token == tokenizer.eos_id or ev.token < 0:
             continue
         item = entry(ev.token, _log(ev.probability))
         item["top_logprobs"] = [entry(t, _log(p)) for t, p in ev.top[:n_top]]
