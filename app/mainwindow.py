@@ -32,7 +32,7 @@ from app.widgets.remotedialog import RemoteDialog
 from app.widgets.samplingpanel import SamplingPanel
 from app.widgets.serverpanel import ServerPanel
 from app.settings import Settings, settings_path
-from app.story import ChatTurn, Generation, Story, StoryFormatError, kobold_bytes, load_story, story_bytes
+from app.story import ChatTurn, Story, StoryFormatError, kobold_bytes, load_story, story_bytes
 from app.widgets.storyview import StoryView
 from app.textsource import model_label
 from app.threads import emit_from_thread
@@ -136,7 +136,6 @@ class MainWindow(QMainWindow):
         self.model_path = ""
         self._request_id = 0
         self._gen: dict | None = None          # the running generation's bookkeeping
-        self._tokens_by_gen: dict = {}         # (start, text) -> [TokenPiece] for clickable tokens
         self._gen_count = 0
         self.recovery = None
         self.error_box: QMessageBox | None = None
@@ -622,7 +621,7 @@ class MainWindow(QMainWindow):
         self._update_actions()
 
     def retry(self) -> None:
-        """Replace the last generation with a new one (the old one stays reachable with Undo)."""
+        """Generate a sibling of the last generation (the old one stays in the story tree)."""
         if self.busy() or self.model_info is None:
             return
         if self.mode() == "chat":
@@ -630,7 +629,7 @@ class MainWindow(QMainWindow):
             return
         self._sync_story_from_view()
         self.story.checkpoint("edit")
-        if self.story.drop_last_generation() is None:
+        if self.story.retry_point() is None:
             self.statusBar().showMessage("Nothing to retry: the last generation was edited or there is none", 4000)
             return
         self.story_view.set_story(self.story.text)
@@ -668,12 +667,11 @@ class MainWindow(QMainWindow):
         if gen["mode"] == "story":
             self.story_view.end_generation()
             # the view's text is authoritative: Qt turns a generated "\r" or U+2029 into "\n"
-            self.story.text = self.story_view.toPlainText()
-            written = self.story.text[gen["start"]:]
-            self.story.add_generation(gen["start"], written, summary.get("seed"))
-            self.story.checkpoint("generation")
+            written = self.story_view.toPlainText()[gen["start"]:]
             if written:
-                self._tokens_by_gen[(gen["start"], written)] = list(gen["pieces"])
+                self.story.add_generation(written, tokens=gen["pieces"], seed=summary.get("seed"),
+                                          sampler=self.sampling.values())
+            self.story.checkpoint("generation")
         else:
             reply = strip_reply(text, gen["stops"])
             self.chat_view.set_reply_text(reply)
@@ -718,23 +716,19 @@ class MainWindow(QMainWindow):
             self.token_popup.show_for(index, self.story_view.tokens[index].piece, at)
 
     def on_token_popup_alternative_chosen(self, index: int, text: str, token: int) -> None:
-        self.choose_alternative(index, text)
+        self.choose_alternative(index, text, token)
 
-    def choose_alternative(self, index: int, text: str) -> None:
-        """Replace generated token `index` of the marked generation by `text` and generate from there."""
+    def choose_alternative(self, index: int, text: str, token: int = -1) -> None:
+        """Start a new branch at generated token `index` of the marked generation with `text` in its
+        place, and generate from there (the old continuation stays in the tree)."""
         if self.busy() or index >= len(self.story_view.tokens):
             return
         cut = self.story_view.token_start_offset(index)
         self._sync_story_from_view()
         self.story.checkpoint("edit")
-        gen = self.story.last_generation()
-        new_text = self.story.text[:cut] + text
-        self.story.text = new_text
-        if gen is not None:
-            self.story.generations.pop()
-            self.story.generations.append(Generation(gen.start, new_text[gen.start:], gen.seed, gen.model))
+        self.story.branch_with_token(cut, text, token)
         self.story.checkpoint("token choice")
-        self.story_view.set_story(new_text)
+        self.story_view.set_story(self.story.text)
         self._start_story_generation()
 
     # --- chat --------------------------------------------------------------------------
@@ -772,7 +766,7 @@ class MainWindow(QMainWindow):
         self._update_actions()
 
     def on_chat_view_turn_edited(self, index: int, text: str) -> None:
-        self.story.chat_turns = [ChatTurn(t.role, t.text) for t in self.chat_view.turns]
+        self.story.edit_chat_turn(index, text)
         self._mark_changed()
 
     def on_chat_view_template_changed(self, name: str) -> None:
@@ -800,7 +794,6 @@ class MainWindow(QMainWindow):
         text = self.story_view.toPlainText()
         if text != self.story.text:
             self.story.text = text
-            self.story.forget_edited_generations()
 
     def _show_story_text(self) -> None:
         gen = self.story.last_generation()
@@ -808,7 +801,7 @@ class MainWindow(QMainWindow):
             self.story_view.set_story(self.story.text)
         else:
             self.story_view.set_story(self.story.text, (gen.start, gen.end),
-                                      self._tokens_by_gen.get((gen.start, gen.text)))
+                                      self.story.tree[self.story.tree.current].tokens)
 
     def undo(self) -> None:
         if self.busy():
@@ -909,7 +902,6 @@ class MainWindow(QMainWindow):
         """Make `story` the open story (after open, import, recovery or New)."""
         self.story = story
         self.story_path = path
-        self._tokens_by_gen.clear()
         self.memory.load_from(story)
         if story.sampler:
             self.sampling.apply_values(story.sampler)

@@ -26,14 +26,13 @@ def written(story: Story, tmp_path: Path, name="s.json") -> Path:
     return path
 
 
-# --- undo history ----------------------------------------------------------------------
+# --- undo history (the tree's own tests are in test_story_tree.py) ---------------------
 
 def test_undo_redo_walk_generations_and_edits():
     s = Story()
     s.text = "Once"
     s.checkpoint("edit")
-    s.text += " upon"
-    s.add_generation(4, " upon")
+    s.add_generation(" upon")
     s.checkpoint("generation")
     s.text += " a time"            # typing not yet recorded
     assert s.undo() and s.text == "Once upon"      # the typing was recorded first, so...
@@ -53,26 +52,26 @@ def test_recording_after_undo_drops_the_redo_branch():
     assert not s.redo() and s.text == "abX"
 
 
-def test_retry_drops_only_an_intact_last_generation():
-    s = Story(text="Hi there")
-    s.add_generation(2, " there")
+def test_retry_goes_back_to_the_parent_of_the_last_generation():
+    s = Story(text="Hi")
+    s.add_generation(" there")
     assert s.last_generation() == Generation(2, " there")
-    s.text = "Hi therE"            # edited: nothing intact to retry
-    assert s.drop_last_generation() is None
-    s.text = "Hi there"
-    assert s.drop_last_generation().text == " there" and s.text == "Hi"
+    s.text = "Hi therE"            # edited: still a generation to retry from, but no longer intact
+    assert s.last_generation() is None
+    assert s.retry_point().text == " therE" and s.text == "Hi"
+    assert s.retry_point() is None          # the root is the writer's
 
 
 # --- native format ---------------------------------------------------------------------
 
 def full_story() -> Story:
-    s = Story(text="The ship sailed. It sank.", title="Voyage", memory="Captain Ahab.", authors_note="Gloomy.",
+    s = Story(text="The ship sailed.", title="Voyage", memory="Captain Ahab.", authors_note="Gloomy.",
               authors_note_depth=40, sampler={"temperature": 0.5, "top_k": 12, "seed": 7},
               stop_sequences=["\n\n"], model_id="pythia-70m", mode="chat", chat_template="dolly",
               user_name="Ann", bot_name="Max")
     s.world_info = [WorldInfoEntry(["ship", "boat"], "The ship is the Pequod.", False, "vessel"),
                     WorldInfoEntry([], "It is 1851.", True)]
-    s.add_generation(16, " It sank.", seed=7, model="pythia-70m")
+    s.add_generation(" It sank.", seed=7, model="pythia-70m")
     s.chat_turns = [ChatTurn("user", "Hello"), ChatTurn("bot", "Hi Ann")]
     return s
 
@@ -86,9 +85,10 @@ def test_native_round_trip(tmp_path):
 
 @pytest.mark.parametrize("mutate, needle", [
     (lambda d: d.update(version=STORY_VERSION + 1), "newer NeoX Writer"),
-    (lambda d: d.update(text=5), "field 'text'"),
+    (lambda d: d.update(version=1, text=5), "field 'text'"),
     (lambda d: d.update(world_info=[{"keys": "ship"}]), "world_info[0].keys"),
-    (lambda d: d.update(generations=[{"start": 20, "text": "far too long for the story"}]), "generations[0]"),
+    (lambda d: d.update(version=1, text="short", generations=[{"start": 2, "text": "far too long"}]),
+     "generations[0]"),
     (lambda d: d.update(mode="poetry"), "field 'mode'"),
     (lambda d: d.update(authors_note_depth=-3), "authors_note_depth"),
 ])

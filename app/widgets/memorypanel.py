@@ -6,6 +6,8 @@ tokens before the end; a world info entry enters the context when one of its key
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
                                QPlainTextEdit, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem,
@@ -75,7 +77,9 @@ class MemoryPanel(QWidget):
     def _add_row(self, entry: WorldInfoEntry) -> None:
         row = self.world.rowCount()
         self.world.insertRow(row)
-        self.world.setItem(row, KEYS, QTableWidgetItem(", ".join(entry.keys)))
+        keys = QTableWidgetItem(", ".join(entry.keys))
+        keys.setData(Qt.UserRole, entry)      # the fields the table does not show (comment, Lite's) stay with the row
+        self.world.setItem(row, KEYS, keys)
         self.world.setItem(row, CONTENT, QTableWidgetItem(entry.content))
         always = QTableWidgetItem()
         always.setFlags(Qt.ItemIsUserCheckable | Qt.ItemIsEnabled | Qt.ItemIsSelectable)
@@ -100,7 +104,9 @@ class MemoryPanel(QWidget):
                     .split(",") if k.strip()]
             content = self.world.item(row, CONTENT).text() if self.world.item(row, CONTENT) else ""
             always = self.world.item(row, ALWAYS)
-            entries.append(WorldInfoEntry(keys, content, bool(always and always.checkState() == Qt.Checked)))
+            shown = self.world.item(row, KEYS).data(Qt.UserRole) if self.world.item(row, KEYS) else None
+            entries.append(replace(shown if isinstance(shown, WorldInfoEntry) else WorldInfoEntry(), keys=keys,
+                                   content=content, always_on=bool(always and always.checkState() == Qt.Checked)))
         return entries
 
     def load_from(self, story: Story) -> None:
