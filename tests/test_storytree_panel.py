@@ -1,0 +1,83 @@
+"""The tree panel and its item model: every passage under its parent, the current path marked,
+clicks and deletions emitted as intents, the model kept in step as the tree changes."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import QModelIndex, Qt  # noqa: E402
+from PySide6.QtTest import QAbstractItemModelTester  # noqa: E402
+
+from app.widgets.storytree import ON_PATH_ROLE, PASSAGE_ID_ROLE, StoryTreeModel, StoryTreePanel  # noqa: E402
+from app.story import Story  # noqa: E402
+
+
+def four_siblings() -> Story:
+    s = Story("The door opened and")
+    for word in (" a cat came in.", " the wind howled.", " nobody was there.", " she smiled."):
+        s.tree.go_to(0)
+        s.add_generation(word)
+    s.tree.go_to(s.tree.root.children[1])
+    s.add_generation(" Then silence.")
+    return s
+
+
+def test_the_model_holds_every_passage_under_its_parent(qtbot):
+    s = four_siblings()
+    model = StoryTreeModel(s.tree)
+    QAbstractItemModelTester(model, QAbstractItemModelTester.FailureReportingMode.Fatal)
+    assert model.rowCount() == 1
+    root = model.index(0, 0)
+    assert root.data() == "The door opened and" and model.rowCount(root) == 4
+    second = model.index(1, 0, root)
+    assert second.data() == "the wind howled." and model.rowCount(second) == 1
+    assert model.parent(model.index(0, 0, second)) == second
+    assert [model.index(r, 0, root).data(ON_PATH_ROLE) for r in range(4)] == [False, True, False, False]
+    assert model.index(1, 0, root).data(Qt.FontRole).bold()
+    assert "alternative 2/4" in second.data(Qt.ToolTipRole)
+
+
+def test_the_model_follows_changes_of_text_and_shape(qtbot):
+    s = four_siblings()
+    model = StoryTreeModel(s.tree)
+    QAbstractItemModelTester(model, QAbstractItemModelTester.FailureReportingMode.Fatal)
+    with qtbot.waitSignal(model.dataChanged):
+        s.tree.append_tokens(s.tree.current, [])      # no change of shape: only a repaint
+        assert not model.refresh()
+    with qtbot.waitSignal(model.modelReset):
+        s.tree.delete(s.tree.root.children[0])
+        assert model.refresh()
+    assert model.rowCount(model.index(0, 0)) == 3
+    s.tree.set_bookmark(0)
+    model.refresh()
+    assert model.index(0, 0).data().startswith("★ ")
+
+
+def test_the_panel_emits_intents_and_marks_the_current_passage(qtbot):
+    s = four_siblings()
+    panel = StoryTreePanel()
+    qtbot.addWidget(panel)
+    panel.resize(300, 400)
+    panel.show()
+    panel.set_tree(s.tree)
+    view = panel.view
+    assert view.objectName() == "storyTree"
+    assert view.currentIndex().data(PASSAGE_ID_ROLE) == s.tree.current
+    target = panel.model.index(2, 0, panel.model.index(0, 0))
+    with qtbot.waitSignal(panel.passageActivated) as clicked:
+        qtbot.mouseClick(view.viewport(), Qt.LeftButton, pos=view.visualRect(target).center())
+    assert clicked.args == [target.data(PASSAGE_ID_ROLE)]
+    with qtbot.waitSignal(panel.deleteRequested) as deleted:
+        panel.delete_button.click()
+    assert deleted.args == [target.data(PASSAGE_ID_ROLE)]
+    with qtbot.waitSignal(panel.bookmarkRequested) as marked:
+        panel.bookmark_button.click()
+    assert marked.args == [target.data(PASSAGE_ID_ROLE), True]
+    view.setCurrentIndex(panel.model.index(0, 0))
+    with qtbot.assertNotEmitted(panel.deleteRequested):
+        panel.delete_button.click()                    # the root is never deleted
+    s.tree.go_to(target.data(PASSAGE_ID_ROLE))
+    panel.refresh()
+    assert view.currentIndex().data(PASSAGE_ID_ROLE) == s.tree.current
+    assert view.currentIndex().data(ON_PATH_ROLE) and not view.currentIndex() == QModelIndex()
