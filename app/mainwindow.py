@@ -186,6 +186,8 @@ class MainWindow(QMainWindow):
         self.story_view = StoryView()
         self.story_view.userEdited.connect(self.on_story_view_user_edited)
         self.story_view.tokenClicked.connect(self.on_story_view_token_clicked)
+        self.story_view.undoRequested.connect(self.undo)
+        self.story_view.redoRequested.connect(self.redo)
         self.chat_view = ChatView()
         self.chat_view.sendRequested.connect(self.on_chat_view_send_requested)
         self.chat_view.regenerateRequested.connect(self.on_chat_view_regenerate_requested)
@@ -630,9 +632,9 @@ class MainWindow(QMainWindow):
         self._sync_story_from_view()
         self.story.checkpoint("edit")
         if self.story.retry_point() is None:
-            self.statusBar().showMessage("Nothing to retry: the last generation was edited or there is none", 4000)
+            self.statusBar().showMessage("Nothing to retry: the story does not end with a generation", 4000)
             return
-        self.story_view.set_story(self.story.text)
+        self.story_view.show_tree(self.story.tree)
         self._start_story_generation()
 
     def stop(self) -> None:
@@ -728,7 +730,7 @@ class MainWindow(QMainWindow):
         self.story.checkpoint("edit")
         self.story.branch_with_token(cut, text, token)
         self.story.checkpoint("token choice")
-        self.story_view.set_story(self.story.text)
+        self.story_view.show_tree(self.story.tree)
         self._start_story_generation()
 
     # --- chat --------------------------------------------------------------------------
@@ -796,12 +798,7 @@ class MainWindow(QMainWindow):
             self.story.text = text
 
     def _show_story_text(self) -> None:
-        gen = self.story.last_generation()
-        if gen is None:
-            self.story_view.set_story(self.story.text)
-        else:
-            self.story_view.set_story(self.story.text, (gen.start, gen.end),
-                                      self.story.tree[self.story.tree.current].tokens)
+        self.story_view.show_tree(self.story.tree)
 
     def undo(self) -> None:
         if self.busy():
@@ -831,6 +828,7 @@ class MainWindow(QMainWindow):
         if not self.busy():
             self._sync_story_from_view()
             self.story.checkpoint("edit")
+            self.story_view.show_tree(self.story.tree)
             self._update_actions()
 
     def on_memory_changed(self) -> None:

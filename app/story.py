@@ -227,12 +227,15 @@ class Story:
                        sampler=None, model: str = "", go: bool = True) -> Passage:
         """A model-written child of `parent` (default: the current passage) holding `text`.
 
-        `tokens` (TokenPiece-like) are kept when they spell `text` exactly; `go` makes the new
-        passage current (the first of N alternatives is shown, the others wait in the tree).
+        `tokens` (TokenPiece-like) are kept when they spell `text`; when the view changed some
+        characters one for one (Qt shows "\r" as "\n"), each token takes its text from `text`.
+        `go` makes the new passage current (the first of N alternatives is shown, the others
+        wait in the tree).
         """
         tokens = tokens_from_pieces(tokens or ())
-        if "".join(t.text for t in tokens) != text:
-            tokens = ()
+        spelled = "".join(t.text for t in tokens)
+        if spelled != text:
+            tokens = tuple(replace(t, text=text[t.start:t.end]) for t in tokens) if len(spelled) == len(text) else ()
         node = self.tree.add_child(self.tree.current if parent is None else parent, text, MODEL, tokens=tokens,
                                    seed=seed, sampler=sampler, model=model or self.model_id)
         if go:

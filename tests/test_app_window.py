@@ -121,15 +121,38 @@ def test_stop_ends_a_long_generation_within_one_token(qtbot, window):
     assert not window.story_view.isReadOnly() and window.generate_action.isEnabled()
 
 
-def test_the_mark_lasts_until_the_user_edits(qtbot, window):
+def test_untouched_generated_text_keeps_its_mark_and_tokens(qtbot, window):
     generate(qtbot, window, PROMPT, max_tokens=10, seed=7)
     view = window.story_view
-    assert view.has_mark() and view.tokens
+    tokens = list(view.tokens)
+    assert view.has_mark() and tokens
     view.setFocus()
     view.moveCursor(QTextCursor.End)
     QTest.keyClicks(view, " And")
-    assert not view.has_mark() and not view.tokens
-    assert view.toPlainText().endswith(" And")
+    assert view.tokens == tokens and view.toPlainText().endswith(" And")
+    window.on_edit_timer_timeout()               # the typing pause: the story takes the text
+    assert [s.piece.token for s in view.tokens] == [s.piece.token for s in tokens]
+    assert window.story.tree[window.story.tree.current].text == " And"      # the writer's own passage
+    view.moveCursor(QTextCursor.Start)
+    QTest.keyClicks(view, "So. ")
+    assert [s.start for s in view.tokens] == [s.start + 4 for s in tokens]  # moved with the text
+
+
+def test_ctrl_z_in_the_story_undoes_typing_and_generations(qtbot, window):
+    generate(qtbot, window, PROMPT, max_tokens=5, seed=7)
+    view = window.story_view
+    generated = view.toPlainText()
+    view.setFocus()
+    view.moveCursor(QTextCursor.End)
+    QTest.keyClicks(view, " Then")
+    QTest.keyClick(view, Qt.Key_Z, Qt.ControlModifier)
+    assert view.toPlainText() == generated
+    QTest.keyClick(view, Qt.Key_Z, Qt.ControlModifier)
+    assert view.toPlainText() == PROMPT
+    QTest.keyClick(view, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
+    assert view.toPlainText() == generated and view.has_mark()
+    QTest.keyClick(view, Qt.Key_Y, Qt.ControlModifier)
+    assert view.toPlainText() == generated + " Then"
 
 
 def test_editing_is_blocked_while_generating(qtbot, window):

@@ -344,3 +344,10 @@ def test_a_lite_v180_save_round_trips_through_a_native_file(tmp_path):
     assert set(exported) >= set(original)
     for key in original:
         assert _numbers_as_numbers(exported[key]) == _numbers_as_numbers(original[key]), key
+
+
+def test_tokens_take_the_text_the_view_shows():
+    s = Story("A")
+    node = s.add_generation("x\ny", tokens=[Piece("x\r", 1, 0.5), Piece("y", 2, 0.5)])   # Qt shows "\r" as "\n"
+    assert [t.text for t in node.tokens] == ["x\n", "y"]
+    assert s.add_generation("other", tokens=[Piece("x\r", 1, 0.5)]).tokens == ()
