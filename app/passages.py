@@ -56,13 +56,23 @@ def _same_float(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
+# characters a plain-text editor changes, changed as it does, one for one: a passage's text is
+# what the writer sees, so typing next to a generated "\r" does not look like an edit of it
+_PLAIN = str.maketrans({"\r": "\n", "\u2028": "\n", "\u2029": "\n", "\xa0": " "})
+
+
+def plain_text(text: str) -> str:
+    return text.translate(_PLAIN)
+
+
 def tokens_from_pieces(pieces, start: int = 0) -> tuple[Token, ...]:
     """Tokens laid end to end from `start`, from anything with text/token/probability/alternatives
-    (the worker's TokenPiece, a remote server's pieces)."""
+    (the worker's TokenPiece, a remote server's pieces); their text as an editor shows it."""
     out, pos = [], start
     for p in pieces:
-        out.append(Token(p.text, int(p.token), float(p.probability), tuple(tuple(a) for a in p.alternatives), pos))
-        pos += len(p.text)
+        text = plain_text(p.text)
+        out.append(Token(text, int(p.token), float(p.probability), tuple(tuple(a) for a in p.alternatives), pos))
+        pos += len(text)
     return tuple(out)
 
 
@@ -444,5 +454,5 @@ def _common_suffix(a: str, b: str, limit: int) -> int:
     return lo
 
 
-__all__ = ["Token", "Passage", "PathSpan", "TreeState", "StoryTree", "TreeError", "tokens_from_pieces",
+__all__ = ["Token", "Passage", "PathSpan", "TreeState", "StoryTree", "TreeError", "tokens_from_pieces", "plain_text",
            "WRITER", "MODEL"]

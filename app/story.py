@@ -288,6 +288,10 @@ class Story:
                                           role=turn.role).id
         self.chat.go_to(node_id)
 
+    def chat_positions(self) -> list[tuple[int, int]]:
+        """Each chat turn's (alternative, of how many): "Bot 2/3" after two regenerations."""
+        return [self.chat.sibling_position(p.id) for p in self.chat.path()[1:]]
+
     def edit_chat_turn(self, index: int, text: str) -> None:
         """The writer changed turn `index` of the chat path in place."""
         node = self.chat.path()[1 + index]
@@ -396,7 +400,7 @@ class Story:
             "wifolders_d": self.kobold_lite.get("wifolders_d", {}),
             "wifolders_l": self.kobold_lite.get("wifolders_l", []),
             "extrastopseq": "||$||".join(self.stop_sequences),
-            "tokenbans": "||$||".join(self.sampler.get("banned_strings", [])),
+            "tokenbans": "||$||".join(self.sampler.get("banned_phrases", [])),
             "logitbiasdict": {str(k): v for k, v in self.sampler.get("logit_bias", {}).items()},
             "savedsettings": saved,
         })
@@ -483,6 +487,7 @@ _KOBOLD_SETTINGS = {
     "dry_penalty_last_n": "dry_penalty_last_n", "xtc_threshold": "xtc_threshold",
     "xtc_probability": "xtc_probability", "dynatemp_range": "dynatemp_range",
     "dynatemp_exponent": "dynatemp_exponent", "smoothing_factor": "smoothing_factor",
+    "smoothing_curve": "smoothing_curve",
 }
 # top-level Lite fields a Story holds itself; every other field is kept in `Story.kobold_lite`
 _KOBOLD_MODELLED = {"gamestarted", "prompt", "actions", "memory", "authorsnote", "anotestr", "worldinfo",
@@ -535,7 +540,7 @@ def _kobold_sampler(saved: dict, data: dict) -> dict:
         out["logit_bias"] = {k: v for k, v in kept.items() if v is not None}
     bans = _lite_list(data.get("tokenbans", saved.get("tokenbans")))
     if bans:
-        out["banned_strings"] = bans
+        out["banned_phrases"] = bans
     return out
 
 

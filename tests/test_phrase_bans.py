@@ -1,4 +1,4 @@
-"""Phrase bans (KoboldCpp's banned_tokens / SillyTavern's banned_strings) enforced by the
+"""Phrase bans (KoboldCpp's banned_tokens / SillyTavern's banned_phrases) enforced by the
 generator's backtracking, on a toy bigram model whose favourite phrase spans tokens."""
 from __future__ import annotations
 

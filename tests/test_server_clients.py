@@ -62,7 +62,7 @@ def test_kobold_lite_with_dry_xtc_dynatemp_smoothing_and_a_phrase_ban(server):
 def test_sillytavern_sends_its_samplers_on_every_request(server):
     """SillyTavern's KoboldCpp-type body (DRY breakers as a JSON string, smoothing_curve, XTC at
     probability 0, grammar "") is accepted as captured, streamed or not; switching DRY, XTC,
-    dynamic temperature (dynatemp_low/high) and banned_strings on changes nothing in that."""
+    dynamic temperature (dynatemp_low/high) and banned_phrases on changes nothing in that."""
     for name in ("sillytavern-1.12.6-koboldcpp_generate_nostream.json",
                  "sillytavern-1.12.6-koboldcpp_generate_stream.json"):
         body = {**client_body(name), "max_tokens": 8}
@@ -70,7 +70,7 @@ def test_sillytavern_sends_its_samplers_on_every_request(server):
         assert status == 200, reply
     body = {**client_body("sillytavern-1.12.6-koboldcpp_generate_nostream.json"), "max_tokens": 8,
             "dry_multiplier": 0.8, "xtc_probability": 0.3, "dynamic_temperature": True, "dynatemp_low": 0.3,
-            "dynatemp_high": 0.9, "smoothing_factor": 0.2, "smoothing_curve": 2, "banned_strings": ["the", "and"]}
+            "dynatemp_high": 0.9, "smoothing_factor": 0.2, "smoothing_curve": 2, "banned_phrases": ["the", "and"]}
     status, _, reply = request(server, "POST", "/v1/completions", body)
     assert status == 200, reply
     assert "the" not in reply["choices"][0]["text"].lower()
@@ -79,6 +79,6 @@ def test_sillytavern_sends_its_samplers_on_every_request(server):
 def test_sampler_fields_are_checked(server):
     for field, value in [("dry_multiplier", -1), ("xtc_threshold", 2), ("smoothing_curve", 9),
                          ("dry_sequence_breakers", "[not json"), ("banned_tokens", [1, 2]),
-                         ("banned_strings", [f"p{i}" for i in range(49)])]:
+                         ("banned_phrases", [f"p{i}" for i in range(49)])]:
         status, _, body = request(server, "POST", "/api/v1/generate", {"prompt": PROMPT, field: value})
         assert status == 400 and field.split("_")[0] in body["detail"]["msg"], (field, body)

@@ -109,7 +109,7 @@ ST_TEXTGEN_BODY = {
     "min_tokens": 0, "num_beams": 1, "length_penalty": 1, "early_stopping": False, "add_bos_token": True,
     "smoothing_factor": 0, "dynatemp_range": 0, "stopping_strings": ["\nUser:"], "stop": ["\nUser:"],
     "truncation_length": 128, "ban_eos_token": False, "skip_special_tokens": True, "top_a": 0, "tfs": 1,
-    "mirostat_mode": 0, "mirostat_tau": 5, "mirostat_eta": 0.1, "custom_token_bans": "", "banned_strings": [],
+    "mirostat_mode": 0, "mirostat_tau": 5, "mirostat_eta": 0.1, "custom_token_bans": "", "banned_phrases": [],
     "sampler_order": [6, 0, 1, 3, 4, 2, 5], "rep_pen": 1.1, "rep_pen_range": 64, "repetition_penalty_range": 64,
     "seed": 5, "n": 1, "ignore_eos": False, "n_predict": 16, "num_predict": 16, "num_ctx": 128,
     "grammar": "", "xtc_threshold": 0.1, "xtc_probability": 0, "dry_multiplier": 0, "dry_base": 1.75,

@@ -306,7 +306,7 @@ def test_lite_numeric_strings_and_fields_are_imported():
     assert s.sampler["presence_penalty"] == 0.3 and s.sampler["dry_multiplier"] == 0.8
     assert s.sampler["order"] == ["rep_pen", "top_k", "top_a", "tfs", "typical", "top_p", "temperature"]
     assert s.sampler["logit_bias"] == {"50256": -100, "464": 2.5}
-    assert s.sampler["banned_strings"] == ["shivers down", "barely above a whisper"]
+    assert s.sampler["banned_phrases"] == ["shivers down", "barely above a whisper"]
     assert s.stop_sequences == ["###", "\\n\\n\\n"] and s.mode == "story"
     assert s.world_info[0].keys == ["knight", "stranger"] and s.world_info[1].always_on
 
@@ -348,6 +348,8 @@ def test_a_lite_v180_save_round_trips_through_a_native_file(tmp_path):
 
 def test_tokens_take_the_text_the_view_shows():
     s = Story("A")
-    node = s.add_generation("x\ny", tokens=[Piece("x\r", 1, 0.5), Piece("y", 2, 0.5)])   # Qt shows "\r" as "\n"
-    assert [t.text for t in node.tokens] == ["x\n", "y"]
+    node = s.add_generation("x\ny z", tokens=[Piece("x\r", 1, 0.5), Piece("y\xa0z", 2, 0.5)])   # as Qt shows them
+    assert [t.text for t in node.tokens] == ["x\n", "y z"]
     assert s.add_generation("other", tokens=[Piece("x\r", 1, 0.5)]).tokens == ()
+    streamed = s.tree.append_tokens(s.tree.add_child(0, "", MODEL).id, [Piece("a\u2029b", 3, 0.5)])
+    assert streamed.text == "a\nb"

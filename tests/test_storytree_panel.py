@@ -11,14 +11,12 @@ from PySide6.QtTest import QAbstractItemModelTester  # noqa: E402
 
 from app.widgets.storytree import ON_PATH_ROLE, PASSAGE_ID_ROLE, StoryTreeModel, StoryTreePanel  # noqa: E402
 from app.story import Story  # noqa: E402
+from storymaker import with_siblings  # noqa: E402
 
 
 def four_siblings() -> Story:
-    s = Story("The door opened and")
-    for word in (" a cat came in.", " the wind howled.", " nobody was there.", " she smiled."):
-        s.tree.go_to(0)
-        s.add_generation(word)
-    s.tree.go_to(s.tree.root.children[1])
+    s = with_siblings("The door opened and", (" a cat came in.", " the wind howled.", " nobody was there.",
+                                              " she smiled."), current=1)
     s.add_generation(" Then silence.")
     return s
 

@@ -98,9 +98,9 @@ def _neutral(value, neutral) -> bool:
 
 
 def _banned_phrases(body: dict) -> list:
-    """KoboldCpp's `banned_tokens` (strings, despite the name) and SillyTavern's `banned_strings`."""
+    """KoboldCpp's `banned_tokens` (strings, despite the name) and SillyTavern's `banned_phrases`."""
     phrases = []
-    for name in ("banned_tokens", "banned_strings"):
+    for name in ("banned_tokens", "banned_phrases"):
         value = body.get(name)
         if value is None:
             continue

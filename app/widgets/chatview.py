@@ -2,7 +2,9 @@
 
 The view only shows turns (speaker, text) and collects input; the window turns the transcript
 into a prompt with the chosen `ChatTemplate` and streams the bot's reply into the last turn.
-Double-click a turn to edit its text.
+Double-click a turn to edit its text. A turn that was regenerated shows which of its
+alternatives it is ("Bot 2/3"); Alt+Left / Alt+Right swipe between them (the selected turn,
+or the last one), as SillyTavern users expect.
 """
 from __future__ import annotations
 
@@ -25,11 +27,13 @@ class ChatView(QWidget):
     turnEdited = Signal(int, str)
     templateChanged = Signal(str)
     namesChanged = Signal(str, str)
+    swipeRequested = Signal(int, int)      # turn index, step (-1 previous, +1 next alternative)
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setObjectName("chatView")
         self.turns: list[ChatTurn] = []
+        self.positions: list[tuple[int, int]] = []      # each turn's (alternative, of how many)
         self.user_name, self.bot_name = "You", "Bot"
         self.template_picker = QComboBox(objectName="chatTemplatePicker")
         for name, template in TEMPLATES.items():
@@ -67,6 +71,9 @@ class ChatView(QWidget):
         self.input = QPlainTextEdit(objectName="chatInput")
         self.input.setPlaceholderText("Type a message; Ctrl+Enter sends")
         self.input.setMaximumHeight(self.fontMetrics().lineSpacing() * 4 + 12)
+        for keys, step in (("Alt+Left", -1), ("Alt+Right", 1)):
+            swipe = QShortcut(QKeySequence(keys), self, context=Qt.WidgetWithChildrenShortcut)
+            swipe.activated.connect(lambda step=step: self.on_swipe_activated(step))
         self.send_button = QPushButton("Send", objectName="sendButton")
         self.send_button.clicked.connect(self.on_send_clicked)
         self.regenerate_button = QPushButton("Regenerate", objectName="regenerateButton")
@@ -116,8 +123,9 @@ class ChatView(QWidget):
     def _name(self, role: str) -> str:
         return self.user_name if role == "user" else self.bot_name
 
-    def _make_item(self, turn: ChatTurn) -> QTreeWidgetItem:
-        item = QTreeWidgetItem([self._name(turn.role), turn.text])
+    def _make_item(self, turn: ChatTurn, position: tuple[int, int] = (1, 1)) -> QTreeWidgetItem:
+        name = self._name(turn.role) + (f" {position[0]}/{position[1]}" if position[1] > 1 else "")
+        item = QTreeWidgetItem([name, turn.text])
         item.setFlags(item.flags() | Qt.ItemIsEditable)
         item.setToolTip(TEXT, "Double-click to edit")
         item.setTextAlignment(NAME, Qt.AlignRight | Qt.AlignTop)
@@ -131,12 +139,14 @@ class ChatView(QWidget):
                 item.setBackground(column, tint)
         return item
 
-    def set_turns(self, turns: list[ChatTurn]) -> None:
+    def set_turns(self, turns: list[ChatTurn], positions=None) -> None:
+        """Show `turns`; `positions` gives each turn's (alternative, of how many) when it has siblings."""
         self._filling = True
         self.turns = [ChatTurn(t.role, t.text) for t in turns]
+        self.positions = list(positions) if positions is not None else [(1, 1)] * len(self.turns)
         self.transcript.clear()
-        for turn in self.turns:
-            self.transcript.addTopLevelItem(self._make_item(turn))
+        for turn, position in zip(self.turns, self.positions):
+            self.transcript.addTopLevelItem(self._make_item(turn, position))
         self.transcript.scrollToBottom()
         self._filling = False
 
@@ -152,6 +162,13 @@ class ChatView(QWidget):
             self.turns[row].text = item.text(TEXT)
             self.turnEdited.emit(row, item.text(TEXT))
 
+    def on_swipe_activated(self, step: int) -> None:
+        if not self._editable or not self.turns:
+            return
+        row = self.transcript.indexOfTopLevelItem(self.transcript.currentItem()) \
+            if self.transcript.currentItem() is not None and self.transcript.hasFocus() else len(self.turns) - 1
+        self.swipeRequested.emit(row, step)
+
     def on_send_clicked(self) -> None:
         text = self.input.toPlainText().strip()
         if text and self.send_button.isEnabled():
@@ -166,6 +183,7 @@ class ChatView(QWidget):
     def begin_reply(self) -> None:
         """Add an empty bot turn that streamed text will fill."""
         self.turns.append(ChatTurn("bot", ""))
+        self.positions.append((1, 1))
         self._filling = True
         self.transcript.addTopLevelItem(self._make_item(self.turns[-1]))
         self._filling = False

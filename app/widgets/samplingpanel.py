@@ -18,6 +18,7 @@ from engine.sampling import PRESETS, SamplerSettings
 
 DEFAULT_PRESET = "KoboldCpp default"
 MAX_SEED = 2**31 - 1
+MAX_ALTERNATIVES = 8      # continuations per Generate (Kobold Lite offers up to 8 too)
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,16 @@ class SamplingPanel(QWidget):
         self.seed_spin = QSpinBox(objectName="seedSpin", minimum=-1, maximum=MAX_SEED, value=-1)
         self.seed_spin.setSpecialValueText("random")
         self.seed_spin.setToolTip("-1 = a new random seed each time; any other value repeats the same text")
+        self.alternatives_spin = QSpinBox(objectName="alternativesSpin", minimum=1, maximum=MAX_ALTERNATIVES, value=1)
+        self.alternatives_spin.setToolTip("How many continuations one press of Generate writes: they are "
+                                          "siblings in the story tree; Alt+Left / Alt+Right switch between them")
         self.stop_edit = QPlainTextEdit(objectName="stopSequencesEdit")
         self.stop_edit.setPlaceholderText("one stop sequence per line")
         self.stop_edit.setFixedHeight(self.fontMetrics().lineSpacing() * 4)
         form.addRow("Max new tokens", self.max_tokens_spin)
         form.addRow("Context size", self.context_spin)
         form.addRow("Seed", self.seed_spin)
+        form.addRow("Alternatives", self.alternatives_spin)
         form.addRow("Stop sequences", self.stop_edit)
 
         inner = QWidget()
@@ -137,7 +142,7 @@ class SamplingPanel(QWidget):
         self.preset_picker.currentTextChanged.connect(self.on_preset_picker_changed)
         self.apply_values(SamplerSettings.from_preset(DEFAULT_PRESET).to_dict())
         self.preset_picker.setCurrentText(DEFAULT_PRESET)
-        for widget in (self.max_tokens_spin, self.context_spin, self.seed_spin):
+        for widget in (self.max_tokens_spin, self.context_spin, self.seed_spin, self.alternatives_spin):
             widget.valueChanged.connect(self.settingsChanged)
         self.stop_edit.textChanged.connect(self.settingsChanged)
 
@@ -184,6 +189,7 @@ class SamplingPanel(QWidget):
         out["max_new_tokens"] = self.max_tokens_spin.value()
         out["n_ctx"] = self.context_spin.value()
         out["seed"] = self.seed_spin.value()
+        out["alternatives"] = self.alternatives_spin.value()
         return out
 
     def apply_values(self, values: dict) -> None:
@@ -193,7 +199,7 @@ class SamplingPanel(QWidget):
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 binding.set_value(int(v) if binding.row.is_int else float(v))
         for key, spin in (("max_new_tokens", self.max_tokens_spin), ("n_ctx", self.context_spin),
-                          ("seed", self.seed_spin)):
+                          ("seed", self.seed_spin), ("alternatives", self.alternatives_spin)):
             v = values.get(key)
             if isinstance(v, int) and not isinstance(v, bool):
                 spin.setValue(v)
