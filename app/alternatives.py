@@ -1,0 +1,73 @@
+"""One press of Generate with N alternatives: N sibling passages filled one request after another.
+
+`AlternativesRun` is the story side of it, without Qt: it adds the N empty model passages under
+the passage being continued at once (so the tree shows all N from the start), makes the first
+one current (it streams into the story view), puts each streamed token into the passage of the
+request that is running, and at the end removes the passages that stayed empty and records one
+undo step. Whoever runs the requests (the generation controller) asks it for the next seed and
+calls `finish_one` after each request.
+
+Seeds follow the engine's many-continuations convention: with a fixed seed s, alternative i uses
+s + i, so a run can be reproduced one alternative at a time; with a random seed each request
+draws its own.
+"""
+from __future__ import annotations
+
+from app.passages import MODEL
+from app.story import Story
+
+
+class AlternativesRun:
+    """The N passages of one Generate and which of them is being written (see the module docstring)."""
+
+    def __init__(self, story: Story, n: int, *, seed: int | None = None, sampler=None, model: str = ""):
+        if not 1 <= n <= 8:
+            raise ValueError(f"alternatives must be 1..8, got {n}")
+        self.story = story
+        self.parent = story.tree.current
+        self.seed = seed if seed is not None and seed >= 0 else None
+        self.passages = [story.tree.add_child(self.parent, "", MODEL, sampler=sampler, model=model or story.model_id,
+                                              seed=self.seed_of(i)).id
+                         for i in range(n)]
+        self.index = 0
+        story.tree.go_to(self.passages[0])
+
+    @property
+    def active(self) -> int:
+        """The passage the running request writes into."""
+        return self.passages[self.index]
+
+    @property
+    def shown(self) -> bool:
+        """True while the running request is the one shown in the story view (the first)."""
+        return self.index == 0
+
+    def seed_of(self, i: int) -> int | None:
+        return None if self.seed is None else self.seed + i
+
+    def add_pieces(self, pieces) -> int:
+        """Streamed tokens of the running request; returns the passage they went into."""
+        self.story.tree.append_tokens(self.active, pieces)
+        return self.active
+
+    def finish_one(self, seed: int | None = None) -> bool:
+        """The running request ended (its actual seed, if known). Returns True when another follows."""
+        if seed is not None and self.active in self.story.tree:
+            self.story.tree.update(self.active, seed=seed)
+        self.index += 1
+        return self.index < len(self.passages)
+
+    def finish(self, cancelled: bool = False) -> int:
+        """All done (or Stop): the empty passages go, one undo step is recorded. Returns how many
+        alternatives were written."""
+        tree = self.story.tree
+        for pid in self.passages:
+            if pid in tree and not tree[pid].text:
+                tree.delete(pid)
+        written = [pid for pid in self.passages if pid in tree]
+        if not written:
+            tree.go_to(self.parent)            # nothing came: back where the writer was
+        elif tree.current not in written:
+            tree.go_to(written[0])             # the shown one came back empty: show the first that did not
+        self.story.checkpoint("generation")
+        return len(written)
