@@ -270,8 +270,10 @@ class Story:
 
     # --- chat turns --------------------------------------------------------------------
     @property
-    def chat_turns(self) -> list[ChatTurn]:
-        return [ChatTurn(p.role, p.text) for p in self.chat.path()[1:]]
+    def chat_turns(self) -> tuple[ChatTurn, ...]:
+        """The current chat path's turns; a tuple, because changing it would change nothing:
+        assign a new list (which branches where it differs) or use edit_chat_turn."""
+        return tuple(ChatTurn(p.role, p.text) for p in self.chat.path()[1:])
 
     @chat_turns.setter
     def chat_turns(self, turns) -> None:
