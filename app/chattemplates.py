@@ -62,6 +62,17 @@ TEMPLATES = {
                      "Write a response that appropriately completes the request.\n\n",
                      "### Instruction:\n", "\n\n", "### Response:\n", "\n\n### End\n\n",
                      ("### End", "### Instruction:")),
+        # The system prompt StabilityAI published with stablelm-tuned-alpha; the model was tuned on it.
+        ChatTemplate("stablelm", "StableLM-Tuned-Alpha (<|USER|>/<|ASSISTANT|>)",
+                     "<|SYSTEM|># StableLM Tuned (Alpha version)\n"
+                     "- StableLM is a helpful and harmless open-source AI language model developed by StabilityAI.\n"
+                     "- StableLM is excited to be able to help the user, but will refuse to do anything that "
+                     "could be considered harmful to the user.\n"
+                     "- StableLM is more than just an information source, StableLM is also able to write "
+                     "poetry, short stories, and make jokes.\n"
+                     "- StableLM will refuse to participate in anything that could harm a human.\n",
+                     "<|USER|>", "", "<|ASSISTANT|>", "",
+                     ("<|USER|>", "<|SYSTEM|>", "<|endoftext|>")),
         ChatTemplate("oasst", "OpenAssistant Pythia (<|prompter|>/<|assistant|>)", "",
                      "<|prompter|>", "<|endoftext|>", "<|assistant|>", "<|endoftext|>",
                      ("<|endoftext|>", "<|prompter|>")),
@@ -76,6 +87,8 @@ def template_for_model(model_name: str) -> ChatTemplate:
         return TEMPLATES["redpajama"]
     if "dolly" in name:
         return TEMPLATES["dolly"]
+    if "stablelm" in name and "tuned" in name:
+        return TEMPLATES["stablelm"]
     if "oasst" in name or "openassistant" in name:
         return TEMPLATES["oasst"]
     return TEMPLATES["plain"]

@@ -36,6 +36,7 @@ from app.story import ChatTurn, Story, StoryFormatError, kobold_bytes, load_stor
 from app.widgets.storyview import StoryView
 from app.textsource import model_label
 from app.threads import emit_from_thread
+from app.units import free_ram_bytes
 from app.widgets.tokenprobs import TokenProbsPopup
 
 STORY_FILTER = "NeoX Writer stories (*.neoxstory.json *.json);;All files (*)"
@@ -57,21 +58,6 @@ def dark_palette() -> QPalette:
     for role in (QPalette.WindowText, QPalette.Text, QPalette.ButtonText):
         p.setColor(QPalette.Disabled, role, QColor(120, 123, 128))
     return p
-
-
-def free_ram_bytes() -> int | None:
-    """Memory the OS can give us now (Linux MemAvailable, else free pages); None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def resident_bytes() -> int | None:

@@ -1,15 +1,21 @@
-"""Hugging Face GPT-NeoX checkpoint folder -> legacy ggml f32/f16 file (gpt-neox layout).
+"""Hugging Face GPT-NeoX checkpoint folder -> legacy ggml file (gpt-neox layout), streamed.
 
-Does what ggml's `examples/gpt-neox/convert-h5-to-ggml.py` did, without torch: reads
-`config.json` in either naming generation (spec §12), the weights from `model.safetensors`
-(single or sharded) or `pytorch_model.bin` (restricted unpickler), the vocab strings from
-`tokenizer.json`, and hands everything to `engine.ggml_writer.write_ggml`.
+Does what ggml's `examples/gpt-neox/convert-h5-to-ggml.py` and `quantize` did, without torch
+and without the model in memory: reads `config.json` in either naming generation (spec §12),
+the weights from `model.safetensors` or `pytorch_model.bin` (each single or sharded; the
+pickle through the restricted unpickler), the vocab strings from `tokenizer.json`, and writes
+the ggml file tensor by tensor, quantizing chunks of rows on the fly, with a journal that lets
+a cancelled or crashed conversion continue where it stopped.
 """
 from __future__ import annotations
 
 import json
+import mmap
+import os
+import threading
+import time
 import warnings
-from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +23,6 @@ import numpy as np
 from engine.errors import ModelFormatError
 from engine.ggml_file import expected_tensors
 
-FTYPES = {"f32": 0, "f16": 1}
 
 # Buffers that some checkpoints save next to the weights; they are recomputed, never stored in ggml.
 SKIPPED_SUFFIXES = (".attention.bias", ".attention.masked_bias", "rotary_emb.inv_freq")
@@ -113,26 +118,31 @@ class NeoXConfig:
 
 
 class CheckpointWeights:
-    """The weight arrays of an HF folder, whichever file format holds them."""
+    """The weight arrays of an HF folder, whichever file format holds them.
+
+    Arrays are views on memory-mapped files (bfloat16 ones are widened on read); `release`
+    hands a tensor's pages back to the kernel once it has been written, so that converting a
+    model never keeps more than the tensor at hand resident.
+    """
+
+    CANDIDATES = ("model.safetensors.index.json", "model.safetensors",
+                  "pytorch_model.bin.index.json", "pytorch_model.bin")
 
     def __init__(self, hf_dir: Path):
         from engine.safetensors_file import open_safetensors
-        from engine.torch_pickle import load_torch_state_dict
 
-        candidates = ["model.safetensors.index.json", "model.safetensors", "pytorch_model.bin"]
-        for name in candidates:
+        for name in self.CANDIDATES:
             path = hf_dir / name
             if path.is_file():
                 break
         else:
-            if (hf_dir / "pytorch_model.bin.index.json").is_file():
-                raise ModelFormatError(hf_dir / "pytorch_model.bin.index.json", None,
-                                       "sharded pytorch_model.bin checkpoints are not supported; "
-                                       "use the model.safetensors files")
-            raise ModelFormatError(hf_dir, None, f"no weights found (looked for {', '.join(candidates)})")
+            raise ModelFormatError(hf_dir, None, f"no weights found (looked for {', '.join(self.CANDIDATES)})")
         self.path = path
-        if name == "pytorch_model.bin":
-            state = load_torch_state_dict(path)
+        if name.startswith("pytorch_model.bin"):
+            shards = _torch_shards(path) if name.endswith(".index.json") else [path]
+            state: dict[str, np.ndarray] = {}
+            for shard in shards:
+                state.update(_load_torch(shard))
             self.names = list(state)
             self.shapes = {k: v.shape for k, v in state.items()}
             self._array = state.__getitem__
@@ -141,34 +151,55 @@ class CheckpointWeights:
             self.names = st.names()
             self.shapes = {k: st.tensors[k].shape for k in self.names}
             self._array = st.array
+        self.files = ([path.parent / f for f in sorted(set(_weight_map(path).values()))]
+                      if name.endswith(".index.json") else [path])
 
     def array(self, name: str) -> np.ndarray:
         return self._array(name)
 
+    @staticmethod
+    def release(array: np.ndarray) -> None:
+        """Drop the resident pages of the file mapping under `array` (they are re-read on demand).
 
-class ConvertedTensors(Mapping):
-    """ggml name -> float32 array, widened one tensor at a time when the writer asks for it.
+        Pages of a mapped file count in the process's resident memory until the kernel needs
+        them back; without this a conversion's RSS would grow to the whole checkpoint.
+        """
+        base = array
+        while base is not None and not isinstance(base, mmap.mmap):
+            base = getattr(base, "base", None)
+        if base is not None and hasattr(base, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            base.madvise(mmap.MADV_DONTNEED)
 
-    Keeping the values lazy means converting a 12B fp16 checkpoint does not hold a float32 copy
-    of the whole model in memory.
-    """
 
-    def __init__(self, weights: CheckpointWeights, sources: dict[str, str | None], shapes: dict):
-        self.weights = weights
-        self.sources = sources        # ggml name -> checkpoint name (None: zero bias)
-        self.shapes = shapes
+def _weight_map(index_path: Path) -> dict[str, str]:
+    """The `weight_map` of a sharded checkpoint's index: tensor name -> shard file name."""
+    try:
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+        if not isinstance(weight_map, dict):
+            raise TypeError("weight_map is not an object")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise ModelFormatError(index_path, None, f"not a checkpoint index with a weight_map ({e!r})") from None
+    for tensor, shard in weight_map.items():
+        # A shard is a file next to the index; a path that would leave the folder is refused.
+        if not isinstance(shard, str) or Path(shard).name != shard or shard in (".", ".."):
+            raise ModelFormatError(index_path, None, f"tensor {tensor!r} maps to an invalid shard name {shard!r}")
+    return weight_map
 
-    def __getitem__(self, name: str) -> np.ndarray:
-        source = self.sources[name]
-        if source is None:
-            return np.zeros(self.shapes[name], dtype=np.float32)
-        return np.asarray(self.weights.array(source), dtype=np.float32)
 
-    def __iter__(self):
-        return iter(self.sources)
+def _torch_shards(index_path: Path) -> list[Path]:
+    """The shard files of a `pytorch_model.bin.index.json`, each checked to exist."""
+    shards = []
+    for shard in dict.fromkeys(_weight_map(index_path).values()):
+        path = index_path.parent / shard
+        if not path.is_file():
+            raise ModelFormatError(index_path, None, f"shard {shard} listed in the index is missing")
+        shards.append(path)
+    return shards
 
-    def __len__(self):
-        return len(self.sources)
+
+def _load_torch(path: Path) -> dict[str, np.ndarray]:
+    from engine.torch_pickle import load_torch_state_dict
+    return load_torch_state_dict(path)
 
 
 def map_tensor_names(config: NeoXConfig, weights: CheckpointWeights) -> dict[str, str | None]:
@@ -221,19 +252,166 @@ def read_vocab(hf_dir: Path, n_vocab: int) -> list[bytes]:
     return vocab
 
 
-def convert_hf(hf_dir, out_path, ftype: str = "f16") -> dict:
-    """Convert a Hugging Face GPT-NeoX folder to a ggml file; returns the header hparams written."""
-    if ftype not in FTYPES:
-        raise ValueError(f"--type {ftype!r}: expected one of {', '.join(FTYPES)}")
+class ConversionCancelled(Exception):
+    """The conversion was cancelled; the partial output and its journal are kept for a resume."""
+
+
+class ConversionControl:
+    """Cancel a running conversion from any thread; it stops between two chunks of a tensor."""
+
+    def __init__(self):
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class ConversionProgress:
+    """One progress report: values written of the total, the tensor at hand, seconds left (None: unknown)."""
+    done: int
+    total: int
+    tensor: str
+    tensors_done: int
+    tensors_total: int
+    eta: float | None
+    resumed_at: int = 0
+
+
+CHUNK_VALUES = 1 << 21      # values widened and quantized at a time: 8 MiB of float32
+JOURNAL_FORMAT = 1
+
+
+def partial_paths(out_path) -> tuple[Path, Path]:
+    """Where a conversion into `out_path` keeps its unfinished output and its journal."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name + ".part"), out_path.with_name(out_path.name + ".convert.json")
+
+
+def source_fingerprint(weights: CheckpointWeights, hf_dir: Path) -> str:
+    """Names, sizes and modification times of the input files: a resume needs the same inputs."""
+    files = [hf_dir / "config.json", hf_dir / "tokenizer.json", weights.path, *weights.files]
+    parts = []
+    for f in dict.fromkeys(files):
+        try:
+            st = f.stat()
+            parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+        except FileNotFoundError:
+            parts.append(f"{f.name}:-")
+    return ";".join(parts)
+
+
+def convert_hf(hf_dir, out_path, ftype: str = "f16", *, qnt_version: int | None = None,
+               on_progress=None, control: ConversionControl | None = None,
+               source_id: str | None = None) -> dict:
+    """Convert a Hugging Face GPT-NeoX folder to a ggml file, tensor by tensor; returns the hparams.
+
+    ftype is the storage type of the 2-D weights: f32, f16, or a quantization (q4_0, q4_1,
+    q5_0, q5_1, q8_0; block layout `qnt_version`, default 2 as the quantize command), done on
+    the fly in chunks of rows, so the largest buffer is one tensor's mapped source plus a chunk.
+    The output is written to `<out>.part` and renamed when complete. After each tensor the
+    journal `<out>.convert.json` records how far the fsynced file is good; a cancel
+    (ConversionCancelled) or a crash leaves both, and the next call with the same inputs
+    (`source_id`, else their sizes and times) continues after the last whole tensor.
+    """
+    from engine.ggml_writer import GGMLWriter, tensor_type_for
+    from engine.quants import WRITABLE_QUANT_TYPES, quantize
+
+    if ftype not in ("f32", "f16") + WRITABLE_QUANT_TYPES:
+        raise ValueError(f"--type {ftype!r}: expected one of f32, f16, {', '.join(WRITABLE_QUANT_TYPES)}")
+    if qnt_version is None:
+        qnt_version = 2 if ftype in WRITABLE_QUANT_TYPES else 0
     hf_dir = Path(hf_dir)
     if not hf_dir.is_dir():
         raise ModelFormatError(hf_dir, None, "not a directory")
+    control = control or ConversionControl()
     config = NeoXConfig.from_file(hf_dir / "config.json")
     weights = CheckpointWeights(hf_dir)
     sources = map_tensor_names(config, weights)
-    tensors = ConvertedTensors(weights, sources, config.ggml_shapes())
+    shapes = config.ggml_shapes()
     vocab = read_vocab(hf_dir, config.n_vocab)
     hparams = config.hparams()
-    from engine.ggml_writer import write_ggml
-    write_ggml(out_path, hparams, vocab, tensors, layout="gpt-neox", ftype=FTYPES[ftype], qnt_version=0)
+    part, journal_path = partial_paths(out_path)
+    journal = {"format": JOURNAL_FORMAT, "type": ftype, "qnt_version": qnt_version,
+               "source": source_id or source_fingerprint(weights, hf_dir), "tensors_done": 0, "offset": None}
+    done_before = _resumable(journal, part, journal_path)
+    writer = GGMLWriter(part, hparams, vocab, layout="gpt-neox", ftype=ftype,
+                        qnt_version=qnt_version, resume_offset=done_before["offset"] if done_before else None)
+    names = list(sources)
+    total = sum(int(np.prod(shapes[n])) for n in names)
+    start = done_before["tensors_done"] if done_before else 0
+    done = resumed_at = sum(int(np.prod(shapes[n])) for n in names[:start])
+    clock = time.monotonic()
+    try:
+        if start == 0:
+            journal.update(tensors_done=0, offset=writer.sync())
+            _write_journal(journal_path, journal)
+        for index in range(start, len(names)):
+            name = names[index]
+            shape = shapes[name]
+            target = tensor_type_for(name, len(shape), writer.weight_type)
+            qv = 0 if target in ("f32", "f16") else qnt_version
+            source = sources[name]
+            values = (np.zeros(shape, np.float32) if source is None else weights.array(source))
+            rows = values.reshape(-1, shape[-1]) if len(shape) > 1 else values.reshape(1, -1)
+            step = max(1, CHUNK_VALUES // rows.shape[1])
+            writer.begin_record(name, shape, target)
+            for r in range(0, rows.shape[0], step):
+                if control.cancelled:
+                    raise ConversionCancelled(f"conversion to {Path(out_path).name} cancelled after "
+                                              f"{index} of {len(names)} tensors; run it again to resume")
+                chunk = np.asarray(rows[r:r + step], dtype=np.float32)
+                writer.write_data(quantize(target, qv, chunk.reshape(-1)))
+                done += chunk.size
+                if on_progress is not None:
+                    elapsed = time.monotonic() - clock
+                    rate = (done - resumed_at) / elapsed if elapsed > 0 else 0
+                    on_progress(ConversionProgress(done, total, name, index, len(names),
+                                                   (total - done) / rate if rate > 0 else None, resumed_at))
+            if source is not None:
+                CheckpointWeights.release(values)
+            del values, rows
+            journal.update(tensors_done=index + 1, offset=writer.sync())
+            _write_journal(journal_path, journal)
+    finally:
+        writer.close()
+    _replace_durably(part, Path(out_path))
+    journal_path.unlink(missing_ok=True)
     return hparams
+
+
+def _resumable(journal: dict, part: Path, journal_path: Path) -> dict | None:
+    """The old journal when it describes this very conversion and its file is intact, else None."""
+    try:
+        old = json.loads(journal_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = (isinstance(old, dict) and all(old.get(k) == journal[k] for k in ("format", "type", "qnt_version", "source"))
+            and isinstance(old.get("offset"), int) and isinstance(old.get("tensors_done"), int)
+            and old["tensors_done"] > 0)
+    if not same or not part.is_file() or part.stat().st_size < old["offset"]:
+        return None
+    return old
+
+
+def _write_journal(path: Path, journal: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(journal, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _replace_durably(src: Path, dest: Path) -> None:
+    """Rename the finished file into place and fsync the folder, so the rename survives a crash."""
+    os.replace(src, dest)
+    fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -40,10 +40,14 @@ class GGMLWriter:
 
     ``era`` picks the per-tensor type code table for the stablelm layout: "E1" (05f3079:
     ftype-style codes, q4_2 = 5, q4_3 = 6) or "E3" (5dd92f4/ff6e03c: ggml_type codes).
+
+    ``resume_offset`` reopens a file this writer began earlier (same arguments) instead of
+    starting it: the file is cut at that offset, which must be the end of a whole record (the
+    streaming converter journals those), and the next record is appended there.
     """
 
     def __init__(self, path, hparams: dict, vocab: Iterable, *, layout: str = "gpt-neox",
-                 ftype="f16", qnt_version: int = 0, era: str | None = None):
+                 ftype="f16", qnt_version: int = 0, era: str | None = None, resume_offset: int | None = None):
         self.weight_type = _type_name(ftype)
         quantized = self.weight_type in QUANTIZED_TYPES
         if layout not in ("gpt-neox", "stablelm"):
@@ -77,12 +81,17 @@ class GGMLWriter:
         ints.append(ftype_raw)
 
         self.path = os.fspath(path)
-        self._fh = open(self.path, "wb")
-        self._fh.write(struct.pack("<I", MAGIC))
-        self._fh.write(struct.pack(f"<{len(ints)}i", *ints))
         vocab = list(vocab)
         if len(vocab) != hp["n_vocab"]:
             raise ValueError(f"vocab has {len(vocab)} entries, the header says n_vocab = {hp['n_vocab']}")
+        if resume_offset is not None:
+            self._fh = open(self.path, "r+b")
+            self._fh.seek(resume_offset)
+            self._fh.truncate()
+            return
+        self._fh = open(self.path, "wb")
+        self._fh.write(struct.pack("<I", MAGIC))
+        self._fh.write(struct.pack(f"<{len(ints)}i", *ints))
         for token in vocab:
             data = token.encode("utf-8") if isinstance(token, str) else bytes(token)
             self._fh.write(struct.pack("<I", len(data)))
@@ -92,14 +101,32 @@ class GGMLWriter:
         """Write one record whose data is already in the target block format."""
         raw = np.asarray(raw, dtype=np.uint8).reshape(-1)
         n_values = int(np.prod(shape))
-        qv = 0 if type_name in ("q4_2", "q4_3") else self.qnt_version
-        if raw.size != tensor_nbytes(type_name, qv, n_values):
+        if raw.size != self.record_nbytes(shape, type_name):
             raise ValueError(f"{name}: {raw.size} bytes do not hold {n_values} {type_name} values")
+        self.begin_record(name, shape, type_name)
+        raw.tofile(self._fh)
+
+    def record_nbytes(self, shape: tuple[int, ...], type_name: str) -> int:
+        """The data bytes of a record of this shape and stored type."""
+        qv = 0 if type_name in ("q4_2", "q4_3") else self.qnt_version
+        return tensor_nbytes(type_name, qv, int(np.prod(shape, dtype=np.int64)))
+
+    def begin_record(self, name: str, shape: tuple[int, ...], type_name: str) -> None:
+        """Write a record's header; its data follows through write_data (streamed) or write_raw."""
         ne = list(reversed(shape))
         encoded = name.encode("utf-8")
         self._fh.write(struct.pack(f"<3i{len(ne)}i", len(ne), len(encoded), self.code_of[type_name], *ne))
         self._fh.write(encoded)
-        raw.tofile(self._fh)
+
+    def write_data(self, raw: np.ndarray) -> None:
+        """Append part of the current record's data (whole blocks, in order)."""
+        np.ascontiguousarray(raw, dtype=np.uint8).tofile(self._fh)
+
+    def sync(self) -> int:
+        """Flush and fsync what was written; returns the file offset (the end of the last record)."""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        return self._fh.tell()
 
     def write_tensor(self, name: str, array: np.ndarray) -> None:
         """Write a float32 tensor (PyTorch shape), stored as this file's type for its kind."""

@@ -7,7 +7,14 @@ Routes (the same shapes as the real hub, see app/models/hub.py):
 - ``GET|HEAD /cdn/{sha256}``: the bytes with ``ETag: "{sha256}"``, honouring ``Range: bytes=N-`` /
   ``N-M`` (206, or 416 with ``Content-Range: bytes */SIZE`` past the end) and ``If-Range`` (a
   validator that is not the file's ETag gets the whole file with 200, as RFC 9110 says);
-- ``GET /api/models/{owner}/{name}/tree/{revision}?recursive=true&expand=true``: JSON list.
+- ``GET /api/models/{owner}/{name}/tree/{revision}?recursive=true&expand=true``: JSON list;
+- ``GET /api/models/{owner}/{name}/revision/{revision}``: ``{"id", "sha", "siblings"}``, the
+  commit a branch, tag or commit id resolves to (404 with ``X-Error-Code: RevisionNotFound``
+  or ``RepoNotFound`` otherwise).
+
+Revisions: the files added under one (repo, revision) form a branch; its commit id is derived
+from its contents (so replacing a file makes a new commit), `add_tag` names a branch's commit,
+and every route accepts the branch name, a tag or the 40-hex commit id alike.
 
 Fault injection: `hub.inject(Fault(...))` queues a fault for the next requests whose path
 contains `match`: drop the connection after N body bytes, stall, answer a status, serve
@@ -72,6 +79,7 @@ class HubFixture:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, rate: float | None = None):
         self.files: dict[tuple[str, str, str], HostedFile] = {}
+        self.tags: dict[tuple[str, str], str] = {}      # (repo, tag) -> branch
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, str | None]] = []
         self.if_ranges: list[str | None] = []     # the If-Range header of each request, in order
@@ -91,6 +99,26 @@ class HubFixture:
         hosted = HostedFile(repo, revision, path, data, lfs)
         self.files[(repo, revision, path)] = hosted
         return hosted
+
+    def add_tag(self, repo: str, tag: str, branch: str) -> None:
+        self.tags[(repo, tag)] = branch
+
+    def commit_of(self, repo: str, branch: str) -> str:
+        """The commit id of a branch: a SHA-1 over its files, so new contents make a new commit."""
+        digest = hashlib.sha1(f"{repo}@{branch}".encode())
+        for (r, rev, p), hosted in sorted(self.files.items()):
+            if r == repo and rev == branch:
+                digest.update(f"{p}:{hosted.sha256}\n".encode())
+        return digest.hexdigest()
+
+    def branch_of(self, repo: str, revision: str) -> str | None:
+        """The branch a branch name, tag or commit id stands for; None when there is none."""
+        branches = sorted({rev for (r, rev, _p) in self.files if r == repo})
+        if revision in branches:
+            return revision
+        if (repo, revision) in self.tags:
+            return self.tags[(repo, revision)]
+        return next((b for b in branches if self.commit_of(repo, b) == revision), None)
 
     def inject(self, fault: Fault) -> None:
         with self.lock:
@@ -168,7 +196,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._redirect(fault.location, {})
         tree = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)", path)
         if tree:
-            return self._tree(tree.group(1), tree.group(2))
+            return self._tree(tree.group(1), self.hub.branch_of(tree.group(1), tree.group(2)))
+        revision = re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/([^/]+)", path)
+        if revision:
+            return self._revision(revision.group(1), revision.group(2))
         resolve = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
         if resolve:
             return self._resolve(resolve.group(1), resolve.group(2), resolve.group(3), head, fault)
@@ -178,8 +209,22 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_file(hosted, head, fault, {"ETag": f'"{hosted.sha256}"'})
         return self._plain(404, "Entry not found\n")
 
+    def _revision(self, repo, revision):
+        branch = self.hub.branch_of(repo, revision)
+        if branch is None:
+            known = any(r == repo for (r, _rev, _p) in self.hub.files)
+            code = "RevisionNotFound" if known else "RepoNotFound"
+            return self._plain(404, f"{code}: {repo}@{revision}\n", {"X-Error-Code": code})
+        siblings = [{"rfilename": p} for (r, rev, p) in sorted(self.hub.files) if r == repo and rev == branch]
+        body = json.dumps({"id": repo, "sha": self.hub.commit_of(repo, branch), "siblings": siblings}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def _resolve(self, repo, revision, path, head, fault):
-        hosted = self.hub.files.get((repo, revision, path))
+        hosted = self.hub.files.get((repo, self.hub.branch_of(repo, revision), path))
         if hosted is None:
             return self._plain(404, "Entry not found\n", {"X-Error-Code": "EntryNotFound"})
         if hosted.lfs:

@@ -1,6 +1,7 @@
 """`python -m app.models`: the headless model manager.
 
     list [--json] [--refresh] | download ID | import FILE | verify [ID...] | remove ID | path [ID]
+    add-hf REPO [--revision REV] [--type f16|q8_0|q5_1|q4_0] [--json] [--delete-checkpoint]
 
 Exit codes: 0 done, 1 failed (network, checksum, refused file, paused), 2 bad usage
 (unknown id, missing file, bad arguments). No Qt is imported here.
@@ -15,9 +16,10 @@ from pathlib import Path
 
 from app.models.catalog import CatalogError
 from app.models.download import DownloadControl, DownloadError, DownloadStopped
+from app.models.hf_checkpoint import OUTPUT_TYPES, default_output_type
 from app.models.manager import ModelError, ModelManager, UsageError
 from app.models.progress_bar import TerminalProgress
-from app.units import human_bytes
+from app.units import free_ram_bytes, human_bytes
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -39,6 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-unverified", action="store_true",
                    help="install even when no SHA-256 is known to check against")
     p.add_argument("--no-tokenizer", action="store_true", help="skip the tokenizer.json download")
+    p = sub.add_parser("add-hf", help="download a GPT-NeoX checkpoint from Hugging Face at a revision and "
+                                      "convert it (e.g. EleutherAI/pythia-160m --revision step3000)")
+    p.add_argument("repo", metavar="REPO", help="owner/name of a repository whose config.json says GPTNeoXForCausalLM")
+    p.add_argument("--revision", default="main", help="branch, tag or commit (default main); Pythia: step0 ... "
+                                                      "step143000")
+    p.add_argument("--type", choices=OUTPUT_TYPES, default=None,
+                   help="output type (default: the most precise one the free RAM runs comfortably)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line: id, path, repo, revision, "
+                                                       "commit, type, sha256")
+    p.add_argument("--delete-checkpoint", action="store_true",
+                   help="delete the downloaded checkpoint after converting it (default: keep it)")
     p = sub.add_parser("import", help="add a local ggml .bin file after checking it")
     p.add_argument("file", type=Path)
     p.add_argument("--link", action="store_true", help="hard-link instead of copying when possible")
@@ -99,26 +112,9 @@ def cmd_download(manager: ModelManager, args) -> int:
     manager.entry(args.id)  # unknown id: usage error before any network traffic
     control = DownloadControl()
     bar = TerminalProgress()
-    outcome: dict = {}
-    finished = threading.Event()
-
-    def work():
-        try:
-            outcome["result"] = manager.download(args.id, bar, control, allow_unverified=args.allow_unverified,
-                                                 with_tokenizer=not args.no_tokenizer)
-        except BaseException as exc:  # handed to the main thread, which reports it
-            outcome["error"] = exc
-        finally:
-            finished.set()
-
-    # An Event, not Thread.join: a join interrupted by Ctrl-C may return early afterwards.
-    threading.Thread(target=work, name="download", daemon=True).start()
-    try:
-        while not finished.wait(0.2):
-            pass
-    except KeyboardInterrupt:
-        control.pause()   # Ctrl-C keeps the .part: running the command again resumes
-        finished.wait()
+    # Ctrl-C pauses: the .part is kept, running the command again resumes
+    outcome = run_in_thread(lambda: manager.download(args.id, bar, control, allow_unverified=args.allow_unverified,
+                                                     with_tokenizer=not args.no_tokenizer), control.pause)
     bar.finish_line()
     if "error" in outcome:
         exc = outcome["error"]
@@ -133,6 +129,70 @@ def cmd_download(manager: ModelManager, args) -> int:
     print(f"installed {record.id}: {manager.manifest.file_path(record)} "
           f"sha256 {record.sha256} (checked against {record.verified_against})")
     return EXIT_OK
+
+
+def cmd_add_hf(manager: ModelManager, args) -> int:
+    from engine.convert import ConversionCancelled, ConversionControl
+
+    control, conversion = DownloadControl(), ConversionControl()
+    bar = TerminalProgress()
+
+    chosen: dict = {}
+
+    def work():
+        plan = manager.plan_hf(args.repo, args.revision, bar, control)
+        chosen["type"] = args.type or default_output_type(plan.n_params, free_ram_bytes())
+        print(f"{plan.repo}@{plan.revision} is commit {plan.commit}: {len(plan.weights)} weight file(s), "
+              f"{human_bytes(plan.download_bytes)} to fetch, output {chosen['type']}", file=sys.stderr)
+        return manager.add_hf(plan.repo, plan.revision, chosen["type"], on_progress=bar, control=control,
+                              on_convert=bar.conversion, conversion=conversion,
+                              keep_checkpoint=not args.delete_checkpoint, plan=plan)
+
+    def stop():
+        control.pause()      # a download keeps its .part, the conversion its journal: run again to resume
+        conversion.cancel()
+
+    outcome = run_in_thread(work, stop)
+    bar.finish_line()
+    if "error" in outcome:
+        exc = outcome["error"]
+        if isinstance(exc, (DownloadStopped, ConversionCancelled)):
+            print(str(exc), file=sys.stderr)
+            return EXIT_FAILED
+        raise exc
+    result = outcome["result"]
+    record = result.record
+    where = (f"; checkpoint kept in {result.checkpoint_dir}" if result.checkpoint_dir else "")
+    print(f"{'already installed' if result.already_installed else 'installed'} {record.id}: "
+          f"{manager.manifest.file_path(record)} sha256 {record.sha256}{where}",
+          file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(result.to_json(manager.models_dir), sort_keys=True))
+    return EXIT_OK
+
+
+def run_in_thread(work, stop) -> dict:
+    """Run `work` in a worker thread; Ctrl-C calls `stop` and waits. Returns {"result"} or {"error"}."""
+    outcome: dict = {}
+    finished = threading.Event()
+
+    def target():
+        try:
+            outcome["result"] = work()
+        except BaseException as exc:  # handed to the main thread, which reports it
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    # An Event, not Thread.join: a join interrupted by Ctrl-C may return early afterwards.
+    threading.Thread(target=target, name="model-manager", daemon=True).start()
+    try:
+        while not finished.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        stop()
+        finished.wait()
+    return outcome
 
 
 def cmd_import(manager: ModelManager, args) -> int:
@@ -162,5 +222,5 @@ def cmd_path(manager: ModelManager, args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"list": cmd_list, "download": cmd_download, "import": cmd_import, "verify": cmd_verify,
-            "remove": cmd_remove, "path": cmd_path}
+COMMANDS = {"list": cmd_list, "download": cmd_download, "add-hf": cmd_add_hf, "import": cmd_import,
+            "verify": cmd_verify, "remove": cmd_remove, "path": cmd_path}

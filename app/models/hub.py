@@ -8,7 +8,10 @@ server in tests/http_fixture_server.py imitates exactly these):
   files; LFS files carry ``lfs.size`` and ``lfs.oid`` (the SHA-256), every file ``oid``
   (its git blob SHA-1) and ``size``; long listings continue through a ``Link: rel="next"``;
 - ``HEAD`` on the resolve URL without following the redirect returns ``X-Linked-Size`` and
-  ``X-Linked-Etag`` (the SHA-256 in quotes) for LFS files.
+  ``X-Linked-Etag`` (the SHA-256 in quotes) for LFS files;
+- ``GET {endpoint}/api/models/{repo}/revision/{revision}`` answers ``{"sha": <commit>, ...}``
+  for a branch, a tag or a commit id, and 404 (``X-Error-Code: RevisionNotFound`` or
+  ``RepoNotFound``) for anything else.
 """
 from __future__ import annotations
 
@@ -18,12 +21,27 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin
 
-from app.models.connection import HttpClient, NetworkError
+from app.models.connection import HttpClient, HttpStatusError, NetworkError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 ENDPOINT_ENV = "HF_ENDPOINT"
 MAX_TREE_BYTES = 16 * 1024 * 1024   # a tree listing page larger than this is not one we asked for
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_REVISION_BYTES = 4 * 1024 * 1024
+
+
+class RevisionNotFound(Exception):
+    """The repository, or the revision in it, does not exist on the hub (the message says which)."""
+
+
+def check_repo_name(repo: str) -> str:
+    """`owner/name` as the hub spells repository ids; anything else (a URL, a path) is refused."""
+    repo = repo.strip()
+    if not _REPO.match(repo) or ".." in repo:
+        raise ValueError(f"{repo!r} is not a Hugging Face repository id (expected owner/name)")
+    return repo
 
 
 def endpoint_from(setting: str | None = None) -> str:
@@ -88,6 +106,31 @@ class Hub:
                 return files
             url = urljoin(url, next_url)
         raise NetworkError(f"tree listing of {repo}@{revision} did not end after 1000 pages")
+
+    def resolve_revision(self, repo: str, revision: str) -> str:
+        """The commit id a branch, tag or commit of `repo` stands for now.
+
+        Raises RevisionNotFound naming the repository or the revision when the hub has neither.
+        """
+        url = f"{self.endpoint}/api/models/{repo}/revision/{quote(revision, safe='')}"
+        try:
+            with self.client.open("GET", url, headers={"Accept": "application/json"}) as resp:
+                body = resp.read_all(MAX_REVISION_BYTES)
+        except HttpStatusError as exc:
+            if exc.status in (401, 404):
+                code = exc.headers.get("X-Error-Code", "")
+                if code == "RepoNotFound" or exc.status == 401:
+                    raise RevisionNotFound(f"repository {repo} was not found on {self.endpoint}") from exc
+                raise RevisionNotFound(f"{repo} has no revision {revision!r} (no branch, tag or commit of "
+                                       "that name)") from exc
+            raise
+        try:
+            sha = json.loads(body).get("sha")
+        except (ValueError, AttributeError) as exc:
+            raise NetworkError(f"revision answer from {url} is not a JSON object") from exc
+        if not isinstance(sha, str) or not _COMMIT.match(sha):
+            raise NetworkError(f"revision answer from {url} has no commit id (sha = {sha!r:.60})")
+        return sha
 
     def head(self, repo: str, revision: str, path: str) -> HubFile:
         """Size and SHA-256 from a HEAD on the resolve URL, without following its redirect."""

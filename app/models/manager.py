@@ -21,9 +21,12 @@ from app.models.catalog import CACHE_NAME, SHIPPED_CATALOG, Catalog, CatalogEntr
 from app.models.connection import HttpClient, HttpStatusError, NetworkError, RedirectRefused
 from app.models.download import (DiskFullError, DownloadControl, DownloadError, Downloader, Expected, discard_partial,
                                  part_path, read_sidecar, sha256_file, sidecar_path)
-from app.models.hub import Hub, endpoint_from
+from app.models.hf_checkpoint import (OUTPUT_TYPES, CheckpointError, CheckpointPlan, default_output_type,
+                                      fetch_checkpoint, plan_checkpoint, program_version, staging_dir)
+from app.models.hub import Hub, RevisionNotFound, check_repo_name, endpoint_from
 from app.models.manifest import MANIFEST_NAME, InstalledModel, Manifest, now_utc
 from app.models.tokenizer_cache import TokenizerCache
+from app.units import free_ram_bytes, human_bytes
 
 
 class ModelError(Exception):
@@ -59,6 +62,10 @@ class ModelStatus:
         if self.installed:
             out.update(installed_sha256=self.installed.sha256, origin=self.installed.origin,
                        installed_size=self.installed.size, tokenizer_file=self.installed.tokenizer)
+            if self.installed.commit:
+                out.update(repo=self.installed.repo, revision=self.installed.revision,
+                           commit=self.installed.commit, source_sha256=self.installed.source_sha256,
+                           output_type=self.installed.output_type, engine_version=self.installed.engine_version)
         return out
 
 
@@ -67,6 +74,19 @@ class DownloadResult:
     """A finished download: the manifest record and any warning (e.g. tokenizer unavailable)."""
     record: InstalledModel
     warnings: list[str]
+
+
+@dataclass
+class HFInstall:
+    """A finished add-hf: the manifest record and where the downloaded checkpoint stays (None: deleted)."""
+    record: InstalledModel
+    checkpoint_dir: Path | None
+    already_installed: bool = False
+
+    def to_json(self, models_dir: Path) -> dict:
+        r = self.record
+        return {"id": r.id, "path": str(models_dir / r.file), "repo": r.repo, "revision": r.revision,
+                "commit": r.commit, "type": r.output_type, "sha256": r.sha256}
 
 
 @dataclass
@@ -261,6 +281,108 @@ class ModelManager:
             messages.append(f"{model_id}: finished the download interrupted after it was verified")
         return messages
 
+    # -- Hugging Face checkpoints -------------------------------------------------------------
+
+    def plan_hf(self, repo: str, revision: str = "main", on_progress=None, control=None) -> CheckpointPlan:
+        """Resolve `repo@revision` to a commit, fetch and check its config, choose its weights."""
+        try:
+            repo = check_repo_name(repo)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        if not revision or not revision.strip() or "/" in revision.strip(" ."):
+            raise UsageError(f"revision {revision!r} is not a branch, tag or commit name")
+        try:
+            return plan_checkpoint(self.hub, self.downloader, repo, revision.strip(), self.models_dir,
+                                   on_progress, control)
+        except (RevisionNotFound, CheckpointError) as exc:
+            raise ModelError(str(exc)) from exc
+        except HttpStatusError as exc:
+            raise ModelError(f"{repo}@{revision}: the hub answered {exc}") from exc
+        except (NetworkError, RedirectRefused) as exc:
+            raise ModelError(f"{repo}@{revision}: cannot reach {self.hub.endpoint}: {exc}") from exc
+
+    def add_hf(self, repo: str, revision: str = "main", out_type: str | None = None, *, on_progress=None,
+               control: DownloadControl | None = None, on_convert=None, conversion=None,
+               keep_checkpoint: bool = True, plan: CheckpointPlan | None = None) -> HFInstall:
+        """Install one revision of a GPT-NeoX repository: fetch it pinned to its commit, convert, record.
+
+        `on_progress(Progress)` follows the downloads, `on_convert(ConversionProgress)` the
+        conversion; `control` pauses/cancels downloads and `conversion` (a ConversionControl)
+        cancels the conversion, which a later call resumes. Raises ModelError, DownloadError
+        (DiskFullError before any byte when the downloads plus the output do not fit) or
+        ConversionCancelled; nothing is recorded unless the converted file is complete.
+        """
+        from engine.convert import convert_hf
+        from engine.errors import ModelFormatError
+
+        if out_type is not None and out_type not in OUTPUT_TYPES:
+            raise UsageError(f"output type {out_type!r}: expected one of {', '.join(OUTPUT_TYPES)}")
+        plan = plan or self.plan_hf(repo, revision, on_progress, control)
+        out_type = out_type or default_output_type(plan.n_params, free_ram_bytes())
+        model_id = hf_model_id(plan.repo, plan.revision, out_type)
+        existing = self.manifest.get(model_id)
+        if existing is not None and existing.repo != plan.repo:   # same name under another owner
+            model_id = plan.repo.replace("/", "--") + model_id[model_id.index("@"):]
+            existing = self.manifest.get(model_id)
+        if existing is not None and existing.commit == plan.commit and self.manifest.file_path(existing).is_file():
+            return HFInstall(existing, None, already_installed=True)
+        folder = staging_dir(self.models_dir, plan.repo, plan.commit)
+        dest = self.models_dir / f"{model_id}.bin"
+        self._check_hf_space(plan, folder, dest, out_type)
+        try:
+            sources = fetch_checkpoint(self.hub, self.downloader, plan, folder, on_progress, control)
+        except CheckpointError as exc:
+            raise ModelError(str(exc)) from exc
+        source_id = plan.commit + ";" + ";".join(f"{p}={sha}" for p, sha in sorted(sources.items()))
+        try:
+            convert_hf(folder, dest, out_type, on_progress=on_convert, control=conversion, source_id=source_id)
+        except ModelFormatError as exc:
+            raise ModelError(f"{plan.repo}@{plan.revision} cannot be converted: {exc}") from exc
+        tokenizer = None
+        if (folder / "tokenizer.json").is_file():
+            tokenizer = dest.with_name(dest.stem + ".tokenizer.json")
+            shutil.copyfile(folder / "tokenizer.json", tokenizer)
+        digest = sha256_file(dest)[0].hexdigest()
+        record = InstalledModel(
+            id=model_id, file=dest.name, sha256=digest, size=dest.stat().st_size, origin="huggingface",
+            source=f"{self.hub.endpoint}/{plan.repo}/tree/{plan.commit}",
+            verified_against="hub tree (LFS SHA-256 and git blob ids)", repo=plan.repo, revision=plan.revision,
+            tokenizer=str(tokenizer) if tokenizer else None, installed_at=now_utc(), commit=plan.commit,
+            source_sha256=sources, output_type=out_type, engine_version=program_version())
+        self._record(record)
+        if not keep_checkpoint:
+            self.delete_checkpoint(plan.repo, plan.commit)
+        return HFInstall(record, folder if keep_checkpoint else None)
+
+    def _check_hf_space(self, plan: CheckpointPlan, folder: Path, dest: Path, out_type: str) -> None:
+        """Free space for what is still to download plus the output, before the first byte."""
+        missing = sum(f.size or 0 for f in plan.files if not (folder / f.path).is_file())
+        output = 0 if dest.is_file() else plan.output_bytes(out_type)
+        needed = missing + output
+        folder.mkdir(parents=True, exist_ok=True)
+        free = self.downloader.free_space(folder)
+        if needed + self.downloader.reserve_bytes > free:
+            raise DiskFullError(f"not enough free space in {self.models_dir} for {plan.repo}@{plan.revision}: "
+                                f"{human_bytes(missing)} to download and {human_bytes(output)} of {out_type} output "
+                                f"need {human_bytes(needed)} (+{human_bytes(self.downloader.reserve_bytes)} reserve) "
+                                f"but {human_bytes(free)} is free")
+
+    def delete_checkpoint(self, repo: str, commit: str) -> bool:
+        """Delete the downloaded files of one commit (the converted model stays); False if none were kept."""
+        folder = staging_dir(self.models_dir, repo, commit)
+        if not folder.is_dir():
+            return False
+        shutil.rmtree(folder)
+        parent = folder.parent
+        if parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+        return True
+
+    def revisions(self, repo: str) -> list[InstalledModel]:
+        """The installed revisions of one repository, in the order they were installed."""
+        return sorted((m for m in self.manifest.models.values() if m.repo == repo and m.commit),
+                      key=lambda m: m.installed_at)
+
     # -- import, verify, remove ------------------------------------------------------------
 
     def import_file(self, source: Path, link: bool = False) -> InstalledModel:
@@ -364,6 +486,9 @@ class ModelManager:
                 path.unlink(missing_ok=True)
                 self.manifest.drop(model_id)
                 removed.append(str(path))
+                if record.origin == "huggingface" and record.tokenizer and Path(record.tokenizer).is_file():
+                    Path(record.tokenizer).unlink()     # the converted model's own copy
+                    removed.append(record.tokenizer)
         entry = self.catalog.get(model_id)
         if entry is not None:
             dest = self.models_dir / entry.filename
@@ -376,6 +501,14 @@ class ModelManager:
                 raise UnknownModel(f"no model {model_id!r} is installed or in the catalog")
             raise UsageError(f"{model_id} is not installed")
         return removed
+
+
+def hf_model_id(repo: str, revision: str, out_type: str) -> str:
+    """'EleutherAI/pythia-70m', 'step3000', 'q8_0' -> 'pythia-70m@step3000-q8_0' (a commit id is cut to 12)."""
+    name = repo.rpartition("/")[2]
+    rev = revision[:12] if re.fullmatch(r"[0-9a-f]{40}", revision) else revision
+    rev = re.sub(r"[^A-Za-z0-9._-]+", "-", rev).strip("-.") or "rev"
+    return f"{name}@{rev}-{out_type}"
 
 
 def _local_id(source: Path, catalog: Catalog, manifest: Manifest) -> str:

@@ -21,9 +21,12 @@ MANIFEST_NAME = "manifest.json"
 class InstalledModel:
     """One installed model file.
 
-    `file` is relative to the models folder. `origin` is "download" or "import"; `source`
-    the URL or the imported file's original path; `verified_against` where the expected
-    SHA-256 came from ("catalog", "hub HEAD", "hub tree ..."), or why nothing was compared.
+    `file` is relative to the models folder. `origin` is "download", "import" or "huggingface"
+    (converted here from a checkpoint); `source` the URL or the imported file's original path;
+    `verified_against` where the expected SHA-256 came from ("catalog", "hub HEAD", "hub tree
+    ..."), or why nothing was compared. A converted checkpoint also records its provenance:
+    the `revision` asked for, the `commit` the hub resolved it to, each source file's SHA-256,
+    the `output_type` and the version of the program that converted it.
     """
     id: str
     file: str
@@ -37,6 +40,10 @@ class InstalledModel:
     path: str | None = None
     tokenizer: str | None = None
     installed_at: str = ""
+    commit: str | None = None
+    source_sha256: dict[str, str] | None = None
+    output_type: str | None = None
+    engine_version: str | None = None
 
     @classmethod
     def from_dict(cls, doc: dict) -> "InstalledModel":

@@ -53,17 +53,31 @@ class TerminalProgress:
         elif p.phase == "downloading":
             self._draw(p)
 
+    def conversion(self, p) -> None:
+        """Render an engine ConversionProgress: tensors written, the tensor at hand, time left."""
+        label = "converting"
+        if label != self.label:
+            self.start(label)
+        fraction = min(p.done / p.total, 1.0) if p.total else 1.0
+        self._render(f"{label} {self._bar(fraction)} tensor {p.tensors_done + 1}/{p.tensors_total} "
+                     f"{p.tensor[:40]} ETA {human_time(p.eta)}", int(fraction * 10), p.done == p.total)
+
+    def _bar(self, fraction: float) -> str:
+        filled = int(fraction * self.WIDTH)
+        return f"[{'#' * filled}{'-' * (self.WIDTH - filled)}] {fraction * 100:5.1f}%"
+
     def _draw(self, p: Progress, force: bool = False) -> None:
         if p.total:
             fraction = min(p.done / p.total, 1.0)
-            filled = int(fraction * self.WIDTH)
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            text = (f"{self.label} [{bar}] {fraction * 100:5.1f}% {human_bytes(p.done)}/{human_bytes(p.total)} "
+            text = (f"{self.label} {self._bar(fraction)} {human_bytes(p.done)}/{human_bytes(p.total)} "
                     f"{human_bytes(p.speed)}/s ETA {human_time(p.eta)}")
             decile = int(fraction * 10)
         else:
             text = f"{self.label} {human_bytes(p.done)} {human_bytes(p.speed)}/s"
             decile = self._last_decile
+        self._render(text, decile, force)
+
+    def _render(self, text: str, decile: int, force: bool) -> None:
         if self.tty:
             now = time.monotonic()
             if force or now - self._last_draw >= self.interval:
