@@ -182,6 +182,12 @@ PRESETS = {
     # ggml's examples/gpt-neox main.cpp defaults: top-k 40, top-p 0.9, temperature 0.9, no penalty.
     "ggml example": dict(temperature=0.9, top_k=40, top_p=0.9),
     "Deterministic": dict(temperature=0.0),
+    # What SillyTavern and Lite users reach for against the loops small models fall into: DRY
+    # at its usual strength, XTC now and then, a min-p floor instead of top-k/top-p.
+    "Creative (DRY + XTC)": dict(temperature=1.0, min_p=0.02, dry_multiplier=0.8, dry_base=1.75,
+                                 dry_allowed_length=2, xtc_threshold=0.1, xtc_probability=0.5),
+    # Quadratic sampling alone (its author's suggested 0.25), with a min-p floor.
+    "Smooth": dict(temperature=1.0, min_p=0.05, smoothing_factor=0.25),
 }
 
 

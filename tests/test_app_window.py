@@ -240,6 +240,37 @@ def test_save_and_open_round_trip(qtbot, window, tmp_path):
     assert window.sampling.values()["seed"] == 3
 
 
+def test_dry_xtc_dynatemp_smoothing_and_phrase_bans_on_the_panel(qtbot, window, tmp_path):
+    """The newer samplers reach the engine from the panel, a banned phrase never reaches the
+    story view, and the story file keeps them all."""
+    first = generate(qtbot, window, PROMPT, max_tokens=16, seed=5)
+    written_text = window.story_view.toPlainText()[len(PROMPT):]
+    phrase = written_text[3:9]
+    assert len(phrase) == 6 and first["gen_tokens"] == 16
+    for name, steps in (("dryMultiplierSlider", 80), ("xtcThresholdSlider", 10), ("xtcProbabilitySlider", 50),
+                        ("dynatempRangeSlider", 30), ("smoothingFactorSlider", 25)):
+        find(window, QSlider, name).setValue(steps)
+    find(window, QPlainTextEdit, "bannedPhrasesEdit").setPlainText(phrase.replace("\n", "\\n"))
+    settings = window.sampling.sampler_settings()
+    assert (settings.dry_multiplier, settings.xtc_threshold, settings.xtc_probability) == (0.8, 0.1, 0.5)
+    assert (settings.dynatemp_range, settings.smoothing_factor) == (0.3, 0.25)
+    assert settings.banned_phrases == (phrase,) and "\n" in settings.dry_sequence_breakers
+    generate(qtbot, window, PROMPT, max_tokens=16, seed=5)
+    assert phrase.lower() not in window.story_view.toPlainText()[len(PROMPT):].lower()
+    path = tmp_path / "samplers.neoxstory.json"
+    with written(qtbot, window, path):
+        window.save_to(path)
+    window.new_story()
+    find(window, QComboBox, "presetPicker").setCurrentText("Creative (DRY + XTC)")   # changes DRY, keeps bans
+    assert window.sampling.sampler_settings().banned_phrases == (phrase,)
+    find(window, QPlainTextEdit, "bannedPhrasesEdit").setPlainText("")
+    with qtbot.waitSignal(window.storyOpened, timeout=WAIT):
+        window.open_story(path)
+    reopened = window.sampling.sampler_settings()
+    assert (reopened.dry_multiplier, reopened.xtc_probability, reopened.smoothing_factor) == (0.8, 0.5, 0.25)
+    assert reopened.banned_phrases == (phrase,)
+
+
 @pytest.mark.parametrize("content, needle", [
     (b'{"format": "neox-writer-story", "version": 99, "text": "x"}', "newer"),
     (b'{"format": "neox-writer-story", "vers', "not valid JSON"),

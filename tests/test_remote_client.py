@@ -67,6 +67,20 @@ def test_memory_and_stop_sequences_reach_the_server(server, worker):
     assert done.text == full[:full.find(stop)]             # trimmed, as the engine does
 
 
+def test_newer_samplers_and_phrase_bans_reach_a_koboldcpp_server(server, worker):
+    backend = detect(server.url, "k3y")
+    assert {"dry_multiplier", "xtc_probability", "dynatemp_range", "smoothing_factor",
+            "banned_phrases"} <= backend.supported_samplers
+    free = local_text(worker, PROMPT, 16).text
+    phrase = free[2:8]
+    settings = SamplerSettings(temperature=0, dry_multiplier=0.8, xtc_probability=0.5, dynatemp_range=0.2,
+                               smoothing_factor=0.2, banned_phrases=[phrase], seed=7)
+    _, done = run(backend, PROMPT, settings, max_tokens=16)
+    worker.generator.reset()
+    local = list(worker.generator.generate(PROMPT, settings, max_tokens=16))[-1]
+    assert phrase not in done.text and done.text == local.text      # the server ran the same samplers
+
+
 def test_openai_backend_returns_alternatives(server):
     backend = detect(server.url, "k3y", kind="openai")
     tokens, _ = run(backend, PROMPT, GREEDY, max_tokens=6, alternatives=3)

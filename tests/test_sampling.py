@@ -316,7 +316,11 @@ def test_presets():
     assert (g.temperature, g.top_k, g.top_p, g.rep_pen) == (0.9, 40, 0.9, 1.0)
     assert SamplerSettings.from_preset("Deterministic").greedy
     assert SamplerSettings.from_preset("ggml example", temperature=0.2).temperature == 0.2
-    assert set(PRESETS) == {"KoboldCpp default", "ggml example", "Deterministic"}
+    creative = SamplerSettings.from_preset("Creative (DRY + XTC)")
+    assert (creative.dry_multiplier, creative.xtc_probability, creative.top_k, creative.rep_pen) == (0.8, 0.5, 0, 1.0)
+    assert creative.dry_sequence_breakers == ("\n", ":", "\"", "*")
+    assert SamplerSettings.from_preset("Smooth").smoothing_factor == 0.25
+    assert set(PRESETS) == {"KoboldCpp default", "ggml example", "Deterministic", "Creative (DRY + XTC)", "Smooth"}
 
 
 # -- KoboldCpp's newer samplers: DRY, XTC, dynamic temperature, smoothing ---------------------

@@ -170,13 +170,26 @@ def _prob(logprob) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+# Samplers KoboldCpp (>= 1.74) and llama.cpp's server both take under these names.
+DRY_XTC_DYNATEMP = ("dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n",
+                    "dry_sequence_breakers", "xtc_threshold", "xtc_probability", "dynatemp_range",
+                    "dynatemp_exponent")
+
+
+def _dry_xtc_dynatemp(s: SamplerSettings) -> dict:
+    values = {name: getattr(s, name) for name in DRY_XTC_DYNATEMP}
+    values["dry_sequence_breakers"] = list(s.dry_sequence_breakers)
+    return values
+
+
 class KoboldCppBackend(RemoteBackend):
     """KoboldCpp (and our own server): native API, SSE stream, genkey abort, tokencount."""
 
     kind = "KoboldCpp"
     supported_samplers = frozenset({"temperature", "top_k", "top_a", "tfs", "typical", "top_p", "min_p", "rep_pen",
                                     "rep_pen_range", "rep_pen_slope", "presence_penalty", "mirostat",
-                                    "mirostat_tau", "mirostat_eta", "logit_bias", "banned_tokens", "order", "seed"})
+                                    "mirostat_tau", "mirostat_eta", "logit_bias", "banned_tokens", "order", "seed",
+                                    *DRY_XTC_DYNATEMP, "smoothing_factor", "smoothing_curve", "banned_phrases"})
 
     def __init__(self, client: HttpClient, version: str = ""):
         super().__init__(client)
@@ -208,6 +221,8 @@ class KoboldCppBackend(RemoteBackend):
                 "stop_sequence": stop, "trim_stop": True,
                 "logit_bias": {str(k): v for k, v in s.logit_bias.items()},
                 "custom_token_bans": ",".join(str(t) for t in s.banned_tokens)}
+        body.update(_dry_xtc_dynatemp(s), smoothing_factor=s.smoothing_factor, smoothing_curve=s.smoothing_curve,
+                    banned_tokens=list(s.banned_phrases))      # KoboldCpp's name for phrase bans
         if max_context:
             body["max_context_length"] = max_context
         if s.frequency_penalty:
@@ -342,7 +357,7 @@ class LlamaCppBackend(OpenAIBackend):
 
     kind = "llama.cpp server"
     supported_samplers = OpenAIBackend.supported_samplers | {"typical", "tfs", "rep_pen_range", "mirostat",
-                                                             "mirostat_tau", "mirostat_eta"}
+                                                             "mirostat_tau", "mirostat_eta", *DRY_XTC_DYNATEMP}
     TOKENIZERS = (("/tokenize", "content", "tokens"),)
 
     def __init__(self, client: HttpClient, props: dict | None = None):
@@ -356,7 +371,9 @@ class LlamaCppBackend(OpenAIBackend):
         body = super()._body(prompt, settings, memory, max_tokens, stop, alternatives)
         s = settings
         body.update(typical_p=s.typical, tfs_z=s.tfs, repeat_last_n=s.rep_pen_range, mirostat=s.mirostat,
-                    mirostat_tau=s.mirostat_tau, mirostat_eta=s.mirostat_eta)
+                    mirostat_tau=s.mirostat_tau, mirostat_eta=s.mirostat_eta, **_dry_xtc_dynatemp(s))
+        if s.dry_penalty_last_n == 0:
+            body["dry_penalty_last_n"] = -1      # llama.cpp: -1 is the whole context, 0 switches DRY off
         if alternatives:
             body["n_probs"] = alternatives
         return body

@@ -51,7 +51,30 @@ SAMPLER_ROWS = (
     SamplerRow("mirostat", "Mirostat mode", 0, 2, 1, "0 = off, 1 = Mirostat, 2 = Mirostat 2.0", "mirostatSlider"),
     SamplerRow("mirostat_tau", "Mirostat tau", 0.0, 10.0, 100, "target surprise", "mirostatTauSlider"),
     SamplerRow("mirostat_eta", "Mirostat eta", 0.0, 1.0, 100, "learning rate", "mirostatEtaSlider"),
+    SamplerRow("dry_multiplier", "DRY multiplier", 0.0, 5.0, 100,
+               "penalize tokens that would continue a repetition (0 = off; 0.8 is a common choice)", "dryMultiplierSlider"),
+    SamplerRow("dry_base", "DRY base", 1.0, 4.0, 100, "how fast the penalty grows with the repetition's length",
+               "dryBaseSlider"),
+    SamplerRow("dry_allowed_length", "DRY allowed length", 0, 20, 1, "repetitions this long go unpenalized",
+               "dryAllowedLengthSlider"),
+    SamplerRow("dry_penalty_last_n", "DRY range", 0, 2048, 1, "how many recent tokens are searched (0 = all)",
+               "dryRangeSlider"),
+    SamplerRow("xtc_threshold", "XTC threshold", 0.0, 0.5, 100,
+               "tokens at least this likely are excluded, all but the least likely of them", "xtcThresholdSlider"),
+    SamplerRow("xtc_probability", "XTC probability", 0.0, 1.0, 100, "how often XTC applies (0 = off)",
+               "xtcProbabilitySlider"),
+    SamplerRow("dynatemp_range", "Dyn. temp. range", 0.0, 3.0, 100,
+               "temperature varies by ± this with the model's certainty (0 = off)", "dynatempRangeSlider"),
+    SamplerRow("dynatemp_exponent", "Dyn. temp. exponent", 0.0, 5.0, 100, "shape of the dynamic temperature curve",
+               "dynatempExponentSlider"),
+    SamplerRow("smoothing_factor", "Smoothing factor", 0.0, 10.0, 100,
+               "quadratic sampling: raise likely tokens, cut the tail (0 = off)", "smoothingFactorSlider"),
+    SamplerRow("smoothing_curve", "Smoothing curve", 1.0, 3.0, 100, "1 = quadratic; higher = steeper tail cut",
+               "smoothingCurveSlider"),
 )
+
+# Settings kept as lists of strings, one per line in a text box (saved in stories and presets).
+LIST_SETTINGS = ("dry_sequence_breakers", "banned_phrases")
 
 
 class _RowBinding:
@@ -117,14 +140,18 @@ class SamplingPanel(QWidget):
         self.alternatives_spin = QSpinBox(objectName="alternativesSpin", minimum=1, maximum=MAX_ALTERNATIVES, value=1)
         self.alternatives_spin.setToolTip("How many continuations one press of Generate writes: they are "
                                           "siblings in the story tree; Alt+Left / Alt+Right switch between them")
-        self.stop_edit = QPlainTextEdit(objectName="stopSequencesEdit")
-        self.stop_edit.setPlaceholderText("one stop sequence per line")
-        self.stop_edit.setFixedHeight(self.fontMetrics().lineSpacing() * 4)
+        self.stop_edit = self._lines_edit("stopSequencesEdit", "one stop sequence per line")
+        self.breakers_edit = self._lines_edit("drySequenceBreakersEdit", "one DRY sequence breaker per line")
+        self.breakers_edit.setToolTip("A repetition never reaches back across these (\\n is a new line)")
+        self.banned_edit = self._lines_edit("bannedPhrasesEdit", "one phrase per line (at most 48)")
+        self.banned_edit.setToolTip("Phrases that never appear: the generation backs up and writes something else")
         form.addRow("Max new tokens", self.max_tokens_spin)
         form.addRow("Context size", self.context_spin)
         form.addRow("Seed", self.seed_spin)
         form.addRow("Alternatives", self.alternatives_spin)
         form.addRow("Stop sequences", self.stop_edit)
+        form.addRow("DRY breakers", self.breakers_edit)
+        form.addRow("Banned phrases", self.banned_edit)
 
         inner = QWidget()
         inner.setLayout(form)
@@ -144,7 +171,17 @@ class SamplingPanel(QWidget):
         self.preset_picker.setCurrentText(DEFAULT_PRESET)
         for widget in (self.max_tokens_spin, self.context_spin, self.seed_spin, self.alternatives_spin):
             widget.valueChanged.connect(self.settingsChanged)
-        self.stop_edit.textChanged.connect(self.settingsChanged)
+        for edit in (self.stop_edit, self.breakers_edit, self.banned_edit):
+            edit.textChanged.connect(self.settingsChanged)
+
+    def _lines_edit(self, object_name: str, placeholder: str) -> QPlainTextEdit:
+        edit = QPlainTextEdit(objectName=object_name)
+        edit.setPlaceholderText(placeholder)
+        edit.setFixedHeight(self.fontMetrics().lineSpacing() * 4)
+        return edit
+
+    def _list_edits(self) -> dict:
+        return {"dry_sequence_breakers": self.breakers_edit, "banned_phrases": self.banned_edit}
 
     def sizeHint(self) -> QSize:
         # room for the longest label, a usable slider and a spin box
@@ -181,6 +218,8 @@ class SamplingPanel(QWidget):
             values["order"] = base["order"]
         seed = self.seed_spin.value()
         values["seed"] = None if seed < 0 else seed
+        for name, edit in self._list_edits().items():
+            values[name] = _lines(edit)
         return SamplerSettings(**values)
 
     def values(self) -> dict:
@@ -190,6 +229,8 @@ class SamplingPanel(QWidget):
         out["n_ctx"] = self.context_spin.value()
         out["seed"] = self.seed_spin.value()
         out["alternatives"] = self.alternatives_spin.value()
+        for name, edit in self._list_edits().items():
+            out[name] = _lines(edit)
         return out
 
     def apply_values(self, values: dict) -> None:
@@ -203,12 +244,16 @@ class SamplingPanel(QWidget):
             v = values.get(key)
             if isinstance(v, int) and not isinstance(v, bool):
                 spin.setValue(v)
+        for name, edit in self._list_edits().items():
+            v = values.get(name)
+            if isinstance(v, (list, tuple)) and all(isinstance(item, str) for item in v):
+                _set_lines(edit, v)
 
     def stop_sequences(self) -> list[str]:
-        return [line.replace("\\n", "\n") for line in self.stop_edit.toPlainText().splitlines() if line]
+        return _lines(self.stop_edit)
 
     def set_stop_sequences(self, stops: list[str]) -> None:
-        self.stop_edit.setPlainText("\n".join(s.replace("\n", "\\n") for s in stops))
+        _set_lines(self.stop_edit, stops)
 
     def set_supported(self, names, server: str = "") -> None:
         """Grey out the samplers a remote server ignores (`names`: the SamplerSettings fields it
@@ -253,9 +298,10 @@ class SamplingPanel(QWidget):
         self.preset_picker.blockSignals(False)
 
     def on_preset_picker_changed(self, name: str) -> None:
-        if name in PRESETS:   # a preset sets the samplers, never the seed or lengths
+        if name in PRESETS:   # a preset sets the samplers, never the seed, lengths or banned phrases
             values = SamplerSettings.from_preset(name).to_dict()
             values.pop("seed", None)
+            values.pop("banned_phrases", None)
             self.apply_values(values)
         elif name in self._user_presets:
             self.apply_values(self._user_presets[name])
@@ -271,6 +317,15 @@ class SamplingPanel(QWidget):
         self._fill_presets()
         self.preset_picker.setCurrentText(name)
         self.presetSaved.emit(name, values)
+
+
+def _lines(edit: QPlainTextEdit) -> list[str]:
+    """One string per non-empty line; a typed \\n stands for a new line."""
+    return [line.replace("\\n", "\n") for line in edit.toPlainText().splitlines() if line]
+
+
+def _set_lines(edit: QPlainTextEdit, items) -> None:
+    edit.setPlainText("\n".join(s.replace("\n", "\\n") for s in items))
 
 
 __all__ = ["SamplingPanel", "SAMPLER_ROWS", "DEFAULT_PRESET"]
