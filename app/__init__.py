@@ -8,6 +8,6 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # `app.MainWindow` imports Qt only when asked for, so `python -m app.models` stays Qt-free.
     if name == "MainWindow":
-        from app.mainwindow import MainWindow
+        from app.window.mainwindow import MainWindow
         return MainWindow
     raise AttributeError(f"module 'app' has no attribute {name!r}")

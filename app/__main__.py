@@ -35,50 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_window(args) -> int:
-    """Start the Qt application with the main window; returns the exit code."""
-    from PySide6.QtCore import QCoreApplication, Qt
-    from PySide6.QtGui import QGuiApplication, QIcon
-    from PySide6.QtWidgets import QApplication
-
-    from app.bundled import icon_path
-    from app.mainwindow import MainWindow, startup_model
-
-    QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
-    QCoreApplication.setOrganizationName("NeoXWriter")
-    QCoreApplication.setApplicationName("NeoX Writer")
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setWindowIcon(QIcon(str(icon_path())))
-    app.setDesktopFileName("neox-writer")          # matches the entry --install-desktop-entry writes
-    window = MainWindow()
-    window.show()
-    model = args.model or startup_model(window.settings)
-    if model:
-        window.open_model(model)
-    if args.story:
-        window.open_story(args.story)
-    if args.screenshot:
-        _screenshot_when_ready(window, args.screenshot, app)
-    code = app.exec()
-    window.shutdown()            # after app.exit() the window may never have been closed
-    window.writer.shutdown()
-    return code
-
-
-def _screenshot_when_ready(window, path: str, app) -> None:
-    """Grab the window after the model has loaded (or after 60 s if none does), then quit."""
-    from PySide6.QtCore import QTimer
-
-    def grab():
-        app.processEvents()
-        ok = window.grab().save(path)
-        print(f"screenshot {'saved to ' + path if ok else 'could not be written to ' + path}", flush=True)
-        app.exit(0 if ok else 1)
-
-    window.modelLoaded.connect(lambda *_: QTimer.singleShot(500, grab))
-    QTimer.singleShot(60_000, grab)
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--server" in argv:                       # the server has its own options (host, port, key, ...)
@@ -91,6 +47,7 @@ def main(argv=None) -> int:
     if args.self_test:
         from app.selftest import run_self_test
         return run_self_test(args.model, args.report)
+    from app.window.application import run_window
     return run_window(args)
 
 

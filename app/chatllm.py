@@ -55,6 +55,29 @@ class TokenPiece:
     alternatives: tuple          # ((text, token id, probability), ...) most likely first
 
 
+def freeze_heap() -> None:
+    """Move every object alive now (Qt wrappers, numpy, numba, the model) out of the garbage
+    collector's reach. A full collection otherwise walks them all and holds the GIL for
+    50-100 ms, which stalls the GUI in the middle of streaming; new objects are still collected."""
+    gc.collect()
+    gc.freeze()
+
+
+def normalise_newlines(text: str) -> str:
+    """One kind of line break. The story view (Qt) shows "\r", "\r\n" and U+2028/U+2029 as a
+    plain "\n"; normalising here, before a piece is made, keeps the story's text and the view's
+    the same string, so the story never has to be read back from the view."""
+    if "\r" in text or "\u2028" in text or "\u2029" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n")
+    return text
+
+
+def make_piece(event, alternatives) -> TokenPiece:
+    """The TokenPiece of an engine TokenEvent, its text and its alternatives' normalised."""
+    return TokenPiece(normalise_newlines(event.text), int(event.token), float(event.probability),
+                      tuple((normalise_newlines(text), token, p) for text, token, p in alternatives))
+
+
 def warm_up(model, generator) -> None:
     """Run everything a generation touches once while the model is loading: both evaluation
     paths (a batch, then one token) so a JIT backend compiles now, and a two-token generation
@@ -86,7 +109,7 @@ class LLMWorker(QObject):
     tokensReady = Signal(int, list)            # request id, [TokenPiece]
     speedChanged = Signal(float)               # tokens per second of the running generation
     generationWaiting = Signal(int, str)       # request id, why it has not started yet
-    generationFinished = Signal(int, dict)     # request id, summary (stop reason, seed, speeds, ...)
+    generationFinished = Signal(int, object)   # request id, engine DoneEvent (None: stopped before it started)
     generationFailed = Signal(int, str)        # request id, message
     contextReady = Signal(object)              # Context
     contextFailed = Signal(str)
@@ -188,7 +211,7 @@ class LLMWorker(QObject):
             self.generationFailed.emit(rid, "No model is loaded.")
             return
         if not source.remote and not self._wait_for_engine(rid):
-            self.generationFinished.emit(rid, _summary(None))
+            self.generationFinished.emit(rid, None)
             return
         self.tokens_generated = 0
         try:
@@ -216,15 +239,14 @@ class LLMWorker(QObject):
                 if not hasattr(event, "token"):          # the DoneEvent
                     if batch:
                         self.tokensReady.emit(rid, batch)
-                    self.generationFinished.emit(rid, _summary(event))
+                    self.generationFinished.emit(rid, event)     # frozen: safe to hand across threads
                     return
                 now = time.perf_counter()
                 if started is None:
                     started = now
                 n += 1
                 self.tokens_generated = n
-                batch.append(TokenPiece(event.text, int(event.token), float(event.probability),
-                                        source.alternatives(event)))
+                batch.append(make_piece(event, source.alternatives(event)))
                 if now - last_emit >= BATCH_SECONDS:
                     self.tokensReady.emit(rid, batch)
                     if n > 1 and now > started:
@@ -242,19 +264,6 @@ class LLMWorker(QObject):
         if self.source is not None:
             with self.engine_lock:
                 self.source.reset()
-
-
-def _summary(event) -> dict:
-    """The window's summary of a finished generation (None: stopped before it started)."""
-    if event is None:
-        return {"stop_reason": "cancelled", "seed": None, "text": "", "gen_tokens": 0, "tokens_per_second": 0.0,
-                "prompt_tokens": 0, "prompt_tokens_reused": 0, "prompt_tokens_dropped": 0,
-                "prompt_tokens_per_second": 0.0, "stop_sequence": None}
-    return {"stop_reason": event.stop_reason, "seed": event.seed, "text": event.text,
-            "gen_tokens": event.gen_tokens, "tokens_per_second": event.gen_tokens_per_s,
-            "prompt_tokens": event.prompt_tokens, "prompt_tokens_reused": event.prompt_tokens_reused,
-            "prompt_tokens_dropped": event.prompt_tokens_dropped,
-            "prompt_tokens_per_second": event.prompt_tokens_per_s, "stop_sequence": event.stop_sequence}
 
 
 def _is_remote_error(e: Exception) -> bool:

@@ -41,7 +41,7 @@ def run_self_test(model: str | None, report_file: str | None = None) -> int:
     app = QCoreApplication.instance() or QCoreApplication(sys.argv[:1])
     llm = ChatLLM()
     loop = QEventLoop()
-    state = {"info": None, "error": None, "pieces": [], "summary": None}
+    state = {"info": None, "error": None, "pieces": [], "done": None}
 
     def finish(*_):
         loop.quit()
@@ -57,8 +57,8 @@ def run_self_test(model: str | None, report_file: str | None = None) -> int:
     def on_tokens(_rid, pieces):
         state["pieces"].extend(pieces)
 
-    def on_finished(_rid, summary):
-        state["summary"] = summary
+    def on_finished(_rid, done):
+        state["done"] = done
         loop.quit()
 
     def on_failed(_rid, message):
@@ -86,19 +86,19 @@ def run_self_test(model: str | None, report_file: str | None = None) -> int:
                                        settings=settings, max_new_tokens=SELF_TEST_TOKENS))
         timer.start(TIMEOUT_S * 1000)
         loop.exec()
-        if state["error"] or state["summary"] is None:
+        if state["error"] or state["done"] is None:
             _report("self-test FAILED: " + (state["error"] or "generation timed out"), report_file)
             return 1
         n = len(state["pieces"])
         if n == 0:
             _report("self-test FAILED: the model produced no tokens", report_file)
             return 1
-        summary = state["summary"]
+        done = state["done"]
         text = "".join(p.text for p in state["pieces"]).replace("\n", " ")
         info = state["info"]
         _report(f"self-test OK: {Path(path).name} ({info.get('weight_type')}, {info.get('backend')}) "
-                f"load {t_loaded - t_start:.1f}s, {n} tokens at {summary.get('tokens_per_second', 0):.1f} tok/s, "
-                f"stop {summary.get('stop_reason')}: {text[:60]!r}", report_file)
+                f"load {t_loaded - t_start:.1f}s, {n} tokens at {done.gen_tokens_per_s:.1f} tok/s, "
+                f"stop {done.stop_reason}: {text[:60]!r}", report_file)
         return 0
     finally:
         llm.shutdown()

@@ -56,7 +56,7 @@ def window(qtbot, home):   # noqa: F811
 def connect(qtbot, window, url: str, key: str = KEY, kind: str = "Detect"):
     """Open the dialog from the model picker, connect, and use the server."""
     find(window, QPushButton, "remoteServerButton").click()
-    dialog = window.remote_dialog
+    dialog = window.dialogs.remote_dialog
     dialog.url_edit.setText(url)
     dialog.key_edit.setText(key)
     dialog.kind_picker.setCurrentText(kind)
@@ -91,12 +91,12 @@ def test_the_story_streams_from_a_remote_server(qtbot, window, remote, engine):
     assert len(streamed) >= 2                                # arrived in several batches
     expected = local_greedy(engine, PROMPT, 40)
     assert window.story_view.toPlainText() == PROMPT + expected.text
-    assert window.story.generations[-1].text == expected.text
+    assert window.document.story.generations[-1].text == expected.text
     # KoboldCpp streams text pieces, not tokens: a token that completes no character sends none
-    assert 1 <= summary["gen_tokens"] <= expected.gen_tokens and summary["stop_reason"] == expected.stop_reason
+    assert 1 <= summary.gen_tokens <= expected.gen_tokens and summary.stop_reason == expected.stop_reason
     # token counts through the server's tokenizer (KoboldCpp streams no usage)
-    assert summary["prompt_tokens"] == len(engine.tokenizer.encode(PROMPT))
-    assert f"context {summary['prompt_tokens'] + summary['gen_tokens']}" in find(window, QLabel, "contextLabel").text()
+    assert summary.done.prompt_tokens == len(engine.tokenizer.encode(PROMPT))
+    assert f"context {summary.done.prompt_tokens + summary.gen_tokens}" in find(window, QLabel, "contextLabel").text()
 
 
 def test_remote_alternatives_are_text_and_choosing_one_regenerates(qtbot, window, remote):
@@ -137,11 +137,11 @@ def test_stop_aborts_the_remote_generation(qtbot, window, remote):
         qtbot.waitUntil(lambda: len(window.story_view.tokens) >= 1, timeout=WAIT)
         find(window, QWidget, "stopButton").click()
     summary = done.args[0]
-    assert summary["stop_reason"] == "cancelled" and 1 <= summary["gen_tokens"] < 100
+    assert summary.stop_reason == "cancelled" and 1 <= summary.gen_tokens < 100
     qtbot.waitUntil(lambda: bool(remote.slow.finished), timeout=WAIT)
     assert remote.slow.finished[-1].stop_reason == "cancelled"          # the server stopped too
     text = window.story_view.toPlainText()
-    assert text.startswith(PROMPT) and window.story.text == text and not window.story_view.isReadOnly()
+    assert text.startswith(PROMPT) and window.document.story.text == text and not window.story_view.isReadOnly()
 
 
 def test_an_unreachable_server_is_reported_and_the_story_kept(qtbot, window, remote):
@@ -150,21 +150,21 @@ def test_an_unreachable_server_is_reported_and_the_story_kept(qtbot, window, rem
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     find(window, QPushButton, "remoteServerButton").click()
-    dialog = window.remote_dialog
+    dialog = window.dialogs.remote_dialog
     dialog.url_edit.setText(f"127.0.0.1:{closed}")
     dialog.connect_button.click()
     qtbot.waitUntil(lambda: dialog.status.text().startswith("Could not connect"), timeout=WAIT)
     assert "127.0.0.1" in dialog.status.text() and not dialog.use_button.isEnabled()
     dialog.reject()
 
-    assert window.model_info is None and window.story_view.toPlainText() == "A story that must survive."
+    assert window.models.info is None and window.story_view.toPlainText() == "A story that must survive."
 
     # a wrong key: the server lets clients detect it, then refuses to generate, saying why
     connect(qtbot, window, remote.url, key="wrong")
     with qtbot.waitSignal(window.errorShown, timeout=WAIT) as error:
         find(window, QWidget, "generateButton").click()
     assert "key" in error.args[0].lower()
-    assert window.story_view.toPlainText() == "A story that must survive." and not window.busy()
+    assert window.story_view.toPlainText() == "A story that must survive." and not window.generation.busy()
 
     # the server goes away after connecting: the generation fails with a message, the text stays
     connect(qtbot, window, remote.url)
@@ -174,8 +174,8 @@ def test_an_unreachable_server_is_reported_and_the_story_kept(qtbot, window, rem
         window.story_view.setPlainText(story)
         find(window, QWidget, "generateButton").click()
     assert "could not" in error.args[0].lower() or "refused" in error.args[0].lower()
-    assert window.story_view.toPlainText() == story and window.story.text == story
-    assert not window.story_view.isReadOnly() and not window.busy()
+    assert window.story_view.toPlainText() == story and window.document.story.text == story
+    assert not window.story_view.isReadOnly() and not window.generation.busy()
 
 
 def test_loading_a_local_model_after_a_remote_one(qtbot, window, remote, model_path):   # noqa: F811

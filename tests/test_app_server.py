@@ -118,7 +118,7 @@ def test_toggle_serves_the_loaded_model_and_off_closes_the_port(qtbot, window):
     # the same greedy continuation as the window's own generation of the same prompt
     find(window, QWidget, "presetPicker").setCurrentText("Deterministic")
     summary = generate(qtbot, window, PROMPT, max_tokens=40)
-    assert summary["text"] == text
+    assert summary.text == text
 
     assert window.settings.get("server_enabled") and window.settings.get("server_port") == port
     unserve(qtbot, window)
@@ -141,7 +141,7 @@ def test_gui_and_server_generations_at_once(qtbot, window):
     qtbot.waitUntil(lambda: window.local_server.server.queue.busy, timeout=WAIT)
     summary = generate(qtbot, window, PROMPT, max_tokens=20)
     assert waiting and "API server" in waiting[0]
-    assert summary["gen_tokens"] >= 1 and window.story_view.toPlainText().startswith(PROMPT)
+    assert summary.gen_tokens >= 1 and window.story_view.toPlainText().startswith(PROMPT)
     qtbot.waitUntil(lambda: not server_job["thread"].is_alive(), timeout=WAIT)
     status, body = server_job["result"]
     assert status == 200 and body["results"][0]["text"]
@@ -157,7 +157,7 @@ def test_gui_and_server_generations_at_once(qtbot, window):
     qtbot.waitUntil(lambda: not server_job["thread"].is_alive(), timeout=WAIT)
     status, body = server_job["result"]
     assert status == 200 and body["choices"][0]["text"]
-    assert gui_done.args[0]["stop_reason"] in ("length", "eos")
+    assert gui_done.args[0].stop_reason in ("length", "eos")
 
     # 3. Stop while the GUI waits for the server: nothing generated, the story untouched
     server_job = in_thread(lambda: call(url, "POST", "/api/v1/generate",
@@ -170,7 +170,7 @@ def test_gui_and_server_generations_at_once(qtbot, window):
         qtbot.waitUntil(lambda: "API server" in window.statusBar().currentMessage(), timeout=WAIT)
         assert waiting
         find(window, QWidget, "stopButton").click()
-    assert stopped.args[0]["stop_reason"] == "cancelled" and stopped.args[0]["gen_tokens"] == 0
+    assert stopped.args[0].stop_reason == "cancelled" and stopped.args[0].gen_tokens == 0
     assert window.story_view.toPlainText() == before and not window.story_view.isReadOnly()
     qtbot.waitUntil(lambda: not server_job["thread"].is_alive(), timeout=WAIT)
     assert server_job["result"][0] == 200

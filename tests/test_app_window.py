@@ -20,7 +20,7 @@ from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QComboBox, QMessageBox, QPlainTextEdit, QSlider, QSpinBox, QWidget  # noqa: E402
 
 from app.autosave import autosave_path  # noqa: E402
-from app.mainwindow import MainWindow  # noqa: E402
+from app.window.mainwindow import MainWindow  # noqa: E402
 
 PROMPT = "Once upon a time"
 WAIT = 60_000     # ms; a generous bound for a loaded CI machine, not a speed assertion
@@ -96,11 +96,11 @@ def test_tokens_stream_in_over_many_updates(qtbot, window):
     window.story_view.document().contentsChange.connect(lambda pos, rem, add: changes.append(add))
     summary = generate(qtbot, window, PROMPT, max_tokens=90, seed=7)   # seed 7 runs to the length limit
     streamed = [c for c in changes[1:] if c]     # changes[0] is setting the prompt
-    assert summary["gen_tokens"] == 90
+    assert summary.gen_tokens == 90
     assert len(streamed) >= 2 and max(streamed) < sum(streamed)
     text = window.story_view.toPlainText()
     assert text.startswith(PROMPT) and len(text) > len(PROMPT)
-    assert window.story.generations[-1].text == text[len(PROMPT):]
+    assert window.document.story.generations[-1].text == text[len(PROMPT):]
     assert window.story_view.has_mark() and not window.story_view.isReadOnly()
     assert "tok/s" in find(window, QWidget, "tokensPerSecondLabel").text()
 
@@ -112,13 +112,13 @@ def test_stop_ends_a_long_generation_within_one_token(qtbot, window):
     def stop_at_first_batch(request_id, pieces):
         # runs in the engine thread between two tokens, so the count is exact
         if not seen:
-            window.stop()
+            window.generation.stop()
             seen["tokens"] = worker.tokens_generated
     worker.tokensReady.connect(stop_at_first_batch, Qt.DirectConnection)
     summary = generate(qtbot, window, PROMPT, max_tokens=100, seed=7)
-    assert summary["stop_reason"] == "cancelled"
-    assert summary["gen_tokens"] <= seen["tokens"] + 1 < 100
-    assert not window.story_view.isReadOnly() and window.generate_action.isEnabled()
+    assert summary.stop_reason == "cancelled"
+    assert summary.gen_tokens <= seen["tokens"] + 1 < 100
+    assert not window.story_view.isReadOnly() and window.commands.generate.isEnabled()
 
 
 def test_untouched_generated_text_keeps_its_mark_and_tokens(qtbot, window):
@@ -130,9 +130,9 @@ def test_untouched_generated_text_keeps_its_mark_and_tokens(qtbot, window):
     view.moveCursor(QTextCursor.End)
     QTest.keyClicks(view, " And")
     assert view.tokens == tokens and view.toPlainText().endswith(" And")
-    window.on_edit_timer_timeout()               # the typing pause: the story takes the text
+    window.document.on_edit_timer_timeout()      # the typing pause: one undo step, the view shows the tree
     assert [s.piece.token for s in view.tokens] == [s.piece.token for s in tokens]
-    assert window.story.tree[window.story.tree.current].text == " And"      # the writer's own passage
+    assert window.document.story.tree[window.document.story.tree.current].text == " And"   # the writer's own passage
     view.moveCursor(QTextCursor.Start)
     QTest.keyClicks(view, "So. ")
     assert [s.start for s in view.tokens] == [s.start + 4 for s in tokens]  # moved with the text
@@ -164,7 +164,7 @@ def test_editing_is_blocked_while_generating(qtbot, window):
 
 
 def test_retry_undo_redo(qtbot, window):
-    first = generate(qtbot, window, PROMPT, seed=1)["text"]
+    first = generate(qtbot, window, PROMPT, seed=1).text
     find(window, QSpinBox, "seedSpin").setValue(2)
     with qtbot.waitSignal(window.generationFinished, timeout=WAIT):
         find(window, QWidget, "retryButton").click()
@@ -179,15 +179,15 @@ def test_retry_undo_redo(qtbot, window):
     redo.click()
     redo.click()
     assert window.story_view.toPlainText() == PROMPT + second
-    assert not window.redo_action.isEnabled()
+    assert not window.commands.redo.isEnabled()
 
 
 def test_a_seed_reproduces_the_text(qtbot, window):
     a = generate(qtbot, window, PROMPT, seed=1234)
     with qtbot.waitSignal(window.generationFinished, timeout=WAIT) as blocker:
-        window.retry()
+        window.generation.retry()
     b = blocker.args[0]
-    assert a["seed"] == b["seed"] == 1234 and a["text"] == b["text"] and a["text"]
+    assert a.seed == b.seed == 1234 and a.text == b.text and a.text
 
 
 def test_choosing_an_alternative_token_regenerates_from_there(qtbot, window):
@@ -214,11 +214,11 @@ def test_invalid_model_shows_the_error_and_keeps_the_old_one(qtbot, window, mode
     with qtbot.waitSignal(window.errorShown, timeout=WAIT) as blocker:
         window.open_model(bad)
     assert str(bad) in blocker.args[0]
-    assert window.error_box is not None and window.error_box.isVisible()
-    assert str(bad) in window.error_box.text()
-    window.error_box.close()
-    assert window.model_info["path"] == str(model_path)
-    assert generate(qtbot, window, PROMPT, max_tokens=5, seed=7)["gen_tokens"] == 5
+    assert window.dialogs.error_box is not None and window.dialogs.error_box.isVisible()
+    assert str(bad) in window.dialogs.error_box.text()
+    window.dialogs.error_box.close()
+    assert window.models.info["path"] == str(model_path)
+    assert generate(qtbot, window, PROMPT, max_tokens=5, seed=7).gen_tokens == 5
 
 
 def test_save_and_open_round_trip(qtbot, window, tmp_path):
@@ -228,13 +228,13 @@ def test_save_and_open_round_trip(qtbot, window, tmp_path):
     path = tmp_path / "story.neoxstory.json"
     with written(qtbot, window, path):
         window.save_to(path)
-    saved = window.story.to_json()
-    assert not window.dirty and not window.windowTitle().startswith("*")
+    saved = window.document.story.to_json()
+    assert not window.document.dirty and not window.windowTitle().startswith("*")
     window.new_story()
     assert window.story_view.toPlainText() == ""
     with qtbot.waitSignal(window.storyOpened, timeout=WAIT):
         window.open_story(path)
-    assert window.story.to_json() == saved
+    assert window.document.story.to_json() == saved
     assert window.story_view.toPlainText() == saved["text"]
     assert find(window, QPlainTextEdit, "memoryEdit").toPlainText() == "The hero is brave."
     assert window.sampling.values()["seed"] == 3
@@ -246,7 +246,7 @@ def test_dry_xtc_dynatemp_smoothing_and_phrase_bans_on_the_panel(qtbot, window, 
     first = generate(qtbot, window, PROMPT, max_tokens=16, seed=5)
     written_text = window.story_view.toPlainText()[len(PROMPT):]
     phrase = written_text[3:9]
-    assert len(phrase) == 6 and first["gen_tokens"] == 16
+    assert len(phrase) == 6 and first.gen_tokens == 16
     for name, steps in (("dryMultiplierSlider", 80), ("xtcThresholdSlider", 10), ("xtcProbabilitySlider", 50),
                         ("dynatempRangeSlider", 30), ("smoothingFactorSlider", 25)):
         find(window, QSlider, name).setValue(steps)
@@ -294,18 +294,18 @@ def test_kobold_lite_import_and_export(qtbot, window, tmp_path):
     with qtbot.waitSignal(window.storyOpened, timeout=WAIT):
         window.open_story(src, imported=True)
     assert window.story_view.toPlainText() == "The cave was dark. A dragon woke. It roared."
-    assert window.story_path is None and window.dirty           # an import is a new, unsaved story
+    assert window.document.path is None and window.document.dirty           # an import is a new, unsaved story
     assert window.memory.world_info()[0].keys == ["dragon"]
     out = tmp_path / "export.json"
     with written(qtbot, window, out):
-        window.export_to(out, "kobold")
+        window.document.export_to(out, "kobold")
     exported = json.loads(out.read_text(encoding="utf-8"))
     assert exported["prompt"] == "The cave was dark."
     assert exported["actions"] == [" A dragon woke.", " It roared."]
     assert exported["memory"] == "You are a knight." and exported["worldinfo"][0]["content"] == "Dragons hate knights."
     for kind, name in (("text", "s.txt"), ("markdown", "s.md")):
         with written(qtbot, window, tmp_path / name):
-            window.export_to(tmp_path / name, kind)
+            window.document.export_to(tmp_path / name, kind)
     assert (tmp_path / "s.txt").read_text(encoding="utf-8") == window.story_view.toPlainText()
     assert (tmp_path / "s.md").read_text(encoding="utf-8").startswith("# ")
 
@@ -315,21 +315,21 @@ def test_autosave_recovery_after_a_crash(qtbot, home, model_path):
     crashed.story_view.setPlainText("Words that were never saved.")
     find(crashed, QPlainTextEdit, "memoryEdit").setPlainText("Remember me.")
     with written(qtbot, crashed, autosave_path()):
-        crashed.autosave_now()
+        crashed.document.autosave_now()
     assert autosave_path().is_file() and str(autosave_path()).startswith(str(home))
     # the crash: no closeEvent, no clean-up of the autosave
     crashed.llm.shutdown()
     crashed.hide()
 
     again = make_window(qtbot)
-    qtbot.waitUntil(lambda: again.recovery is not None, timeout=WAIT)
+    qtbot.waitUntil(lambda: again.document.recovery is not None, timeout=WAIT)
     question = again.findChild(QMessageBox, "questionBox")
     assert question is not None and question.isVisible()
     question.button(QMessageBox.Yes).click()
     assert again.story_view.toPlainText() == "Words that were never saved."
     assert find(again, QPlainTextEdit, "memoryEdit").toPlainText() == "Remember me."
-    assert again.dirty
-    again.dirty = False                   # a clean exit without changes removes the autosave
+    assert again.document.dirty
+    again.document.dirty = False                   # a clean exit without changes removes the autosave
     again.close()
     assert not autosave_path().exists()
 
@@ -368,14 +368,14 @@ def test_chat_mode_uses_the_template(qtbot, window):
     turns = window.chat_view.turns
     assert [t.role for t in turns] == ["user", "bot"] and turns[0].text == "Name a colour."
     assert "### End" not in turns[1].text and turns[1].text == turns[1].text.strip()
-    assert window.story.chat_turns[-1].text == turns[1].text
+    assert window.document.story.chat_turns[-1].text == turns[1].text
     with qtbot.waitSignal(window.generationFinished, timeout=WAIT):
         window.chat_view.regenerate_button.click()
     assert [t.role for t in window.chat_view.turns] == ["user", "bot"]
     first = window.chat_view.transcript.topLevelItem(0)       # editing a turn (what a double-click opens)
     assert first.text(0) == window.chat_view.user_name
     first.setText(1, "Name a fruit.")
-    assert window.story.chat_turns[0].text == "Name a fruit." and window.dirty
+    assert window.document.story.chat_turns[0].text == "Name a fruit." and window.document.dirty
     with qtbot.waitSignal(window.generationFinished, timeout=WAIT):
         window.chat_view.regenerate_button.click()
     assert "### Instruction:\nName a fruit." in requests[-1].text
@@ -404,7 +404,7 @@ def test_settings_persist_between_runs(qtbot, home, model_path):
     with qtbot.waitSignal(first.modelLoaded, timeout=WAIT):
         first.open_model(model_path)
     find(first, QSlider, "topKSlider").setValue(17)
-    first.set_font_size(15)
+    first.appearance.set_font_size(15)
     first.close()
     second = make_window(qtbot, check_recovery=False)
     assert find(second, QSlider, "topKSlider").value() == 17
@@ -420,9 +420,9 @@ def test_dark_theme_applies_and_persists(qtbot, home):
 
     def window_lightness():
         return QApplication.palette().color(QPalette.Window).lightness()
-    next(a for a in w.theme_group.actions() if a.data() == "dark").trigger()
+    next(a for a in w.commands.theme_group.actions() if a.data() == "dark").trigger()
     assert window_lightness() < 100 and w.settings.get("theme") == "dark"
-    next(a for a in w.theme_group.actions() if a.data() == "system").trigger()
+    next(a for a in w.commands.theme_group.actions() if a.data() == "system").trigger()
     assert window_lightness() > 150 and w.settings.get("theme") == "system"
     w.close()
 
@@ -443,12 +443,12 @@ def test_unsaved_changes_are_never_discarded_without_asking(qtbot, home, monkeyp
 
 
 def test_a_model_larger_than_free_memory_asks_first(qtbot, window, model_path, monkeypatch):
-    monkeypatch.setattr("app.mainwindow.free_ram_bytes", lambda: 1000)
+    monkeypatch.setattr("app.modelloader.free_ram_bytes", lambda: 1000)
     window.open_model(model_path)
     question = window.findChild(QMessageBox, "questionBox")
     assert question is not None and "memory" in question.text()
     question.button(QMessageBox.No).click()
-    assert not window.llm.loading and window.model_info["path"] == str(model_path)
+    assert not window.llm.loading and window.models.info["path"] == str(model_path)
 
 
 def test_model_picker_lists_installed_then_catalog(qtbot, home):
@@ -483,7 +483,7 @@ def test_presets_and_user_presets(qtbot, window):
     assert window.sampling.sampler_settings().top_k == 100
     picker.setCurrentText("mine")
     assert window.sampling.sampler_settings().top_k == 23
-    assert find(window, QSpinBox, "contextSizeSpin").maximum() == window.model_info["n_ctx"]
+    assert find(window, QSpinBox, "contextSizeSpin").maximum() == window.models.info["n_ctx"]
 
 
 def test_model_picker_downloads_with_progress_and_cancel(qtbot, home, tmp_path):
@@ -535,10 +535,10 @@ def test_a_bad_setting_is_reported_and_the_story_stays_editable(qtbot, window):
     window.story_view.setPlainText(PROMPT)
     find(window, QSpinBox, "maxTokensSpin").setValue(500)          # more than the 128-token context
     with qtbot.waitSignal(window.errorShown, timeout=WAIT) as blocker:
-        window.generate()
+        window.generation.generate()
     assert "max_tokens" in blocker.args[0]
-    assert not window.busy() and not window.story_view.isReadOnly()
-    assert window.story_view.toPlainText() == PROMPT and window.generate_action.isEnabled()
+    assert not window.generation.busy() and not window.story_view.isReadOnly()
+    assert window.story_view.toPlainText() == PROMPT and window.commands.generate.isEnabled()
 
 
 def test_loading_says_when_it_prepares_the_engine(qtbot, home, model_path):
@@ -548,5 +548,5 @@ def test_loading_says_when_it_prepares_the_engine(qtbot, home, model_path):
     with qtbot.waitSignal(w.modelLoaded, timeout=WAIT):
         w.open_model(model_path)
     assert any(s.startswith("Preparing the engine") for s in stages)
-    assert not w.model_label.text().startswith("Preparing")     # replaced once the model is ready
+    assert not w.status.model_label.text().startswith("Preparing")     # replaced once the model is ready
     w.close()

@@ -105,3 +105,33 @@ def test_the_engine_imports_nothing_of_the_app():
     offenders = {name: sorted(m for m in deps if m.split(".")[0] == "app")
                  for name, deps in import_graph().items() if name.split(".")[0] == "engine"}
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_qt_widgets_only_in_the_window_and_the_widgets():
+    """Controllers, the document, the engine thread and the server stay usable without widgets."""
+    allowed = ("app.window", "app.widgets")
+    offenders = sorted(name for name, path in project_modules().items()
+                       if "PySide6.QtWidgets" in imported_names(path, name, {}) and not name.startswith(allowed))
+    assert offenders == []
+
+
+def test_imports_are_absolute():
+    relative = sorted(f"{name}:{node.lineno}" for name, path in project_modules().items()
+                      for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                      if isinstance(node, ast.ImportFrom) and node.level)
+    assert relative == []
+
+
+MAX_WINDOW_LINES = 350
+MAX_METHOD_LINES = 30
+
+
+def test_the_main_window_only_wires():
+    """The window builds and connects; the work is in controllers, the document and widgets."""
+    path = ROOT / "app" / "window" / "mainwindow.py"
+    source = path.read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= MAX_WINDOW_LINES
+    window = next(node for node in ast.parse(source).body if isinstance(node, ast.ClassDef) and node.name == "MainWindow")
+    long = {node.name: node.end_lineno - node.lineno + 1 for node in window.body
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > MAX_METHOD_LINES}
+    assert long == {}

@@ -135,14 +135,14 @@ def test_the_window_writes_a_story_through_llama_cpp(qtbot, llama_server, tmp_pa
     monkeypatch.setenv("NEOX_WRITER_HOME", str(tmp_path / "home"))
     monkeypatch.setattr("app.keystore._system_keyring", lambda: None)
     from PySide6.QtWidgets import QMessageBox, QPushButton
-    from app.mainwindow import MainWindow
+    from app.window.mainwindow import MainWindow
     # closing asks whether to keep the unsaved story: answer for the user
     monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))
     window = MainWindow(check_recovery=False)
     qtbot.addWidget(window)
     window.show()
     window.findChild(QPushButton, "remoteServerButton").click()
-    dialog = window.remote_dialog
+    dialog = window.dialogs.remote_dialog
     dialog.url_edit.setText(llama_server)
     dialog.key_edit.setText(KEY)
     dialog.connect_button.click()
@@ -152,7 +152,7 @@ def test_the_window_writes_a_story_through_llama_cpp(qtbot, llama_server, tmp_pa
     prompt = "Once upon a time, in a quiet village by the sea,"
     window.story_view.setPlainText(prompt)
     with qtbot.waitSignal(window.generationFinished, timeout=180_000):
-        window.generate()
+        window.generation.generate()
     story = window.story_view.toPlainText()
     print("\nstory written through llama.cpp:", story)
     assert story.startswith(prompt) and len(story) > len(prompt) + 10

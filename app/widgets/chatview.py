@@ -94,6 +94,15 @@ class ChatView(QWidget):
         layout.addLayout(bottom)
         self._filling = False
 
+    def load_from(self, story) -> None:
+        """Show a story's chat: its names, turns and template (the template the view shows
+        becomes the story's when it has none)."""
+        self.set_names(story.user_name, story.bot_name)
+        self.set_turns(story.chat_turns)
+        if story.chat_template:
+            self.set_template(story.chat_template)
+        story.chat_template = self.template_name()
+
     # --- template and names ----------------------------------------------------------
     def template_name(self) -> str:
         return self.template_picker.currentData()

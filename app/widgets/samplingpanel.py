@@ -273,6 +273,31 @@ class SamplingPanel(QWidget):
         """Names of the samplers currently greyed out."""
         return [name for name, b in self._bindings.items() if not b.spin.isEnabled()]
 
+    def set_model(self, info: dict) -> None:
+        """A model (or server) is in use: its context size and, for a server, the samplers it takes."""
+        self.set_context_limit(int(info.get("n_ctx", 2048)))
+        remote = bool(info.get("remote"))
+        self.set_supported(frozenset(info.get("supported_samplers", ())) if remote else None, info.get("kind", ""))
+
+    def options(self):
+        """The next generation's options (ValueError naming a bad setting)."""
+        from app.generation import Options
+        values = self.values()
+        return Options(self.sampler_settings(), values["max_new_tokens"], values["n_ctx"],
+                       tuple(self.stop_sequences()), values)
+
+    def save_to(self, story) -> None:
+        """Put the panel's values and stop sequences into a story about to be written."""
+        story.sampler = self.values()
+        story.stop_sequences = self.stop_sequences()
+
+    def load_from(self, story, opened: bool) -> None:
+        """Show a story's sampler values and stop sequences (an opened file's, even when empty)."""
+        if story.sampler:
+            self.apply_values(story.sampler)
+        if story.stop_sequences or opened:
+            self.set_stop_sequences(story.stop_sequences)
+
     def set_context_limit(self, n_ctx: int) -> None:
         """The loaded model's context length caps the context size."""
         was_full = self.context_spin.value() >= self.context_spin.maximum()

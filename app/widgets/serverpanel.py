@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QSpinBox, QVBoxLayout,
                                QWidget)
@@ -20,6 +20,8 @@ HOSTS = ("127.0.0.1", "0.0.0.0", "::1", "::")
 
 class ServerPanel(QWidget):
     """On/off for the local API server, with its address, port and key."""
+
+    statusChanged = Signal(str)        # status_text() after the server started, failed or stopped
 
     def __init__(self, server: LocalServer, settings, keystore, save_settings, parent=None):
         """`save_settings()` writes the settings file (the window's atomic writer)."""
@@ -131,17 +133,20 @@ class ServerPanel(QWidget):
     def on_server_started(self, url: str) -> None:
         self.address_label.setText(f"{url}  (KoboldCpp: {url}/api, OpenAI: {url}/v1)")
         self.address_label.setToolTip(f"serving {self.model_name or 'the loaded model'}")
+        self.statusChanged.emit(self.status_text())
 
     def on_server_failed(self, message: str) -> None:
         self._show_checked(False)
         self.settings.set("server_enabled", False)
         self.address_label.setText(message)
+        self.statusChanged.emit(self.status_text())
 
     def on_server_stopped(self) -> None:
         self.toggle.setEnabled(True)
         self.action.setEnabled(True)
         if not self.server.running:
             self.address_label.setText("Off")
+        self.statusChanged.emit(self.status_text())
 
     def on_model_loaded(self, info: dict) -> None:
         """A model is ready: start the server if it was on when the app last closed."""
