@@ -14,7 +14,7 @@ import numpy as np
 
 from engine.ggml_file import GGMLFile
 from engine.config import Config
-from engine.session import Session
+from engine.session import Branches, Session
 
 LN_EPS = 1e-5
 ROPE_BASE = 10000.0
@@ -81,48 +81,97 @@ class ReferenceSession(Session):
     def eval(self, tokens, all_logits: bool = False) -> np.ndarray:
         """Run tokens after the cached ones; the logits of the last (or every) new position."""
         tokens, n_past = self.check_new(tokens)
-        logits = self._forward(tokens, n_past)
+        logits = forward(self.backend, tokens, np.arange(n_past, n_past + len(tokens)), self._attend)
         self.tokens.extend(tokens)
         self.evaluated += len(tokens)
         return logits if all_logits else logits[-1]
 
-    def _forward(self, tokens: list[int], n_past: int) -> np.ndarray:
-        be, c = self.backend, self.backend.config
-        H, hd, N = c.n_head, c.head_dim, len(tokens)
-        T = n_past + N
-        positions = np.arange(n_past, T)
-        cos, sin = rope_tables(positions, c.n_rot)
+    def _attend(self, layer: int, positions: np.ndarray, q, k, v) -> np.ndarray:
+        """Store the new keys and values, then causal attention of the new rows over the cache."""
+        n_past, T = positions[0], positions[-1] + 1
+        self.k[layer, n_past:T] = k
+        self.v[layer, n_past:T] = v
         # causal mask over the cached + new positions: row i sees columns <= n_past + i
-        mask = np.arange(T)[None, :] > (n_past + np.arange(N))[:, None]
+        mask = np.arange(T)[None, :] > positions[:, None]
+        return attention(q, self.k[layer, :T], self.v[layer, :T], mask)
 
-        x = be.file.tensors["gpt_neox.embed_in.weight"].rows(tokens)
-        for layer in range(c.n_layer):
-            p = f"gpt_neox.layers.{layer}."
-            w = be.weight
-            # attention
-            a = layer_norm(x, w(p + "input_layernorm.weight"), w(p + "input_layernorm.bias"))
-            qkv = a @ w(p + "attention.query_key_value.weight").T + w(p + "attention.query_key_value.bias")
-            qkv = qkv.reshape(N, H, 3, hd)          # per-head interleaved [q | k | v] (spec §7.3)
-            q = apply_rope(qkv[:, :, 0], cos, sin, c.n_rot)
-            k = apply_rope(qkv[:, :, 1], cos, sin, c.n_rot)
-            self.k[layer, n_past:T] = k
-            self.v[layer, n_past:T] = qkv[:, :, 2]
-            keys = self.k[layer, :T].transpose(1, 2, 0)            # [H, hd, T]
-            values = self.v[layer, :T].transpose(1, 0, 2)          # [H, T, hd]
-            scores = (q.transpose(1, 0, 2) @ keys) / np.float32(math.sqrt(hd))   # [H, N, T]
-            scores[:, mask] = -np.inf
-            scores -= scores.max(axis=-1, keepdims=True)
-            probs = np.exp(scores)
-            probs /= probs.sum(axis=-1, keepdims=True)
-            out = (probs @ values).transpose(1, 0, 2).reshape(N, c.n_embd)
-            attn = out @ w(p + "attention.dense.weight").T + w(p + "attention.dense.bias")
-            # feed-forward, parallel or sequential residual
-            y = x if c.parallel_residual else attn + x
-            h = layer_norm(y, w(p + "post_attention_layernorm.weight"), w(p + "post_attention_layernorm.bias"))
-            h = gelu(h @ w(p + "mlp.dense_h_to_4h.weight").T + w(p + "mlp.dense_h_to_4h.bias"))
-            ff = h @ w(p + "mlp.dense_4h_to_h.weight").T + w(p + "mlp.dense_4h_to_h.bias")
-            x = ((ff + attn) + x) if c.parallel_residual else (ff + y)
-            x = x.astype(np.float32)
 
-        x = layer_norm(x, be.weight("gpt_neox.final_layer_norm.weight"), be.weight("gpt_neox.final_layer_norm.bias"))
-        return (x @ be.weight("embed_out.weight").T).astype(np.float32)
+class ReferenceBranches(Branches):
+    """N sequences after a ReferenceSession's tokens: each row attends to the prefix and its own tokens."""
+
+    def __init__(self, session: ReferenceSession, n: int, max_new: int):
+        super().__init__(session, n, max_new)
+        c = session.config
+        self.k = np.zeros((c.n_layer, n, max_new, c.n_head, c.head_dim), dtype=np.float32)
+        self.v = np.zeros_like(self.k)
+
+    def _forward(self, tokens: list[int], seqs: list[int]) -> np.ndarray:
+        lengths = [len(self.tokens[s]) for s in seqs]
+        positions = self.n_prefix + np.array(lengths)
+
+        def attend(layer, positions, q, k, v):
+            out = np.empty((len(seqs), q.shape[1] * q.shape[2]), np.float32)
+            prefix_k, prefix_v = self.session.k[layer, :self.n_prefix], self.session.v[layer, :self.n_prefix]
+            for j, (s, length) in enumerate(zip(seqs, lengths)):
+                self.k[layer, s, length] = k[j]
+                self.v[layer, s, length] = v[j]
+                keys = np.concatenate([prefix_k, self.k[layer, s, :length + 1]])
+                values = np.concatenate([prefix_v, self.v[layer, s, :length + 1]])
+                out[j] = attention(q[j:j + 1], keys, values, np.zeros((1, len(keys)), bool))[0]
+            return out
+
+        return forward(self.session.backend, tokens, positions, attend)
+
+    def _copy_to_session(self, i: int, count: int) -> None:
+        at = len(self.session.tokens)
+        self.session.k[:, at:at + count] = self.k[:, i, :count]
+        self.session.v[:, at:at + count] = self.v[:, i, :count]
+
+
+ReferenceSession.BRANCHES = ReferenceBranches
+
+
+def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Softmax attention of q [N, H, hd] over keys, values [T, H, hd]; mask [N, T] hides True entries.
+    Returns [N, H * hd]."""
+    n, n_head, hd = q.shape
+    scores = (q.transpose(1, 0, 2) @ keys.transpose(1, 2, 0)) / np.float32(math.sqrt(hd))   # [H, N, T]
+    scores[:, mask] = -np.inf
+    scores -= scores.max(axis=-1, keepdims=True)
+    probs = np.exp(scores)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    return (probs @ values.transpose(1, 0, 2)).transpose(1, 0, 2).reshape(n, n_head * hd)
+
+
+def forward(be: ReferenceBackend, tokens: list[int], positions: np.ndarray, attend) -> np.ndarray:
+    """Logits [N, n_vocab] of tokens at the given positions.
+
+    ``attend(layer, positions, q, k, v)`` (q, k rotated; each [N, H, hd]) stores the keys and
+    values where its caller keeps them and returns the attention output [N, n_embd]: a session
+    attends causally over its one cache, branches each row over the prefix and its own tokens.
+    """
+    c = be.config
+    H, hd, N = c.n_head, c.head_dim, len(tokens)
+    cos, sin = rope_tables(positions, c.n_rot)
+    x = be.file.tensors["gpt_neox.embed_in.weight"].rows(tokens)
+    w = be.weight
+    for layer in range(c.n_layer):
+        p = f"gpt_neox.layers.{layer}."
+        # attention
+        a = layer_norm(x, w(p + "input_layernorm.weight"), w(p + "input_layernorm.bias"))
+        qkv = a @ w(p + "attention.query_key_value.weight").T + w(p + "attention.query_key_value.bias")
+        qkv = qkv.reshape(N, H, 3, hd)          # per-head interleaved [q | k | v] (spec §7.3)
+        q = apply_rope(qkv[:, :, 0], cos, sin, c.n_rot)
+        k = apply_rope(qkv[:, :, 1], cos, sin, c.n_rot)
+        out = attend(layer, positions, q, k, qkv[:, :, 2])
+        attn = out @ w(p + "attention.dense.weight").T + w(p + "attention.dense.bias")
+        # feed-forward, parallel or sequential residual
+        y = x if c.parallel_residual else attn + x
+        h = layer_norm(y, w(p + "post_attention_layernorm.weight"), w(p + "post_attention_layernorm.bias"))
+        h = gelu(h @ w(p + "mlp.dense_h_to_4h.weight").T + w(p + "mlp.dense_h_to_4h.bias"))
+        ff = h @ w(p + "mlp.dense_4h_to_h.weight").T + w(p + "mlp.dense_4h_to_h.bias")
+        x = ((ff + attn) + x) if c.parallel_residual else (ff + y)
+        x = x.astype(np.float32)
+
+    x = layer_norm(x, be.weight("gpt_neox.final_layer_norm.weight"), be.weight("gpt_neox.final_layer_norm.bias"))
+    return (x @ be.weight("embed_out.weight").T).astype(np.float32)

@@ -21,7 +21,9 @@ import math
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
+from engine.fast.gemm import matmat
 from engine.fast.matvec import TILE, matvec, n_tiles, prepare
 
 LN_EPS = np.float32(1e-5)
@@ -117,56 +119,77 @@ def _rotate(v, cos, sin, half):
 
 
 @njit(nogil=True, cache=True)
+def rope_row(qkv_row, pos, cos, sin, n_head, n_rot, k_out, v_out):
+    """Rotate the q and k of one token at position pos in place; copy its k and v into k_out, v_out."""
+    hd = k_out.size // n_head
+    half = n_rot // 2
+    for h in range(n_head):
+        base = h * 3 * hd
+        q = qkv_row[base:base + hd]
+        k = qkv_row[base + hd:base + 2 * hd]
+        v = qkv_row[base + 2 * hd:base + 3 * hd]
+        if half > 0:
+            _rotate(q, cos[pos], sin[pos], half)
+            _rotate(k, cos[pos], sin[pos], half)
+        for d in range(hd):      # loops, not slice assignment: no shape check to compile
+            k_out[h * hd + d] = k[d]
+            v_out[h * hd + d] = v[d]
+
+
+@njit(nogil=True, cache=True)
 def rope_and_store(qkv, n, n_past, cos, sin, n_head, n_rot, kc, vc):
     """Rotate the q and k of tokens 0..n-1 (positions n_past..) in place; copy k, v into the cache.
 
     qkv rows are [q | k | v] per head; kc, vc are one layer's caches [n_ctx, n_embd].
     """
-    hd = kc.shape[1] // n_head
-    half = n_rot // 2
     for i in range(n):
-        p = n_past + i
-        for h in range(n_head):
-            base = h * 3 * hd
-            q = qkv[i, base:base + hd]
-            k = qkv[i, base + hd:base + 2 * hd]
-            v = qkv[i, base + 2 * hd:base + 3 * hd]
-            if half > 0:
-                _rotate(q, cos[p], sin[p], half)
-                _rotate(k, cos[p], sin[p], half)
-            for d in range(hd):      # loops, not slice assignment: no shape check to compile
-                kc[p, h * hd + d] = k[d]
-                vc[p, h * hd + d] = v[d]
+        rope_row(qkv[i], n_past + i, cos, sin, n_head, n_rot, kc[n_past + i], vc[n_past + i])
+
+
+@njit(nogil=True, fastmath=SAFE_FAST, inline="always")
+def _scores(q, keys, count, lo, hi, scale, sc, at, top):
+    """sc[at + j] = q . keys[j, lo:hi] * scale for j < count; returns the running maximum."""
+    for j in range(count):
+        key = keys[j, lo:hi]
+        s = np.float32(0.0)
+        for d in range(hi - lo):
+            s += q[d] * key[d]
+        s *= scale
+        sc[at + j] = s
+        top = max(top, s)
+    return top
+
+
+@njit(nogil=True, fastmath=SAFE_FAST, inline="always")
+def _weigh(o, sc, at, inv, values, count, lo, hi):
+    """o += sum over j < count of sc[at + j] * inv * values[j, lo:hi]."""
+    for j in range(count):
+        p = sc[at + j] * inv
+        val = values[j, lo:hi]
+        for d in range(hi - lo):
+            o[d] += p * val[d]
 
 
 @njit(nogil=True, fastmath=SAFE_FAST, cache=True)
-def _attend(qkv_row, length, h, n_head, kc, vc, sc, out_row):
-    """Head h of one token over cache positions 0..length-1: softmax(q k / sqrt(hd)) v into out_row."""
+def _attend(qkv_row, h, n_head, kc, vc, n_shared, kb, vb, n_own, sc, out_row):
+    """Head h of one token: softmax(q k / sqrt(hd)) v over positions 0..n_shared-1 of kc/vc, then
+    0..n_own-1 of kb/vb (a branch's own tokens after a shared prefix; n_own 0 for a session)."""
     hd = kc.shape[1] // n_head
     scale = np.float32(1.0 / math.sqrt(hd))
     q = qkv_row[h * 3 * hd:h * 3 * hd + hd]
-    top = np.float32(-3.0e38)
-    for j in range(length):
-        key = kc[j, h * hd:(h + 1) * hd]
-        s = np.float32(0.0)
-        for d in range(hd):
-            s += q[d] * key[d]
-        s *= scale
-        sc[j] = s
-        top = max(top, s)
+    lo, hi = h * hd, (h + 1) * hd
+    top = _scores(q, kc, n_shared, lo, hi, scale, sc, 0, np.float32(-3.0e38))
+    top = _scores(q, kb, n_own, lo, hi, scale, sc, n_shared, top)
     total = np.float32(0.0)
-    for j in range(length):
+    for j in range(n_shared + n_own):
         e = np.exp(sc[j] - top)
         sc[j] = e
         total += e
     inv = np.float32(1.0) / total
-    o = out_row[h * hd:(h + 1) * hd]
+    o = out_row[lo:hi]
     o[:] = 0.0
-    for j in range(length):
-        p = sc[j] * inv
-        val = vc[j, h * hd:(h + 1) * hd]
-        for d in range(hd):
-            o[d] += p * val[d]
+    _weigh(o, sc, 0, inv, vc, n_shared, lo, hi)
+    _weigh(o, sc, n_shared, inv, vb, n_own, lo, hi)
 
 
 @njit(nogil=True, cache=True)
@@ -175,24 +198,52 @@ def _share(n, part, parts):
     return n * part // parts, n * (part + 1) // parts
 
 
+def _product(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
+    """Rows of tiles t0..t1-1 of out = W[layer] @ x: ``matvec`` for one token (out a vector),
+    ``gemm.matmat`` for a row per token (out a matrix)."""
+
+
+@overload(_product, inline="always")
+def _product_kernel(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
+    if out.ndim == 1:
+        return lambda a0, a1, a2, a3, layer, x, xs, out, t0, t1: matvec(a0, a1, a2, a3, layer, x, xs, out, t0, t1)
+    return lambda a0, a1, a2, a3, layer, x, xs, out, t0, t1: matmat(a0, a1, a2, a3, layer, x, xs, out, t0, t1)
+
+
+def _prepare_rows(w, x, xs):
+    """``prepare`` of one token's x, or of every row of a matrix of them."""
+
+
+@overload(_prepare_rows, inline="always")
+def _prepare_rows_kernel(w, x, xs):
+    if x.ndim == 1:
+        return lambda w, x, xs: prepare(w, x, xs)
+
+    def rows(w, x, xs):
+        for j in range(x.shape[0]):
+            prepare(w, x[j], xs[j])
+    return rows
+
+
 @njit(nogil=True, fastmath=SAFE_FAST, cache=True)
 def _two_matvecs(part, parts, wa, la, xa, sa, oa, wb, lb, xb, sb, ob, b_gelu):
     """This part's share of the tiles of oa = Wa[la] @ xa and ob = Wb[lb] @ xb (wb may be skipped).
 
     With ``b_gelu`` (a bias of ob's length) the part also adds it to its rows of ob and applies
     GELU to them: the MLP-up activation, computed by whoever computed the rows. ``lb < 0`` skips b.
+    x and o are vectors (one token) or matrices with a row per token (``_product``).
     """
     ta = n_tiles(wa[0])
     tb = n_tiles(wb[0]) if lb >= 0 else 0
     s, e = _share(ta + tb, part, parts)
     if s < ta:
-        matvec(wa[0], wa[1], wa[2], wa[3], la, xa, sa, oa, s, min(e, ta))
+        _product(wa[0], wa[1], wa[2], wa[3], la, xa, sa, oa, s, min(e, ta))
     if e > ta:
         t0, t1 = max(s, ta) - ta, e - ta
-        matvec(wb[0], wb[1], wb[2], wb[3], lb, xb, sb, ob, t0, t1)
+        _product(wb[0], wb[1], wb[2], wb[3], lb, xb, sb, ob, t0, t1)
         if b_gelu.size > 0:
-            for i in range(t0 * TILE, min(b_gelu.size, t1 * TILE)):
-                ob[i] = _gelu(ob[i] + b_gelu[i])
+            rows = ob.reshape((-1, ob.shape[-1]))
+            bias_gelu(rows, t0 * TILE, min(b_gelu.size, t1 * TILE), b_gelu)
 
 
 # The parallel regions are small functions of their own, each compiled once and called from
@@ -206,11 +257,12 @@ def products(parts, wa, la, xa, sa, oa, wb, lb, xb, sb, ob, b_gelu):
     """oa = Wa[la] @ xa and ob = Wb[lb] @ xb (GELU(ob + b_gelu) if b_gelu is not empty; lb < 0 skips b).
 
     One parallel region over ``parts`` threads, each taking an equal share of the tiles of both.
-    xa and xb are overwritten (``prepare``); sa, sb are their block-sum buffers.
+    xa and xb are overwritten (``prepare``); sa, sb are their block-sum buffers. For many tokens
+    at once, x, s and o are matrices with a row per token.
     """
-    prepare(wa, xa, sa)
+    _prepare_rows(wa, xa, sa)
     if lb >= 0:
-        prepare(wb, xb, sb)
+        _prepare_rows(wb, xb, sb)
     for p in prange(parts):        # np.int64: prange makes p unsigned in the outlined body only
         _two_matvecs(np.int64(p), parts, wa, la, xa, sa, oa, wb, lb, xb, sb, ob, b_gelu)
 
@@ -221,7 +273,7 @@ def attention(parts, qkv, length, n_head, kc, vc, scores, out):
     for p in prange(parts):
         h0, h1 = _share(n_head, np.int64(p), parts)
         for h in range(h0, h1):
-            _attend(qkv, length, h, n_head, kc, vc, scores[h], out)
+            _attend(qkv, h, n_head, kc, vc, length, kc, vc, 0, scores[h], out)
 
 
 @njit(nogil=True, cache=True)
@@ -273,4 +325,79 @@ def forward_token(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel
             for i in range(e):
                 x[i] = (down[i] + b[i]) + x[i]
     layer_norm(x, lnf[0], lnf[1], h)
+    products(parts, wh, zero, h, xs1, logits, wh, skip, h, xs1, logits, no_bias)
+
+
+# Many sequences, one new token each (engine.model.Branches): the same layer structure as
+# forward_token, on [n, width] buffers; products() on matrices goes through gemm.matmat, which
+# reads each weight tile from memory once for all n rows.
+
+
+@njit(nogil=True, cache=True, parallel=True)
+def row_attention(parts, qkv, seqs, lengths, n_shared, n_head, kc, vc, kb, vb, scores, out):
+    """Row j (the next token of sequence seqs[j]) over the n_shared prefix positions of kc/vc and
+    its sequence's own lengths[seqs[j]] + 1 positions of kb/vb; the (row, head) pairs shared by ``parts`` threads."""
+    n = seqs.size
+    for p in prange(parts):
+        i0, i1 = _share(n * n_head, np.int64(p), parts)
+        for i in range(i0, i1):
+            j, h = i // n_head, i % n_head
+            s = seqs[j]
+            _attend(qkv[j], h, n_head, kc, vc, n_shared, kb[s], vb[s], lengths[s] + 1, scores[i], out[j])
+
+
+@njit(nogil=True, cache=True)
+def forward_rows(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual, n_head, n_rot,
+                 seqs, lengths, n_shared, cos, sin, kcache, vcache, kb, vb, x, bufs, scores, logits):
+    """One new token for each of n sequences through every layer and the head: logits[j] for row j.
+
+    Row j continues sequence seqs[j]: the n_shared positions of kcache/vcache are the prefix all
+    sequences share, and kb/vb[layer, s] hold sequence s's own lengths[s] tokens, after which this
+    row's key and value are stored (the caller then counts them in lengths). x [n, n_embd] holds
+    the embeddings and is overwritten; bufs are forward_token's buffers with a row per sequence.
+    """
+    h, h2, qkv, att, attn_out, up, down, xs1, xs2 = bufs
+    no_bias = bu[0, :0]
+    skip = np.int64(-1)
+    zero = np.int64(0)
+    n = x.shape[0]
+    n_layer = ln.shape[0]
+    e = x.shape[1]
+    n_ff = bu.shape[1]
+    up_in = up[:, :n_ff]
+    for layer in range(n_layer):
+        layer_norm_rows(x, n, ln[layer, 0], ln[layer, 1], h)
+        if parallel_residual:
+            layer_norm_rows(x, n, ln[layer, 2], ln[layer, 3], h2)
+            products(parts, wq, layer, h, xs1, qkv, wu, layer, h2, xs2, up, bu[layer])
+        else:
+            products(parts, wq, layer, h, xs1, qkv, wu, skip, h2, xs2, up, no_bias)
+        add_bias(qkv, n, bqkv[layer])
+        for j in range(n):
+            s = seqs[j]
+            rope_row(qkv[j], n_shared + lengths[s], cos, sin, n_head, n_rot, kb[layer, s, lengths[s]],
+                     vb[layer, s, lengths[s]])
+        row_attention(parts, qkv, seqs, lengths, n_shared, n_head, kcache[layer], vcache[layer], kb[layer],
+                      vb[layer], scores, att)
+        if parallel_residual:
+            products(parts, wo, layer, att, xs1, attn_out, wd, layer, up_in, xs2, down, no_bias)
+            b, b2 = bo[layer], bd[layer]
+            for j in range(n):
+                for i in range(e):
+                    x[j, i] = ((down[j, i] + b2[i]) + (attn_out[j, i] + b[i])) + x[j, i]
+        else:
+            products(parts, wo, layer, att, xs1, attn_out, wd, skip, up_in, xs2, down, no_bias)
+            b = bo[layer]
+            for j in range(n):
+                for i in range(e):
+                    x[j, i] += attn_out[j, i] + b[i]
+            layer_norm_rows(x, n, ln[layer, 2], ln[layer, 3], h2)
+            products(parts, wu, layer, h2, xs2, up, wu, skip, h2, xs2, up, no_bias)
+            bias_gelu(up, 0, n_ff, bu[layer])
+            products(parts, wd, layer, up_in, xs2, down, wd, skip, up_in, xs2, down, no_bias)
+            b = bd[layer]
+            for j in range(n):
+                for i in range(e):
+                    x[j, i] = (down[j, i] + b[i]) + x[j, i]
+    layer_norm_rows(x, n, lnf[0], lnf[1], h)
     products(parts, wh, zero, h, xs1, logits, wh, skip, h, xs1, logits, no_bias)

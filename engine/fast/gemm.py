@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from engine.fast.matvec import Q8_UNSIGNED, QK, _nibble_groups, _q8_groups, _quantize, widen, x_bytes
+from engine.fast.matvec import Q8_UNSIGNED, QK, _nibble_groups, _q8_groups, _quantize, matvec, widen, x_bytes
 from engine.fast.repack import LANES, TILE
 from engine.fast.simd import (FEATURES, MODE, abs_bytes, broadcast4, dot4, load_bytes, load_floats, mul, mul_add,
                               offset_bytes, sign_bytes, splat, store_floats, to_floats, zero_floats, zero_ints)
@@ -243,3 +243,29 @@ def _gemm(a0, a1, a2, a3, layer, xq, out, t0, t1):
 def gemm_lanes(a0, a1, a2, a3, layer, xq, out, t0, t1):
     """The compiled entry point the prompt path's workers call (``gemm`` for the arrays' type)."""
     gemm(a0, a1, a2, a3, layer, xq, out, t0, t1)
+
+
+def matmat(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
+    """Rows of tiles t0..t1-1 of out[j] = W[layer] @ x[j] for every row j of out, any weight type.
+
+    The rows are a few tokens (one per sequence of a batched generation), each made ready for the
+    matrix by ``matvec.prepare(w, x[j], xs[j])``. The work goes tile by tile, so each tile's weights
+    come from memory once and from the core's cache for the other rows: the lanes layout's types
+    through ``gemm`` (4 tokens per pass over the widened weights), the others through the one-token
+    kernel of ``matvec`` once per row.
+    """
+
+
+@overload(matmat)
+def _matmat(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
+    if a0.ndim == 4:           # the lanes layout (see matvec.matvec)
+        def lanes(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
+            for t in range(t0, t1):
+                gemm(a0, a1, a2, a3, layer, xs, out, t, t + 1)
+        return lanes
+
+    def per_row(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
+        for t in range(t0, t1):
+            for j in range(out.shape[0]):
+                matvec(a0, a1, a2, a3, layer, x[j], xs[j], out[j], t, t + 1)
+    return per_row

@@ -11,12 +11,12 @@ import time
 
 import numpy as np
 
-from engine.fast.forward import forward_token, products, rope_tables
+from engine.fast.forward import forward_rows, forward_token, products, rope_tables
 from engine.fast.matvec import xsum_floats
 from engine.fast.prompt import TileDecoder, forward_prompt
 from engine.fast.repack import pack_matrices
 from engine.fast.threads import ThreadChooser, apply_threads, resolve_threads, single_threaded_blas
-from engine.session import Session
+from engine.session import Branches, Session
 
 BATCH_MIN = 6          # from this many new tokens on, the batched (GEMM) path is faster
 PROMPT_CHUNK = 512     # tokens per batched pass (bounds the activation memory)
@@ -88,6 +88,17 @@ class FastModel:
         return time.perf_counter() - t0
 
 
+def token_buffers(model: FastModel, rows: tuple) -> tuple:
+    """The buffers of forward_token (rows ()) or forward_rows (rows (n,)): h, h2 (LayerNorm outputs),
+    qkv, att, attn_out, up, down, and two for the inputs made ready for a matrix (``prepare``)."""
+    e = model.config.n_embd
+    vector = lambda n: np.zeros(rows + (max(n, e),), np.float32)      # noqa: E731
+    # block sums of the longest input (the MLP's 4h), plus the 5th-bit tables of q5 matrices
+    xsum = xsum_floats(model.up.rows, any(m.layout == "tiles" and m.arrays[3].size > 1 for m in model.matrices))
+    return (vector(e), vector(e), vector(model.qkv.padded_rows), vector(e), vector(model.dense.padded_rows),
+            vector(model.up.padded_rows), vector(model.down.padded_rows), vector(xsum), vector(xsum))
+
+
 class FastSession(Session):
     """A KV cache for n_ctx positions, the tokens it holds, and the buffers one token needs."""
 
@@ -101,13 +112,7 @@ class FastSession(Session):
         self.vcache = np.zeros((c.n_layer, n_ctx, e), np.float32)
         self.cos, self.sin = rope_tables(n_ctx, c.n_rot)
         self._x = np.zeros(e, np.float32)
-        vector = lambda n: np.zeros(max(n, e), np.float32)      # noqa: E731
-        # block sums of the longest input (the MLP's 4h), plus the 5th-bit tables of q5 matrices
-        xsum = xsum_floats(model.up.rows, any(m.layout == "tiles" and m.arrays[3].size > 1 for m in model.matrices))
-        # h, h2 (LayerNorm outputs), qkv, att, attn_out, up, down, and two block-sum buffers
-        self._bufs = (vector(e), vector(e), vector(model.qkv.padded_rows), vector(e),
-                      vector(model.dense.padded_rows), vector(model.up.padded_rows),
-                      vector(model.down.padded_rows), vector(xsum), vector(xsum))
+        self._bufs = token_buffers(model, ())
         self._scores = np.zeros((c.n_head, n_ctx), np.float32)
         self._logits = np.zeros(model.head.padded_rows, np.float32)
         self._decoder = TileDecoder(model.threads)
@@ -161,3 +166,47 @@ class FastSession(Session):
                          m.head.arrays, -1, last, self._bufs[7], self._logits, m.b_up[0, :0])
                 return self._logits[:v].copy()
         return np.concatenate(out)
+
+
+class FastBranches(Branches):
+    """Branches of a FastSession: their own keys and values [layer, sequence, max_new, n_embd], and
+    buffers of a row per sequence for ``forward_rows``, which evaluates a token of each in one pass."""
+
+    def __init__(self, session: FastSession, n: int, max_new: int):
+        super().__init__(session, n, max_new)
+        model, c = session.model, session.config
+        # np.zeros maps pages lazily: memory grows with the tokens evaluated, not with max_new
+        self.kb = np.zeros((c.n_layer, n, max_new, c.n_embd), np.float32)
+        self.vb = np.zeros_like(self.kb)
+        self._x = np.zeros((n, c.n_embd), np.float32)
+        self._bufs = token_buffers(model, (n,))
+        self._scores = np.zeros((n * c.n_head, self.n_prefix + max_new), np.float32)
+        self._logits = np.zeros((n, model.head.padded_rows), np.float32)
+        self._chooser = ThreadChooser(model.threads)
+
+    def _forward(self, tokens: list[int], seqs: list[int]) -> np.ndarray:
+        m, s = self.session.model, self.session
+        n = len(tokens)
+        x = self._x[:n]
+        x[:] = m.embed.rows(tokens)
+        rows = np.array(seqs, np.int64)
+        lengths = np.array([len(t) for t in self.tokens], np.int64)
+        bufs = tuple(b[:n] for b in self._bufs)       # C-contiguous views: one compiled signature for any n
+        args = (m.qkv.arrays, m.dense.arrays, m.up.arrays, m.down.arrays, m.head.arrays,
+                m.ln, m.b_qkv, m.b_dense, m.b_up, m.b_down, m.lnf, m.config.parallel_residual,
+                m.config.n_head, m.config.n_rot, rows, lengths, self.n_prefix, s.cos, s.sin,
+                s.kcache, s.vcache, self.kb, self.vb, x, bufs, self._scores, self._logits[:n])
+        threads = self._chooser.choose()
+        apply_threads(threads)
+        start = time.perf_counter()
+        forward_rows(threads, *args)
+        self._chooser.record(threads, time.perf_counter() - start)
+        return self._logits[:n, :m.config.n_vocab].copy()
+
+    def _copy_to_session(self, i: int, count: int) -> None:
+        at = len(self.session.tokens)
+        self.session.kcache[:, at:at + count] = self.kb[:, i, :count]
+        self.session.vcache[:, at:at + count] = self.vb[:, i, :count]
+
+
+FastSession.BRANCHES = FastBranches
