@@ -7,16 +7,25 @@ is final: complete UTF-8 (StreamDecoder), not possibly the start of a stop seque
 is taken back and sampled again, so it is never emitted). Concatenating the `text` of every
 TokenEvent gives `DoneEvent.text`.
 
+`generate_many(prompt, n, settings, ...)` continues one prompt n ways at once: the prompt is
+evaluated once, then each pass over the weights evaluates one new token of every sequence still
+running (engine.session.Branches). Its events are those of n generations interleaved, each tagged
+with its sequence's `index`; sequence i samples with seed s + i, so a single `generate` with
+seed s + i repeats it.
+
 The generator keeps one Session (KV cache) across requests. Each request evaluates only the
 tokens after the longest common prefix with what the session already holds, so continuing or
 retrying a story does not re-read it; `DoneEvent.prompt_tokens_reused` says how many were
 reused. One Generator serves one request at a time (starting another while an iterator is
 still running raises RuntimeError; closing the iterator ends it); `cancel()` may be called
-from any thread.
+from any thread. After `generate_many`, a request that continues one of its sequences reuses
+that sequence's cache too.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +37,7 @@ from engine.context import ContextShifter, Window
 from engine.errors import SettingsError
 from engine.phrase_bans import PhraseBans, PhraseGuard
 from engine.sampling import Sampler, SamplerSettings
+from engine.session import MAX_BRANCHES
 from engine.stream_decode import StreamDecoder
 
 STOP_REASONS = ("length", "eos", "stop_sequence", "cancelled")
@@ -42,6 +52,7 @@ class TokenEvent:
     token: int                    # -1 only for the text a generation ends with when no token is left to carry it
     probability: float
     top: list
+    index: int = 0                # the sequence it belongs to (generate_many); 0 for generate
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,7 @@ class DoneEvent:
     prompt_seconds: float
     gen_seconds: float
     seed: int                     # the seed actually used: repeats the run
+    index: int = 0                # the sequence it ends (generate_many); 0 for generate
 
     @property
     def prompt_tokens_evaluated(self) -> int:
@@ -134,6 +146,7 @@ class Generator:
         self._shifter = ContextShifter()
         self._cancel = threading.Event()
         self._running = False
+        self._branches = None       # the last generate_many's sequences, for prefix reuse
 
     @property
     def session(self):
@@ -155,6 +168,7 @@ class Generator:
         """Forget the cached prompt and the story cut (e.g. another story was opened)."""
         if self._session is not None:
             self._session.truncate(0)
+        self._branches = None
         self._shifter.reset()
 
     def generate(self, prompt: str, settings: SamplerSettings | None = None, *, memory: str = "",
@@ -168,6 +182,43 @@ class Generator:
         Generation runs while the iterator is consumed; `cancel` (or `Generator.cancel()`)
         ends it within one token.
         """
+        settings, window, stop = self._start(prompt, settings, memory, max_tokens, stop, max_context, cancel)
+        sampler = Sampler(settings, self.n_vocab, self.tokenizer)
+        bans = PhraseBans(settings.banned_phrases, self.tokenizer) if settings.banned_phrases else None
+        return self._run(self._stream(window, sampler, max_tokens, stop, self._cancel, bans))
+
+    def generate_many(self, prompt: str, n: int, settings: SamplerSettings | None = None, *, memory: str = "",
+                      max_tokens: int = 80, stop: Sequence[str] = (), max_context: int | None = None,
+                      cancel: threading.Event | None = None) -> Iterator[TokenEvent | DoneEvent]:
+        """n continuations of one prompt in one pass per token (n within 1..8), as one event iterator.
+
+        The arguments are those of `generate`. Every event carries the `index` (0..n-1) of its
+        sequence: per pass, the TokenEvent of each running sequence in index order, and a
+        sequence's DoneEvent right after its last TokenEvent. Sequences end independently (end of
+        text, a stop sequence, `max_tokens`); the others go on in a smaller batch. Sequence i has
+        its own sampler state and the seed s + i, where s is `settings.seed` (or a random seed);
+        its DoneEvent reports s + i, and `generate` with that seed reproduces it. Cancelling ends
+        every sequence within one pass ("cancelled"). The prompt statistics of each DoneEvent are
+        those of the one shared prompt evaluation.
+
+        With banned phrases (which take tokens back) the sequences run one after another instead,
+        each reusing the prompt's cache, with the same seeds and events.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BRANCHES:
+            raise SettingsError("n", f"must be an integer within 1..{MAX_BRANCHES}, got {n!r}")
+        settings, window, stop = self._start(prompt, settings, memory, max_tokens, stop, max_context, cancel)
+        seed = settings.seed if settings.seed is not None else secrets.randbits(31)
+        samplers = [Sampler(dataclasses.replace(settings, seed=seed + i), self.n_vocab, self.tokenizer)
+                    for i in range(n)]
+        if n == 1 or settings.banned_phrases:
+            bans = PhraseBans(settings.banned_phrases, self.tokenizer) if settings.banned_phrases else None
+            return self._run(event for i, sampler in enumerate(samplers)
+                             for event in self._stream(window, sampler, max_tokens, stop, self._cancel, bans, i))
+        return self._run(self._stream_many(window, samplers, max_tokens, stop, self._cancel))
+
+    def _start(self, prompt, settings, memory, max_tokens, stop, max_context, cancel):
+        """Check a request's arguments (SettingsError names the bad one) and fit its prompt window:
+        (settings, window, stop sequences)."""
         if self._running:
             raise RuntimeError("a request is still running on this Generator: consume or close() its "
                                "iterator first (one KV cache serves one request at a time)")
@@ -181,11 +232,12 @@ class Generator:
             if not isinstance(s, str) or not s:
                 raise SettingsError("stop", f"stop sequences must be non-empty strings, got {s!r}")
         n_ctx = self._context_size(max_context)
-        sampler = Sampler(settings, self.n_vocab, self.tokenizer)
-        bans = PhraseBans(settings.banned_phrases, self.tokenizer) if settings.banned_phrases else None
+        Sampler(settings, self.n_vocab, self.tokenizer)          # checks the settings against the vocabulary
+        if settings.banned_phrases:
+            PhraseBans(settings.banned_phrases, self.tokenizer)
         window = self._fit(self._shifter, prompt, memory, n_ctx, max_tokens)
         self._cancel = cancel if cancel is not None else threading.Event()
-        return self._run(window, sampler, max_tokens, stop, self._cancel, bans)
+        return settings, window, stop
 
     def preview_window(self, prompt: str, *, memory: str = "", max_tokens: int = 80,
                        max_context: int | None = None) -> Window:
@@ -204,43 +256,63 @@ class Generator:
         return shifter.fit(self.tokenizer.encode(memory) if memory else [],
                            self.tokenizer.encode(prompt) if prompt else [], n_ctx, max_tokens)
 
-    def _run(self, window: Window, sampler: Sampler, max_tokens: int, stops: list,
-             cancel: threading.Event, bans: PhraseBans | None = None) -> Iterator[TokenEvent | DoneEvent]:
+    def _run(self, events: Iterator[TokenEvent | DoneEvent]) -> Iterator[TokenEvent | DoneEvent]:
         self._running = True
         try:
-            yield from self._stream(window, sampler, max_tokens, stops, cancel, bans)
+            yield from events
         finally:
             self._running = False
 
-    def _stream(self, window: Window, sampler: Sampler, max_tokens: int, stops: list,
-                cancel: threading.Event, bans: PhraseBans | None = None) -> Iterator[TokenEvent | DoneEvent]:
-        eos = self.tokenizer.eos_id
-        # An empty prompt starts from end-of-text, the separator the model was trained with.
-        prompt = window.tokens or [eos]
+    def _prompt_logits(self, prompt: list, cancel: threading.Event):
+        """Evaluate the prompt after the longest prefix the cache already holds (or one of the last
+        request's branches holds): (logits of its last token, or None if cancelled; tokens reused)."""
         session = self.session
-
-        t0 = time.perf_counter()
+        self._adopt_best_branch(prompt)
         # Reuse the cached prefix; at least the last prompt token is evaluated to get logits.
         reused = min(common_prefix_length(session.tokens, prompt), len(prompt) - 1)
         session.truncate(reused)
         logits = None
         for start in range(reused, len(prompt), self.batch_size):
             if cancel.is_set():
-                yield self._done("cancelled", "", None, window, prompt, reused, 0,
-                                 time.perf_counter() - t0, 0.0, sampler)
-                return
+                return None, reused
             logits = session.eval(prompt[start:start + self.batch_size])
+        return logits, reused
+
+    def _adopt_best_branch(self, prompt: list) -> None:
+        """If the prompt continues a sequence of the last generate_many, put it in the session."""
+        branches, self._branches = self._branches, None
+        if branches is None or branches.stale:
+            return
+        session = self.session
+        best, best_length = None, common_prefix_length(session.tokens, prompt)
+        for i, tokens in enumerate(branches.tokens):
+            length = common_prefix_length(session.tokens + tokens, prompt)
+            if length > best_length:
+                best, best_length = i, length
+        if best is not None:
+            branches.adopt(best)
+
+    def _stream(self, window: Window, sampler: Sampler, max_tokens: int, stops: list,
+                cancel: threading.Event, bans: PhraseBans | None = None, index: int = 0
+                ) -> Iterator[TokenEvent | DoneEvent]:
+        eos = self.tokenizer.eos_id
+        # An empty prompt starts from end-of-text, the separator the model was trained with.
+        prompt = window.tokens or [eos]
+        session = self.session
+
+        t0 = time.perf_counter()
+        logits, reused = self._prompt_logits(prompt, cancel)
+        seq = Continuation(self.tokenizer, sampler, prompt, stops, max_tokens, index)
+        if logits is None:
+            yield self._done(seq, window, reused, time.perf_counter() - t0, 0.0, reason="cancelled")
+            return
         t1 = time.perf_counter()
 
-        decoder = StreamDecoder(self.tokenizer)
-        matcher = StopMatcher(stops)
         # Without phrase bans every token is released as soon as it is sampled.
         guard = PhraseGuard(bans, self.tokenizer, max_tokens) if bans else None
         always_banned = bans.token_ids if bans else ()
-        history = list(prompt)
-        emitted = []
-        reason, found = None, None
-        while reason is None:
+        history = seq.history
+        while seq.reason is None:
             sample = self._sample(sampler, logits, history, always_banned, guard)
             if sample is None:
                 # The phrase bans left no token possible here: the text ends before it.
@@ -270,36 +342,44 @@ class Generator:
                 held = [(h.token, h.sample) for h in guard.release(everything=ending)]
                 ready = held + [(token, sample)] if token == eos else held
             for i, (tok, smp) in enumerate(ready):
-                last = ending and i == len(ready) - 1
-                if tok == eos:
-                    # The end-of-text token has no text of its own: release what is pending.
-                    text, found = matcher.push(decoder.flush())
-                    reason = "stop_sequence" if found else "eos"
-                else:
-                    text, found = matcher.push(decoder.feed(tok) + (decoder.flush() if last else ""))
-                    if found:
-                        reason = "stop_sequence"
-                    elif last:
-                        reason = "cancelled" if cancel.is_set() else "length"
-                if reason is not None and not found:
-                    text += matcher.release()
-                emitted.append(text)
-                yield TokenEvent(text, tok, smp.probability, smp.top)
-                if reason is not None:
+                yield seq.emit(tok, smp, ending and i == len(ready) - 1, cancel.is_set())
+                if seq.reason is not None:
                     break                      # held tokens after a stop sequence are dropped
-            if reason is None and ending:
-                # Everything left was taken back: what the decoder and matcher still hold
-                # ends the text, on a token-less event.
-                text, found = matcher.push(decoder.flush())
-                reason = "stop_sequence" if found else ("cancelled" if cancel.is_set() else "length")
-                text += "" if found else matcher.release()
-                if text:
-                    emitted.append(text)
-                    yield TokenEvent(text, -1, 0.0, [])
-            if reason is None:
+            if seq.reason is None and ending:
+                # Everything left was taken back: what is still held ends the text.
+                event = seq.end_without_token(cancel.is_set())
+                if event is not None:
+                    yield event
+            if seq.reason is None:
                 logits = session.eval([token])
-        yield self._done(reason, "".join(emitted), found, window, prompt, reused,
-                         len(history) - len(prompt), t1 - t0, time.perf_counter() - t1, sampler)
+        yield self._done(seq, window, reused, t1 - t0, time.perf_counter() - t1)
+
+    def _stream_many(self, window: Window, samplers: list, max_tokens: int, stops: list,
+                     cancel: threading.Event) -> Iterator[TokenEvent | DoneEvent]:
+        """generate_many's loop: a Continuation per sequence, one batched eval per pass."""
+        prompt = window.tokens or [self.tokenizer.eos_id]
+        t0 = time.perf_counter()
+        logits, reused = self._prompt_logits(prompt, cancel)
+        seqs = [Continuation(self.tokenizer, sampler, prompt, stops, max_tokens, index=i)
+                for i, sampler in enumerate(samplers)]
+        if logits is None:
+            for seq in seqs:
+                yield self._done(seq, window, reused, time.perf_counter() - t0, 0.0, reason="cancelled")
+            return
+        t1 = time.perf_counter()
+        session = self.session
+        branches = self._branches = session.branch(len(seqs), min(max_tokens, session.n_ctx - len(prompt)))
+        rows = [logits] * len(seqs)           # every sequence starts from the prompt's logits
+        live = seqs
+        while live:
+            cancelled = cancel.is_set()
+            for seq, row in zip(live, rows):
+                yield seq.step(row, cancelled)
+                if seq.reason is not None:
+                    yield self._done(seq, window, reused, t1 - t0, time.perf_counter() - t1)
+            live = [seq for seq in live if seq.reason is None]
+            if live:
+                rows = branches.eval([seq.history[-1] for seq in live], seqs=[seq.index for seq in live])
 
     @staticmethod
     def _sample(sampler: Sampler, logits, history: list, always_banned, guard: PhraseGuard | None):
@@ -313,7 +393,74 @@ class Generator:
             return None
 
     @staticmethod
-    def _done(reason, text, found, window, prompt, reused, n, prompt_s, gen_s, sampler) -> DoneEvent:
-        return DoneEvent(stop_reason=reason, text=text, stop_sequence=found, prompt_tokens=len(prompt),
-                         prompt_tokens_reused=reused, prompt_tokens_dropped=window.dropped_tokens,
-                         gen_tokens=n, prompt_seconds=prompt_s, gen_seconds=gen_s, seed=sampler.seed)
+    def _done(seq: "Continuation", window, reused, prompt_s, gen_s, reason=None) -> DoneEvent:
+        return DoneEvent(stop_reason=reason or seq.reason, text=seq.text, stop_sequence=seq.found,
+                         prompt_tokens=seq.prompt_length, prompt_tokens_reused=reused,
+                         prompt_tokens_dropped=window.dropped_tokens, gen_tokens=seq.n, prompt_seconds=prompt_s,
+                         gen_seconds=gen_s, seed=seq.sampler.seed, index=seq.index)
+
+
+class Continuation:
+    """One sequence being generated: its sampler (seeded random state, mirostat), its token history
+    for the penalties, its detokenizer and stop matcher, the text it released, and why it ended
+    (``reason``, None while it runs). ``emit`` releases a token as a TokenEvent; ``step`` samples
+    and releases the next token where nothing is held back (generate_many's sequences)."""
+
+    def __init__(self, tokenizer, sampler: Sampler, prompt: list, stops: list, max_tokens: int, index: int = 0):
+        self.eos = tokenizer.eos_id
+        self.sampler = sampler
+        self.history = list(prompt)
+        self.prompt_length = len(prompt)
+        self.decoder = StreamDecoder(tokenizer)
+        self.matcher = StopMatcher(stops)
+        self.max_tokens = max_tokens
+        self.index = index
+        self.emitted: list[str] = []
+        self.reason: str | None = None
+        self.found: str | None = None
+
+    @property
+    def n(self) -> int:
+        """Tokens generated so far (taken-back ones not counted)."""
+        return len(self.history) - self.prompt_length
+
+    @property
+    def text(self) -> str:
+        return "".join(self.emitted)
+
+    def step(self, logits, cancelled: bool) -> TokenEvent:
+        """Sample the next token from logits and release it; ``cancelled`` makes it the last one."""
+        sample = self.sampler.sample(logits, self.history)
+        self.history.append(sample.token)
+        last = sample.token == self.eos or self.n >= self.max_tokens or cancelled
+        return self.emit(sample.token, sample, last, cancelled)
+
+    def emit(self, token: int, sample, last: bool, cancelled: bool) -> TokenEvent:
+        """The event of a released token: its final text (held back while it may start a stop
+        sequence); ``last`` ends the sequence ("cancelled" if ``cancelled``, else "length")."""
+        matcher, decoder = self.matcher, self.decoder
+        if token == self.eos:
+            # The end-of-text token has no text of its own: release what is pending.
+            text, self.found = matcher.push(decoder.flush())
+            self.reason = "stop_sequence" if self.found else "eos"
+        else:
+            text, self.found = matcher.push(decoder.feed(token) + (decoder.flush() if last else ""))
+            if self.found:
+                self.reason = "stop_sequence"
+            elif last:
+                self.reason = "cancelled" if cancelled else "length"
+        if self.reason is not None and not self.found:
+            text += matcher.release()
+        self.emitted.append(text)
+        return TokenEvent(text, token, sample.probability, sample.top, self.index)
+
+    def end_without_token(self, cancelled: bool) -> TokenEvent | None:
+        """End the sequence when no token is left to carry the text still held: that text on a
+        token-less event (None if there is none)."""
+        text, self.found = self.matcher.push(self.decoder.flush())
+        self.reason = "stop_sequence" if self.found else ("cancelled" if cancelled else "length")
+        text += "" if self.found else self.matcher.release()
+        if not text:
+            return None
+        self.emitted.append(text)
+        return TokenEvent(text, -1, 0.0, [], self.index)
