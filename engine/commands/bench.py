@@ -5,6 +5,13 @@ Reports the load time (map + repack), the JIT time (compiling or loading numba's
 evaluation paths), prompt and generation speed, and memory: the peak and current resident set
 beside the budget (file size + KV cache in use).
 
+With ``--parallel N`` it also times N sequences continuing the same prompt through
+``session.branch`` (engine.model.Branches): N different first tokens (the prompt's N most likely),
+then greedy steps, one pass over the weights per step for all N, as many steps as the single
+run. ``parallel_gen_tokens_per_s`` counts the tokens of all N; ``parallel_rss_mib`` is the resident
+set after that run, to compare with ``rss_mib`` (after the single run) plus ``parallel_kv_mib``
+(the keys and values of the N sequences' own tokens).
+
 Speeds are steady-state ones: the prompt is evaluated once and truncated away before the timed
 pass, as compilation is done before timing. A fresh process's first touch of the KV cache and
 activation memory costs page faults (on this project's VM, first-touched memory costs up to 2 s
@@ -20,6 +27,7 @@ import time
 import numpy as np
 
 from engine.errors import CLIError
+from engine.session import MAX_BRANCHES
 
 
 def register(sub):
@@ -29,6 +37,8 @@ def register(sub):
     p.add_argument("--prompt-tokens", type=int, default=32, help="prompt length in tokens (default 32)")
     p.add_argument("--gen-tokens", type=int, default=64, help="tokens to generate (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random prompt ids")
+    p.add_argument("--parallel", type=int, default=None, metavar="N",
+                   help="also time N sequences after the same prompt, one pass per token for all (1..8)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -43,7 +53,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024      # KiB on Linux
 
 
-def bench(path, threads=None, prompt_tokens=32, gen_tokens=64, seed=0) -> dict:
+def bench(path, threads=None, prompt_tokens=32, gen_tokens=64, seed=0, parallel=None) -> dict:
     """Run the measurement; returns the figures as a dict (the --json keys)."""
     from engine import fast
     from engine.ggml_file import GGMLFile
@@ -51,6 +61,8 @@ def bench(path, threads=None, prompt_tokens=32, gen_tokens=64, seed=0) -> dict:
 
     if prompt_tokens < 1 or gen_tokens < 0:
         raise CLIError("--prompt-tokens must be at least 1 and --gen-tokens at least 0")
+    if parallel is not None and not (1 <= parallel <= MAX_BRANCHES and gen_tokens >= 1):
+        raise CLIError(f"--parallel must be within 1..{MAX_BRANCHES}, with --gen-tokens at least 1")
     t0 = time.perf_counter()
     f = GGMLFile(path)
     config = Config.from_file(f)
@@ -60,6 +72,8 @@ def bench(path, threads=None, prompt_tokens=32, gen_tokens=64, seed=0) -> dict:
     if n_ctx > config.n_ctx:
         raise CLIError(f"--prompt-tokens + --gen-tokens = {n_ctx} exceed the model's context of {config.n_ctx}")
     compile_s = model.warm_up()
+    if parallel:
+        compile_s += warm_up_branches(model, parallel)
 
     rng = np.random.default_rng(seed)
     prompt = rng.integers(0, min(config.n_vocab, 50277), size=prompt_tokens).tolist()
@@ -67,13 +81,28 @@ def bench(path, threads=None, prompt_tokens=32, gen_tokens=64, seed=0) -> dict:
     session.eval(prompt)                  # steady state (see the module docstring), then forget it
     session.truncate(0)
     t = time.perf_counter()
-    logits = session.eval(prompt)
+    logits = prompt_logits = session.eval(prompt)
     prompt_s = time.perf_counter() - t
     t = time.perf_counter()
     for _ in range(gen_tokens):
         logits = session.eval([int(np.argmax(logits))])
     gen_s = time.perf_counter() - t
     kv_mib = 2 * config.n_layer * n_ctx * config.n_embd * 4 / 2**20
+    result = {}
+    if parallel:
+        rss_single = current_rss_mib()
+        session.truncate(prompt_tokens)
+        starts = np.argsort(prompt_logits)[::-1][:parallel]      # N different first tokens
+        branches = session.branch(parallel, gen_tokens)
+        t = time.perf_counter()
+        rows = branches.eval([int(x) for x in starts])
+        for _ in range(gen_tokens - 1):
+            rows = branches.eval([int(np.argmax(r)) for r in rows])
+        parallel_s = time.perf_counter() - t
+        result = dict(parallel_n=parallel, parallel_gen_tokens_per_s=round(parallel * gen_tokens / parallel_s, 2),
+                      parallel_speedup=round(parallel * gen_tokens / parallel_s * gen_s / gen_tokens, 2),
+                      parallel_rss_mib=round(current_rss_mib(), 1), single_rss_mib=round(rss_single, 1),
+                      parallel_kv_mib=round(2 * config.n_layer * parallel * gen_tokens * config.n_embd * 4 / 2**20, 1))
     return dict(
         model=str(path), weight_type=f.weight_type, qnt_version=f.qnt_version, threads=model.threads,
         kernels=fast.KERNELS,
@@ -82,12 +111,21 @@ def bench(path, threads=None, prompt_tokens=32, gen_tokens=64, seed=0) -> dict:
         prompt_tokens_per_s=round(prompt_tokens / prompt_s, 2),
         gen_tokens_per_s=round(gen_tokens / gen_s, 2) if gen_tokens else None,
         peak_rss_mib=round(peak_rss_mib(), 1), rss_mib=round(current_rss_mib(), 1),
-        file_mib=round(f.file_size / 2**20, 1), kv_cache_mib=round(kv_mib, 1),
+        file_mib=round(f.file_size / 2**20, 1), kv_cache_mib=round(kv_mib, 1), **result,
     )
 
 
+def warm_up_branches(model, n: int) -> float:
+    """Compile (or load from numba's cache) the batched path for n sequences; returns the seconds."""
+    t0 = time.perf_counter()
+    session = model.new_session(min(model.config.n_ctx, 3))
+    session.eval([0])
+    session.branch(n, 2).eval([0] * n)
+    return time.perf_counter() - t0
+
+
 def run(args) -> int:
-    result = bench(args.model, args.threads, args.prompt_tokens, args.gen_tokens, args.seed)
+    result = bench(args.model, args.threads, args.prompt_tokens, args.gen_tokens, args.seed, args.parallel)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -99,6 +137,9 @@ def run(args) -> int:
     print(f"prompt         {r['prompt_tokens_per_s']:.1f} tokens/s ({r['prompt_tokens']} tokens)")
     if r["gen_tokens_per_s"] is not None:
         print(f"generation     {r['gen_tokens_per_s']:.1f} tokens/s ({r['gen_tokens']} tokens)")
+    if r.get("parallel_n"):
+        print(f"parallel       {r['parallel_gen_tokens_per_s']:.1f} tokens/s for {r['parallel_n']} sequences "
+              f"({r['parallel_speedup']:.2f}x the single sequence), resident {r['parallel_rss_mib']:.0f} MiB after")
     print(f"memory         peak {r['peak_rss_mib']:.0f} MiB, now {r['rss_mib']:.0f} MiB "
           f"(file {r['file_mib']:.0f} MiB + KV cache {r['kv_cache_mib']:.0f} MiB + 100 MiB budget)")
     return 0

@@ -1,4 +1,9 @@
-"""``generate MODEL --prompt TEXT``: stream a continuation to stdout (or JSON events with --json)."""
+"""``generate MODEL --prompt TEXT``: stream a continuation to stdout (or JSON events with --json).
+
+With ``--n N`` it writes N continuations of the prompt, generated together (one pass over the
+weights per token for all of them, ``Generator.generate_many``): each printed whole when it ends,
+under a line naming it and its seed; with --json the events carry an ``index``.
+"""
 from __future__ import annotations
 
 import json
@@ -22,6 +27,8 @@ def register(sub):
     p.add_argument("--top-k", type=int, help="0 disables")
     p.add_argument("--top-p", type=float, help="1 disables")
     p.add_argument("--seed", type=int, help="makes the run reproducible (default: random, reported at the end)")
+    p.add_argument("--n", type=int, default=1, metavar="N",
+                   help="write N continuations (1..8), generated together; continuation i uses seed + i")
     p.add_argument("--stop", nargs="+", action="extend", default=[], metavar="STR",
                    help="stop when the text contains one of these strings (not printed)")
     p.add_argument("--json", action="store_true",
@@ -65,29 +72,44 @@ def run(args) -> int:
     from engine.generator import DoneEvent
 
     settings = sampler_settings(args)
-    events = open_from_args(args).generator.generate(args.prompt, settings, memory=args.memory, max_tokens=args.max_tokens,
-                                stop=args.stop, max_context=args.context)
+    generator = open_from_args(args).generator
+    options = dict(memory=args.memory, max_tokens=args.max_tokens, stop=args.stop, max_context=args.context)
+    if args.n != 1:
+        events = generator.generate_many(args.prompt, args.n, settings, **options)
+    else:
+        events = generator.generate(args.prompt, settings, **options)
     out = sys.stdout
+    texts = {}
     for event in events:
         if isinstance(event, DoneEvent):
-            done = event
+            finish(out, event, args, texts)
         elif args.json:
-            out.write(json.dumps({"text": event.text, "token": event.token,
-                                  "top": [[t, p] for t, p in event.top]}) + "\n")
-        else:
+            line = {"text": event.text, "token": event.token, "top": [[t, p] for t, p in event.top]}
+            out.write(json.dumps(dict(line, index=event.index) if args.n != 1 else line) + "\n")
+        elif args.n == 1:
             out.write(event.text)
+        else:
+            texts[event.index] = texts.get(event.index, "") + event.text
         out.flush()
+    return 0
+
+
+def finish(out, done, args, texts) -> None:
+    """Write what ends one continuation: its statistics (and, with --n, its text)."""
     if args.json:
-        out.write(json.dumps({
+        line = {
             "done": True, "stop_reason": done.stop_reason, "prompt_tokens": done.prompt_tokens,
             "prompt_tokens_reused": done.prompt_tokens_reused, "gen_tokens_per_s": done.gen_tokens_per_s,
             "gen_tokens": done.gen_tokens, "prompt_tokens_evaluated": done.prompt_tokens_evaluated,
             "prompt_tokens_dropped": done.prompt_tokens_dropped, "prompt_tokens_per_s": done.prompt_tokens_per_s,
-            "stop_sequence": done.stop_sequence, "seed": done.seed}) + "\n")
+            "stop_sequence": done.stop_sequence, "seed": done.seed}
+        out.write(json.dumps(dict(line, index=done.index) if args.n != 1 else line) + "\n")
         out.flush()
-    else:
-        out.write("\n")
-        print(f"[{done.stop_reason}] prompt {done.prompt_tokens} tokens ({done.prompt_tokens_evaluated} "
-              f"evaluated, {done.prompt_tokens_per_s:.1f} tokens/s); generated {done.gen_tokens} tokens "
-              f"({done.gen_tokens_per_s:.1f} tokens/s); seed {done.seed}", file=sys.stderr)
-    return 0
+        return
+    if args.n != 1:
+        out.write(f"=== continuation {done.index + 1} of {args.n} (seed {done.seed}) ===\n")
+        out.write(texts.get(done.index, ""))
+    out.write("\n")
+    print(f"[{done.stop_reason}] prompt {done.prompt_tokens} tokens ({done.prompt_tokens_evaluated} "
+          f"evaluated, {done.prompt_tokens_per_s:.1f} tokens/s); generated {done.gen_tokens} tokens "
+          f"({done.gen_tokens_per_s:.1f} tokens/s); seed {done.seed}", file=sys.stderr)
