@@ -8,7 +8,7 @@ use) and every N, runs ``python -m engine bench FILE --parallel N --json`` in a 
 it times a single greedy sequence and then N sequences after the same prompt, with the same
 lengths, in that one process, so the ratio is as fair as a shared machine allows. The table
 shows the best ratio of ``--rounds`` runs (with that run's figures) and the load average
-(``/proc/loadavg``) when the run ended; the memory column checks the issue's budget: resident
+(``os.getloadavg``) when the run ended; the memory column checks the issue's budget: resident
 memory after the N-sequence run <= the figure after the single run + the N sequences' own KV
 cache + 64 MiB.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ def run_parallel(path: Path, n: int, threads: int, prompt_tokens: int, gen_token
            str(prompt_tokens), "--gen-tokens", str(gen_tokens), "--parallel", str(n), "--json"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
-    result["load"] = "/".join(Path("/proc/loadavg").read_text().split()[:3])
+    result["load"] = "/".join(f"{v:.1f}" for v in os.getloadavg())
     return result
 
 

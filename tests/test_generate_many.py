@@ -210,3 +210,15 @@ def test_bench_parallel_reports_both_speeds_from_one_process(model_path):
     assert r["parallel_kv_mib"] >= 0 and r["parallel_rss_mib"] > 0 and r["single_rss_mib"] > 0
     proc = engine_cli("bench", model_path, "--parallel", 9, check=False)
     assert proc.returncode == 2 and "--parallel" in proc.stderr
+
+
+def test_banned_phrases_run_the_sequences_one_after_another(model, tokenizer):
+    """Phrase bans take tokens back, which a batch cannot: the sequences run in turn, same seeds, same events."""
+    settings = SamplerSettings(seed=21, temperature=1.0, banned_phrases=["e"])
+    events = list(Generator(model, tokenizer).generate_many(PROMPT, 2, settings, max_tokens=10))
+    assert [e.index for e in events] == sorted(e.index for e in events)
+    seqs = by_sequence(events, 2)
+    for i, (tokens, done) in seqs.items():
+        alone_tokens, alone = single(model, tokenizer, dataclasses.replace(settings, seed=21 + i), max_tokens=10)
+        assert [e.token for e in tokens] == [e.token for e in alone_tokens]
+        assert done.text == alone.text and "e" not in done.text and done.seed == 21 + i
