@@ -1,6 +1,7 @@
 """engine.loaded.open_model: the one way app, server and command line open a model and find its tokenizer."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -11,7 +12,7 @@ from engine.generator import DoneEvent
 from engine.loaded import REBUILT_NOTE, find_tokenizer_json, open_model
 from engine.sampling import SamplerSettings
 from engine.tokenizer import HFTokenizer, RebuiltBPETokenizer
-from tests.modelgen import TINY_FIXTURE, converted_tiny_model
+from tests.modelgen import TINY_FIXTURE, converted_tiny_model, write_random_model
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,18 @@ def test_stem_tokenizer_json_is_found_by_app_server_and_cli(tmp_path, capsys):
     assert cli_main(["generate", str(model), "--prompt", "Once", "--max-tokens", "2", "--seed", "1",
                      "--backend", "reference"]) == 0
     assert "rebuilt" not in capsys.readouterr().err
+
+
+
+def test_tokenize_uses_the_stem_tokenizer_json_of_a_model(tmp_path, capsys):
+    # the file's own vocabulary is placeholders ("<0>", "<1>", ...): ids from it could not match
+    model = tmp_path / "pythia.bin"
+    write_random_model(model, {"n_vocab": 320})
+    shutil.copy(TINY_FIXTURE / "tokenizer.json", tmp_path / "pythia.tokenizer.json")
+    text = "Once upon a time, in a land far away."
+    assert cli_main(["tokenize", str(model), text, "--json"]) == 0
+    expected = HFTokenizer.from_file(str(tmp_path / "pythia.tokenizer.json")).encode(text)
+    assert json.loads(capsys.readouterr().out) == {"ids": expected} and len(expected) > 5
 
 
 def test_an_explicit_tokenizer_that_does_not_exist_is_named(tiny_bin, tmp_path):

@@ -1,6 +1,8 @@
 """``tokenize (MODEL | --tokenizer FILE) (TEXT | --file PATH) [--json]``: the token ids of a text.
 
-With a tokenizer.json the ids are exact; a model file on its own uses the BPE rebuilt from the
+With a tokenizer.json the ids are exact: --tokenizer, else the one that belongs to MODEL
+(`<stem>.tokenizer.json` or `tokenizer.json` beside it, engine.loaded.find_tokenizer_json, as
+every command and the app find it). A model file with neither uses the BPE rebuilt from the
 vocabulary stored in it (engine/tokenizer.py explains how close that is).
 """
 from __future__ import annotations
@@ -9,13 +11,15 @@ import json
 from pathlib import Path
 
 from engine.errors import CLIError
+from engine.loaded import find_tokenizer_json
 from engine.tokenizer import load_tokenizer
 
 
 def register(sub):
     p = sub.add_parser("tokenize", help="print the token ids of a text",
-                       description="Print the token ids of TEXT (or of --file PATH), using the tokenizer "
-                                   "rebuilt from MODEL's vocabulary or the exact one from --tokenizer.")
+                       description="Print the token ids of TEXT (or of --file PATH), using the exact tokenizer "
+                                   "from --tokenizer or the tokenizer.json beside MODEL, else the one rebuilt "
+                                   "from MODEL's vocabulary.")
     p.add_argument("args", nargs="*", metavar="[MODEL] [TEXT]",
                    help="a legacy ggml .bin file (not needed with --tokenizer), then the text")
     p.add_argument("--tokenizer", metavar="FILE", help="a Hugging Face tokenizer.json (exact ids)")
@@ -50,6 +54,8 @@ def run(args) -> int:
     model, text = _model_and_text(args)
     if args.tokenizer:
         tokenizer = load_tokenizer(None, args.tokenizer)
+    elif find_tokenizer_json(model) is not None:
+        tokenizer = load_tokenizer(None, str(find_tokenizer_json(model)))
     else:
         from engine.ggml_file import GGMLFile
         with GGMLFile(model) as f:
