@@ -82,3 +82,68 @@ def test_sampler_fields_are_checked(server):
                          ("banned_phrases", [f"p{i}" for i in range(49)])]:
         status, _, body = request(server, "POST", "/api/v1/generate", {"prompt": PROMPT, field: value})
         assert status == 400 and field.split("_")[0] in body["detail"]["msg"], (field, body)
+
+
+# -- a prompt longer than the context is cut, and the answer says so ---------------------------
+
+
+def test_overflowing_prompts_are_reported_on_every_api(server, worker):
+    """SillyTavern keeps 8192 tokens of context whatever the model has: its ~2000-token prompt
+    to the demo model's 512 is cut, and the reply says by how much (body and header)."""
+    body = {**client_body("sillytavern-1.12.6-koboldcpp_generate_nostream.json"), "max_tokens": 4}
+    n_prompt = len(worker.tokenizer.encode(body["prompt"]))
+    status, headers, reply = request(server, "POST", "/v1/completions", body)
+    assert status == 200
+    dropped = reply["usage"]["prompt_tokens_dropped"]
+    assert dropped == n_prompt - reply["usage"]["prompt_tokens"] > 1000
+    assert int(headers["X-Prompt-Tokens-Dropped"]) == dropped and int(headers["X-Prompt-Tokens"]) <= worker.n_ctx
+    # KoboldCpp's API: in the result (Lite's memory is kept, the story is cut) and in the stream's last event
+    lite = {**client_body("kobold-lite-180-generate-dry.json"), "max_length": 4}
+    status, headers, reply = request(server, "POST", "/api/v1/generate", lite)
+    assert status == 200 and reply["results"][0]["prompt_tokens_dropped"] > 0
+    assert headers["X-Prompt-Tokens-Dropped"] == str(reply["results"][0]["prompt_tokens_dropped"])
+    status, headers, raw = request(server, "POST", "/api/extra/generate/stream", lite)
+    last = json.loads(sse_events(raw)[-1][1])
+    assert last["prompt_tokens_dropped"] == int(headers["X-Prompt-Tokens-Dropped"]) > 0
+    # a prompt that fits says 0
+    status, headers, reply = request(server, "POST", "/api/v1/generate", {"prompt": PROMPT, "max_length": 2})
+    assert reply["results"][0]["prompt_tokens_dropped"] == 0 and headers["X-Prompt-Tokens-Dropped"] == "0"
+
+
+# -- mikupad: probabilities in the KoboldCpp stream, token counts in OpenAI mode ----------------
+
+
+def test_kobold_stream_carries_top_logprobs_when_asked(server):
+    body = {"prompt": PROMPT, "max_length": 5, "temperature": 0, "logprobs": 3, "use_default_badwordsids": True}
+    events = [json.loads(d) for _, d in sse_events(request(server, "POST", "/api/extra/generate/stream", body)[2])]
+    tokens = events[:-1]
+    assert len(tokens) == 5
+    for e in tokens:
+        assert [set(t) for t in e["top_logprobs"]] == [{"token", "logprob"}] * 3
+        assert e["logprob"] == pytest.approx(e["top_logprobs"][0]["logprob"])      # greedy: the top one
+    whole = request(server, "POST", "/api/v1/generate", body)[2]["results"][0]
+    assert "".join(e["token"] for e in events) == whole["text"]
+    assert [e["top_logprobs"][0]["token"] for e in tokens] == [c["token"] for c in whole["logprobs"]["content"]]
+    plain = [json.loads(d) for _, d in sse_events(request(server, "POST", "/api/extra/generate/stream",
+                                                          {**body, "logprobs": None})[2])]
+    assert all("top_logprobs" not in e for e in plain)
+
+
+def test_openai_mode_token_counts(server, worker):
+    ids = worker.tokenizer.encode(PROMPT)
+    assert request(server, "POST", "/v1/token/encode", {"text": PROMPT})[2] == {"tokens": ids, "length": len(ids)}
+    assert request(server, "POST", "/v1/internal/encode", {"text": PROMPT})[2] == {"tokens": ids, "length": len(ids)}
+    assert request(server, "POST", "/v1/internal/token-count", {"text": PROMPT})[2] == {"length": len(ids)}
+    status, _, body = request(server, "POST", "/v1/internal/token-count", {"text": 5})
+    assert status == 400 and body["error"]["param"] == "text"
+
+
+def test_chat_completion_keeps_the_first_tokens_leading_space(server):
+    body = {**client_body("sillytavern-1.12.6-chatcompletion_custom_stream.json"), "max_tokens": 6,
+            "temperature": 0}
+    datas = [json.loads(d) for _, d in sse_events(request(server, "POST", "/v1/chat/completions", body)[2])
+             if d != "[DONE]"]
+    streamed = "".join(d["choices"][0]["delta"].get("content") or "" for d in datas if d["choices"])
+    whole = request(server, "POST", "/v1/chat/completions", {**body, "stream": False})[2]
+    assert whole["choices"][0]["message"]["content"] == streamed
+    assert streamed.startswith(" ") and streamed.strip()      # the model wrote " I..." and so do we

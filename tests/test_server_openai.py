@@ -106,7 +106,7 @@ def test_n_candidates_share_one_prompt_pass(worker):
     try:
         req = GenerationRequest(prompt=PROMPT * 3, settings=SamplerSettings(temperature=1.0, seed=3),
                                 max_tokens=6, n=3)
-        dones = [e.event for e in worker.run(req, threading.Event()) if hasattr(e.event, "stop_reason")]
+        dones = [e.event for e in worker.run(req, threading.Event()) if hasattr(getattr(e, "event", None), "stop_reason")]
     finally:
         del session.eval
     n_prompt = len(worker.tokenizer.encode(PROMPT * 3))
@@ -149,12 +149,11 @@ def test_chat_completion_streamed_and_not(server):
     whole = cl.chat.completions.create(model="tiny", messages=messages, **GREEDY)
     msg = whole.choices[0].message
     assert whole.object == "chat.completion" and msg.role == "assistant"
-    assert msg.content == msg.content.strip()
     chunks = list(cl.chat.completions.create(model="tiny", messages=messages, stream=True, **GREEDY))
     assert all(ch.object == "chat.completion.chunk" for ch in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
     streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-    assert streamed.strip() == msg.content
+    assert streamed == msg.content              # nothing stripped, streamed or not
     assert whole.usage.prompt_tokens > len("Tell me a story.".split())
 
 

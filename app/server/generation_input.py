@@ -66,6 +66,16 @@ def flag(body: dict, name: str, default: bool = False) -> bool:
     return value
 
 
+def token_ids(value, name: str, n_vocab: int) -> list:
+    """A list of token ids of this model's vocabulary (400 naming the field otherwise)."""
+    if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+        raise ApiError(400, f"{name} must be a list of token ids", name)
+    bad = [i for i in value if not 0 <= i < n_vocab]
+    if bad:
+        raise ApiError(400, f"token id {bad[0]} is outside the vocabulary (0..{n_vocab - 1})", name)
+    return value
+
+
 def stop_list(value, name: str) -> list:
     """A string or list of strings; empty strings are dropped, at most 32 kept (KoboldCpp)."""
     if value is None:

@@ -21,9 +21,10 @@ import traceback
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from app.server import kobold, openai_api
+from app.server import kobold, llamacpp, openai_api
 from app.server.errors import ApiError, unauthorized
 from app.server.queue import GenerationQueue
+from app.server.request import PromptWindow
 from app.server.routing import Router
 from app.server.security import SecurityPolicy, is_loopback
 from app.server.sse import ClientGone, SSEWriter, peer_closed
@@ -66,6 +67,7 @@ class Exchange:
         self.path = handler.route_path
         self.body: dict = {}
         self.jobs: list = []
+        self.prompt_window: PromptWindow | None = None
         self.authorized = self.api.security.authorized(handler.headers)
 
     @property
@@ -84,8 +86,13 @@ class Exchange:
     def from_loopback(self) -> bool:
         return is_loopback(self.handler.client_address[0])
 
+    def prompt_headers(self) -> dict:
+        """`X-Prompt-Tokens-Dropped` (and the window's length) once the worker said how it cut the prompt."""
+        w = self.prompt_window
+        return {} if w is None else {"X-Prompt-Tokens": str(w.tokens), "X-Prompt-Tokens-Dropped": str(w.dropped)}
+
     def send_json(self, obj, status: int = 200, headers: dict | None = None) -> None:
-        self.handler.send_json(obj, status, headers)
+        self.handler.send_json(obj, status, {**self.prompt_headers(), **(headers or {})})
 
     def start_sse(self) -> SSEWriter:
         """Send the headers of an event stream; the connection closes when the stream ends."""
@@ -94,6 +101,8 @@ class Exchange:
         h.send_header("Content-Type", "text/event-stream")
         h.send_header("Cache-Control", "no-cache")
         h.send_header("Connection", "close")
+        for name, value in self.prompt_headers().items():
+            h.send_header(name, value)
         h.send_cors_headers()
         h.end_headers()
         h.close_connection = True
@@ -116,7 +125,13 @@ class Exchange:
                 checked = now
                 if peer_closed(sock):
                     raise ClientGone("client disconnected")
-            if event is not None:
+            if isinstance(event, PromptWindow):
+                self.prompt_window = event      # for the reply's headers and body, not an event
+                if event.dropped:
+                    log.warning("prompt of %d tokens cut to fit the context: the oldest %d were dropped "
+                                "(the client's context size is larger than the model's %d)",
+                                event.tokens + event.dropped, event.dropped, self.worker.n_ctx)
+            elif event is not None:
                 yield event
 
     def cancel_unfinished(self) -> None:
@@ -199,7 +214,7 @@ class Handler(BaseHTTPRequestHandler):
             route = api.router.find(self.route_path)
             if route is None:
                 raise ApiError(404, f"no endpoint {self.route_path}")
-            self.kobold_dialect = not route.path.startswith("/v1/")
+            self.kobold_dialect = not route.openai_errors
             if method not in route.methods:
                 raise ApiError(405, f"{self.route_path} accepts {', '.join(route.methods)}, not {method}")
             exchange = Exchange(self, route)
@@ -332,7 +347,7 @@ class ApiServer:
         self.security = SecurityPolicy(api_key=self.config.api_key, allow_any_origin=self.config.allow_any_origin,
                                        allowed_origins=tuple(self.config.allowed_origins),
                                        allowed_hosts=tuple(self.config.allowed_hosts), bind_host=self.config.host)
-        self.router = Router([*kobold.routes(), *openai_api.routes()])
+        self.router = Router([*kobold.routes(), *openai_api.routes(), *llamacpp.routes()])
         self.queue: GenerationQueue | None = None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None

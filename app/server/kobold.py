@@ -10,7 +10,7 @@ import time
 
 from app.server.candidates import EventStream, collect, finish_reason, submit
 from app.server.errors import ApiError
-from app.server.generation_input import MAX_LOGPROBS, generation_request, number, string
+from app.server.generation_input import MAX_LOGPROBS, generation_request, number, string, token_ids
 from app.server.request import ChoiceEvent
 from app.server.routing import Route
 
@@ -110,7 +110,9 @@ def generate(ex) -> None:
         raise ApiError(500, "the generation ended without a result")
     c = candidates[0]
     result = {"text": c.text + _tail(c.done, bool(ex.body.get("trim_stop"))),
-              "finish_reason": finish_reason(c.done)}
+              "finish_reason": finish_reason(c.done),
+              # not KoboldCpp's: a prompt cut to fit the context is reported, not silently shortened
+              "prompt_tokens_dropped": c.done.prompt_tokens_dropped}
     if n_logprobs:
         result["logprobs"] = {"content": _logprobs_content(ex.worker.tokenizer, c.tokens, n_logprobs)}
     ex.send_json({"results": [result]})
@@ -150,9 +152,13 @@ def generate_stream(ex) -> None:
     Quirk: finish_reason is the string "null" until the last event, which carries "stop" or
     "length" (and possibly an empty token). The stream ends by closing the connection, with no
     [DONE]. Failures found before the first event are answered as a normal error reply.
+    With `logprobs: N` every token gets its own event with `logprob` and `top_logprobs`
+    ([{token, logprob}], what mikupad reads), even while its text is held back.
     """
     request = _request(ex)
     trim_stop = bool(ex.body.get("trim_stop"))
+    n_logprobs = _logprobs_count(ex.body)
+    tok = ex.worker.tokenizer
     stream = EventStream(ex, submit(ex, request),
                          lambda message: {"token": "", "finish_reason": "stop", "error": message})
     for event in stream:
@@ -160,10 +166,15 @@ def generate_stream(ex) -> None:
             continue
         ev = event.event
         if hasattr(ev, "token"):
-            if ev.text:
-                stream.send({"token": ev.text, "finish_reason": "null"}, event="message")
+            data = {"token": ev.text, "finish_reason": "null"}
+            if n_logprobs and 0 <= ev.token != tok.eos_id:
+                item = _logprobs_content(tok, [ev], n_logprobs)[0]
+                data.update(logprob=item["logprob"], top_logprobs=item["top_logprobs"])
+            if ev.text or "top_logprobs" in data:
+                stream.send(data, event="message")
         else:
-            stream.send({"token": _tail(ev, trim_stop), "finish_reason": finish_reason(ev)}, event="message")
+            stream.send({"token": _tail(ev, trim_stop), "finish_reason": finish_reason(ev),
+                         "prompt_tokens_dropped": ev.prompt_tokens_dropped}, event="message")
 
 
 def check(ex) -> None:
@@ -198,11 +209,6 @@ def tokencount(ex) -> None:
 
 
 def detokenize(ex) -> None:
-    ids = ex.body.get("ids")
-    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise ApiError(400, "ids must be a list of token ids", "ids")
     tok = ex.worker.tokenizer
-    bad = [i for i in ids if not 0 <= i < tok.n_vocab]
-    if bad:
-        raise ApiError(400, f"token id {bad[0]} is outside the vocabulary (0..{tok.n_vocab - 1})", "ids")
+    ids = token_ids(ex.body.get("ids"), "ids", tok.n_vocab)
     ex.send_json({"result": tok.decode(ids), "success": True})

@@ -28,6 +28,10 @@ def routes():
         Route("/v1/models", ["GET"], models, secured=False),
         Route("/v1/completions", ["POST"], completions, secured=True),
         Route("/v1/chat/completions", ["POST"], chat_completions, secured=True),
+        # token counting as OpenAI-mode clients probe for it: TabbyAPI's and text-generation-webui's
+        Route("/v1/token/encode", ["POST"], encode, secured=True),
+        Route("/v1/internal/encode", ["POST"], encode, secured=True),
+        Route("/v1/internal/token-count", ["POST"], token_count, secured=True),
     ]
 
 
@@ -38,6 +42,24 @@ def _model_id(ex) -> str:
 def models(ex) -> None:
     ex.send_json({"object": "list", "data": [{"id": _model_id(ex), "object": "model", "created": int(time.time()),
                                               "owned_by": OWNER, "context_length": ex.worker.n_ctx}]})
+
+
+def _text_tokens(ex) -> list:
+    text = ex.body.get("text", ex.body.get("prompt", ""))
+    if not isinstance(text, str):
+        raise ApiError(400, "text must be a string", "text")
+    return ex.worker.tokenizer.encode(text) if text else []
+
+
+def encode(ex) -> None:
+    """`{"tokens": [...], "length": n}` (TabbyAPI's /v1/token/encode, text-generation-webui's /v1/internal/encode)."""
+    ids = _text_tokens(ex)
+    ex.send_json({"tokens": ids, "length": len(ids)})
+
+
+def token_count(ex) -> None:
+    """`{"length": n}` (text-generation-webui's /v1/internal/token-count)."""
+    ex.send_json({"length": len(_text_tokens(ex))})
 
 
 # -- request mapping ---------------------------------------------------------------------------
@@ -160,8 +182,11 @@ def _usage(dones) -> dict:
     prompt = done[0].prompt_tokens if done else 0
     completion = sum(d.gen_tokens for d in done)
     reused = done[0].prompt_tokens_reused if done else 0
+    dropped = done[0].prompt_tokens_dropped if done else 0
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": reused}}
+            "prompt_tokens_details": {"cached_tokens": reused},
+            # not OpenAI's: the oldest prompt tokens left out to fit the context
+            "prompt_tokens_dropped": dropped}
 
 
 # -- /v1/completions ---------------------------------------------------------------------------
@@ -319,7 +344,7 @@ def chat_completions(ex) -> None:
         return
     _, candidates = collect(ex, job)
     tok = ex.worker.tokenizer
-    choices = [{"index": c.index, "message": {"role": "assistant", "content": c.text.strip()},
+    choices = [{"index": c.index, "message": {"role": "assistant", "content": c.text},
                 "logprobs": _chat_logprobs(tok, c.tokens, n_top) if n_top is not None else None,
                 "finish_reason": finish_reason(c.done)} for c in candidates]
     ex.send_json({**envelope, "object": "chat.completion", "choices": choices,
@@ -327,8 +352,9 @@ def chat_completions(ex) -> None:
 
 
 def _stream_chat(ex, job, envelope, n_top) -> None:
-    """Chunks with `delta`: the role first, then content pieces (leading blanks dropped: the
-    template's bot prefix ends before the space), a final empty delta with finish_reason, [DONE]."""
+    """Chunks with `delta`: the role first, then content pieces (the first keeps its leading
+    space, as the model wrote it: the template's bot prefix ends before it), a final empty
+    delta with finish_reason, [DONE]."""
     tok = ex.worker.tokenizer
     stream = EventStream(ex, job, _error_event)
     started = [False] * job.request.n
@@ -348,7 +374,7 @@ def _stream_chat(ex, job, envelope, n_top) -> None:
                 chunk(i, {"role": "assistant", "content": ""})
             chunk(i, {}, reason=finish_reason(ev))
             continue
-        text = ev.text if started[i] else ev.text.lstrip()
+        text = ev.text
         logprobs = _chat_logprobs(tok, [ev], n_top) if n_top is not None else None
         if text or logprobs:
             delta = {"content": text} if started[i] else {"role": "assistant", "content": text}

@@ -1,8 +1,8 @@
 """What the server asks of the generation worker, and what the worker streams back.
 
 Both API dialects (KoboldCpp's and OpenAI's) are translated into one `GenerationRequest`;
-the worker answers with a stream of `PromptScores` (only when the client asked for the
-prompt's log-probabilities), `ChoiceEvent`s wrapping the engine's TokenEvent/DoneEvent for
+the worker answers with a stream of one `PromptWindow`, `PromptScores` (only when the client
+asked for the prompt's log-probabilities), `ChoiceEvent`s wrapping the engine's TokenEvent/DoneEvent for
 each of the `n` candidates in turn, or a `WorkerFailed`.
 """
 from __future__ import annotations
@@ -25,6 +25,15 @@ class GenerationRequest:
     n: int = 1                       # candidates, generated one after the other from the cached prompt
     prompt_logprobs: int | None = None   # score the prompt too (OpenAI echo+logprobs), with this many alternatives
     genkey: str = ""                 # KoboldCpp's client-chosen id for check/abort
+
+
+@dataclass(frozen=True)
+class PromptWindow:
+    """The prompt as the model reads it, sent before any token: its length in tokens and how many
+    of the oldest story tokens were cut to fit the context (the client is told, not left guessing)."""
+
+    tokens: int
+    dropped: int
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,16 @@ from __future__ import annotations
 class Route:
     """An endpoint: its path, methods, whether it needs the key, and the function serving it."""
 
-    def __init__(self, path: str, methods, func, secured: bool, allow_unauthorized=None):
+    def __init__(self, path: str, methods, func, secured: bool, allow_unauthorized=None,
+                 openai_errors: bool | None = None):
+        """`openai_errors`: errors in OpenAI's (and llama.cpp's) `{"error": ...}` shape rather than
+        KoboldCpp's `{"detail": ...}`; by default for the /v1/ paths."""
         self.path = path
         self.methods = tuple(methods)
         self.func = func
         self.secured = secured
         self._allow_unauthorized = allow_unauthorized
+        self.openai_errors = path.startswith("/v1/") if openai_errors is None else openai_errors
 
     def func_allows_unauthorized(self, exchange) -> bool:
         return bool(self._allow_unauthorized and self._allow_unauthorized(exchange))

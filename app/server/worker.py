@@ -4,7 +4,7 @@
 is reused across requests. It implements the small protocol the queue needs:
 
     worker.model_name, worker.n_ctx, worker.tokenizer
-    worker.run(request, cancel) -> iterator of PromptScores / ChoiceEvent
+    worker.run(request, cancel) -> iterator of PromptWindow, PromptScores / ChoiceEvent
 
 `run` is called from the queue's single thread, so there is only ever one generation. The
 headless server (`python -m app.server`) builds one from a model file; the desktop app can
@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from app.server.request import ChoiceEvent, GenerationRequest, PromptScores
+from app.server.request import ChoiceEvent, GenerationRequest, PromptScores, PromptWindow
 
 
 class EngineWorker:
@@ -61,6 +61,9 @@ class EngineWorker:
         uses seed + i so that the candidates differ but the whole answer repeats.
         """
         with self.lock:
+            window = self.generator.preview_window(request.prompt, memory=request.memory,
+                                                   max_tokens=request.max_tokens, max_context=request.max_context)
+            yield PromptWindow(len(window.tokens), window.dropped_tokens)
             if request.prompt_logprobs is not None:
                 yield self.score_prompt(request.prompt, request.prompt_logprobs)
             for index in range(request.n):
