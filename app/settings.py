@@ -32,6 +32,7 @@ DEFAULTS = {
     "server_host": "127.0.0.1",
     "server_port": 5001,          # its key is in the KeyStore, never here
     "remote_url": "",             # the last remote server connected to (its key: KeyStore)
+    "hf_checkpoint_policy": "ask",  # after an add-hf: "ask", "keep" or "delete" the downloaded checkpoint
 }
 
 

@@ -17,6 +17,7 @@ from engine.safetensors_file import SafetensorsFile
 from test_torch_pickle import tensor_pickle
 
 TINY = FIXTURES_DIR / "tiny-parallel"
+REPO = "EleutherAI/pythia-tiny"
 
 
 def revision_tensors(seed: int) -> dict[str, np.ndarray]:
@@ -90,3 +91,31 @@ def host_checkpoint(hub, repo: str, revision: str, tensors, layout: str = "safet
     for name, data in files.items():
         hub.add_file(repo, revision, name, data, lfs=not name.endswith(".json"))
     return files
+
+
+def local_revision(folder, seed: int, out_type: str = "f32"):
+    """Convert one 'revision' of the tiny model without a hub: the model file, its tokenizer beside it."""
+    import shutil
+
+    from engine.convert import convert_hf
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(TINY / name, folder / name)
+    (folder / "model.safetensors").write_bytes(safetensors_bytes(revision_tensors(seed)))
+    out = folder / f"rev{seed}-{out_type}.bin"
+    convert_hf(folder, out, out_type)
+    return out
+
+
+def host_test_repos(hub) -> None:
+    """The repositories the add-hf tests use: two revisions and a tag of REPO, the sharded and
+    pickled layouts of one model, and a Llama that must be refused."""
+    host_checkpoint(hub, REPO, "step1000", revision_tensors(1))
+    host_checkpoint(hub, REPO, "step2000", revision_tensors(2))
+    host_checkpoint(hub, REPO, "step3000", revision_tensors(3))
+    hub.add_tag(REPO, "v1.0", "step1000")
+    host_checkpoint(hub, "test/neox-sharded-st", "main", revision_tensors(3), "sharded-safetensors")
+    host_checkpoint(hub, "test/neox-sharded-bin", "main", revision_tensors(3), "sharded-bin")
+    host_checkpoint(hub, "test/neox-bin", "main", revision_tensors(3), "bin")
+    host_checkpoint(hub, "test/llama", "main", revision_tensors(3),
+                    config={"architectures": ["LlamaForCausalLM"], "model_type": "llama"})

@@ -16,24 +16,16 @@ from app.models.hf_repos import KNOWN_REPOS, is_pythia, pythia_steps
 from app.models.hub import Hub, RevisionNotFound
 from app.models.manager import ModelError, ModelManager, UsageError
 from engine.convert import ConversionCancelled, ConversionControl, convert_hf, partial_paths
-from hf_checkpoints import TINY, host_checkpoint, revision_tensors, safetensors_bytes
+from hf_checkpoints import REPO, TINY, host_test_repos, revision_tensors, safetensors_bytes
 from http_fixture_server import Fault, HubFixture
 
-REPO = "EleutherAI/pythia-tiny"
 TOKENS = [1, 5, 9, 77, 200, 3, 14, 15, 92, 65, 35, 89]
 
 
 @pytest.fixture
 def hub():
     with HubFixture() as server:
-        host_checkpoint(server, REPO, "step1000", revision_tensors(1))
-        host_checkpoint(server, REPO, "step2000", revision_tensors(2))
-        server.add_tag(REPO, "v1.0", "step1000")
-        host_checkpoint(server, "test/neox-sharded-st", "main", revision_tensors(3), "sharded-safetensors")
-        host_checkpoint(server, "test/neox-sharded-bin", "main", revision_tensors(3), "sharded-bin")
-        host_checkpoint(server, "test/neox-bin", "main", revision_tensors(3), "bin")
-        host_checkpoint(server, "test/llama", "main", revision_tensors(3),
-                        config={"architectures": ["LlamaForCausalLM"], "model_type": "llama"})
+        host_test_repos(server)
         yield server
 
 

@@ -87,7 +87,7 @@ class MainWindow(QMainWindow):
         self.sampling = SamplingPanel()
         self.memory = MemoryPanel()
         self.context_view = ContextView()
-        self.model_picker = ModelPicker()
+        self.model_picker = ModelPicker(settings=self.settings, save_settings=self.write_settings)
         self.local_server = LocalServer(self.llm.worker, self)
         self.server_panel = ServerPanel(self.local_server, self.settings, self.keystore, self.write_settings)
         self.docks = {}
