@@ -155,7 +155,16 @@ class CheckpointWeights:
                       if name.endswith(".index.json") else [path])
 
     def array(self, name: str) -> np.ndarray:
+        """The tensor as stored: a mapped view (bfloat16 of a pickle as its uint16 bits)."""
         return self._array(name)
+
+    @staticmethod
+    def to_float32(values: np.ndarray) -> np.ndarray:
+        """Part of a tensor from `array` as float32 (uint16 here can only be bfloat16 bits)."""
+        if values.dtype == np.uint16:
+            from engine.safetensors_file import bf16_to_float32
+            return bf16_to_float32(np.ascontiguousarray(values))
+        return np.asarray(values, dtype=np.float32)
 
     @staticmethod
     def release(array: np.ndarray) -> None:
@@ -199,7 +208,7 @@ def _torch_shards(index_path: Path) -> list[Path]:
 
 def _load_torch(path: Path) -> dict[str, np.ndarray]:
     from engine.torch_pickle import load_torch_state_dict
-    return load_torch_state_dict(path)
+    return load_torch_state_dict(path, widen_bf16=False)     # bf16 stays mapped: see to_float32
 
 
 def map_tensor_names(config: NeoXConfig, weights: CheckpointWeights) -> dict[str, str | None]:
@@ -364,7 +373,7 @@ def convert_hf(hf_dir, out_path, ftype: str = "f16", *, qnt_version: int | None 
                 if control.cancelled:
                     raise ConversionCancelled(f"conversion to {Path(out_path).name} cancelled after "
                                               f"{index} of {len(names)} tensors; run it again to resume")
-                chunk = np.asarray(rows[r:r + step], dtype=np.float32)
+                chunk = CheckpointWeights.to_float32(rows[r:r + step])
                 writer.write_data(quantize(target, qv, chunk.reshape(-1)))
                 done += chunk.size
                 if on_progress is not None:

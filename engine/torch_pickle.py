@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import collections
+import functools
 import io
 import pickle
 import struct
@@ -58,8 +59,12 @@ class Storage:
         self.values = values
 
 
-def rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> np.ndarray:
-    """`torch._utils._rebuild_tensor_v2`: a strided view on a storage, bounds-checked."""
+def rebuild_tensor(storage, storage_offset, size, stride, *_ignored, widen_bf16: bool = True) -> np.ndarray:
+    """`torch._utils._rebuild_tensor_v2`: a strided view on a storage, bounds-checked.
+
+    bfloat16 values are widened to a float32 copy, unless `widen_bf16` is false: then they stay a
+    view of their uint16 bit patterns (the streaming converter widens them a chunk at a time).
+    """
     if not isinstance(storage, Storage):
         raise ValueError(f"tensor storage is a {type(storage).__name__}, not a storage reference")
     size, stride = tuple(size), tuple(stride)
@@ -80,7 +85,7 @@ def rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> np.ndarr
                                                 strides=tuple(st * itemsize for st in stride), writeable=False)
     else:
         array = np.zeros(size, dtype=storage.values.dtype)
-    if storage.type.name == "BFloat16Storage":
+    if storage.type.name == "BFloat16Storage" and widen_bf16:
         array = bf16_to_float32(np.ascontiguousarray(array))
     return array
 
@@ -103,10 +108,11 @@ ALLOWED_GLOBALS = {
 class TensorUnpickler(pickle.Unpickler):
     """An unpickler that can only rebuild tensors and dicts; everything else is refused."""
 
-    def __init__(self, data: bytes, archive: "TorchArchive"):
+    def __init__(self, data: bytes, archive: "TorchArchive", widen_bf16: bool = True):
         super().__init__(io.BytesIO(data))
         self.archive = archive
         self.storages: dict[str, Storage] = {}
+        self.widen_bf16 = widen_bf16
 
     def find_class(self, module, name):
         # Protocol < 3 pickles spell some globals with Python 2 names (__builtin__, commands);
@@ -118,7 +124,10 @@ class TensorUnpickler(pickle.Unpickler):
             elif module in _compat_pickle.IMPORT_MAPPING:
                 module = _compat_pickle.IMPORT_MAPPING[module]
         try:
-            return ALLOWED_GLOBALS[(module, name)]
+            found = ALLOWED_GLOBALS[(module, name)]
+            if found is rebuild_tensor and not self.widen_bf16:
+                return functools.partial(rebuild_tensor, widen_bf16=False)
+            return found
         except (KeyError, TypeError):
             raise ModelFormatError(self.archive.path, None,
                                    f"{self.archive.pickle_name}: refused global {module}.{name} "
@@ -203,10 +212,14 @@ class TorchArchive:
         return info.header_offset + 30 + name_len + extra_len
 
 
-def load_torch_state_dict(path) -> dict[str, np.ndarray]:
-    """Load a `pytorch_model.bin` state dict as name -> numpy array, without executing pickle code."""
+def load_torch_state_dict(path, widen_bf16: bool = True) -> dict[str, np.ndarray]:
+    """Load a `pytorch_model.bin` state dict as name -> numpy array, without executing pickle code.
+
+    With `widen_bf16` false, bfloat16 tensors are uint16 views of their bits (no storage type
+    maps to uint16 otherwise), so nothing is copied and the caller widens them as it goes.
+    """
     archive = TorchArchive(path)
-    unpickler = TensorUnpickler(archive.read_pickle(), archive)
+    unpickler = TensorUnpickler(archive.read_pickle(), archive, widen_bf16)
     try:
         state = unpickler.load()
     except ModelFormatError:

@@ -43,14 +43,20 @@ def safetensors_bytes(tensors: dict[str, np.ndarray], dtype=np.float16) -> bytes
     return struct.pack("<Q", len(text)) + text + b"".join(blobs)
 
 
-def torch_bin_bytes(tensors: dict[str, np.ndarray]) -> bytes:
-    """A torch.save zip of float16 tensors, written by hand (no torch in the tests)."""
+def bf16_bits(value: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (truncated: the top half of each float32)."""
+    return (np.ascontiguousarray(value, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def torch_bin_bytes(tensors: dict[str, np.ndarray], bf16: bool = False) -> bytes:
+    """A torch.save zip of float16 (or bfloat16) tensors, written by hand (no torch in the tests)."""
     spec, storages = {}, []
     for i, (name, value) in enumerate(tensors.items()):
         shape = tuple(value.shape)
         stride = tuple(int(np.prod(shape[k + 1:])) for k in range(len(shape)))
-        spec[name] = ("HalfStorage", str(i), int(value.size), 0, shape, stride)
-        storages.append((str(i), np.ascontiguousarray(value, dtype=np.float16).tobytes()))
+        spec[name] = ("BFloat16Storage" if bf16 else "HalfStorage", str(i), int(value.size), 0, shape, stride)
+        raw = bf16_bits(value) if bf16 else np.ascontiguousarray(value, dtype=np.float16)
+        storages.append((str(i), raw.tobytes()))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z:
         z.writestr("archive/data.pkl", tensor_pickle(spec))
@@ -77,15 +83,15 @@ def shard(tensors: dict[str, np.ndarray], n: int, kind: str) -> dict[str, bytes]
 
 def host_checkpoint(hub, repo: str, revision: str, tensors, layout: str = "safetensors", config: dict | None = None):
     """Put one revision on the fixture hub: config.json, tokenizer.json and the weights in `layout`
-    ("safetensors", "bin", "sharded-safetensors", "sharded-bin")."""
+    ("safetensors", "bin", "bin-bf16", "sharded-safetensors", "sharded-bin")."""
     cfg = json.loads((TINY / "config.json").read_text())
     cfg.update(config or {})
     hub.add_file(repo, revision, "config.json", json.dumps(cfg).encode(), lfs=False)
     hub.add_file(repo, revision, "tokenizer.json", (TINY / "tokenizer.json").read_bytes(), lfs=False)
     if layout == "safetensors":
         files = {"model.safetensors": safetensors_bytes(tensors)}
-    elif layout == "bin":
-        files = {"pytorch_model.bin": torch_bin_bytes(tensors)}
+    elif layout in ("bin", "bin-bf16"):
+        files = {"pytorch_model.bin": torch_bin_bytes(tensors, bf16=layout == "bin-bf16")}
     else:
         files = shard(tensors, 3, layout.removeprefix("sharded-").replace("bin", "pytorch"))
     for name, data in files.items():
@@ -117,5 +123,6 @@ def host_test_repos(hub) -> None:
     host_checkpoint(hub, "test/neox-sharded-st", "main", revision_tensors(3), "sharded-safetensors")
     host_checkpoint(hub, "test/neox-sharded-bin", "main", revision_tensors(3), "sharded-bin")
     host_checkpoint(hub, "test/neox-bin", "main", revision_tensors(3), "bin")
+    host_checkpoint(hub, "test/neox-bf16", "main", revision_tensors(3), "bin-bf16")
     host_checkpoint(hub, "test/llama", "main", revision_tensors(3),
                     config={"architectures": ["LlamaForCausalLM"], "model_type": "llama"})

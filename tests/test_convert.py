@@ -291,3 +291,55 @@ def test_sharded_safetensors(tmp_path):
     index.write_text(json.dumps({"weight_map": {"z": "a.safetensors"}}))
     with pytest.raises(ModelFormatError, match="lacks it"):
         open_safetensors(index)
+
+
+# --- streaming: quantized output, cancel, crash, resume ----------------------------------------
+
+def test_streamed_quantized_output_equals_quantize_of_the_f32_file(converted, tmp_path):
+    from engine.commands.quantize import quantize_file
+    convert_hf(FIXTURES_DIR / "tiny-parallel", tmp_path / "direct.bin", "q5_1")
+    quantize_file(converted("tiny-parallel", "f32"), tmp_path / "twostep.bin", "q5_1")
+    assert (tmp_path / "direct.bin").read_bytes() == (tmp_path / "twostep.bin").read_bytes()
+
+
+def test_cancel_then_crash_then_resume_gives_the_same_file(tmp_path):
+    from engine.convert import ConversionCancelled, ConversionControl, partial_paths
+    src = FIXTURES_DIR / "tiny-sequential"
+    convert_hf(src, tmp_path / "whole.bin", "q8_0")
+    out = tmp_path / "out.bin"
+    part, journal = partial_paths(out)
+    control = ConversionControl()
+
+    def cancel_at(n):
+        def on_progress(p):
+            if p.tensors_done >= n:
+                control.cancel()
+        return on_progress
+    with pytest.raises(ConversionCancelled):
+        convert_hf(src, out, "q8_0", control=control, on_progress=cancel_at(5))
+    done = json.loads(journal.read_text())
+    assert done["tensors_done"] >= 5 and part.stat().st_size >= done["offset"] and not out.exists()
+    with open(part, "ab") as f:                    # a crash in the middle of the next tensor
+        f.write(b"\x00garbage" * 100)
+    seen = []
+    convert_hf(src, out, "q8_0", on_progress=seen.append)
+    assert seen[0].resumed_at > 0 and seen[0].tensors_done == done["tensors_done"]
+    assert out.read_bytes() == (tmp_path / "whole.bin").read_bytes()
+    assert not part.exists() and not journal.exists()
+
+
+def test_a_journal_of_other_inputs_is_not_resumed(tmp_path):
+    from engine.convert import ConversionCancelled, ConversionControl, partial_paths
+    src = FIXTURES_DIR / "tiny-parallel"
+    out = tmp_path / "out.bin"
+    control = ConversionControl()
+    control.cancel()
+    with pytest.raises(ConversionCancelled):
+        convert_hf(src, out, "f16", control=control, source_id="commit-a")
+    part, journal = partial_paths(out)
+    journal.write_text(json.dumps(dict(json.loads(journal.read_text()), tensors_done=3)))
+    seen = []
+    convert_hf(src, out, "f16", source_id="commit-b", on_progress=seen.append)     # other inputs: from scratch
+    assert seen[0].resumed_at == 0
+    convert_hf(src, tmp_path / "ref.bin", "f16")
+    assert out.read_bytes() == (tmp_path / "ref.bin").read_bytes()

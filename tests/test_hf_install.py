@@ -16,7 +16,7 @@ from app.models.hf_repos import KNOWN_REPOS, is_pythia, pythia_steps
 from app.models.hub import Hub, RevisionNotFound
 from app.models.manager import ModelError, ModelManager, UsageError
 from engine.convert import ConversionCancelled, ConversionControl, convert_hf, partial_paths
-from hf_checkpoints import REPO, TINY, host_test_repos, revision_tensors, safetensors_bytes
+from hf_checkpoints import REPO, TINY, bf16_bits, host_test_repos, revision_tensors, safetensors_bytes
 from http_fixture_server import Fault, HubFixture
 
 TOKENS = [1, 5, 9, 77, 200, 3, 14, 15, 92, 65, 35, 89]
@@ -35,13 +35,14 @@ def manager(hub, tmp_path, monkeypatch):
     return ModelManager(tmp_path / "models", hub.endpoint, stall_timeout=1.0, retries=3, backoff=0.01)
 
 
-def float_forward(tensors, tmp_path, name):
-    """Logits of a float32 forward of exactly the hosted weights (stored f16, widened to f32)."""
+def float_forward(tensors, tmp_path, name, bf16=False):
+    """Logits of a float32 forward of exactly the hosted weights (stored f16 or bf16, widened to f32)."""
     folder = tmp_path / f"{name}-float"
     folder.mkdir()
     for f in ("config.json", "tokenizer.json"):
         shutil.copy(TINY / f, folder / f)
-    widened = {k: np.asarray(v, np.float16).astype(np.float32) for k, v in tensors.items()}
+    widened = {k: (bf16_bits(v).astype(np.uint32) << 16).view(np.float32) if bf16
+               else np.asarray(v, np.float16).astype(np.float32) for k, v in tensors.items()}
     (folder / "model.safetensors").write_bytes(safetensors_bytes(widened, np.float32))
     convert_hf(folder, folder / "f32.bin", "f32")
     return engine.load_model(folder / "f32.bin", backend="reference").logits(TOKENS)
@@ -106,13 +107,14 @@ def test_revisions_hold_different_weights_and_install_with_provenance(manager, h
     assert again.already_installed
 
 
-@pytest.mark.parametrize("repo", ["test/neox-sharded-st", "test/neox-sharded-bin", "test/neox-bin"])
+@pytest.mark.parametrize("repo", ["test/neox-sharded-st", "test/neox-sharded-bin", "test/neox-bin",
+                                  "test/neox-bf16"])
 def test_sharded_and_pickled_checkpoints_convert_to_the_same_model(manager, hub, repo, tmp_path):
     result = manager.add_hf(repo, "main", "f16")
     got = engine.load_model(manager.models_dir / result.record.file, backend="reference").logits(TOKENS)
-    assert rel_err(got, float_forward(revision_tensors(3), tmp_path, "three")) < 1e-3
+    assert rel_err(got, float_forward(revision_tensors(3), tmp_path, "three", bf16=repo.endswith("bf16"))) < 1e-3
     shards = [p for p in result.record.source_sha256 if p.endswith((".safetensors", ".bin"))]
-    assert len(shards) == (1 if repo == "test/neox-bin" else 3)
+    assert len(shards) == (3 if "sharded" in repo else 1)
 
 
 def test_a_connection_dropped_mid_shard_resumes(manager, hub):
@@ -204,3 +206,16 @@ def test_cli_add_hf_json(hub, tmp_path, monkeypatch, capsys):
     assert "LlamaForCausalLM" in capsys.readouterr().err
     assert cli.main(argv[:4] + ["add-hf", REPO, "--revision", "nope"]) == 1
     assert "has no revision 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("repo, template", [
+    ("databricks/dolly-v2-3b", "dolly"), ("togethercomputer/RedPajama-INCITE-Chat-3B-v1", "redpajama"),
+    ("togethercomputer/RedPajama-INCITE-Base-3B-v1", "plain"), ("stabilityai/stablelm-tuned-alpha-7b", "stablelm"),
+    ("stabilityai/stablelm-base-alpha-7b", "plain"), ("EleutherAI/pythia-1.4b-deduped", "plain")])
+def test_chat_templates_follow_the_family_of_an_installed_revision(repo, template):
+    from app.chattemplates import TEMPLATES, template_for_model
+    from app.models.manager import hf_model_id
+    assert template_for_model(hf_model_id(repo, "main", "q4_0")).name == template
+    if template == "stablelm":
+        prompt = TEMPLATES["stablelm"].prompt([type("Turn", (), {"role": "user", "text": "Hi"})()], "You", "Bot")
+        assert prompt.startswith("<|SYSTEM|># StableLM Tuned (Alpha version)") and prompt.endswith("<|USER|>Hi<|ASSISTANT|>")
