@@ -306,6 +306,18 @@ class SamplingPanel(QWidget):
             self.context_spin.setValue(n_ctx)
 
     # --- presets ---------------------------------------------------------------------
+    def restore(self, settings) -> None:
+        """The user's presets, the chosen preset and the values of the last session."""
+        self.set_user_presets(settings.get("user_presets"))
+        if settings.get("preset"):
+            self.preset_picker.setCurrentText(settings.get("preset"))
+        self.apply_values(settings.get("sampler"))
+
+    def remember(self, settings) -> None:
+        """Keep the chosen preset and the values for the next session."""
+        settings.set("sampler", self.values())
+        settings.set("preset", self.preset_picker.currentText())
+
     def set_user_presets(self, presets: dict) -> None:
         self._user_presets = {k: v for k, v in presets.items() if isinstance(v, dict)}
         self._fill_presets()

@@ -1,12 +1,15 @@
-"""How the window looks: the light/dark theme, the story's font size, the window's geometry and
-dock layout, all kept in the settings."""
+"""How the window looks: where the panels dock, the light/dark theme, the story's font size and the
+window's geometry (the last three kept in the settings)."""
 from __future__ import annotations
 
 from PySide6.QtCore import QByteArray, Qt, QTimer
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QDockWidget
 
 THEMES = ("system", "light", "dark")
+DOCKS = {"models": ("Models", Qt.LeftDockWidgetArea), "sampling": ("Sampling", Qt.RightDockWidgetArea),
+         "memory": ("Memory · World info", Qt.RightDockWidgetArea), "context": ("Context", Qt.RightDockWidgetArea),
+         "server": ("API server", Qt.RightDockWidgetArea)}
 
 
 def dark_palette() -> QPalette:
@@ -23,6 +26,22 @@ def dark_palette() -> QPalette:
     for role in (QPalette.WindowText, QPalette.Text, QPalette.ButtonText):
         p.setColor(QPalette.Disabled, role, QColor(120, 123, 128))
     return p
+
+
+def dock_panels(window, panels: dict) -> dict:
+    """Put each panel in its dock: the model list on the left, the rest tabbed on the right,
+    sampling in front. Returns the docks by key (their object names are "<key>Dock")."""
+    docks = {}
+    for key, panel in panels.items():
+        title, area = DOCKS[key]
+        docks[key] = QDockWidget(title, window, objectName=f"{key}Dock")
+        docks[key].setWidget(panel)
+        window.addDockWidget(area, docks[key])
+    tabbed = [docks[key] for key in panels if DOCKS[key][1] == Qt.RightDockWidgetArea]
+    for first, second in zip(tabbed, tabbed[1:]):
+        window.tabifyDockWidget(first, second)
+    tabbed[0].raise_()
+    return docks
 
 
 class Appearance:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QStackedWidget
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import QMainWindow, QStackedWidget
 
 from app.autosave import FileWriter
 from app.chatllm import ChatLLM, freeze_heap
@@ -31,7 +31,7 @@ from app.widgets.serverpanel import ServerPanel
 from app.widgets.storyview import StoryView
 from app.widgets.tokenprobs import TokenProbsPopup
 from app.window.actions import Actions
-from app.window.appearance import Appearance
+from app.window.appearance import Appearance, dock_panels
 from app.window.dialogs import Dialogs
 from app.window.statusbar import StatusBar
 
@@ -90,18 +90,9 @@ class MainWindow(QMainWindow):
         self.model_picker = ModelPicker(settings=self.settings, save_settings=self.write_settings)
         self.local_server = LocalServer(self.llm.worker, self)
         self.server_panel = ServerPanel(self.local_server, self.settings, self.keystore, self.write_settings)
-        self.docks = {}
-        for key, title, widget, area in (("models", "Models", self.model_picker, Qt.LeftDockWidgetArea),
-                                         ("sampling", "Sampling", self.sampling, Qt.RightDockWidgetArea),
-                                         ("memory", "Memory · World info", self.memory, Qt.RightDockWidgetArea),
-                                         ("context", "Context", self.context_view, Qt.RightDockWidgetArea),
-                                         ("server", "API server", self.server_panel, Qt.RightDockWidgetArea)):
-            self.docks[key] = QDockWidget(title, self, objectName=f"{key}Dock")
-            self.docks[key].setWidget(widget)
-            self.addDockWidget(area, self.docks[key])
-        for first, second in (("sampling", "memory"), ("memory", "context"), ("context", "server")):
-            self.tabifyDockWidget(self.docks[first], self.docks[second])
-        self.docks["sampling"].raise_()
+        self.docks = dock_panels(self, {"models": self.model_picker, "sampling": self.sampling,
+                                        "memory": self.memory, "context": self.context_view,
+                                        "server": self.server_panel})
 
     def _connect_signals(self) -> None:
         """The one place where controllers, document, widgets and actions meet."""
@@ -170,10 +161,7 @@ class MainWindow(QMainWindow):
                 (self.dialogs.threadsChosen, self.write_settings)]
 
     def _apply_settings(self) -> None:
-        self.sampling.set_user_presets(self.settings.get("user_presets"))
-        if self.settings.get("preset"):
-            self.sampling.preset_picker.setCurrentText(self.settings.get("preset"))
-        self.sampling.apply_values(self.settings.get("sampler"))
+        self.sampling.restore(self.settings)
         self.appearance.restore(self, self.docks)
         self.document.story.mode = "chat" if self.settings.get("mode") == "chat" else "story"
 
@@ -284,8 +272,7 @@ class MainWindow(QMainWindow):
 
     def save_settings(self) -> None:
         self.appearance.save(self)
-        self.settings.set("sampler", self.sampling.values())
-        self.settings.set("preset", self.sampling.preset_picker.currentText())
+        self.sampling.remember(self.settings)
         self.settings.set("mode", self.commands.mode())
         self.write_settings()
 
