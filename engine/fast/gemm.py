@@ -260,11 +260,17 @@ def matmat(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
 def _matmat(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
     if a0.ndim == 4:           # the lanes layout (see matvec.matvec)
         def lanes(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
+            if out.shape[0] == 1:      # one row: the token kernel, streaming with its prefetches
+                matvec(a0, a1, a2, a3, layer, x[0], xs[0], out[0], t0, t1)
+                return
             for t in range(t0, t1):
                 gemm(a0, a1, a2, a3, layer, xs, out, t, t + 1)
         return lanes
 
     def per_row(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
+        if out.shape[0] == 1:
+            matvec(a0, a1, a2, a3, layer, x[0], xs[0], out[0], t0, t1)
+            return
         for t in range(t0, t1):
             for j in range(out.shape[0]):
                 matvec(a0, a1, a2, a3, layer, x[j], xs[j], out[j], t, t + 1)
