@@ -76,7 +76,7 @@ def test_n_candidates_differ_and_repeat_with_a_seed(server):
     assert 3 <= first.usage.completion_tokens <= 30 and first.usage.prompt_tokens > 0
 
 
-def test_streamed_candidates_arrive_one_after_another(server):
+def test_streamed_candidates_arrive_together(server):
     cl = client(server)
     args = dict(model="tiny", prompt=PROMPT, n=2, max_tokens=8, temperature=1.0, seed=11)
     whole = cl.completions.create(**args)
@@ -87,31 +87,45 @@ def test_streamed_candidates_arrive_one_after_another(server):
             texts[c.index] += c.text
             order.append(c.index)
     assert texts == {c.index: c.text for c in whole.choices}
-    assert order == sorted(order)          # candidate 1 starts after candidate 0 ended
+    # one batch: candidate 1's chunks start before candidate 0's end
+    assert order.index(1) < len(order) - 1 - order[::-1].index(0)
 
 
-def test_n_candidates_share_one_prompt_pass(worker):
-    """Evaluated tokens: the prompt once, then for each further candidate only its last
-    prompt token again (the KV cache of the rest is reused), plus the sampled tokens."""
-    counted = []
+def test_n_candidates_run_as_one_batch(worker):
+    """The prompt is evaluated once; then each pass evaluates one token of every candidate still
+    running, all in one call (engine.session.Branches)."""
+    counted, passes = [], []
     session = worker.generator.session
-    original = session.eval
+    original_eval, original_branch = session.eval, session.branch
 
     def eval_(tokens, all_logits=False):
         counted.append(len(tokens))
-        return original(tokens, all_logits)
+        return original_eval(tokens, all_logits)
+
+    def branch(n, max_new):
+        branches = original_branch(n, max_new)
+        inner = branches.eval
+
+        def batch_eval(tokens, seqs=None):
+            passes.append(len(tokens))
+            return inner(tokens, seqs)
+        branches.eval = batch_eval
+        return branches
 
     worker.generator.reset()
-    session.eval = eval_
+    session.eval, session.branch = eval_, branch
     try:
         req = GenerationRequest(prompt=PROMPT * 3, settings=SamplerSettings(temperature=1.0, seed=3),
                                 max_tokens=6, n=3)
         dones = [e.event for e in worker.run(req, threading.Event()) if hasattr(getattr(e, "event", None), "stop_reason")]
     finally:
-        del session.eval
+        del session.eval, session.branch
     n_prompt = len(worker.tokenizer.encode(PROMPT * 3))
-    assert [d.prompt_tokens_reused for d in dones] == [0, n_prompt - 1, n_prompt - 1]
-    assert sum(counted) == n_prompt + 2 + sum(d.gen_tokens - 1 for d in dones)
+    assert sum(counted) == n_prompt and [d.prompt_tokens_reused for d in dones] == [0, 0, 0]
+    assert sorted((d.index, d.seed) for d in dones) == [(0, 3), (1, 4), (2, 5)]
+    assert len(passes) == max(d.gen_tokens for d in dones) - 1
+    assert sum(passes) == sum(d.gen_tokens - 1 for d in dones)
+    assert passes[0] == 3
 
 
 def test_echo_with_logprobs_scores_the_prompt(server, worker):
@@ -155,6 +169,22 @@ def test_chat_completion_streamed_and_not(server):
     streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     assert streamed == msg.content              # nothing stripped, streamed or not
     assert whole.usage.prompt_tokens > len("Tell me a story.".split())
+
+
+def test_chat_n_candidates_in_one_batch_repeat_with_a_seed(server):
+    cl = client(server)
+    args = dict(model="tiny", messages=[{"role": "user", "content": "Tell me a story."}], n=4, max_tokens=8,
+                temperature=1.0, seed=9)
+    first, again = cl.chat.completions.create(**args), cl.chat.completions.create(**args)
+    assert sorted(c.index for c in first.choices) == [0, 1, 2, 3]
+    texts = [c.message.content for c in sorted(first.choices, key=lambda c: c.index)]
+    assert texts == [c.message.content for c in sorted(again.choices, key=lambda c: c.index)]
+    assert len(set(texts)) > 1
+    streamed = {i: "" for i in range(4)}
+    for ch in cl.chat.completions.create(stream=True, **args):
+        for c in ch.choices:
+            streamed[c.index] += c.delta.content or ""
+    assert [streamed[i].strip() for i in range(4)] == texts
 
 
 def test_chat_logprobs(server):

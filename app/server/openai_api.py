@@ -1,8 +1,9 @@
 """OpenAI-compatible endpoints (`/v1/...`): models, completions and chat completions.
 
 Requests are mapped onto KoboldCpp's fields (as KoboldCpp does, so every native field works
-here too) and then beyond what KoboldCpp offers: `n` candidates share one prompt pass (the
-generator reuses the prompt's KV cache for each), `echo` returns the prompt, `logprobs` come
+here too) and then beyond what KoboldCpp offers: `n` candidates run as one batch (one prompt
+pass, then one pass over the weights per token for all of them: `EngineWorker.run`), `echo`
+returns the prompt, `logprobs` come
 with their top alternatives (for echoed prompt tokens too), and `usage` counts real tokens.
 Streams end with `data: [DONE]`; an error after the stream started is sent as a
 `data: {"error": ...}` event, which the `openai` client raises as APIError.

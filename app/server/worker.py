@@ -15,6 +15,7 @@ same time.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -54,27 +55,34 @@ class EngineWorker:
         return self.generator.n_ctx
 
     def run(self, request: GenerationRequest, cancel: threading.Event) -> Iterator:
-        """Score the prompt if asked, then generate `request.n` candidates one after the other.
+        """Score the prompt if asked, then generate the `request.n` candidates together.
 
-        Each candidate after the first reuses the prompt's KV cache (the generator keeps the
-        common prefix), so n candidates cost one prompt pass. With a fixed seed, candidate i
-        uses seed + i so that the candidates differ but the whole answer repeats.
+        Up to 8 candidates (engine.session.MAX_BRANCHES) run as one batch of
+        `Generator.generate_many`: the prompt is evaluated once and each pass over the weights
+        makes a token for every candidate still running; a larger n runs as several batches,
+        each reusing the prompt's KV cache. Candidate i uses seed + i, so that the candidates
+        differ but the whole answer repeats.
         """
+        from engine.session import MAX_BRANCHES
         with self.lock:
             window = self.generator.preview_window(request.prompt, memory=request.memory,
                                                    max_tokens=request.max_tokens, max_context=request.max_context)
             yield PromptWindow(len(window.tokens), window.dropped_tokens)
             if request.prompt_logprobs is not None:
                 yield self.score_prompt(request.prompt, request.prompt_logprobs)
-            for index in range(request.n):
-                settings = request.settings
-                if index and settings.seed is not None:
-                    settings = dataclasses.replace(settings, seed=(settings.seed + index) % 2**31)
-                events = self.generator.generate(request.prompt, settings, memory=request.memory,
-                                                 max_tokens=request.max_tokens, stop=request.stop,
-                                                 max_context=request.max_context, cancel=cancel)
+            settings = request.settings
+            if request.n > MAX_BRANCHES and settings.seed is None:
+                # one random seed for all batches, so that candidate i still has seed + i
+                settings = dataclasses.replace(settings, seed=secrets.randbits(31))
+            for first in range(0, request.n, MAX_BRANCHES):
+                if first:
+                    settings = dataclasses.replace(settings, seed=settings.seed + MAX_BRANCHES)
+                events = self.generator.generate_many(
+                    request.prompt, min(MAX_BRANCHES, request.n - first), settings, memory=request.memory,
+                    max_tokens=request.max_tokens, stop=request.stop, max_context=request.max_context,
+                    cancel=cancel)
                 for event in events:
-                    yield ChoiceEvent(index, event)
+                    yield ChoiceEvent(first + event.index, event)
 
     def score_prompt(self, prompt: str, top_n: int) -> PromptScores:
         """Log-probabilities of each prompt token given the ones before it (a fresh context).
