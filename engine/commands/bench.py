@@ -8,9 +8,12 @@ beside the budget (file size + KV cache in use).
 With ``--parallel N`` it also times N sequences continuing the same prompt through
 ``session.branch`` (engine.model.Branches): N different first tokens (the prompt's N most likely),
 then greedy steps, one pass over the weights per step for all N, as many steps as the single
-run. ``parallel_gen_tokens_per_s`` counts the tokens of all N; ``parallel_rss_mib`` is the resident
-set after that run, to compare with ``rss_mib`` (after the single run) plus ``parallel_kv_mib``
-(the keys and values of the N sequences' own tokens).
+run, between two runs of the single sequence (``gen_tokens_per_s`` is then their mean, so that
+a load that changes steadily during the measurement biases neither side).
+``parallel_gen_tokens_per_s`` counts the tokens of all N and ``parallel_speedup`` is its ratio to
+``gen_tokens_per_s``; ``parallel_rss_mib`` is the resident set after the N-sequence run, to compare
+with ``single_rss_mib`` (after the first single run) plus ``parallel_kv_mib`` (the keys and values
+of the N sequences' own tokens).
 
 Speeds are steady-state ones: the prompt is evaluated once and truncated away before the timed
 pass, as compilation is done before timing. A fresh process's first touch of the KV cache and
@@ -81,27 +84,28 @@ def bench(path, threads=None, prompt_tokens=32, gen_tokens=64, seed=0, parallel=
     session.eval(prompt)                  # steady state (see the module docstring), then forget it
     session.truncate(0)
     t = time.perf_counter()
-    logits = prompt_logits = session.eval(prompt)
+    prompt_logits = session.eval(prompt)
     prompt_s = time.perf_counter() - t
-    t = time.perf_counter()
-    for _ in range(gen_tokens):
-        logits = session.eval([int(np.argmax(logits))])
-    gen_s = time.perf_counter() - t
+    gen_s = greedy_seconds(session, prompt_logits, gen_tokens)
     kv_mib = 2 * config.n_layer * n_ctx * config.n_embd * 4 / 2**20
     result = {}
     if parallel:
         rss_single = current_rss_mib()
         session.truncate(prompt_tokens)
-        starts = np.argsort(prompt_logits)[::-1][:parallel]      # N different first tokens
         branches = session.branch(parallel, gen_tokens)
+        starts = np.argsort(prompt_logits)[::-1][:parallel]      # N different first tokens
         t = time.perf_counter()
         rows = branches.eval([int(x) for x in starts])
         for _ in range(gen_tokens - 1):
             rows = branches.eval([int(np.argmax(r)) for r in rows])
         parallel_s = time.perf_counter() - t
+        parallel_rss = current_rss_mib()
+        # the single sequence again, after: its mean over both runs cancels a steady drift of the load
+        session.truncate(prompt_tokens)
+        gen_s = (gen_s + greedy_seconds(session, prompt_logits, gen_tokens)) / 2
         result = dict(parallel_n=parallel, parallel_gen_tokens_per_s=round(parallel * gen_tokens / parallel_s, 2),
-                      parallel_speedup=round(parallel * gen_tokens / parallel_s * gen_s / gen_tokens, 2),
-                      parallel_rss_mib=round(current_rss_mib(), 1), single_rss_mib=round(rss_single, 1),
+                      parallel_speedup=round(parallel * gen_s / parallel_s, 2),
+                      parallel_rss_mib=round(parallel_rss, 1), single_rss_mib=round(rss_single, 1),
                       parallel_kv_mib=round(2 * config.n_layer * parallel * gen_tokens * config.n_embd * 4 / 2**20, 1))
     return dict(
         model=str(path), weight_type=f.weight_type, qnt_version=f.qnt_version, threads=model.threads,
@@ -113,6 +117,14 @@ def bench(path, threads=None, prompt_tokens=32, gen_tokens=64, seed=0, parallel=
         peak_rss_mib=round(peak_rss_mib(), 1), rss_mib=round(current_rss_mib(), 1),
         file_mib=round(f.file_size / 2**20, 1), kv_cache_mib=round(kv_mib, 1), **result,
     )
+
+
+def greedy_seconds(session, logits, steps: int) -> float:
+    """Seconds for ``steps`` greedy tokens of one sequence, one session.eval each."""
+    t = time.perf_counter()
+    for _ in range(steps):
+        logits = session.eval([int(np.argmax(logits))])
+    return time.perf_counter() - t
 
 
 def warm_up_branches(model, n: int) -> float:
