@@ -102,8 +102,9 @@ def test_the_story_streams_from_a_remote_server(qtbot, window, remote, engine):
 def test_remote_alternatives_are_text_and_choosing_one_regenerates(qtbot, window, remote):
     info = connect(qtbot, window, remote.url, kind="OpenAI-compatible")
     assert info["kind"] == "OpenAI-compatible"
-    assert {"typical", "tfs", "top_a", "mirostat"} <= set(window.sampling.unsupported())
+    assert {"typical", "tfs", "top_a", "mirostat", "dry_multiplier", "banned_phrases"} <= set(window.sampling.unsupported())
     assert not find(window, QWidget, "typicalSpin").isEnabled() and not find(window, QWidget, "typicalSlider").isEnabled()
+    assert not find(window, QWidget, "bannedPhrasesEdit").isEnabled()
     assert find(window, QSpinBox, "seedSpin").isEnabled()
 
     find(window, QWidget, "presetPicker").setCurrentText("Deterministic")

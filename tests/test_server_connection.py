@@ -140,6 +140,19 @@ def test_unread_bodies_of_refused_requests_are_consumed(server):
         c.close()
 
 
+def test_refused_origins_and_hosts_keep_the_connection(server):
+    c = Connection(server)
+    try:
+        reply = c.ask("POST", "/api/v1/generate", GEN, {"Origin": "https://evil.example"})
+        assert reply[0] == 403 and "Origin" in json_of(reply)["detail"]["msg"]
+        c.sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: rebind.example\r\n\r\n")
+        reply = c.reply()
+        assert reply[0] == 403 and "Host" in json_of(reply)["error"]["message"]
+        assert c.ask("GET", "/api/v1/model")[0] == 200
+    finally:
+        c.close()
+
+
 def test_pipelined_requests_each_get_their_reply_in_order(server):
     c = Connection(server)
     try:

@@ -150,6 +150,7 @@ class SamplingPanel(QWidget):
         form.addRow("Seed", self.seed_spin)
         form.addRow("Alternatives", self.alternatives_spin)
         form.addRow("Stop sequences", self.stop_edit)
+        self._list_tips = {name: edit.toolTip() for name, edit in self._list_edits().items()}
         form.addRow("DRY breakers", self.breakers_edit)
         form.addRow("Banned phrases", self.banned_edit)
 
@@ -264,6 +265,11 @@ class SamplingPanel(QWidget):
                 widget.setEnabled(ok)
                 widget.setToolTip(binding.row.tip if ok else f"{server or 'This server'} does not support "
                                   f"{binding.row.label.lower()}; the value is not used")
+        for name, edit in self._list_edits().items():
+            ok = names is None or name in names
+            edit.setEnabled(ok)
+            edit.setToolTip(self._list_tips[name] if ok else f"{server or 'This server'} does not support "
+                            f"{name.replace('_', ' ')}; they are not used")
         seed_ok = names is None or "seed" in names
         self.seed_spin.setEnabled(seed_ok)
         self.seed_spin.setToolTip("-1 = a new random seed each time; any other value repeats the same text"
@@ -271,7 +277,8 @@ class SamplingPanel(QWidget):
 
     def unsupported(self) -> list[str]:
         """Names of the samplers currently greyed out."""
-        return [name for name, b in self._bindings.items() if not b.spin.isEnabled()]
+        return [name for name, b in self._bindings.items() if not b.spin.isEnabled()] + \
+            [name for name, edit in self._list_edits().items() if not edit.isEnabled()]
 
     def set_model(self, info: dict) -> None:
         """A model (or server) is in use: its context size and, for a server, the samplers it takes."""
