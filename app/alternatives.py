@@ -20,17 +20,32 @@ from app.story import Story
 class AlternativesRun:
     """The N passages of one Generate and which of them is being written (see the module docstring)."""
 
-    def __init__(self, story: Story, n: int, *, seed: int | None = None, sampler=None, model: str = ""):
-        if not 1 <= n <= 8:
-            raise ValueError(f"alternatives must be 1..8, got {n}")
+    def __init__(self, story: Story, n: int, *, seed: int | None = None, sampler=None, model: str = "",
+                 into: int | None = None):
+        """N new passages under the current one; or, with `into`, one request that writes on at the
+        end of that (model) passage, as after a chosen token alternative."""
+        if not 1 <= n <= 8 or (into is not None and n != 1):
+            raise ValueError(f"alternatives must be 1..8 (1 when continuing a passage), got {n}")
         self.story = story
-        self.parent = story.tree.current
         self.seed = seed if seed is not None and seed >= 0 else None
-        self.passages = [story.tree.add_child(self.parent, "", MODEL, sampler=sampler, model=model or story.model_id,
-                                              seed=self.seed_of(i)).id
-                         for i in range(n)]
+        if into is not None:
+            self.parent = story.tree[into].parent
+            story.tree.update(into, seed=self.seed, sampler=dict(sampler or {}))
+            self.passages = [into]
+        else:
+            self.parent = story.tree.current
+            self.passages = [story.tree.add_child(self.parent, "", MODEL, sampler=sampler,
+                                                  model=model or story.model_id, seed=self.seed_of(i)).id
+                             for i in range(n)]
         self.index = 0
         story.tree.go_to(self.passages[0])
+
+    @property
+    def prompt(self) -> str:
+        """The text the requests continue: the path to the passages' parent (and, when continuing a
+        passage, that passage's text so far)."""
+        first = self.story.tree[self.passages[0]]
+        return self.story.tree.text(self.parent) + (first.text if len(self.passages) == 1 else "")
 
     @property
     def active(self) -> int:

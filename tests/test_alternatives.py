@@ -50,3 +50,17 @@ def test_empty_alternatives_are_removed_and_a_random_seed_is_recorded():
 def test_the_count_is_checked():
     with pytest.raises(ValueError, match="1..8"):
         AlternativesRun(Story(), 9)
+
+
+def test_a_chosen_token_is_continued_in_its_own_passage():
+    s = Story("The cat")
+    s.add_generation(" sat down", tokens=[Piece(" sat"), Piece(" down")])
+    branch = s.branch_with_token(len("The cat"), " ran", 9, 0.1)
+    run = AlternativesRun(s, 1, seed=4, into=branch.id)
+    assert run.prompt == "The cat ran" and run.passages == [branch.id]
+    run.add_pieces([Piece(" away")])
+    run.finish_one()
+    assert run.finish() == 1 and s.text == "The cat ran away" and s.tree[branch.id].seed == 4
+    assert [t.text for t in s.tree[branch.id].tokens] == [" ran", " away"]
+    with pytest.raises(ValueError):
+        AlternativesRun(s, 2, into=branch.id)
