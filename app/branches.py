@@ -58,10 +58,12 @@ class Branches(QObject):
         return self._done("move", self._where(tree, shown))
 
     def move_parent(self) -> bool:
-        return self.story.tree.move_parent() and self._done("move", "Up one passage")
+        tree = self.story.tree
+        return tree.move_parent() and self._done("move", self._where(tree, tree.current, "Up to passage"))
 
     def move_child(self) -> bool:
-        return self.story.tree.move_child() and self._done("move", "Down one passage")
+        tree = self.story.tree
+        return tree.move_child() and self._done("move", self._where(tree, tree.current, "Down to alternative"))
 
     def delete(self, passage_id: int) -> bool:
         """Delete a passage and its branch (Undo brings them back)."""

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from app.alternatives import AlternativesRun
 from app.autosave import autosave_bytes, autosave_path, find_recovery
+from app.branches import Branches
 from app.story import ChatTurn, Story, StoryFormatError, kobold_bytes, load_story, story_bytes
 from app.threads import emit_from_thread
 
@@ -33,6 +35,7 @@ class StoryDocument(QObject):
     storyReplaced = Signal()               # another story is open (new, opened, imported, recovered)
     textReplaced = Signal()                # the text changed, not by typing: show it again
     chatChanged = Signal()                 # the chat transcript changed
+    treeChanged = Signal()                 # passages grew or appeared (streaming alternatives)
     historyChanged = Signal()              # what undo/redo can do may have changed
     dirtyChanged = Signal(bool)            # unsaved changes or not (the title's "*")
     opened = Signal(str)                   # path ("" for an import)
@@ -53,6 +56,9 @@ class StoryDocument(QObject):
         self.autosave_due = False          # changes not in the autosave either
         self.locked = False                # a generation is writing: no undo, no other story
         self.recovery = None
+        self.run: AlternativesRun | None = None       # the alternatives a running Generate writes
+        self.branches = Branches(lambda: self.story, self)   # moves, deletions, bookmarks
+        self.branches.changed.connect(self.on_branches_changed)
         self.edit_timer = QTimer(self, singleShot=True, interval=EDIT_PAUSE_MS)
         self.edit_timer.timeout.connect(self.on_edit_timer_timeout)
         self._read.connect(self.on_read)
@@ -97,13 +103,39 @@ class StoryDocument(QObject):
         self.textReplaced.emit()
         return True
 
-    def branch_with_token(self, offset: int, text: str, token: int = -1) -> None:
+    def branch_with_token(self, offset: int, text: str, token: int = -1) -> int:
         """A new branch at `offset` (a Python offset into the text) starting with the chosen
-        alternative token `text`; the old continuation stays in the tree."""
+        alternative token `text`; the old continuation stays in the tree. Returns its passage."""
         self.checkpoint()
-        self.story.branch_with_token(offset, text, token)
+        branch = self.story.branch_with_token(offset, text, token)
         self.story.checkpoint("token choice")
         self.textReplaced.emit()
+        return branch.id
+
+    def on_branches_changed(self, message: str) -> None:
+        self._step(True)
+
+    # --- alternatives ----------------------------------------------------------------------
+    def begin_run(self, n: int, seed, sampler: dict, model: str, into: int | None = None) -> AlternativesRun:
+        """A Generate of `n` alternatives (or one continuing passage `into`) starts: its passages
+        appear in the tree at once. (Typing was recorded before; a Retry's move to the parent is
+        part of this Generate's undo step.)"""
+        self.run = AlternativesRun(self.story, n, seed=seed, sampler=sampler, model=model, into=into)
+        self.treeChanged.emit()
+        return self.run
+
+    def add_pieces(self, pieces) -> None:
+        """Streamed tokens of the running alternative."""
+        if self.run is not None:
+            self.run.add_pieces(pieces)
+            self.treeChanged.emit()
+
+    def end_alternative(self, done) -> bool:
+        """One alternative's request ended; True when the next one should start (not after Stop)."""
+        if self.run is None:
+            return False
+        more = self.run.finish_one(done.seed if done is not None else None)
+        return more and done is not None and done.stop_reason != "cancelled"
 
     def record(self, generated) -> None:
         """A generation ended (finished, stopped or failed): make its text part of the story."""
@@ -118,10 +150,12 @@ class StoryDocument(QObject):
         self.autosave_now()
 
     def _record_story(self, generated) -> None:
-        if generated.text:
-            self.story.add_generation(generated.text, tokens=generated.pieces, seed=generated.seed,
-                                      sampler=generated.sampler, model=generated.model)
-        self.story.checkpoint("generation")
+        """The last alternative ended: the empty ones go, one undo step is recorded."""
+        run, self.run = self.run, None
+        if run is not None:
+            run.finish()
+        self.textReplaced.emit()
+        self.treeChanged.emit()
         self.historyChanged.emit()
 
     def undo(self) -> None:

@@ -9,7 +9,7 @@ imports nothing from QtWidgets: a test drives it with a fake worker.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from PySide6.QtCore import QObject, Signal
 
@@ -62,6 +62,7 @@ class _Running:
     stops: tuple = ()
     sampler: dict = field(default_factory=dict)
     pieces: list = field(default_factory=list)
+    shown: bool = True                 # story: this request streams into the story view
 
     def text(self) -> str:
         text = "".join(p.text for p in self.pieces)
@@ -77,6 +78,7 @@ class GenerationController(QObject):
     replyChanged = Signal(str)            # chat mode: the reply so far
     finished = Signal(object)             # Generated
     failed = Signal(object, str)          # Generated (what came before the error), message
+    alternativeFinished = Signal(object)  # one of several alternatives ended (its DoneEvent); more follow
     busyChanged = Signal(bool)
     problem = Signal(str, str)            # title, message for the user
     notice = Signal(str)                  # a passing remark for the status bar
@@ -109,14 +111,23 @@ class GenerationController(QObject):
         self.model_info = info
 
     # --- requests ------------------------------------------------------------------------
-    def _request(self, text: str, stops=()) -> GenerationRequest | None:
-        """A request for `text` with the story's memory and the panel's options; None (and
-        `problem`) when a sampler setting is invalid. `stops` come before the panel's own."""
+    def _options(self):
+        """The panel's options, or None (and `problem`) when a sampler setting is invalid."""
         try:
-            options = self.options()
+            return self.options()
         except ValueError as e:
             self.problem.emit("Invalid sampler setting", str(e))
             return None
+
+    def _request(self, text: str, stops=(), seed: int | None = None) -> GenerationRequest | None:
+        """A request for `text` with the story's memory and the panel's options; None (and
+        `problem`) when a sampler setting is invalid. `stops` come before the panel's own;
+        `seed` replaces the panel's (alternative i of a fixed seed s uses s + i)."""
+        options = self._options()
+        if options is None:
+            return None
+        if seed is not None:
+            options = replace(options, settings=replace(options.settings, seed=seed))
         story = self.document.story
         self._request_id += 1
         self._values = dict(options.values)
@@ -124,11 +135,12 @@ class GenerationController(QObject):
                                  story.authors_note_depth, list(story.world_info), options.settings,
                                  options.max_new_tokens, options.n_ctx, list(stops) + list(options.stops))
 
-    def _start(self, request: GenerationRequest, mode: str, start: int = 0, stops=()) -> None:
-        self._running = _Running(request.request_id, mode, start, tuple(stops), self._values)
+    def _start(self, request: GenerationRequest, mode: str, start: int = 0, stops=(), shown: bool = True) -> None:
+        self._running = _Running(request.request_id, mode, start, tuple(stops), self._values, shown=shown)
         self.document.set_locked(True)
         self.busyChanged.emit(True)
-        (self.storyStarted if mode == "story" else self.replyStarted).emit()
+        if shown:
+            (self.storyStarted if mode == "story" else self.replyStarted).emit()
         self.llm.generate(request)
 
     def _check_ready(self) -> bool:
@@ -146,11 +158,24 @@ class GenerationController(QObject):
         self.document.checkpoint()
         self._continue_story()
 
-    def _continue_story(self) -> None:
-        text = self.document.story.text
-        request = self._request(text)
-        if request is not None:
-            self._start(request, "story", len(text))
+    def _continue_story(self, into: int | None = None) -> None:
+        """Write the panel's number of alternatives after the current passage (one after another;
+        the first streams into the story view), or continue passage `into`."""
+        options = self._options()
+        if options is None:
+            return
+        n = 1 if into is not None else int(options.values.get("alternatives", 1))
+        model = (self.model_info or {}).get("model") or ""
+        self.document.begin_run(n, options.values.get("seed"), options.values, model, into)
+        self._next_alternative()
+
+    def _next_alternative(self) -> None:
+        run = self.document.run
+        request = self._request(run.prompt, seed=run.seed_of(run.index))
+        if request is None:
+            self.document.record(Generated(0, "story", len(run.prompt), "", (), None))
+            return
+        self._start(request, "story", len(run.prompt), shown=run.shown)
 
     def retry(self) -> None:
         """Generate a sibling of the last generation (the old one stays in the story tree)."""
@@ -167,8 +192,7 @@ class GenerationController(QObject):
         """Start a new branch at `offset` (a Python offset into the story's text) with the
         alternative token `text` in place of the generated one, and generate on from there."""
         if self.ready():
-            self.document.branch_with_token(offset, text, token)
-            self._continue_story()
+            self._continue_story(into=self.document.branch_with_token(offset, text, token))
 
     def stop(self) -> None:
         """End the running generation within one token."""
@@ -224,7 +248,9 @@ class GenerationController(QObject):
             return
         running.pieces.extend(pieces)
         if running.mode == "story":
-            self.piecesReady.emit(pieces)
+            self.document.add_pieces(pieces)
+            if running.shown:
+                self.piecesReady.emit(pieces)
         else:
             text = running.text()
             self.replyChanged.emit(text if text.strip() else "…")
@@ -244,12 +270,21 @@ class GenerationController(QObject):
                          tuple(running.pieces), done, model, running.sampler)
 
     def on_worker_generation_finished(self, request_id: int, done) -> None:
+        running = self._current(request_id)
+        if running is not None and running.mode == "story" and self.document.end_alternative(done):
+            self._running = None
+            self.alternativeFinished.emit(done)
+            self._next_alternative()           # the next alternative of the same Generate
+            return
         generated = self._end(request_id, done)
         if generated is not None:
             self.finished.emit(generated)
             self.busyChanged.emit(False)
 
     def on_worker_generation_failed(self, request_id: int, message: str) -> None:
+        running = self._current(request_id)
+        if running is not None and running.mode == "story":
+            self.document.end_alternative(None)
         generated = self._end(request_id, None)
         if generated is not None:
             self.failed.emit(generated, message)

@@ -250,6 +250,11 @@ class Story:
             return Generation(span.start, p.text, p.seed, p.model)
         return None
 
+    def can_retry(self) -> bool:
+        """True when the story ends with a model-written passage (Retry writes a sibling of it)."""
+        node = self.tree[self.tree.current]
+        return node.generated and node.parent is not None
+
     def retry_point(self) -> Passage | None:
         """For Retry: if the current passage is model-written, go to its parent (the new generation
         becomes its sibling) and return it; None when there is no generation to retry."""

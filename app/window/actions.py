@@ -22,7 +22,8 @@ class Actions:
         a = self._action
         self.generate = a("Generate", ["Ctrl+Return", "Ctrl+Enter"], "Continue the story (Ctrl+Enter)", "generateAction")
         self.stop = a("Stop", "Esc", "Stop generating (Esc)", "stopAction")
-        self.retry = a("Retry", "Ctrl+R", "Replace the last generation with a new one (Ctrl+R)", "retryAction")
+        self.retry = a("Retry", "Ctrl+R", "Write another continuation beside the last one (Ctrl+R); "
+                       "Alt+Left / Alt+Right switch between them", "retryAction")
         self.undo = a("Undo", QKeySequence.Undo, "Step back one generation or edit", "undoAction")
         self.redo = a("Redo", [QKeySequence(QKeySequence.Redo).toString(), "Ctrl+Y"], "Step forward again", "redoAction")
         for action in (self.generate, self.stop, self.retry, self.undo, self.redo):
@@ -111,7 +112,7 @@ class Actions:
         story_mode = self.mode() == "story"
         self.generate.setEnabled(loaded and not busy)
         self.stop.setEnabled(busy)
-        self.retry.setEnabled(loaded and not busy and (not story_mode or story.last_generation() is not None))
+        self.retry.setEnabled(loaded and not busy and (not story_mode or story.can_retry()))
         self.undo.setEnabled(story_mode and not busy and story.can_undo())
         self.redo.setEnabled(story_mode and not busy and story.can_redo())
         self.mode_switch.setEnabled(not busy)

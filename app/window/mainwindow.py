@@ -32,6 +32,7 @@ from app.widgets.storyview import StoryView
 from app.widgets.tokenprobs import TokenProbsPopup
 from app.window.actions import Actions
 from app.window.appearance import Appearance, dock_panels
+from app.window.branching import Branching
 from app.window.dialogs import Dialogs
 from app.window.statusbar import StatusBar
 
@@ -63,6 +64,7 @@ class MainWindow(QMainWindow):
         self.commands = Actions(self, self.docks, self.server_panel.action, self.settings.get("theme"))
         self.status = StatusBar(self)
         self.setStatusBar(self.status)
+        self.branching = Branching(self)       # the story tree: panel, alternatives, moves
         self.appearance = Appearance(self.settings, self.story_view, self.write_settings)
         self.autosave_timer = QTimer(self, interval=max(5, self.settings.get("autosave_seconds")) * 1000)
         self._connect_signals()
@@ -77,7 +79,6 @@ class MainWindow(QMainWindow):
     # --- building --------------------------------------------------------------------------
     def _build_widgets(self) -> None:
         self.story_view = StoryView()
-        self.story_view.setUndoRedoEnabled(False)      # the editor's own undo would fight the story history
         self.chat_view = ChatView()
         self.stack = QStackedWidget()
         self.stack.addWidget(self.story_view)
