@@ -26,7 +26,8 @@ from app.threads import emit_from_thread
 EDIT_PAUSE_MS = 800           # typing pauses this long become one undo step
 EXPORTERS = {"kobold": kobold_bytes,
              "text": lambda story: story.to_plain_text().encode("utf-8"),
-             "markdown": lambda story: story.to_markdown().encode("utf-8")}
+             "markdown": lambda story: story.to_markdown().encode("utf-8"),
+             "outline": lambda story: story.to_markdown(whole_tree=True).encode("utf-8")}
 
 
 class StoryDocument(QObject):

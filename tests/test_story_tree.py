@@ -353,3 +353,13 @@ def test_tokens_take_the_text_the_view_shows():
     assert s.add_generation("other", tokens=[Piece("x\r", 1, 0.5)]).tokens == ()
     streamed = s.tree.append_tokens(s.tree.add_child(0, "", MODEL).id, [Piece("a\u2029b", 3, 0.5)])
     assert streamed.text == "a\nb"
+
+
+def test_autosave_and_recovery_keep_the_whole_tree(tmp_path, monkeypatch):
+    from app.autosave import autosave_bytes, autosave_path, find_recovery, write_atomic
+    monkeypatch.setenv("NEOX_WRITER_HOME", str(tmp_path))
+    s = branched_story()
+    write_atomic(autosave_path(), autosave_bytes(s, None))
+    recovered = find_recovery().story
+    assert recovered.tree.nodes == s.tree.nodes and recovered.chat.nodes == s.chat.nodes
+    assert recovered.show_probabilities

@@ -105,6 +105,11 @@ def test_save_and_reopen_keep_the_tree_and_the_probabilities(qtbot, window, tmp_
     tokens = story.tree[story.tree.current].tokens
     assert tokens and all(0 < t.probability <= 1 and not math.isnan(t.probability) for t in tokens)
     assert [s.piece.probability for s in window.story_view.tokens] == [t.probability for t in tokens]
+    outline = tmp_path / "tree.md"
+    with written(qtbot, window, outline):
+        window.document.export_to(outline, "outline")
+    text = outline.read_text(encoding="utf-8")
+    assert all(story.tree[p].text.strip().split()[0] in text for p in siblings_of_current(window))
 
 
 def test_generating_on_another_branch_reuses_the_common_prefix(qtbot, window):

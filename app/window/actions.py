@@ -35,7 +35,8 @@ class Actions:
         self.import_kobold = a("&Import KoboldAI / Kobold Lite…", "Ctrl+I", name="importKoboldAction")
         self.export = {"kobold": a("&Export Kobold Lite JSON…", "Ctrl+Shift+E", name="exportKoboldAction"),
                        "text": a("Export plain &text…", "Ctrl+Shift+T", name="exportTextAction"),
-                       "markdown": a("Export &Markdown…", "Ctrl+Shift+D", name="exportMarkdownAction")}
+                       "markdown": a("Export &Markdown…", "Ctrl+Shift+D", name="exportMarkdownAction"),
+                       "outline": a("Export the story t&ree as a Markdown outline…", name="exportOutlineAction")}
         self.open_model = a("Open &model file…", "Ctrl+Shift+O", name="openModelAction")
         self.remote = a("&Remote server…", tip="Write with a model on a KoboldCpp, llama.cpp or OpenAI-compatible "
                                                "server", name="remoteServerAction")

@@ -14,7 +14,8 @@ STORY_FILTER = "NeoX Writer stories (*.neoxstory.json *.json);;All files (*)"
 KOBOLD_FILTER = "KoboldAI / Kobold Lite saves (*.json);;All files (*)"
 EXPORTS = {"kobold": ("Export Kobold Lite JSON", KOBOLD_FILTER, ".json"),
            "text": ("Export plain text", "Text (*.txt)", ".txt"),
-           "markdown": ("Export Markdown", "Markdown (*.md)", ".md")}
+           "markdown": ("Export Markdown", "Markdown (*.md)", ".md"),
+           "outline": ("Export the story tree as a Markdown outline", "Markdown (*.md)", ".md")}
 
 
 class Dialogs(QObject):
