@@ -40,9 +40,14 @@ def test_the_model_follows_changes_of_text_and_shape(qtbot):
     s = four_siblings()
     model = StoryTreeModel(s.tree)
     QAbstractItemModelTester(model, QAbstractItemModelTester.FailureReportingMode.Fatal)
-    with qtbot.waitSignal(model.dataChanged):
-        s.tree.append_tokens(s.tree.current, [])      # no change of shape: only a repaint
-        assert not model.refresh()
+    changed = []
+    model.dataChanged.connect(lambda a, b: changed.append(a.data(PASSAGE_ID_ROLE)))
+    s.tree.update(s.tree.current, text=" Then a long silence.")   # no change of shape: only a repaint
+    assert not model.refresh() and changed == [s.tree.current]
+    left = s.tree.current
+    s.tree.move_parent()
+    changed.clear()
+    assert not model.refresh() and changed == [left]            # it left the current path
     with qtbot.waitSignal(model.modelReset):
         s.tree.delete(s.tree.root.children[0])
         assert model.refresh()

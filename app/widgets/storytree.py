@@ -32,6 +32,7 @@ class StoryTreeModel(QAbstractItemModel):
         self._tree = tree or StoryTree()
         self._shape = self._shape_of(self._tree)
         self._on_path: set[int] = {p.id for p in self._tree.path()}
+        self._shown = dict(self._tree.nodes)       # the passages as last shown (they are frozen)
 
     @property
     def tree(self) -> StoryTree:
@@ -42,6 +43,7 @@ class StoryTreeModel(QAbstractItemModel):
         self._tree = tree
         self._shape = self._shape_of(tree)
         self._on_path = {p.id for p in tree.path()}
+        self._shown = dict(tree.nodes)
         self.endResetModel()
 
     @staticmethod
@@ -51,15 +53,20 @@ class StoryTreeModel(QAbstractItemModel):
     def refresh(self) -> bool:
         """Show the tree as it is now. Returns True when its shape changed (the model was reset)."""
         shape = self._shape_of(self._tree)
-        self._on_path = {p.id for p in self._tree.path()}
+        on_path = {p.id for p in self._tree.path()}
+        moved, self._on_path = on_path ^ self._on_path, on_path
+        shown, self._shown = self._shown, dict(self._tree.nodes)
         if shape != self._shape:
             self.beginResetModel()
             self._shape = shape
             self.endResetModel()
             return True
-        for pid in self._tree.nodes:
-            index = self.index_of(pid)
-            self.dataChanged.emit(index, index)
+        # only the passages that changed (a new object: passages are frozen) or left or joined
+        # the path are repainted, so streaming into one passage of a large tree stays cheap
+        for pid, node in self._tree.nodes.items():
+            if pid in moved or shown.get(pid) is not node:
+                index = self.index_of(pid)
+                self.dataChanged.emit(index, index)
         return False
 
     # --- the Qt model interface ------------------------------------------------------------
