@@ -159,6 +159,7 @@ def test_a_failed_open_after_discard_keeps_the_unsaved_story(qtbot, window, tmp_
     monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: asked.append(a[2]) or QMessageBox.Cancel))
     window.new_story()
     assert asked and window.story_view.toPlainText() == "unsaved words"
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))  # let it close
 
 
 def test_retry_needs_a_generation_and_undo_back_to_the_saved_text_clears_the_star(qtbot, window, tmp_path):
