@@ -127,3 +127,24 @@ def test_compare_three_revisions_side_by_side_and_export(qtbot, picker, tmp_path
     # no more than six at once
     view.revisions.item(0).setCheckState(Qt.Unchecked)
     assert len(view.chosen()) == 2
+
+
+def test_cancel_keeps_the_partial_download_and_install_again_resumes(qtbot, picker, hub):
+    dialog = picker.open_hf_dialog()
+    hub.rate = 100_000                                  # slow enough to press Cancel mid-file
+    dialog.repo.setCurrentText(REPO)
+    dialog.revision.setCurrentText("step1000")
+    progress = []
+    dialog.installer.progress.connect(lambda *a: progress.append(a))
+    with qtbot.waitSignal(dialog.installer.finished, timeout=WAIT) as done:
+        dialog.install_button.click()
+        qtbot.waitUntil(lambda: any(p[0] == "download" and p[1] > 0 and "model.safetensors" in p[3]
+                                    for p in progress), timeout=WAIT)
+        dialog.cancel_button.click()
+    assert done.args[0] == "" and "paused" in done.args[1] and "paused" in dialog.status.text()
+    assert dialog.install_button.isEnabled() and picker.manager().manifest.models == {}
+    hub.rate = None
+    assert install(qtbot, dialog, REPO, "step1000")[1] == ""
+    weights = hub.files[(REPO, "step1000", "model.safetensors")].sha256
+    ranges = [r for m, p, r in hub.requests if p == f"/cdn/{weights}" and m == "GET"]
+    assert ranges[0] is None and ranges[-1] is not None and ranges[-1].startswith("bytes=")

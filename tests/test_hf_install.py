@@ -117,9 +117,11 @@ def test_sharded_and_pickled_checkpoints_convert_to_the_same_model(manager, hub,
     assert len(shards) == (3 if "sharded" in repo else 1)
 
 
-def test_a_connection_dropped_mid_shard_resumes(manager, hub):
+@pytest.mark.parametrize("fault", ["drop", "stall"])
+def test_a_connection_dropped_or_stalled_mid_shard_resumes(manager, hub, fault):
     shard = hub.files[("test/neox-sharded-st", "main", "model-00002-of-00003.safetensors")]
-    hub.inject(Fault("drop", match=f"/cdn/{shard.sha256}", after=len(shard.data) // 2))
+    # a stall outlasts the 1 s watchdog of the manager fixture
+    hub.inject(Fault(fault, match=f"/cdn/{shard.sha256}", after=len(shard.data) // 2, seconds=4))
     result = manager.add_hf("test/neox-sharded-st", "main", "q8_0")
     ranges = [r for m, p, r in hub.requests if p == f"/cdn/{shard.sha256}" and m == "GET"]
     assert ranges == [None, f"bytes={len(shard.data) // 2}-"]
@@ -202,6 +204,9 @@ def test_cli_add_hf_json(hub, tmp_path, monkeypatch, capsys):
     assert doc["commit"] == hub.commit_of(REPO, "step2000")
     with open(doc["path"], "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == doc["sha256"]
+    assert cli.main(argv[:4] + ["list"]) == 0
+    listed = capsys.readouterr().out
+    assert "pythia-tiny@step2000-q8_0" in listed and f"{REPO}@step2000 (commit {doc['commit'][:12]}, q8_0)" in listed
     assert cli.main(argv[:4] + ["add-hf", "test/llama"]) == 1
     assert "LlamaForCausalLM" in capsys.readouterr().err
     assert cli.main(argv[:4] + ["add-hf", REPO, "--revision", "nope"]) == 1

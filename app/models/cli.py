@@ -104,7 +104,12 @@ def cmd_list(manager: ModelManager, args) -> int:
             size = human_bytes(row.installed.size)
         else:
             size = human_bytes(entry.size) if entry.size else f"~{human_bytes(entry.approx_size)}"
-        print(f"{row.id:40} {size:>10}  {mark:16} {entry.name if entry else row.installed.source}")
+        record = row.installed
+        if entry is None and record.commit:      # converted from Hugging Face: its provenance
+            about = f"{record.repo}@{record.revision} (commit {record.commit[:12]}, {record.output_type})"
+        else:
+            about = entry.name if entry else record.source
+        print(f"{row.id:40} {size:>10}  {mark:16} {about}")
     return EXIT_OK
 
 
