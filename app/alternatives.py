@@ -7,6 +7,9 @@ request that is running, and at the end removes the passages that stayed empty a
 undo step. Whoever runs the requests (the generation controller) asks it for the next seed and
 calls `finish_one` after each request.
 
+With the local engine the N requests are one: `batched` runs take the tokens of all N at once,
+each piece saying which continuation it belongs to (`index`).
+
 Seeds follow the engine's many-continuations convention: with a fixed seed s, alternative i uses
 s + i, so a run can be reproduced one alternative at a time; with a random seed each request
 draws its own.
@@ -21,12 +24,13 @@ class AlternativesRun:
     """The N passages of one Generate and which of them is being written (see the module docstring)."""
 
     def __init__(self, story: Story, n: int, *, seed: int | None = None, sampler=None, model: str = "",
-                 into: int | None = None):
+                 into: int | None = None, batched: bool = False):
         """N new passages under the current one; or, with `into`, one request that writes on at the
         end of that (model) passage, as after a chosen token alternative."""
         if not 1 <= n <= 8 or (into is not None and n != 1):
             raise ValueError(f"alternatives must be 1..8 (1 when continuing a passage), got {n}")
         self.story = story
+        self.batched = batched
         self.seed = seed if seed is not None and seed >= 0 else None
         if into is not None:
             self.parent = story.tree[into].parent
@@ -61,9 +65,19 @@ class AlternativesRun:
         return None if self.seed is None else self.seed + i
 
     def add_pieces(self, pieces) -> int:
-        """Streamed tokens of the running request; returns the passage they went into."""
-        self.story.tree.append_tokens(self.active, pieces)
-        return self.active
+        """Streamed tokens of the running request (of a batched run: each to its continuation's
+        passage); returns the passage the last ones went into."""
+        if not self.batched:
+            self.story.tree.append_tokens(self.active, pieces)
+            return self.active
+        for i in sorted({p.index for p in pieces}):
+            self.story.tree.append_tokens(self.passages[i], [p for p in pieces if p.index == i])
+        return self.passages[pieces[-1].index] if pieces else self.active
+
+    def finish_sequence(self, index: int, seed: int | None) -> None:
+        """Continuation `index` of a batched run ended (with this seed)."""
+        if seed is not None and self.passages[index] in self.story.tree:
+            self.story.tree.update(self.passages[index], seed=seed)
 
     def finish_one(self, seed: int | None = None) -> bool:
         """The running request ended (its actual seed, if known). Returns True when another follows."""

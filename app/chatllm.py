@@ -44,6 +44,7 @@ class GenerationRequest:
     max_new_tokens: int = 80
     n_ctx: int | None = None
     stop: list = field(default_factory=list)
+    n: int = 1                        # continuations of the one prompt, in one batch (local engine only)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class TokenPiece:
     token: int
     probability: float
     alternatives: tuple          # ((text, token id, probability), ...) most likely first
+    index: int = 0               # which continuation of a batched request (n > 1) it belongs to
 
 
 def freeze_heap() -> None:
@@ -75,7 +77,8 @@ def normalise_newlines(text: str) -> str:
 def make_piece(event, alternatives) -> TokenPiece:
     """The TokenPiece of an engine TokenEvent, its text and its alternatives' normalised."""
     return TokenPiece(normalise_newlines(event.text), int(event.token), float(event.probability),
-                      tuple((normalise_newlines(text), token, p) for text, token, p in alternatives))
+                      tuple((normalise_newlines(text), token, p) for text, token, p in alternatives),
+                      int(getattr(event, "index", 0)))
 
 
 def warm_up(model, generator) -> None:
@@ -215,7 +218,7 @@ class LLMWorker(QObject):
             return
         self.tokens_generated = 0
         try:
-            self._stream(rid, source, source.generate(request, self.cancel))
+            self._stream(rid, source, source.generate(request, self.cancel), request.n)
         except ValueError as e:          # a setting the user can change (SettingsError is one)
             self.generationFailed.emit(rid, _message(e))
         except Exception as e:   # noqa: BLE001 - unexpected or a network failure
@@ -229,18 +232,23 @@ class LLMWorker(QObject):
             if not source.remote:
                 self.engine_lock.release()
 
-    def _stream(self, rid: int, source, events) -> None:
+    def _stream(self, rid: int, source, events, n: int = 1) -> None:
+        """Emit the events of `n` continuations: token batches, and each continuation's DoneEvent."""
         batch: list[TokenPiece] = []
         last_emit = float("-inf")      # the first token goes out at once: it shows the model is writing
         started = None
         n = 0
         try:
             for event in events:
-                if not hasattr(event, "token"):          # the DoneEvent
+                if not hasattr(event, "token"):          # a DoneEvent: one per continuation
                     if batch:
                         self.tokensReady.emit(rid, batch)
+                        batch = []
                     self.generationFinished.emit(rid, event)     # frozen: safe to hand across threads
-                    return
+                    n -= 1
+                    if n <= 0:
+                        return
+                    continue
                 now = time.perf_counter()
                 if started is None:
                     started = now

@@ -117,11 +117,13 @@ class StoryDocument(QObject):
         self._step(True)
 
     # --- alternatives ----------------------------------------------------------------------
-    def begin_run(self, n: int, seed, sampler: dict, model: str, into: int | None = None) -> AlternativesRun:
+    def begin_run(self, n: int, seed, sampler: dict, model: str, into: int | None = None,
+                  batched: bool = False) -> AlternativesRun:
         """A Generate of `n` alternatives (or one continuing passage `into`) starts: its passages
         appear in the tree at once. (Typing was recorded before; a Retry's move to the parent is
         part of this Generate's undo step.)"""
-        self.run = AlternativesRun(self.story, n, seed=seed, sampler=sampler, model=model, into=into)
+        self.run = AlternativesRun(self.story, n, seed=seed, sampler=sampler, model=model, into=into,
+                                   batched=batched)
         self.treeChanged.emit()
         return self.run
 
@@ -130,6 +132,11 @@ class StoryDocument(QObject):
         if self.run is not None:
             self.run.add_pieces(pieces)
             self.treeChanged.emit()
+
+    def end_sequence(self, done) -> None:
+        """One continuation of a batched run ended."""
+        if self.run is not None and done is not None:
+            self.run.finish_sequence(done.index, done.seed)
 
     def end_alternative(self, done) -> bool:
         """One alternative's request ended; True when the next one should start (not after Stop)."""

@@ -63,6 +63,8 @@ class _Running:
     sampler: dict = field(default_factory=dict)
     pieces: list = field(default_factory=list)
     shown: bool = True                 # story: this request streams into the story view
+    n: int = 1                         # continuations in this request (a batch on the local engine)
+    ended: int = 0                     # of those, how many have ended
 
     def text(self) -> str:
         text = "".join(p.text for p in self.pieces)
@@ -119,7 +121,7 @@ class GenerationController(QObject):
             self.problem.emit("Invalid sampler setting", str(e))
             return None
 
-    def _request(self, text: str, stops=(), seed: int | None = None) -> GenerationRequest | None:
+    def _request(self, text: str, stops=(), seed: int | None = None, n: int = 1) -> GenerationRequest | None:
         """A request for `text` with the story's memory and the panel's options; None (and
         `problem`) when a sampler setting is invalid. `stops` come before the panel's own;
         `seed` replaces the panel's (alternative i of a fixed seed s uses s + i)."""
@@ -133,10 +135,11 @@ class GenerationController(QObject):
         self._values = dict(options.values)
         return GenerationRequest(self._request_id, text, story.memory, story.authors_note,
                                  story.authors_note_depth, list(story.world_info), options.settings,
-                                 options.max_new_tokens, options.n_ctx, list(stops) + list(options.stops))
+                                 options.max_new_tokens, options.n_ctx, list(stops) + list(options.stops), n)
 
     def _start(self, request: GenerationRequest, mode: str, start: int = 0, stops=(), shown: bool = True) -> None:
-        self._running = _Running(request.request_id, mode, start, tuple(stops), self._values, shown=shown)
+        self._running = _Running(request.request_id, mode, start, tuple(stops), self._values, shown=shown,
+                                 n=request.n)
         self.document.set_locked(True)
         self.busyChanged.emit(True)
         if shown:
@@ -166,8 +169,16 @@ class GenerationController(QObject):
             return
         n = 1 if into is not None else int(options.values.get("alternatives", 1))
         model = (self.model_info or {}).get("model") or ""
-        self.document.begin_run(n, options.values.get("seed"), options.values, model, into)
-        self._next_alternative()
+        batched = n > 1 and not (self.model_info or {}).get("remote")    # servers take one at a time
+        run = self.document.begin_run(n, options.values.get("seed"), options.values, model, into, batched)
+        if not batched:
+            self._next_alternative()
+            return
+        request = self._request(run.prompt, seed=run.seed, n=n)    # generate_many: seeds s + i
+        if request is None:
+            self.document.record(Generated(0, "story", len(run.prompt), "", (), None))
+        else:
+            self._start(request, "story", len(run.prompt))
 
     def _next_alternative(self) -> None:
         run = self.document.run
@@ -249,8 +260,9 @@ class GenerationController(QObject):
         running.pieces.extend(pieces)
         if running.mode == "story":
             self.document.add_pieces(pieces)
-            if running.shown:
-                self.piecesReady.emit(pieces)
+            shown = [p for p in pieces if p.index == 0] if running.n > 1 else pieces if running.shown else []
+            if shown:
+                self.piecesReady.emit(shown)
         else:
             text = running.text()
             self.replyChanged.emit(text if text.strip() else "…")
@@ -271,7 +283,12 @@ class GenerationController(QObject):
 
     def on_worker_generation_finished(self, request_id: int, done) -> None:
         running = self._current(request_id)
-        if running is not None and running.mode == "story" and self.document.end_alternative(done):
+        if running is not None and running.n > 1:          # one continuation of a batch ended
+            running.ended += 1
+            self.document.end_sequence(done)
+            if running.ended < running.n:
+                return
+        elif running is not None and running.mode == "story" and self.document.end_alternative(done):
             self._running = None
             self.alternativeFinished.emit(done)
             self._next_alternative()           # the next alternative of the same Generate

@@ -62,10 +62,13 @@ class LocalSource:
         return describe(self.tokenizer, prompt, window, n_ctx - request.max_new_tokens)
 
     def generate(self, request, cancel):
+        """The request's events; with n > 1, the n continuations in one batch (generate_many)."""
         prompt = self.prompt(request)
-        return self.generator.generate(prompt.story, request.settings, memory=prompt.memory,
-                                       max_tokens=request.max_new_tokens, stop=request.stop,
-                                       max_context=self.n_ctx(request), cancel=cancel)
+        options = dict(memory=prompt.memory, max_tokens=request.max_new_tokens, stop=request.stop,
+                       max_context=self.n_ctx(request), cancel=cancel)
+        if request.n > 1:
+            return self.generator.generate_many(prompt.story, request.n, request.settings, **options)
+        return self.generator.generate(prompt.story, request.settings, **options)
 
     def alternatives(self, event) -> tuple:
         return tuple((self._piece(t), int(t), float(p)) for t, p in event.top)

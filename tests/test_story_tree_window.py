@@ -113,11 +113,13 @@ def test_save_and_reopen_keep_the_tree_and_the_probabilities(qtbot, window, tmp_
 
 
 def test_generating_on_another_branch_reuses_the_common_prefix(qtbot, window):
-    alternatives(window, 2)
-    generate(qtbot, window, PROMPT, max_tokens=12, seed=8)     # the engine last held the second sibling
-    alternatives(window, 1)
+    generate(qtbot, window, PROMPT, max_tokens=12, seed=8)
+    with qtbot.waitSignal(window.generationFinished, timeout=WAIT):
+        find(window, QAction, "retryAction").trigger()          # the engine now holds the second branch
+    window.story_view.setFocus()
+    QTest.keyClick(window.story_view, Qt.Key_Left, Qt.AltModifier)   # back to the first
+    first = window.document.story.tree.text()
     n_prompt = len(window.llm.worker.tokenizer.encode(PROMPT))
-    first = window.document.story.tree.text()                  # the first sibling is shown
     with qtbot.waitSignal(window.generationFinished, timeout=WAIT) as blocker:
         find(window, QAction, "generateAction").trigger()
     done = blocker.args[0].done
