@@ -22,7 +22,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from app import paths
-from app.story import Story, StoryFormatError, read_json_file
+from app.story import Story, StoryFormatError, read_json_file, story_json_text
 
 AUTOSAVE_FORMAT = "neox-writer-autosave"
 
@@ -128,9 +128,10 @@ def autosave_path() -> Path:
 
 def autosave_bytes(story: Story, story_path: str | None) -> bytes:
     """The autosave record: the story plus where it was last saved (if anywhere) and when."""
-    record = {"format": AUTOSAVE_FORMAT, "version": 1, "saved_at": time.time(),
-              "story_path": story_path, "story": story.to_json()}
-    return json.dumps(record, ensure_ascii=False).encode("utf-8")
+    head = json.dumps({"format": AUTOSAVE_FORMAT, "version": 1, "saved_at": time.time(),
+                       "story_path": story_path}, ensure_ascii=False)
+    # the story's JSON text comes from story_json_text, which only serialises what changed
+    return (head[:-1] + ', "story": ' + story_json_text(story) + "}").encode("utf-8")
 
 
 class Recovery:

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -305,13 +306,15 @@ class Story:
         self.chat.update(node.id, text=text, tokens=(), edited=node.edited or node.generated)
 
     # --- native file format ----------------------------------------------------------
-    def to_json(self) -> dict:
+    def to_json(self, trees: bool = True) -> dict:
+        """The native JSON as a dict (`trees=False`: the two trees left as None, for
+        `story_json_text`, which writes them from its cache)."""
         return {
             "format": STORY_FORMAT,
             "version": STORY_VERSION,
             "title": self.title,
             "text": self.text,
-            "tree": _tree_json(self.tree),
+            "tree": _tree_json(self.tree) if trees else None,
             "memory": self.memory,
             "authors_note": self.authors_note,
             "authors_note_depth": self.authors_note_depth,
@@ -325,7 +328,7 @@ class Story:
                 "template": self.chat_template,
                 "user_name": self.user_name,
                 "bot_name": self.bot_name,
-                "tree": _tree_json(self.chat),
+                "tree": _tree_json(self.chat) if trees else None,
             },
             "kobold_lite": dict(self.kobold_lite),
         }
@@ -627,6 +630,45 @@ def _tree_json(tree: StoryTree) -> dict:
     return {"current": tree.current, "passages": [_passage_json(p) for _, p in tree.depth_first()]}
 
 
+class _PassageText:
+    """Each passage's JSON text, kept while the passage lives: passages are frozen, so a passage
+    object that was written once is written the same way again. A save or an autosave then only
+    serialises what changed since the last one (a long story's tokens and alternatives are most
+    of the work). Entries of passages no tree holds any more are dropped as the cache grows."""
+
+    def __init__(self):
+        self._texts: dict[int, tuple[Passage, str]] = {}
+
+    def tree(self, tree: StoryTree) -> str:
+        parts = [self._passage(p) for _, p in tree.depth_first()]
+        if len(self._texts) > 4 * len(parts) + 4096:
+            live = {id(p) for p in tree.nodes.values()}
+            self._texts = {k: v for k, v in self._texts.items() if k in live}
+        return f'{{"current": {tree.current}, "passages": [{", ".join(parts)}]}}'
+
+    def _passage(self, p: Passage) -> str:
+        hit = self._texts.get(id(p))
+        if hit is not None and hit[0] is p:
+            return hit[1]
+        text = json.dumps(_passage_json(p), ensure_ascii=False)
+        self._texts[id(p)] = (p, text)
+        return text
+
+
+_passage_texts = _PassageText()
+# stand-ins for the trees while the rest of a story is dumped; random, so no story text holds them
+_TREE_MARK, _CHAT_MARK = (json.dumps(f"{uuid.uuid4()}") for _ in range(2))
+
+
+def story_json_text(story: "Story") -> str:
+    """The story as native JSON text (what `story_bytes` encodes), the trees from the cache."""
+    data = story.to_json(trees=False)
+    data["tree"], data["chat"]["tree"] = json.loads(_TREE_MARK), json.loads(_CHAT_MARK)
+    text = json.dumps(data, ensure_ascii=False)
+    return text.replace(_TREE_MARK, _passage_texts.tree(story.tree), 1).replace(
+        _CHAT_MARK, _passage_texts.tree(story.chat), 1)
+
+
 def _read_tree(data, path, name: str) -> StoryTree:
     """A StoryTree from its JSON, checked: one root (id 0), known parents, no cycles, tokens that
     spell their passage's text."""
@@ -846,7 +888,7 @@ def load_story(path) -> Story:
 
 def story_bytes(story: Story) -> bytes:
     # no indentation: a long story's tokens and their alternatives would take a line each
-    return json.dumps(story.to_json(), ensure_ascii=False).encode("utf-8")
+    return story_json_text(story).encode("utf-8")
 
 
 def kobold_bytes(story: Story) -> bytes:
@@ -860,4 +902,4 @@ def copy_story(story: Story) -> Story:
 
 __all__ = ["Story", "StoryFormatError", "WorldInfoEntry", "Generation", "Snapshot", "History",
            "ChatTurn", "load_story", "story_bytes", "kobold_bytes", "read_json_file", "copy_story",
-           "STORY_VERSION", "CHARS_PER_TOKEN"]
+           "STORY_VERSION", "CHARS_PER_TOKEN", "story_json_text"]

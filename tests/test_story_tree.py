@@ -363,3 +363,14 @@ def test_autosave_and_recovery_keep_the_whole_tree(tmp_path, monkeypatch):
     recovered = find_recovery().story
     assert recovered.tree.nodes == s.tree.nodes and recovered.chat.nodes == s.chat.nodes
     assert recovered.show_probabilities
+
+
+def test_the_file_text_is_the_json_of_the_story_and_follows_changes():
+    s = branched_story()
+    assert json.loads(story_bytes(s)) == s.to_json()
+    s.tree.append_tokens(s.tree.current, [Piece(" Then", 9, 0.3)])     # a new passage object: written anew
+    s.tree.set_bookmark(0)
+    assert json.loads(story_bytes(s)) == s.to_json()
+    from app.autosave import autosave_bytes
+    record = json.loads(autosave_bytes(s, "/a/story.json"))
+    assert record["story"] == s.to_json() and record["story_path"] == "/a/story.json"
