@@ -148,3 +148,12 @@ def test_cancel_keeps_the_partial_download_and_install_again_resumes(qtbot, pick
     weights = hub.files[(REPO, "step1000", "model.safetensors")].sha256
     ranges = [r for m, p, r in hub.requests if p == f"/cdn/{weights}" and m == "GET"]
     assert ranges[0] is None and ranges[-1] is not None and ranges[-1].startswith("bytes=")
+
+
+def test_a_remembered_delete_deletes_without_asking(qtbot, picker):
+    picker.settings.set("hf_checkpoint_policy", "delete")
+    dialog = picker.open_hf_dialog()
+    assert install(qtbot, dialog, REPO, "step2000", "q5_1")[1] == ""
+    assert picker.installer().last.checkpoint_dir is None and not dialog.ask.isVisibleTo(dialog)
+    downloads = picker.manager().models_dir / "hf-downloads"
+    assert not downloads.exists() or not any(downloads.rglob("*.safetensors"))

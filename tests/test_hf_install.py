@@ -224,3 +224,26 @@ def test_chat_templates_follow_the_family_of_an_installed_revision(repo, templat
     if template == "stablelm":
         prompt = TEMPLATES["stablelm"].prompt([type("Turn", (), {"role": "user", "text": "Hi"})()], "You", "Bot")
         assert prompt.startswith("<|SYSTEM|># StableLM Tuned (Alpha version)") and prompt.endswith("<|USER|>Hi<|ASSISTANT|>")
+
+
+def test_remove_clears_a_cancelled_conversion(manager):
+    control = ConversionControl()
+    control.cancel()
+    with pytest.raises(ConversionCancelled):
+        manager.add_hf(REPO, "step1000", "q8_0", conversion=control)
+    part, journal = partial_paths(manager.models_dir / "pythia-tiny@step1000-q8_0.bin")
+    assert part.is_file() and journal.is_file()
+    assert sorted(manager.remove("pythia-tiny@step1000-q8_0")) == sorted([str(part), str(journal)])
+    with pytest.raises(UsageError):
+        manager.remove("../pythia-tiny@step1000-q8_0")
+
+
+def test_a_malformed_index_is_refused(manager, hub):
+    index = {"weight_map": {"gpt_neox.embed_in.weight": ["model-00001-of-00003.safetensors"]}}
+    hub.add_file("test/neox-sharded-st", "main", "model.safetensors.index.json", json.dumps(index).encode(), lfs=False)
+    with pytest.raises(ModelError, match="names unexpected shard files"):
+        manager.add_hf("test/neox-sharded-st", "main", "f16")
+    index = {"weight_map": {"x": "../../etc/passwd"}}
+    hub.add_file("test/neox-sharded-st", "main", "model.safetensors.index.json", json.dumps(index).encode(), lfs=False)
+    with pytest.raises(ModelError, match="names unexpected shard files"):
+        manager.add_hf("test/neox-sharded-st", "main", "f16")

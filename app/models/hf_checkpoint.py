@@ -131,10 +131,10 @@ def plan_checkpoint(hub: Hub, downloader: Downloader, repo: str, revision: str, 
         shards = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
         if not isinstance(shards, dict) or not shards:
             raise CheckpointError(f"{repo}@{revision}: {index.path} has no weight_map")
-        names = sorted(set(shards.values()), key=str)
-        bad = [n for n in names if not isinstance(n, str) or not _SHARD.match(n)]
+        bad = [n for n in shards.values() if not isinstance(n, str) or not _SHARD.match(n)]
         if bad:
             raise CheckpointError(f"{repo}@{revision}: {index.path} names unexpected shard files {bad[:3]}")
+        names = sorted(set(shards.values()))
         missing = [n for n in names if n not in tree]
         if missing:
             raise CheckpointError(f"{repo}@{revision}: shards {missing[:3]} listed in {index.path} are not in the "

@@ -489,6 +489,13 @@ class ModelManager:
                 if record.origin == "huggingface" and record.tokenizer and Path(record.tokenizer).is_file():
                     Path(record.tokenizer).unlink()     # the converted model's own copy
                     removed.append(record.tokenizer)
+        if model_id == _SAFE_ID.sub("", model_id):
+            # a conversion cancelled and never resumed: its partial output and journal
+            from engine.convert import partial_paths
+            for leftover in partial_paths(self.models_dir / f"{model_id}.bin"):
+                if leftover.is_file():
+                    leftover.unlink()
+                    removed.append(str(leftover))
         entry = self.catalog.get(model_id)
         if entry is not None:
             dest = self.models_dir / entry.filename
@@ -501,6 +508,9 @@ class ModelManager:
                 raise UnknownModel(f"no model {model_id!r} is installed or in the catalog")
             raise UsageError(f"{model_id} is not installed")
         return removed
+
+
+_SAFE_ID = re.compile(r"[^A-Za-z0-9._@-]+|^\.+")    # what an id may not contain to name a file here
 
 
 def hf_model_id(repo: str, revision: str, out_type: str) -> str:

@@ -29,7 +29,8 @@ from app.units import human_bytes
 
 def provenance(record) -> str:
     """A converted model's origin in words, for its tooltip."""
-    sources = "\n".join(f"  {path}  {sha[:16]}…" for path, sha in sorted((record.source_sha256 or {}).items()))
+    recorded = record.source_sha256 if isinstance(record.source_sha256, dict) else {}
+    sources = "\n".join(f"  {path}  {str(sha)[:16]}…" for path, sha in sorted(recorded.items()))
     return (f"{record.repo} @ {record.revision}\ncommit {record.commit}\noutput {record.output_type}, "
             f"converted by {record.engine_version} on {record.installed_at}\nsources (SHA-256):\n{sources}")
 
