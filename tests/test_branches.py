@@ -72,6 +72,10 @@ def test_the_chat_view_shows_alternatives_and_asks_for_swipes(qtbot):
     qtbot.waitUntil(view.isActiveWindow)
     view.set_turns(s.chat_turns, s.chat_positions())
     assert [view.transcript.topLevelItem(i).text(0) for i in range(2)] == ["You", "Bot 2/2"]
+    view.set_names("Ann", "Max")                   # renaming keeps the count
+    assert view.transcript.topLevelItem(1).text(0) == "Max 2/2"
+    view.load_from(s)
+    assert view.transcript.topLevelItem(1).text(0) == "Bot 2/2"
     view.input.setFocus()
     with qtbot.waitSignal(view.swipeRequested) as swipe:
         QTest.keyClick(view.input, Qt.Key_Left, Qt.AltModifier)

@@ -98,7 +98,7 @@ class ChatView(QWidget):
         """Show a story's chat: its names, turns and template (the template the view shows
         becomes the story's when it has none)."""
         self.set_names(story.user_name, story.bot_name)
-        self.set_turns(story.chat_turns)
+        self.set_turns(story.chat_turns, story.chat_positions())
         if story.chat_template:
             self.set_template(story.chat_template)
         story.chat_template = self.template_name()
@@ -119,13 +119,13 @@ class ChatView(QWidget):
         self.user_name, self.bot_name = user, bot
         self.user_edit.setText(user)
         self.bot_edit.setText(bot)
-        self.set_turns(self.turns)
+        self.set_turns(self.turns, self.positions)
 
     def on_name_editing_finished(self) -> None:
         user, bot = self.user_edit.text().strip() or "You", self.bot_edit.text().strip() or "Bot"
         if (user, bot) != (self.user_name, self.bot_name):
             self.user_name, self.bot_name = user, bot
-            self.set_turns(self.turns)
+            self.set_turns(self.turns, self.positions)
             self.namesChanged.emit(user, bot)
 
     # --- transcript ------------------------------------------------------------------
@@ -152,7 +152,8 @@ class ChatView(QWidget):
         """Show `turns`; `positions` gives each turn's (alternative, of how many) when it has siblings."""
         self._filling = True
         self.turns = [ChatTurn(t.role, t.text) for t in turns]
-        self.positions = list(positions) if positions is not None else [(1, 1)] * len(self.turns)
+        known = list(positions or ())[:len(self.turns)]
+        self.positions = known + [(1, 1)] * (len(self.turns) - len(known))
         self.transcript.clear()
         for turn, position in zip(self.turns, self.positions):
             self.transcript.addTopLevelItem(self._make_item(turn, position))
