@@ -20,6 +20,7 @@ from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QComboBox, QMessageBox, QPlainTextEdit, QSlider, QSpinBox, QWidget  # noqa: E402
 
 from app.autosave import autosave_path  # noqa: E402
+from app.widgets.modelpicker import ACTION, SIZE  # noqa: E402
 from app.window.mainwindow import MainWindow  # noqa: E402
 
 PROMPT = "Once upon a time"
@@ -461,14 +462,16 @@ def test_model_picker_lists_installed_then_catalog(qtbot, home):
     sections = [picker.tree.topLevelItem(i) for i in range(picker.tree.topLevelItemCount())]
     assert [s.text(0) for s in sections] == ["Installed", "Download"]
     assert sections[1].childCount() > 0                      # the shipped catalog, with sizes
-    assert all(sections[1].child(i).text(1) for i in range(sections[1].childCount()))
+    assert all(sections[1].child(i).text(0) for i in range(sections[1].childCount()))   # the models' groups
+    assert all(group.child(i).text(SIZE) for group in (sections[1].child(j) for j in range(sections[1].childCount()))
+               for i in range(group.childCount()))
     if demo_model() is not None:
         demo = sections[0].child(0)
-        assert demo.text(2) == "Load"
+        assert demo.text(ACTION) == "Load"
         with qtbot.waitSignal(picker.modelChosen) as blocker:
-            picker.tree.itemClicked.emit(demo, 2)
+            picker.tree.itemClicked.emit(demo, ACTION)
         assert blocker.args[0] == str(demo_model())
-    assert sections[1].child(0).text(2) == "Download"
+    assert sections[1].child(0).child(0).text(ACTION) == "Download"
     assert str(home) in str(picker.manager().models_dir)   # NEOX_WRITER_HOME moved it
 
 
@@ -509,26 +512,27 @@ def test_model_picker_downloads_with_progress_and_cancel(qtbot, home, tmp_path):
 
         def row(model_id):
             item = picker.item_for(model_id)
-            return item, item.parent().text(0)
+            section = item.parent() if item.parent().parent() is None else item.parent().parent()
+            return item, section.text(0)
         item, section = row("tiny")
-        assert section == "Download" and item.text(2) == "Download"
+        assert section == "Download" and item.text(ACTION) == "Download"
         progress = []
         picker.downloadProgress.connect(lambda *a: progress.append(a))
         with qtbot.waitSignal(picker.downloadFinished, timeout=WAIT) as done:
-            picker.tree.itemClicked.emit(item, 2)
-            assert item.text(2) == "Cancel"
+            picker.tree.itemClicked.emit(item, ACTION)
+            assert item.text(ACTION) == "Cancel"
         assert done.args == ["tiny", ""] and progress
         qtbot.waitUntil(lambda: row("tiny")[1] == "Installed", timeout=WAIT)
-        assert row("tiny")[0].text(2) == "Load"
+        assert row("tiny")[0].text(ACTION) == "Load"
 
         hub.inject(Fault("stall", after=1000, seconds=30))
         item, _ = row("no-tokenizer")
         with qtbot.waitSignal(picker.downloadFinished, timeout=WAIT) as done:
-            picker.tree.itemClicked.emit(item, 2)
+            picker.tree.itemClicked.emit(item, ACTION)
             qtbot.waitUntil(lambda: bool(progress) and progress[-1][0] == "no-tokenizer", timeout=WAIT)
-            picker.tree.itemClicked.emit(item, 2)       # Cancel
+            picker.tree.itemClicked.emit(item, ACTION)       # Cancel
         assert done.args[0] == "no-tokenizer" and done.args[1]
-        qtbot.waitUntil(lambda: row("no-tokenizer")[0].text(2) == "Download", timeout=WAIT)
+        qtbot.waitUntil(lambda: row("no-tokenizer")[0].text(ACTION) == "Download", timeout=WAIT)
 
 
 def test_a_bad_setting_is_reported_and_the_story_stays_editable(qtbot, window):

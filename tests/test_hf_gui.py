@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt
 from app.models.hf_repos import pythia_steps
 from app.models.manager import ModelManager
 from app.settings import Settings
-from app.widgets.modelpicker import ModelPicker
+from app.widgets.modelpicker import ACTION, ModelPicker
 from hf_checkpoints import REPO, host_test_repos
 from http_fixture_server import HubFixture
 
@@ -74,7 +74,7 @@ def test_add_from_hugging_face_groups_revisions_with_provenance(qtbot, picker, h
     tip = group.child(0).toolTip(0)
     assert hub.commit_of(REPO, "step1000") in tip and "model.safetensors" in tip and "output f16" in tip
     with qtbot.waitSignal(picker.modelChosen) as chosen:
-        picker.tree.itemClicked.emit(group.child(0), 2)
+        picker.tree.itemClicked.emit(group.child(0), ACTION)
     assert chosen.args[0].endswith("pythia-tiny@step1000-f16.bin")
     assert chosen.args[1].endswith("pythia-tiny@step1000-f16.tokenizer.json")
 

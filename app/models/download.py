@@ -505,3 +505,23 @@ def _describe(exc: Exception, stall_timeout: float) -> str:
     if isinstance(exc, StallError):
         return f"stalled: no data for {stall_timeout:g} s ({exc})"
     return str(exc)
+
+
+def failure_cause(exc: BaseException) -> str:
+    """A failed download's cause in a few words for its row in the model list ("no connection
+    to the hub", "not found", ...): the first transport or status error in the exception's chain."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, (NetworkError, RedirectRefused)):
+            return "no connection to the hub"
+        if isinstance(seen, HttpStatusError):
+            return {404: "not found", 401: "access refused", 403: "access refused"}.get(
+                seen.status, f"the hub answered HTTP {seen.status}")
+        if isinstance(seen, DiskFullError):
+            return "disk full"
+        if isinstance(seen, ChecksumMismatch):
+            return "damaged download (checksum mismatch)"
+        if isinstance(seen, OSError) and not isinstance(seen, DownloadError):
+            return "no connection to the hub" if isinstance(seen, ConnectionError) else "cannot write the file"
+        seen = seen.__cause__ or seen.__context__
+    return "failed"

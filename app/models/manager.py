@@ -169,7 +169,9 @@ class ModelManager:
                 raise DownloadError(f"{entry.id}: {entry.repo}@{entry.revision}:{entry.path} is not on "
                                     f"{self.hub.endpoint} (HTTP 404)") from exc
             head = None
-        except (NetworkError, RedirectRefused):
+        except (NetworkError, RedirectRefused) as exc:
+            if not entry.sha256:    # nothing to verify against, and the hub cannot be asked: say why
+                raise DownloadError(f"{entry.id}: no connection to the hub {self.hub.endpoint} ({exc})") from exc
             head = None   # the download itself reports (and retries) network trouble
         if head is not None and head.sha256:
             return Expected(head.size, head.sha256), "hub HEAD"

@@ -16,6 +16,8 @@ thread; results come back through this widget's signals, which Qt queues to the 
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import dataclass
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QPalette
@@ -25,6 +27,26 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QHeaderView, QLabel, QP
 from app.bundled import demo_model
 from app.threads import emit_from_thread
 from app.units import human_bytes
+
+COLUMNS = ("Model", "Quant", "Format", "Size", "RAM", "")
+NAME, QUANT, FORMAT, SIZE, RAM, ACTION = range(len(COLUMNS))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One model of the list, as the listing thread found it."""
+    kind: str              # "installed" or "catalog"
+    id: str
+    label: str
+    size: int | None
+    path: str = ""         # the installed file
+    tok: str = ""          # its tokenizer.json ("" = find or rebuild)
+    group: str = ""        # the model (or Hugging Face repository) it is grouped under
+    info: str = ""         # a converted model's provenance (tooltip)
+    quant: str = ""
+    fmt: str = ""          # the ggml era, or the date a model was converted or imported
+    ram: int | None = None
+    approx: bool = False   # `size` is estimated from the format (the hub has not said yet)
 
 
 def provenance(record) -> str:
@@ -40,7 +62,7 @@ class ModelPicker(QWidget):
 
     modelChosen = Signal(str, str)              # model file, tokenizer.json ("" = find or rebuild)
     remoteRequested = Signal()                  # "Remote server…": the window opens the connect dialog
-    statusesReady = Signal(list, str)           # [(kind, id, label, size, path, tokenizer, group, info)], error
+    statusesReady = Signal(list, str)           # [Row], error
     downloadProgress = Signal(str, int, int, str)   # id, done, total (0 unknown), phase
     downloadFinished = Signal(str, str)         # id, error ("" = success)
 
@@ -51,15 +73,21 @@ class ModelPicker(QWidget):
         self._manager = None
         self._controls: dict = {}               # id -> DownloadControl of running downloads
         self._items: dict[str, QTreeWidgetItem] = {}
+        self._rows: dict[str, Row] = {}
+        self._failures: dict[str, tuple[str, str]] = {}   # id -> (cause, full message) of a failed download
+        self._started: dict[str, tuple[float, int]] = {}  # id -> (time, bytes) when its download began
+        self._loaded_path = ""
         self.tree = QTreeWidget(objectName="modelTree")
-        self.tree.setHeaderLabels(["Model", "Size", ""])
-        self.tree.setRootIsDecorated(False)   # sections and repository groups are always expanded
-        self.tree.setIndentation(8)
-        self.tree.setStyleSheet("QTreeView::item { padding: 2px 0px; }")
-        self.tree.header().setStretchLastSection(False)
-        self.tree.header().setSectionResizeMode(0, QHeaderView.Stretch)
-        self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeToContents)
-        self.tree.header().setSectionResizeMode(2, QHeaderView.ResizeToContents)
+        self.tree.setHeaderLabels(list(COLUMNS))
+        self.tree.setRootIsDecorated(False)   # sections and model groups are always expanded
+        self.tree.setIndentation(10)
+        self.tree.setUniformRowHeights(True)
+        header = self.tree.header()
+        header.setStretchLastSection(False)
+        header.setMinimumSectionSize(24)
+        header.setSectionResizeMode(NAME, QHeaderView.Stretch)   # the name keeps what the others leave
+        for column in (QUANT, FORMAT, SIZE, RAM, ACTION):
+            header.setSectionResizeMode(column, QHeaderView.ResizeToContents)
         self.tree.itemDoubleClicked.connect(self.on_tree_item_double_clicked)
         self.tree.itemClicked.connect(self.on_tree_item_clicked)
         self.status = QLabel("", objectName="modelPickerStatus")
@@ -101,8 +129,8 @@ class ModelPicker(QWidget):
         self.downloadFinished.connect(self.on_download_finished)
 
     def sizeHint(self) -> QSize:
-        # wide enough for "Pythia 410M deduped q5_1 (ggmlv3)" next to its size and action
-        return QSize(self.fontMetrics().horizontalAdvance("M") * 38, 420)
+        # wide enough for "q5_1 (ggmlv3)" under its group, the facts' columns and the action
+        return QSize(self.fontMetrics().horizontalAdvance("M") * 40, 420)
 
     def manager(self):
         if self._manager is None:
@@ -127,79 +155,135 @@ class ModelPicker(QWidget):
         demo = demo_model()
         if demo is not None:
             tok = demo.parent / "tokenizer.json"
-            rows.append(("installed", "demo", "Demo model (bundled)", demo.stat().st_size, str(demo),
-                         str(tok) if tok.is_file() else "", "", ""))
+            rows.append(Row("installed", "demo", "Demo model (bundled)", demo.stat().st_size, str(demo),
+                            str(tok) if tok.is_file() else "", fmt="bundled"))
         try:
             manager = self.manager()
-            for s in manager.statuses():
-                label = s.entry.name if s.entry else s.id
-                if s.installed is not None and s.file is not None:
-                    tok = s.installed.tokenizer or ""
-                    if not tok:
-                        found = manager.tokenizer_path(s.id)
-                        tok = str(found) if found else ""
-                    record = s.installed
-                    group, info = "", ""
-                    if record.commit:          # converted from Hugging Face: grouped under its repository
-                        group, label = record.repo, f"{record.revision} · {record.output_type}"
-                        info = provenance(record)
-                    rows.append(("installed", s.id, label, record.size, str(s.file), tok, group, info))
-                elif s.entry is not None:
-                    rows.append(("catalog", s.id, label, s.entry.size or s.entry.approx_size, "", "", "", ""))
+            rows += [row for s in manager.statuses() if (row := self._row(manager, s)) is not None]
         except Exception as e:   # noqa: BLE001 - a broken manifest must not stop the picker
             error = f"Model list unavailable: {e}"
-        rows.sort(key=lambda r: r[0] != "installed")
+        rows.sort(key=lambda r: r.kind != "installed")
         emit_from_thread(self.statusesReady, rows, error)
 
+    @staticmethod
+    def _row(manager, s) -> Row | None:
+        """The list's row for one ModelStatus (None: neither installed nor in the catalog)."""
+        e, facts, label = s.entry, {}, s.id
+        if e is not None:    # "Pythia 70M deduped q4_0 (ggmlv3)": grouped under "Pythia 70M deduped"
+            group = e.name.split(f" {e.quant}")[0].strip() or e.model
+            facts = dict(quant=e.quant, fmt=e.era, ram=e.ram_estimate, group=group)
+            label = e.name[len(group):].strip() or e.name
+        if s.installed is not None and s.file is not None:
+            record, tok = s.installed, s.installed.tokenizer or ""
+            if not tok:
+                found = manager.tokenizer_path(s.id)
+                tok = str(found) if found else ""
+            if record.commit:          # converted from Hugging Face: grouped under its repository
+                facts = dict(quant=record.output_type, fmt=record.installed_at[:10], group=record.repo,
+                             info=provenance(record))
+                label = f"{record.revision} · {record.output_type}"
+            elif e is None:
+                facts = dict(fmt=record.installed_at[:10])
+            return Row("installed", s.id, label, record.size, str(s.file), tok, **facts)
+        if e is None:
+            return None
+        size = e.size or e.approx_size
+        return Row("catalog", s.id, label, size, approx=not e.size, **facts)
+
     def _section(self, title: str) -> QTreeWidgetItem:
-        section = QTreeWidgetItem([title, "", ""])
+        section = QTreeWidgetItem([title])
         font = section.font(0)
         font.setBold(True)
         section.setFont(0, font)
         section.setFlags(Qt.ItemIsEnabled)
-        section.setFirstColumnSpanned(False)
         self.tree.addTopLevelItem(section)
+        section.setFirstColumnSpanned(True)
         return section
+
+    def _group(self, groups: dict, parent: QTreeWidgetItem, title: str) -> QTreeWidgetItem:
+        """The model's (or repository's) group under a section: one per model, its files below."""
+        key = (id(parent), title)
+        if key not in groups:
+            groups[key] = QTreeWidgetItem([title])
+            groups[key].setFlags(Qt.ItemIsEnabled)
+            groups[key].setToolTip(NAME, f"{title}: its files")
+            parent.addChild(groups[key])
+            groups[key].setFirstColumnSpanned(True)
+        return groups[key]
 
     def on_statuses_ready(self, rows: list, error: str) -> None:
         self.tree.clear()
         self._items.clear()
+        self._rows = {row.id: row for row in rows}
         sections = {"installed": self._section("Installed"), "catalog": self._section("Download")}
-        link = QColor(self.palette().color(QPalette.Link))
-        groups: dict[str, QTreeWidgetItem] = {}
-        for kind, model_id, label, size, path, tok, group, info in rows:
-            downloading = model_id in self._controls
-            action = "Load" if kind == "installed" else ("Cancel" if downloading else "Download")
-            item = QTreeWidgetItem([label, (human_bytes(size) if size else "?"), action])
-            item.setData(0, Qt.UserRole, (kind, model_id, path, tok))
-            item.setToolTip(0, info or f"{label}\n{path or model_id}")
-            item.setToolTip(2, "Load this model" if kind == "installed" else "Download (click again to cancel)")
-            item.setForeground(2, link)
-            font = item.font(2)
-            font.setUnderline(True)
-            item.setFont(2, font)
-            parent = sections[kind]
-            if group:
-                if group not in groups:
-                    groups[group] = QTreeWidgetItem([group, "", ""])
-                    groups[group].setFlags(Qt.ItemIsEnabled)
-                    groups[group].setToolTip(0, f"{group}: the installed revisions")
-                    parent.addChild(groups[group])
-                parent = groups[group]
-            parent.addChild(item)
-            self._items[model_id] = item
+        groups: dict = {}
+        for row in rows:
+            item = QTreeWidgetItem([row.label, row.quant, row.fmt, ("~" if row.approx else "") + human_bytes(row.size)
+                                    if row.size else "?", human_bytes(row.ram) if row.ram else "", ""])
+            item.setData(0, Qt.UserRole, (row.kind, row.id, row.path, row.tok))
+            item.setToolTip(NAME, row.info or f"{row.group} {row.label}".strip() + f"\n{row.path or row.id}")
+            item.setToolTip(RAM, "Memory needed to run it with the full context (estimate)")
+            for column in (SIZE, RAM):
+                item.setTextAlignment(column, Qt.AlignRight | Qt.AlignVCenter)
+            parent = sections[row.kind]
+            (self._group(groups, parent, row.group) if row.group else parent).addChild(item)
+            self._items[row.id] = item
+            self._show_state(row.id)
         self.tree.expandAll()
-        self.status.setText(error or f"{sum(r[0] == 'installed' for r in rows)} installed, "
-                                     f"{sum(r[0] == 'catalog' for r in rows)} to download")
+        self._show_summary(error)
+
+    def _show_summary(self, error: str = "") -> None:
+        rows = self._rows.values()
+        failed = [f"{model_id}: {message}" for model_id, (_, message) in self._failures.items()]
+        self.status.setText("\n".join([error or f"{sum(r.kind == 'installed' for r in rows)} installed, "
+                                                 f"{sum(r.kind == 'catalog' for r in rows)} to download", *failed]))
+
+    def _show_state(self, model_id: str, progress: str = "") -> None:
+        """A row's action and state: Load / Loaded, Download, Cancel with the progress, or the
+        failure's cause with Retry (it stays until the next attempt)."""
+        item, row = self._items.get(model_id), self._rows.get(model_id)
+        if item is None or row is None:
+            return
+        loaded = row.kind == "installed" and self._loaded_path and row.path == self._loaded_path
+        cause = self._failures.get(model_id, ("", ""))[0]
+        if row.kind == "installed":
+            action, tip = ("Loaded" if loaded else "Load"), "Load this model"
+        elif model_id in self._controls:
+            action, tip = "Cancel", "Cancel the download (what arrived is deleted)"
+        else:
+            action, tip = ("Retry" if cause else "Download"), "Download (click again to cancel)"
+        item.setText(ACTION, action)
+        item.setToolTip(ACTION, tip)
+        state = progress or (f"⚠ {cause}" if cause and model_id not in self._controls else "")
+        item.setText(SIZE, state or (("~" if row.approx else "") + human_bytes(row.size) if row.size else "?"))
+        if cause and not progress:
+            item.setToolTip(SIZE, self._failures[model_id][1])
+            item.setForeground(SIZE, QColor("#d14b4b"))
+        else:
+            item.setData(SIZE, Qt.ForegroundRole, None)
+        item.setForeground(ACTION, QColor(self.palette().color(QPalette.Link)))
+        for column in range(len(COLUMNS)):
+            font = item.font(column)
+            font.setBold(bool(loaded))
+            font.setUnderline(column == ACTION and not loaded)
+            item.setFont(column, font)
+        item.setText(NAME, ("● " if loaded else "") + row.label)
+
+    def set_loaded(self, path: str) -> None:
+        """Mark the row of the model now loaded (`path`; "" for none or a remote server)."""
+        previous, self._loaded_path = self._loaded_path, str(path or "")
+        for model_id, row in self._rows.items():
+            if row.path and row.path in (previous, self._loaded_path):
+                self._show_state(model_id)
 
     def item_for(self, model_id: str) -> QTreeWidgetItem | None:
         """The row of a model in the current list."""
         return self._items.get(model_id)
 
     def on_tree_item_clicked(self, item: QTreeWidgetItem, column: int) -> None:
-        """The third column is the row's action: Load, Download or Cancel."""
+        """The last column is the row's action: Load, Download, Cancel or Retry."""
         data = item.data(0, Qt.UserRole)
-        if data is None or column != 2:
+        if data is None or column != ACTION:
             return
         kind, model_id, path, tok = data
         if kind == "installed":
@@ -277,34 +361,61 @@ class ModelPicker(QWidget):
         from app.models.download import DownloadControl
         control = DownloadControl()
         self._controls[model_id] = control
-        item = self._items.get(model_id)
-        if item is not None:
-            item.setText(2, "Cancel")
-            item.setText(1, "starting…")
+        self._failures.pop(model_id, None)
+        self._started[model_id] = (time.monotonic(), 0)
+        self._show_state(model_id, "starting…")
+        self._show_summary()
         threading.Thread(target=self._download, args=(model_id, control), name="neox-download",
                          daemon=True).start()
 
     def _download(self, model_id: str, control) -> None:
+        from app.models.download import DownloadStopped, failure_cause
+
         def progress(p):
             emit_from_thread(self.downloadProgress, model_id, int(p.done), int(p.total or 0), p.phase)
         try:
             self.manager().download(model_id, on_progress=progress, control=control)
-        except Exception as e:   # noqa: BLE001 - shown in the status line
-            emit_from_thread(self.downloadFinished, model_id, str(e) or type(e).__name__)
+        except DownloadStopped:
+            emit_from_thread(self.downloadFinished, model_id, "cancelled")
+        except Exception as e:   # noqa: BLE001 - shown on the row, with Retry
+            message = str(e) or type(e).__name__
+            emit_from_thread(self.downloadFinished, model_id, f"{failure_cause(e)}\n{message}")
         else:
             emit_from_thread(self.downloadFinished, model_id, "")
 
     def on_download_progress(self, model_id: str, done: int, total: int, phase: str) -> None:
-        item = self._items.get(model_id)
-        if item is not None:
-            item.setText(1, f"{phase} {100 * done // total}%" if total > 0 else f"{phase} {human_bytes(done)}")
+        start, first = self._started.get(model_id, (time.monotonic(), done))
+        if phase != "downloading" or done < first:
+            self._started[model_id] = (time.monotonic(), done)     # speed counts this run's bytes only
+        self._show_state(model_id, download_text(done, total, phase, time.monotonic() - start, done - first))
 
     def on_download_finished(self, model_id: str, error: str) -> None:
+        """A failure stays on its row (cause, Retry) and in the status line until the next attempt."""
         self._controls.pop(model_id, None)
-        self.status.setText(f"{model_id}: {error}" if error else f"{model_id} downloaded")
-        self.refresh()
+        self._started.pop(model_id, None)
+        if error and error != "cancelled":
+            cause, _, message = error.partition("\n")
+            self._failures[model_id] = (cause, message or cause)
+        self._show_state(model_id)
+        self._show_summary()
+        if not error:
+            self.refresh()
 
     def cancel_downloads(self) -> None:
         """Pause running downloads (their .part files stay for a resume)."""
         for control in self._controls.values():
             control.pause()
+
+
+def download_text(done: int, total: int, phase: str, seconds: float, new_bytes: int) -> str:
+    """A download's progress for its row: "42% · 3.1 MB/s · 0:12 left" (speed and time left once
+    a second of this run has passed)."""
+    text = f"{100 * done // total}%" if total > 0 else human_bytes(done)
+    text = text if phase == "downloading" else f"{phase} {text}"
+    if phase == "downloading" and seconds >= 1.0 and new_bytes > 0:
+        speed = new_bytes / seconds
+        text += f" · {human_bytes(speed)}/s"
+        if total > done:
+            left = int((total - done) / speed)
+            text += f" · {left // 60}:{left % 60:02d} left"
+    return text
