@@ -25,6 +25,8 @@ from app import paths
 from app.story import Story, StoryFormatError, read_json_file, story_json_text
 
 AUTOSAVE_FORMAT = "neox-writer-autosave"
+UMASK = os.umask(0o022)     # read once at start-up (os.umask can only be read by setting it) and put back
+os.umask(UMASK)
 
 
 def write_atomic(path, data: bytes) -> None:
@@ -33,6 +35,14 @@ def write_atomic(path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); a story or an export gets the mode the file had,
+        # else the one any new file would (0666 less the umask), so other programs can read it
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            mode = 0o666 & ~UMASK
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -31,6 +31,8 @@ class ModelLoader(QObject):
         self.settings = settings
         self.info: dict | None = None      # the active model's (or server's) info
         self.path = ""                     # the local model file last loaded
+        self.tokenizer_json = ""           # and the tokenizer it was loaded with ("" = found or rebuilt)
+        self._asked = ("", "")             # the (path, tokenizer) of the load in progress
         worker = llm.worker
         worker.modelLoaded.connect(self.on_worker_model_loaded)
         worker.loadFailed.connect(self.on_worker_load_failed)
@@ -52,6 +54,7 @@ class ModelLoader(QObject):
         self.load_now(path, tokenizer_json)
 
     def load_now(self, path: str, tokenizer_json: str = "") -> None:
+        self._asked = (path, tokenizer_json)
         self.loading.emit(f"Loading {Path(path).name}…")
         self.llm.load(path, tokenizer_json)
 
@@ -64,9 +67,14 @@ class ModelLoader(QObject):
         self.llm.use_remote(backend)
 
     def set_threads(self, n: int) -> None:
-        """The engine threads for the next load (0: automatic)."""
+        """The engine threads (0: automatic): the local model in use is loaded again with them
+        (not while a generation runs: then they apply to the next load)."""
+        changed = (n or None) != self.llm.worker.threads
         self.settings.set("threads", n)
         self.llm.worker.threads = n or None
+        if changed and self.path and self.info is not None and not self.info.get("remote") \
+                and not self.llm.generating and not self.llm.loading:
+            self.load_now(self.path, self.tokenizer_json)
 
     def on_worker_load_stage(self, message: str) -> None:
         if self.llm.loading:
@@ -76,6 +84,8 @@ class ModelLoader(QObject):
         self.info = info
         if not info.get("remote"):     # a server address is remembered by the remote dialog instead
             self.path = info.get("path", "")
+            asked_path, asked_tokenizer = self._asked
+            self.tokenizer_json = asked_tokenizer if asked_path == self.path else ""
             self.settings.set("last_model", self.path)
         self.loaded.emit(info)
 

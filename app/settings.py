@@ -32,6 +32,10 @@ DEFAULTS = {
     "server_host": "127.0.0.1",
     "server_port": 5001,          # its key is in the KeyStore, never here
     "remote_url": "",             # the last remote server connected to (its key: KeyStore)
+    "last_story": "",             # reopened at start when it still exists
+    "recent_stories": [],         # newest first (File › Recent stories)
+    "story_font": "serif",        # "serif" or "sans"
+    "page_chars": 72,             # the story page's width in characters (0: the whole window)
     "hf_checkpoint_policy": "ask",  # after an add-hf: "ask", "keep" or "delete" the downloaded checkpoint
 }
 

@@ -8,15 +8,80 @@ or the last one), as SillyTavern users expect.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QFont, QKeySequence, QPalette, QShortcut
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QPlainTextEdit, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QKeySequence, QPalette, QShortcut, QTextDocument, QTextOption
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QPlainTextEdit, QPushButton, QStyledItemDelegate, QTreeWidget, QTreeWidgetItem,
+                               QVBoxLayout, QWidget)
 
 from app.chattemplates import TEMPLATES
 from app.story import ChatTurn
 
 NAME, TEXT = range(2)     # transcript columns
+
+
+def is_send_key(event) -> bool:
+    """Ctrl+Enter (either Enter key): send a message, or finish editing a turn."""
+    return (event.key() in (Qt.Key_Return, Qt.Key_Enter)
+            and event.modifiers() & ~Qt.KeypadModifier == Qt.ControlModifier)
+
+
+class TurnDelegate(QStyledItemDelegate):
+    """Shows a turn's whole text, wrapped to its column (a long reply is never cut), and edits it
+    in a multi-line editor: Enter starts a new line, Ctrl+Enter or leaving the editor keeps the
+    edit, Esc drops it."""
+
+    def __init__(self, view: QTreeWidget):
+        super().__init__(view)
+        self.view = view
+
+    def _document(self, text: str, font, width: int) -> QTextDocument:
+        doc = QTextDocument()
+        doc.setDefaultFont(font)
+        doc.setDefaultTextOption(QTextOption(Qt.AlignLeft | Qt.AlignTop))
+        doc.setPlainText(text)
+        doc.setTextWidth(max(40, width))
+        return doc
+
+    def sizeHint(self, option, index) -> QSize:
+        hint = super().sizeHint(option, index)
+        if index.column() != TEXT:
+            return hint
+        padding = 12          # the item's own padding (the style sheet's 4 px) and the document's margin
+        doc = self._document(index.data() or "", option.font, self.view.header().sectionSize(TEXT) - 16)
+        return QSize(hint.width(), max(hint.height(), int(doc.size().height()) + padding))
+
+    def createEditor(self, parent, option, index):
+        if index.column() != TEXT:
+            return super().createEditor(parent, option, index)
+        editor = QPlainTextEdit(parent, objectName="turnEditor")
+        editor.setTabChangesFocus(True)
+        editor.installEventFilter(self)
+        return editor
+
+    def setEditorData(self, editor, index) -> None:
+        if isinstance(editor, QPlainTextEdit):
+            editor.setPlainText(index.data() or "")
+        else:
+            super().setEditorData(editor, index)
+
+    def setModelData(self, editor, model, index) -> None:
+        if isinstance(editor, QPlainTextEdit):
+            model.setData(index, editor.toPlainText())
+        else:
+            super().setModelData(editor, model, index)
+
+    def updateEditorGeometry(self, editor, option, index) -> None:
+        rect = option.rect
+        rect.setHeight(max(rect.height(), option.fontMetrics.lineSpacing() * 4 + 12))   # room to add lines
+        editor.setGeometry(rect)
+
+    def eventFilter(self, editor: QObject, event: QEvent) -> bool:
+        if isinstance(editor, QPlainTextEdit) and event.type() == QEvent.KeyPress and is_send_key(event):
+            self.commitData.emit(editor)
+            self.closeEditor.emit(editor)
+            return True
+        return super().eventFilter(editor, event)
 
 
 class ChatView(QWidget):
@@ -39,19 +104,21 @@ class ChatView(QWidget):
         for name, template in TEMPLATES.items():
             self.template_picker.addItem(template.label, name)
         self.template_picker.currentIndexChanged.connect(self.on_template_picker_changed)
+        # the picker may shrink below its longest name: the chat then fits a small window
+        self.template_picker.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.template_picker.setMinimumContentsLength(10)
         self.user_edit = QLineEdit(self.user_name, objectName="chatUserName")
         self.bot_edit = QLineEdit(self.bot_name, objectName="chatBotName")
         for edit in (self.user_edit, self.bot_edit):
             edit.setMinimumWidth(self.fontMetrics().horizontalAdvance("Wentworth") + 16)
             edit.setMaximumWidth(160)
             edit.editingFinished.connect(self.on_name_editing_finished)
-        top = QHBoxLayout()
-        top.addWidget(QLabel("Template"))
-        top.addWidget(self.template_picker, 1)
-        top.addWidget(QLabel("You are"))
-        top.addWidget(self.user_edit)
-        top.addWidget(QLabel("talking to"))
-        top.addWidget(self.bot_edit)
+        top = QGridLayout()         # two rows: the chat fits beside the docks of a small window
+        top.addWidget(QLabel("Template"), 0, 0)
+        top.addWidget(self.template_picker, 0, 1, 1, 3)
+        for column, widget in enumerate((QLabel("You are"), self.user_edit, QLabel("talking to"), self.bot_edit)):
+            top.addWidget(widget, 1, column)
+        top.setColumnStretch(4, 1)
 
         self.transcript = QTreeWidget(objectName="chatTranscript")
         self.transcript.setColumnCount(2)
@@ -63,6 +130,9 @@ class ChatView(QWidget):
         self.transcript.setEditTriggers(QAbstractItemView.NoEditTriggers)   # only the text column, see below
         self.transcript.header().setSectionResizeMode(NAME, QHeaderView.ResizeToContents)
         self.transcript.header().setSectionResizeMode(TEXT, QHeaderView.Stretch)
+        self.transcript.setTextElideMode(Qt.ElideNone)
+        self.transcript.setItemDelegate(TurnDelegate(self.transcript))
+        self.transcript.header().sectionResized.connect(self.on_transcript_section_resized)
         self.transcript.setStyleSheet("QTreeView::item { padding: 4px 6px; }")
         self.transcript.itemChanged.connect(self.on_transcript_item_changed)
         self.transcript.itemDoubleClicked.connect(self.on_transcript_item_double_clicked)
@@ -70,6 +140,8 @@ class ChatView(QWidget):
 
         self.input = QPlainTextEdit(objectName="chatInput")
         self.input.setPlaceholderText("Type a message; Ctrl+Enter sends")
+        self.input.setTabChangesFocus(True)           # Tab moves on; a message needs no tab characters
+        self.input.installEventFilter(self)           # Ctrl+Enter: ours, not the window's Generate
         self.input.setMaximumHeight(self.fontMetrics().lineSpacing() * 4 + 12)
         for keys, step in (("Alt+Left", -1), ("Alt+Right", 1)):
             swipe = QShortcut(QKeySequence(keys), self, context=Qt.WidgetWithChildrenShortcut)
@@ -79,8 +151,6 @@ class ChatView(QWidget):
         self.regenerate_button = QPushButton("Regenerate", objectName="regenerateButton")
         self.regenerate_button.setToolTip("Write the last reply again")
         self.regenerate_button.clicked.connect(self.regenerateRequested)
-        send = QShortcut(QKeySequence("Ctrl+Return"), self.input)
-        send.activated.connect(self.on_send_clicked)
         bottom = QHBoxLayout()
         bottom.addWidget(self.input, 1)
         buttons = QVBoxLayout()
@@ -93,6 +163,21 @@ class ChatView(QWidget):
         layout.addWidget(self.transcript, 1)
         layout.addLayout(bottom)
         self._filling = False
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """The input claims Ctrl+Enter before the window's shortcuts see it (Generate shares the
+        keys: two claimants and Qt would run neither), and sends the message."""
+        if watched is self.input and event.type() in (QEvent.ShortcutOverride, QEvent.KeyPress) \
+                and is_send_key(event):
+            event.accept()
+            if event.type() == QEvent.KeyPress:
+                self.on_send_clicked()
+            return True
+        return super().eventFilter(watched, event)
+
+    def on_transcript_section_resized(self, index: int, old: int, new: int) -> None:
+        if index == TEXT:
+            self.transcript.doItemsLayout()      # rows re-measure their wrapped text at the new width
 
     def load_from(self, story) -> None:
         """Show a story's chat: its names, turns and template (the template the view shows

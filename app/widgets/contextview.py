@@ -18,6 +18,7 @@ class ContextView(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setObjectName("contextView")
+        self.mode = "story"          # in chat mode the prompt's text is the chat, and is named so
         self.summary = QLabel("Load a model to see the context.", objectName="contextSummary")
         self.summary.setWordWrap(True)
         self.refresh_button = QPushButton("Refresh", objectName="contextRefreshButton")
@@ -30,9 +31,18 @@ class ContextView(QWidget):
         layout.addLayout(top)
         layout.addWidget(self.text, 1)
 
+    def set_mode(self, mode: str) -> None:
+        """Story or chat: what the next context will be of (the shown one is stale until it comes)."""
+        if mode != self.mode:
+            self.mode = mode
+            self.show_error(f"Reading the {mode} context…")
+
+    def _name(self, kind: str) -> str:
+        return "chat" if kind == "story" and self.mode == "chat" else kind
+
     def show_context(self, context: Context) -> None:
-        counts = [f"{kind}: {context.count(kind)}" for kind in ("memory", "world info", "author's note", "story")
-                  if context.count(kind)]
+        counts = [f"{self._name(kind)}: {context.count(kind)}"
+                  for kind in ("memory", "world info", "author's note", "story") if context.count(kind)]
         total = context.n_tokens
         dropped = f"; {context.dropped_tokens} tokens of early story left out" if context.dropped_tokens else ""
         if context.note_dropped:
@@ -46,7 +56,7 @@ class ContextView(QWidget):
             colour = PART_COLOURS.get(part.kind)
             if colour:
                 label.setForeground(QColor(colour))
-            cursor.insertText(f"⟦{part.kind}, {part.n_tokens} tokens⟧\n", label)
+            cursor.insertText(f"⟦{self._name(part.kind)}, {part.n_tokens} tokens⟧\n", label)
             body = QTextCharFormat()
             if colour:
                 body.setForeground(QColor(colour))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
+from PySide6.QtWidgets import (QAbstractItemView, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QPlainTextEdit, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem,
                                QVBoxLayout, QWidget)
 
@@ -19,7 +19,7 @@ KEYS, CONTENT, ALWAYS = range(3)
 
 
 class MemoryPanel(QWidget):
-    """Edits a story's memory, author's note (with its depth) and world info entries."""
+    """Edits a story's title, memory, author's note (with its depth) and world info entries."""
 
     changed = Signal()
 
@@ -27,6 +27,8 @@ class MemoryPanel(QWidget):
         super().__init__(parent)
         self.setObjectName("memoryPanel")
         lines = self.fontMetrics().lineSpacing()
+        self.title_edit = QLineEdit(objectName="storyTitleEdit")
+        self.title_edit.setPlaceholderText("The story's title (Markdown export, suggested file name)")
         self.memory_edit = QPlainTextEdit(objectName="memoryEdit")
         self.memory_edit.setPlaceholderText("Facts the model should always remember (kept at the top of the context)")
         self.memory_edit.setMinimumHeight(lines * 4)
@@ -57,7 +59,10 @@ class MemoryPanel(QWidget):
         buttons.addWidget(remove)
         buttons.addStretch(1)
 
+        for edit in (self.memory_edit, self.note_edit):
+            edit.setTabChangesFocus(True)      # Tab moves to the next field: these are prompts, not tables
         form = QFormLayout()
+        form.addRow("<b>Title</b>", self.title_edit)
         form.addRow(QLabel("<b>Memory</b>"))
         form.addRow(self.memory_edit)
         form.addRow(QLabel("<b>Author's note</b>"))
@@ -69,6 +74,7 @@ class MemoryPanel(QWidget):
         layout.addWidget(self.world, 1)
         layout.addLayout(buttons)
 
+        self.title_edit.textEdited.connect(self.changed)
         self.memory_edit.textChanged.connect(self.changed)
         self.note_edit.textChanged.connect(self.changed)
         self.depth_spin.valueChanged.connect(self.changed)
@@ -113,6 +119,7 @@ class MemoryPanel(QWidget):
         """Show a story's memory, note and world info (without emitting `changed`)."""
         self.blockSignals(True)
         self.world.blockSignals(True)
+        self.title_edit.setText(story.title)
         self.memory_edit.setPlainText(story.memory)
         self.note_edit.setPlainText(story.authors_note)
         self.depth_spin.setValue(story.authors_note_depth)
@@ -123,6 +130,7 @@ class MemoryPanel(QWidget):
         self.blockSignals(False)
 
     def save_to(self, story: Story) -> None:
+        story.title = self.title_edit.text().strip()
         story.memory = self.memory_edit.toPlainText()
         story.authors_note = self.note_edit.toPlainText()
         story.authors_note_depth = self.depth_spin.value()

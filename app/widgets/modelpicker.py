@@ -19,9 +19,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTreeWidget,
+from PySide6.QtWidgets import (QFileDialog, QGridLayout, QHeaderView, QLabel, QPushButton, QTreeWidget,
                                QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from app.bundled import demo_model
@@ -105,20 +105,13 @@ class ModelPicker(QWidget):
         compare = QPushButton("Compare checkpoints…", objectName="compareCheckpointsButton")
         compare.setToolTip("Run one prompt on several revisions of a model, side by side")
         compare.clicked.connect(self.on_compare_clicked)
-        buttons = QHBoxLayout()
-        buttons.addWidget(open_button)
-        buttons.addWidget(remote)
-        buttons.addWidget(refresh)
-        buttons.addStretch(1)
-        hf_buttons = QHBoxLayout()
-        hf_buttons.addWidget(add_hf)
-        hf_buttons.addWidget(compare)
-        hf_buttons.addStretch(1)
+        buttons = QGridLayout()       # two a row: the dock stays narrow enough for a small window
+        for n, button in enumerate((open_button, remote, add_hf, refresh, compare)):
+            buttons.addWidget(button, n // 2, n % 2)
         layout = QVBoxLayout(self)
         layout.addWidget(self.tree, 1)
         layout.addWidget(self.status)
         layout.addLayout(buttons)
-        layout.addLayout(hf_buttons)
         self.settings = settings                # the window's Settings, for remembered answers
         self.save_settings = save_settings      # and how to write them
         self._installer = None
@@ -268,6 +261,13 @@ class ModelPicker(QWidget):
             font.setUnderline(column == ACTION and not loaded)
             item.setFont(column, font)
         item.setText(NAME, ("● " if loaded else "") + row.label)
+
+    def changeEvent(self, event) -> None:
+        """A theme switch: the rows' link and warning colours follow the new palette at once."""
+        super().changeEvent(event)
+        if event.type() == QEvent.PaletteChange:
+            for model_id in self._items:
+                self._show_state(model_id)
 
     def set_loaded(self, path: str) -> None:
         """Mark the row of the model now loaded (`path`; "" for none or a remote server)."""

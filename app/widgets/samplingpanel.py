@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QInputDialog,
                                QPlainTextEdit, QPushButton, QScrollArea, QSlider, QSpinBox,
                                QVBoxLayout, QWidget)
@@ -160,7 +160,8 @@ class SamplingPanel(QWidget):
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)   # sliders shrink instead
         scroll.setWidget(inner)
         # never narrower than the rows need: the dock then cannot cut the spin boxes off
-        scroll.setMinimumWidth(inner.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 4)
+        self.scroll = scroll
+        self._fit_width()
         scroll.setFrameShape(QScrollArea.NoFrame)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -170,10 +171,24 @@ class SamplingPanel(QWidget):
         self.preset_picker.currentTextChanged.connect(self.on_preset_picker_changed)
         self.apply_values(SamplerSettings.from_preset(DEFAULT_PRESET).to_dict())
         self.preset_picker.setCurrentText(DEFAULT_PRESET)
+        self.context_spin.valueChanged.connect(self.on_context_spin_changed)
+        self.on_context_spin_changed(self.context_spin.value())
         for widget in (self.max_tokens_spin, self.context_spin, self.seed_spin, self.alternatives_spin):
             widget.valueChanged.connect(self.settingsChanged)
         for edit in (self.stop_edit, self.breakers_edit, self.banned_edit):
             edit.textChanged.connect(self.settingsChanged)
+
+    def _fit_width(self) -> None:
+        """Never narrower than the rows need, so the dock cannot cut the spin boxes off; measured
+        again when the style or font changes (a theme switch to Fusion widens the spin boxes)."""
+        inner = self.scroll.widget()
+        self.scroll.setMinimumWidth(inner.minimumSizeHint().width() + self.scroll.verticalScrollBar().sizeHint().width()
+                                    + 4)
+
+    def changeEvent(self, event) -> None:
+        super().changeEvent(event)
+        if event.type() in (QEvent.StyleChange, QEvent.FontChange) and hasattr(self, "scroll"):
+            QTimer.singleShot(0, self._fit_width)      # once the children have their new style
 
     def _lines_edit(self, object_name: str, placeholder: str) -> QPlainTextEdit:
         edit = QPlainTextEdit(objectName=object_name)
@@ -240,7 +255,7 @@ class SamplingPanel(QWidget):
             v = values.get(name)
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 binding.set_value(int(v) if binding.row.is_int else float(v))
-        for key, spin in (("max_new_tokens", self.max_tokens_spin), ("n_ctx", self.context_spin),
+        for key, spin in (("n_ctx", self.context_spin), ("max_new_tokens", self.max_tokens_spin),   # n_ctx caps it
                           ("seed", self.seed_spin), ("alternatives", self.alternatives_spin)):
             v = values.get(key)
             if isinstance(v, int) and not isinstance(v, bool):
@@ -304,6 +319,13 @@ class SamplingPanel(QWidget):
             self.apply_values(story.sampler)
         if story.stop_sequences or opened:
             self.set_stop_sequences(story.stop_sequences)
+
+    def on_context_spin_changed(self, n_ctx: int) -> None:
+        """New tokens must leave the prompt at least one token of the context: the spin box
+        refuses more at once, rather than Generate failing later."""
+        self.max_tokens_spin.setMaximum(max(1, n_ctx - 1))
+        self.max_tokens_spin.setToolTip(f"How many tokens one press of Generate writes at most (up to {n_ctx - 1}: "
+                                        "the context size leaves room for the prompt)")
 
     def set_context_limit(self, n_ctx: int) -> None:
         """The loaded model's context length caps the context size."""

@@ -115,7 +115,8 @@ class StoryView(QPlainTextEdit):
         spans = tree.spans()
         text = "".join(s.passage.text for s in spans)
         same = text == self.toPlainText()
-        keep = self.textCursor().position() if same and cursor_passage is None else None
+        kept = self.textCursor()          # the writer's cursor and selection, while the text is unchanged
+        keep = kept.position() if same and cursor_passage is None else None
         if not same:
             with self._edit():
                 self.setPlainText(text)
@@ -134,7 +135,11 @@ class StoryView(QPlainTextEdit):
         self._refresh_mark()
         target = next((s.end for s in self.passages if s.passage_id == cursor_passage), keep)
         cursor = self.textCursor()
-        cursor.setPosition(min(target, pos) if target is not None else pos)
+        if keep is not None and target == keep and kept.hasSelection():
+            cursor.setPosition(min(kept.anchor(), pos))
+            cursor.setPosition(min(keep, pos), QTextCursor.KeepAnchor)
+        else:
+            cursor.setPosition(min(target, pos) if target is not None else pos)
         self.setTextCursor(cursor)
         self.ensureCursorVisible()
         self.on_self_cursor_position_changed()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QByteArray, Qt, QTimer
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
-from PySide6.QtWidgets import QApplication, QDockWidget
+from PySide6.QtWidgets import QApplication, QDockWidget, QTabWidget
 
 THEMES = ("system", "light", "dark")
 DOCKS = {"models": ("Models", Qt.LeftDockWidgetArea), "sampling": ("Sampling", Qt.RightDockWidgetArea),
@@ -37,6 +37,8 @@ def dock_panels(window, panels: dict) -> dict:
         docks[key] = QDockWidget(title, window, objectName=f"{key}Dock")
         docks[key].setWidget(panel)
         window.addDockWidget(area, docks[key])
+    # tabs down the side: each label has the dock's height to itself, so none is cut at any width
+    window.setTabPosition(Qt.RightDockWidgetArea, QTabWidget.East)
     tabbed = [docks[key] for key in panels if DOCKS[key][1] == Qt.RightDockWidgetArea]
     for first, second in zip(tabbed, tabbed[1:]):
         window.tabifyDockWidget(first, second)

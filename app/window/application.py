@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from app.bundled import demo_model, icon_path
+from app.recent import startup_story
 
 
 def startup_model(settings) -> str | None:
@@ -35,8 +36,9 @@ def run_window(args) -> int:
     model = args.model or startup_model(window.settings)
     if model:
         window.open_model(model)
-    if args.story:
-        window.open_story(args.story)
+    story = args.story or startup_story(window.settings)
+    if story:
+        window.open_story(story)
     if args.screenshot:
         _screenshot_when_ready(window, args.screenshot, app)
     code = app.exec()

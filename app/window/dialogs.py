@@ -2,6 +2,8 @@
 unsaved-changes question), the story's file choosers and small prompts."""
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, Signal
@@ -16,6 +18,14 @@ EXPORTS = {"kobold": ("Export Kobold Lite JSON", KOBOLD_FILTER, ".json"),
            "text": ("Export plain text", "Text (*.txt)", ".txt"),
            "markdown": ("Export Markdown", "Markdown (*.md)", ".md"),
            "outline": ("Export the story tree as a Markdown outline", "Markdown (*.md)", ".md")}
+
+
+def file_stem(story) -> str:
+    """A file name for a story never saved: its title, else its first words ("Untitled story"
+    for an empty one), without the characters file systems refuse."""
+    words = (story.title or " ".join(story.text.split()[:6])).strip()
+    stem = re.sub(r'[\\/:*?"<>|\x00-\x1f]+', " ", words).strip(" .")[:60].strip()
+    return stem or "Untitled story"
 
 
 class Dialogs(QObject):
@@ -96,7 +106,8 @@ class Dialogs(QObject):
 
     def save_as(self) -> bool:
         paths.ensure(paths.stories_dir())
-        path = QFileDialog.getSaveFileName(self.window, "Save the story", self.folder(), STORY_FILTER)[0]
+        suggested = str(Path(self.folder()) / (file_stem(self.document.story) + ".neoxstory.json"))
+        path = QFileDialog.getSaveFileName(self.window, "Save the story", suggested, STORY_FILTER)[0]
         if path:
             self.save_to(path if path.endswith(".json") else path + ".neoxstory.json")
         return bool(path)
@@ -109,13 +120,16 @@ class Dialogs(QObject):
 
     def export(self, kind: str) -> None:
         title, file_filter, suffix = EXPORTS[kind]
-        path = QFileDialog.getSaveFileName(self.window, title, self.folder(), file_filter)[0]
+        suggested = str(Path(self.folder()) / (file_stem(self.document.story) + suffix))
+        path = QFileDialog.getSaveFileName(self.window, title, suggested, file_filter)[0]
         if path:
             self.document.export_to(path if Path(path).suffix else path + suffix, kind)
 
     def ask_threads(self) -> None:
-        n, ok = QInputDialog.getInt(self.window, "Engine threads", "Threads (0 = automatic; applies to the next "
-                                    "model load):", self.settings.get("threads"), 0, 256)
+        cores = os.cpu_count() or 1
+        n, ok = QInputDialog.getInt(self.window, "Engine threads", f"This computer has {cores} cores.\nThreads "
+                                    "(0 = automatic); the model is loaded again with them:",
+                                    self.settings.get("threads"), 0, 256)
         if ok:
             self.threadsChosen.emit(n)
 

@@ -35,6 +35,7 @@ from app.window.appearance import Appearance, dock_panels
 from app.window.branching import Branching
 from app.window.dialogs import Dialogs
 from app.window.statusbar import StatusBar
+from app.window.writing import WritingTools
 
 
 class MainWindow(QMainWindow):
@@ -69,6 +70,7 @@ class MainWindow(QMainWindow):
         self.autosave_timer = QTimer(self, interval=max(5, self.settings.get("autosave_seconds")) * 1000)
         self._connect_signals()
         self._apply_settings()
+        self.writing = WritingTools(self)      # page, find, counts, full screen, recent stories, focus keys
         self.on_document_story_replaced()
         self.autosave_timer.start()
         self.model_picker.refresh()

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar
 from app.units import human_bytes
 
 MESSAGE_MS = 8000
+WAITING = "Waiting for the first token…"
 
 
 def resident_bytes() -> int | None:
@@ -47,6 +48,11 @@ class StatusBar(QStatusBar):
         self.server_label = QLabel("", objectName="serverLabel", visible=False)
         self.load_progress = QProgressBar(objectName="loadProgress", visible=False, maximumWidth=120)
         self.load_progress.setRange(0, 0)
+        # a generation's first token can take long (a remote server loading its model, a long
+        # prompt): until it comes, a moving bar says that something is happening
+        self.wait_progress = QProgressBar(objectName="firstTokenProgress", visible=False, maximumWidth=120)
+        self.wait_progress.setRange(0, 0)
+        self.addWidget(self.wait_progress)
         for w in (self.model_label, self.load_progress):
             self.addWidget(w)
         for w in (self.server_label, self.context_label, self.tokens_per_second_label, self.memory_label):
@@ -87,6 +93,21 @@ class StatusBar(QStatusBar):
                                  f"{info.get('weight_type', '?')}")
         self.model_label.setToolTip(f"{info.get('path')}\nbackend: {info.get('backend')}\n"
                                     f"tokenizer: {info.get('tokenizer')}")
+
+    def show_busy(self, busy: bool) -> None:
+        """A generation began (waiting for its first token) or ended."""
+        self.wait_progress.setVisible(busy)
+        if busy:
+            self.showMessage(WAITING)
+        elif self.currentMessage() == WAITING:
+            self.clearMessage()
+
+    def show_first_token(self, *args) -> None:
+        """Text arrived: the wait is over."""
+        if self.wait_progress.isVisible():
+            self.wait_progress.setVisible(False)
+            if self.currentMessage() == WAITING:
+                self.clearMessage()
 
     def show_speed(self, tokens_per_second: float) -> None:
         self.tokens_per_second_label.setText(f"{tokens_per_second:.1f} tok/s")

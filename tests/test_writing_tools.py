@@ -1,0 +1,261 @@
+"""The writer's tools around the story (pytest-qt, offscreen): find and replace, the word count,
+full screen, the centred page and its font, recent stories, the panels' focus keys, the room the
+story keeps in a small window, and the small fixes of issue 17 (title, file names, file modes,
+max new tokens, the chat context, the theme)."""
+from __future__ import annotations
+
+import os
+import stat
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtGui import QPalette, QTextCursor  # noqa: E402
+from PySide6.QtTest import QTest  # noqa: E402
+from PySide6.QtWidgets import QApplication, QMessageBox, QTabBar  # noqa: E402
+
+from app.prompt import Context, ContextPart  # noqa: E402
+from app.recent import recent_stories, remember, startup_story  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.window.dialogs import file_stem  # noqa: E402
+from app.wordcount import count_words, describe  # noqa: E402
+
+WAIT = 60_000
+STORY = "The sea was calm. The ship sailed on, and the sea stayed calm all night."
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEOX_WRITER_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def window(qtbot, home):
+    from app.window.mainwindow import MainWindow
+    w = MainWindow(backend="reference", check_recovery=False)
+    qtbot.addWidget(w)
+    w.resize(1366, 768)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.close()
+
+
+def type_story(qtbot, window, text=STORY):
+    window.story_view.setFocus()
+    window.story_view.setPlainText(text)          # as typed: the view reports it to the document
+    qtbot.waitUntil(lambda: window.document.story.text == text)
+
+
+def test_find_next_and_replace_all_edit_the_story(qtbot, window):
+    type_story(qtbot, window)
+    QTest.keyClick(window, Qt.Key_F, Qt.ControlModifier)
+    bar = window.writing.find_bar
+    assert bar.isVisible() and bar.find_edit.hasFocus() and not bar.replace_edit.isVisible()
+    QTest.keyClicks(bar.find_edit, "sea")
+    assert bar.count_label.text() == "2 found"
+    QTest.keyClick(bar.find_edit, Qt.Key_Return)
+    first = window.story_view.textCursor()
+    assert first.selectedText() == "sea" and first.selectionStart() == STORY.index("sea")
+    QTest.keyClick(bar.find_edit, Qt.Key_Return)
+    assert window.story_view.textCursor().selectionStart() == STORY.rindex("sea")
+    QTest.keyClick(bar.find_edit, Qt.Key_Escape)                  # Esc closes the bar, not Stop
+    assert not bar.isVisible() and window.story_view.hasFocus()
+
+    QTest.keyClick(window, Qt.Key_H, Qt.ControlModifier)
+    assert bar.isVisible() and bar.replace_edit.isVisible()
+    bar.replace_edit.setText("ocean")
+    assert bar.replace_all() == 2
+    expected = STORY.replace("sea", "ocean")
+    qtbot.waitUntil(lambda: window.document.story.text == expected)
+    assert window.document.dirty
+    window.document.undo()                                       # the story's own history has it
+    assert window.document.story.text != expected
+
+
+def test_the_word_and_token_count_of_the_story_and_the_selection(qtbot, window):
+    assert count_words("Don't stop — the well-known sea, l’amour.") == 6
+    type_story(qtbot, window)
+    label = window.writing.count_label
+    qtbot.waitUntil(lambda: label.text() == "15 words", timeout=WAIT)    # no model: no tokenizer
+    cursor = QTextCursor(window.story_view.document())
+    cursor.setPosition(len("The sea was calm."), QTextCursor.KeepAnchor)
+    window.story_view.setTextCursor(cursor)
+    qtbot.waitUntil(lambda: label.text() == "4 of 15 words selected", timeout=WAIT)
+    qtbot.wait(2 * window.document.edit_timer.interval())     # the typing's undo step keeps the selection
+    assert window.story_view.textCursor().selectedText() == "The sea was calm."
+    assert describe(1234, 1702) == "1,234 words · 1,702 tokens"
+    assert describe(1234, 1702, (12, 15)) == "12 of 1,234 words · 15 tokens selected"
+
+
+def test_f11_is_a_distraction_free_full_screen_and_back(qtbot, window):
+    docks = [d for d in window.docks.values() if d.isVisible()]
+    assert docks
+    QTest.keyClick(window, Qt.Key_F11)
+    assert window.isFullScreen() and window.writing.full_screen.isChecked()
+    assert not window.menuBar().isVisible() and not window.commands.toolbar.isVisible()
+    assert not any(d.isVisible() for d in window.docks.values()) and window.story_view.isVisible()
+    QTest.keyClick(window, Qt.Key_F, Qt.ControlModifier)           # the keys still work without menus
+    assert window.writing.find_bar.isVisible()
+    QTest.keyClick(window.writing.find_bar.find_edit, Qt.Key_Escape)
+    QTest.keyClick(window, Qt.Key_F11)
+    assert not window.isFullScreen() and window.menuBar().isVisible()
+    assert all(d.isVisible() for d in docks)
+
+
+def test_the_story_is_a_centred_page_of_adjustable_width_in_serif_or_sans(qtbot, window):
+    window.resize(1920, 1080)
+    qtbot.waitUntil(lambda: window.story_view.viewportMargins().left() > 0)
+    view, tools = window.story_view, window.writing
+    margins = view.viewportMargins()
+    assert margins.left() == margins.right()
+    chars = view.viewport().width() // view.fontMetrics().averageCharWidth()
+    assert 72 <= chars <= 80                                  # about 72 characters a line, with the margin
+    tools.step_page(8)
+    assert window.settings.get("page_chars") == 80 and view.viewportMargins().left() < margins.left()
+    tools.set_page_chars(0)                                   # the whole width
+    assert view.viewportMargins().left() == 0
+    assert window.settings.get("story_font") == "serif" and tools.serif.isChecked()
+    assert view.font().styleHint() == view.font().StyleHint.Serif
+    tools.serif.trigger()
+    assert window.settings.get("story_font") == "sans" and "Inter" in view.font().families()
+
+
+def test_recent_stories_and_the_story_reopened_at_start(qtbot, window, tmp_path):
+    type_story(qtbot, window)
+    path = tmp_path / "voyage.neoxstory.json"
+    with qtbot.waitSignal(window.storySaved, timeout=WAIT):
+        window.save_to(path)
+    window.writer.wait()
+    assert recent_stories(window.settings) == [str(path.resolve())]
+    assert startup_story(window.settings) == str(path.resolve())
+    menu = window.writing.recent_menu
+    menu.aboutToShow.emit()
+    assert [a.text() for a in menu.actions()] == ["&1 voyage.neoxstory.json"]
+    window.document.new()
+    with qtbot.waitSignal(window.storyOpened, timeout=WAIT):
+        menu.actions()[0].trigger()
+    assert window.document.story.text == STORY
+
+    settings = Settings()
+    for n in range(10):
+        (tmp_path / f"s{n}.json").write_text("{}")
+        remember(settings, tmp_path / f"s{n}.json")
+    remember(settings, tmp_path / "s3.json")
+    stories = recent_stories(settings)
+    assert len(stories) == 8 and stories[0].endswith("s3.json") and stories.count(stories[0]) == 1
+    (tmp_path / "s3.json").unlink()
+    assert startup_story(settings) is None and not any(s.endswith("s3.json") for s in recent_stories(settings))
+
+
+def test_each_panel_has_a_focus_key_shown_in_the_view_menu_and_tooltips(qtbot, window):
+    go = window.findChild(type(window.writing.recent_menu), "goToMenu")
+    texts = {a.text(): a.shortcut().toString() for a in go.actions()}
+    assert texts["Go to the &story"] == "Ctrl+0" and texts["Go to Sampling"] == "Ctrl+2"
+    QTest.keyClick(window, Qt.Key_2, Qt.ControlModifier)
+    focused = QApplication.focusWidget()
+    assert focused is not None and window.sampling.isAncestorOf(focused)
+    QTest.keyClick(window, Qt.Key_3, Qt.ControlModifier)          # a tab behind: brought to the front
+    assert window.memory.isAncestorOf(QApplication.focusWidget()) and window.memory.isVisible()
+    QTest.keyClick(window, Qt.Key_0, Qt.ControlModifier)
+    assert window.story_view.hasFocus()
+    window.writing.focus.update_tab_tips()
+    tips = [bar.tabToolTip(i) for bar in window.findChildren(QTabBar) for i in range(bar.count())]
+    assert "Sampling (Ctrl+2)" in tips
+    assert "Ctrl+2" in window.docks["sampling"].toggleViewAction().toolTip()
+
+
+def test_tab_leaves_fields_where_a_tab_character_makes_no_sense(qtbot, window):
+    memory = window.memory.memory_edit
+    window.writing.focus.focus_dock("memory")
+    memory.setFocus()
+    QTest.keyClick(memory, Qt.Key_Tab)
+    assert not memory.hasFocus() and "\t" not in memory.toPlainText()
+
+
+@pytest.mark.parametrize("size", [(1024, 700), (1366, 768), (1920, 1080)])
+def test_the_story_keeps_room_and_no_dock_tab_label_is_cut(qtbot, home, size):
+    from app.window.mainwindow import MainWindow
+    w = MainWindow(backend="reference", check_recovery=False)
+    qtbot.addWidget(w)
+    w.resize(*size)
+    w.show()
+    qtbot.waitExposed(w)
+    qtbot.waitUntil(lambda: w.width() == size[0] and w.centralWidget().width() >= size[0] // 2)
+    for bar in w.findChildren(QTabBar):
+        if not bar.isVisible():
+            continue
+        for i in range(bar.count()):
+            rect, text = bar.tabRect(i), bar.tabText(i)
+            room = max(rect.width(), rect.height())          # the tabs run down the side
+            assert room >= bar.fontMetrics().horizontalAdvance(text), f"tab {text!r} is cut at {size}"
+    w.close()
+
+
+def test_max_new_tokens_stays_below_the_context(qtbot, window):
+    sampling = window.sampling
+    sampling.context_spin.setValue(512)
+    sampling.max_tokens_spin.setValue(2000)
+    assert sampling.max_tokens_spin.value() == 511
+    assert "511" in sampling.max_tokens_spin.toolTip()
+    sampling.context_spin.setValue(2048)
+    sampling.apply_values({"n_ctx": 1024, "max_new_tokens": 1000})
+    assert (sampling.context_spin.value(), sampling.max_tokens_spin.value()) == (1024, 1000)
+
+
+def test_the_chat_context_is_labelled_chat_and_follows_the_mode(qtbot, window):
+    view = window.context_view
+    context = Context([ContextPart("memory", "A ship.\n", 3), ContextPart("story", "You: Hi\nBot:", 5)], 8, 400, 0)
+    view.show_context(context)
+    assert "story: 5" in view.summary.text()
+    window.commands.set_mode("chat")
+    assert view.mode == "chat" and "Load a model" in view.summary.text()     # not the stale story context
+    view.show_context(context)
+    assert "chat: 5" in view.summary.text() and "⟦chat, 5 tokens⟧" in view.text.toPlainText()
+    assert "story" not in view.text.toPlainText()
+
+
+def test_the_title_names_the_markdown_export_and_the_suggested_file(qtbot, window, tmp_path):
+    type_story(qtbot, window)
+    title = window.memory.title_edit
+    title.setFocus()
+    QTest.keyClicks(title, "The Calm Sea")
+    assert window.document.story.title == "The Calm Sea" and window.windowTitle().startswith("*The Calm Sea")
+    assert file_stem(window.document.story) == "The Calm Sea"
+    out = tmp_path / "calm.md"
+    window.document.export_to(out, "markdown")
+    window.writer.wait()
+    assert out.read_text(encoding="utf-8").startswith("# The Calm Sea")
+    mode = stat.S_IMODE(out.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask                      # as any new file, not private 0600
+    window.document.story.title = ""
+    assert file_stem(window.document.story) == "The sea was calm. The ship"
+    window.document.story.text = ""
+    assert file_stem(window.document.story) == "Untitled story"
+    window.document.story.title = 'a/b: "c"?'
+    assert file_stem(window.document.story) == "a b   c"
+
+
+def test_dark_turns_the_model_list_dark_at_once_and_the_sampling_panel_stays_whole(qtbot, window):
+    from PySide6.QtWidgets import QScrollArea
+    from app.widgets.modelpicker import ACTION
+    picker = window.model_picker
+    qtbot.waitUntil(lambda: picker.item_for("pythia-70m-deduped-q4_0") is not None, timeout=WAIT)
+    window.appearance.set_theme("light")
+    qtbot.wait(10)
+    link = picker.item_for("pythia-70m-deduped-q4_0").foreground(ACTION).color()
+    window.appearance.set_theme("dark")
+    qtbot.waitUntil(lambda: picker.tree.palette().color(QPalette.Base).lightness() < 128)
+    assert window.story_view.palette().color(QPalette.Base).lightness() < 128
+    dark_link = picker.item_for("pythia-70m-deduped-q4_0").foreground(ACTION).color()
+    assert dark_link == picker.palette().color(QPalette.Link) and dark_link != link   # the links follow
+    scroll = window.sampling.findChild(QScrollArea)
+    inner = scroll.widget()
+    qtbot.waitUntil(lambda: scroll.minimumWidth() >= inner.minimumSizeHint().width())
+    qtbot.waitUntil(lambda: window.sampling.width() >= inner.minimumSizeHint().width())   # nothing cut
+    window.appearance.set_theme("light")
