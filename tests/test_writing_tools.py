@@ -259,3 +259,34 @@ def test_dark_turns_the_model_list_dark_at_once_and_the_sampling_panel_stays_who
     qtbot.waitUntil(lambda: scroll.minimumWidth() >= inner.minimumSizeHint().width())
     qtbot.waitUntil(lambda: window.sampling.width() >= inner.minimumSizeHint().width())   # nothing cut
     window.appearance.set_theme("light")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    from modelgen import converted_tiny_model
+    return converted_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+def test_with_a_model_loaded_its_row_is_marked_tokens_are_counted_and_threads_reload_it(
+        qtbot, window, model_path, monkeypatch):
+    with qtbot.waitSignal(window.modelLoaded, timeout=WAIT):
+        window.open_model(model_path)
+    assert window.model_picker._loaded_path == str(model_path)
+    type_story(qtbot, window, "Once upon a time")
+    n_tokens = len(window.llm.worker.tokenizer.encode("Once upon a time"))
+    qtbot.waitUntil(lambda: window.writing.count_label.text() == f"4 words · {n_tokens} tokens", timeout=WAIT)
+
+    waiting = []
+    window.generation.busyChanged.connect(lambda busy: waiting.append(window.status.wait_progress.isVisibleTo(
+        window.status)))
+    window.sampling.max_tokens_spin.setValue(5)
+    with qtbot.waitSignal(window.generationFinished, timeout=WAIT):
+        window.commands.generate.trigger()
+    assert waiting[0] is True                                 # a bar moved until the first token came
+    assert not window.status.wait_progress.isVisibleTo(window.status)
+
+    from PySide6.QtWidgets import QInputDialog
+    monkeypatch.setattr(QInputDialog, "getInt", staticmethod(lambda *a, **k: (1, True)))
+    with qtbot.waitSignal(window.modelLoaded, timeout=WAIT):  # "the model is loaded again with them"
+        window.commands.threads.trigger()
+    assert window.llm.worker.threads == 1 and window.settings.get("threads") == 1

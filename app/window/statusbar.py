@@ -52,7 +52,7 @@ class StatusBar(QStatusBar):
         # prompt): until it comes, a moving bar says that something is happening
         self.wait_progress = QProgressBar(objectName="firstTokenProgress", visible=False, maximumWidth=120)
         self.wait_progress.setRange(0, 0)
-        self.addWidget(self.wait_progress)
+        self.insertPermanentWidget(0, self.wait_progress)     # permanent: the message beside it would hide it
         for w in (self.model_label, self.load_progress):
             self.addWidget(w)
         for w in (self.server_label, self.context_label, self.tokens_per_second_label, self.memory_label):
