@@ -537,10 +537,12 @@ def test_model_picker_downloads_with_progress_and_cancel(qtbot, home, tmp_path):
 
 def test_a_bad_setting_is_reported_and_the_story_stays_editable(qtbot, window):
     window.story_view.setPlainText(PROMPT)
-    find(window, QSpinBox, "maxTokensSpin").setValue(500)          # more than the 128-token context
+    find(window, QSpinBox, "maxTokensSpin").setValue(500)          # more than the 128-token context:
+    assert find(window, QSpinBox, "maxTokensSpin").value() < window.sampling.context_spin.value()   # refused
+    window.memory.memory_edit.setPlainText("the sea " * 200)      # a memory larger than the context
     with qtbot.waitSignal(window.errorShown, timeout=WAIT) as blocker:
         window.generation.generate()
-    assert "max_tokens" in blocker.args[0]
+    assert "memory" in blocker.args[0]
     assert not window.generation.busy() and not window.story_view.isReadOnly()
     assert window.story_view.toPlainText() == PROMPT and window.commands.generate.isEnabled()
 
