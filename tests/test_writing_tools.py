@@ -121,7 +121,8 @@ def test_the_story_is_a_centred_page_of_adjustable_width_in_serif_or_sans(qtbot,
     assert window.settings.get("story_font") == "serif" and tools.serif.isChecked()
     assert view.font().styleHint() == view.font().StyleHint.Serif
     tools.serif.trigger()
-    assert window.settings.get("story_font") == "sans" and "Inter" in view.font().families()
+    from app.window.writing import FONTS
+    assert window.settings.get("story_font") == "sans" and view.font().family() in FONTS["sans"]
 
 
 def test_recent_stories_and_the_story_reopened_at_start(qtbot, window, tmp_path):
@@ -252,6 +253,9 @@ def test_dark_turns_the_model_list_dark_at_once_and_the_sampling_panel_stays_who
     window.appearance.set_theme("dark")
     qtbot.waitUntil(lambda: picker.tree.palette().color(QPalette.Base).lightness() < 128)
     assert window.story_view.palette().color(QPalette.Base).lightness() < 128
+    qtbot.waitUntil(lambda: QApplication.palette().color(QPalette.Highlight).name() in
+                    window.commands.toolbar.styleSheet())          # the designed look, in dark colours
+    assert window.story_view.styleSheet() == ""                    # the writer's font stays the story's
     dark_link = picker.item_for("pythia-70m-deduped-q4_0").foreground(ACTION).color()
     assert dark_link == picker.palette().color(QPalette.Link) and dark_link != link   # the links follow
     scroll = window.sampling.findChild(QScrollArea)

@@ -12,13 +12,14 @@ from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QFont, QKeySequence
-from PySide6.QtWidgets import QInputDialog, QLabel, QMenu, QVBoxLayout, QWidget
+from PySide6.QtGui import QAction, QFont, QFontDatabase, QKeySequence, QPalette
+from PySide6.QtWidgets import QApplication, QFrame, QInputDialog, QLabel, QMenu, QVBoxLayout, QWidget
 
 from app.recent import recent_stories, remember
 from app.threads import emit_from_thread
 from app.widgets.findbar import FindBar
 from app.window.focus import PanelFocus
+from app.window.look import style_sheet
 from app.wordcount import count_tokens, count_words, describe
 
 FONTS = {"serif": ["Literata", "Georgia", "Charter", "Noto Serif", "DejaVu Serif", "Times New Roman", "serif"],
@@ -30,9 +31,12 @@ COUNT_DELAY_MS = 400             # the count waits for a pause in the typing
 
 
 def story_font(kind: str, points: int) -> QFont:
+    """The story's font: the first installed family of the kind (the style hint where none is)."""
+    families = FONTS.get(kind, FONTS["serif"])
+    installed = set(QFontDatabase.families())
     font = QFont()
-    font.setFamilies(FONTS.get(kind, FONTS["serif"]))
     font.setStyleHint(QFont.Serif if kind == "serif" else QFont.SansSerif)
+    font.setFamily(next((f for f in families if f in installed), families[-1]))
     font.setPointSize(points)
     return font
 
@@ -49,6 +53,7 @@ class WritingTools(QObject):
         self.view = window.story_view
         self._count_request = 0
         self._full_screen_hidden: list[QWidget] = []
+        self._moved: list = []                     # docks this window moved to the right's tabs (narrow)
         self._build_find_bar()
         self._build_actions()
         self._build_menus()
@@ -57,8 +62,12 @@ class WritingTools(QObject):
         self.count_timer = QTimer(self, singleShot=True, interval=COUNT_DELAY_MS)
         self._connect()
         self.set_story_font(self.settings.get("story_font"), save=False)
+        self.view.setFrameShape(QFrame.NoFrame)      # a page, not a text box
+        self.view.setAutoFillBackground(True)      # the margins beside the page: the window's colour,
+        self.view.setBackgroundRole(QPalette.Window)   # the page itself (the viewport) the text's
         self.view.installEventFilter(self)
         window.installEventFilter(self)
+        self.apply_look()
         self.on_count_timer_timeout()
 
     # --- building --------------------------------------------------------------------------
@@ -222,6 +231,13 @@ class WritingTools(QObject):
         if save:
             self.window.write_settings()
 
+    def apply_look(self, *args) -> None:
+        """The designed look in the current theme's colours (after the theme's palette is set)."""
+        sheet = style_sheet(QApplication.palette())
+        w = self.window
+        for widget in (w.commands.toolbar, w.status, self.find_bar, *w.docks.values()):
+            widget.setStyleSheet(sheet)
+
     # --- full screen -------------------------------------------------------------------------
     def set_full_screen(self, on: bool) -> None:
         """Only the story (and a find bar) on the whole screen; F11 again brings everything back."""
@@ -260,6 +276,12 @@ class WritingTools(QObject):
         """In a small window the docks give way until the story has `STORY_SHARE` of the width."""
         w = self.window
         width = w.width()
+        if self._moved and width * STORY_SHARE <= width - sum(d.minimumSizeHint().width() + TAB_BAR
+                                                               for d in self._moved + [self.window.docks["sampling"]]):
+            for dock in self._moved:              # wide again: the docks moved away go back to their side
+                w.addDockWidget(Qt.LeftDockWidgetArea, dock)
+                dock.show()
+            self._moved = []
         if w.centralWidget().width() >= width * STORY_SHARE:
             return
         visible = [d for d in w.docks.values() if d.isVisible() and not d.isFloating()]
@@ -269,6 +291,7 @@ class WritingTools(QObject):
                                                                  for d in left + right):
             w.tabifyDockWidget(right[0], left[0])    # too narrow for two columns of docks: one, tabbed
             right[0].raise_()
+            self._moved.append(left[0])
             left = []
         docks = left + right       # as narrow as they go without cutting anything
         w.resizeDocks(docks, [d.minimumSizeHint().width() + TAB_BAR for d in docks], Qt.Horizontal)
@@ -277,6 +300,8 @@ class WritingTools(QObject):
         kind = event.type()
         if watched is self.view and kind in (QEvent.Resize, QEvent.FontChange):
             self.apply_page()
+        elif watched is self.window and kind == QEvent.PaletteChange:
+            self.apply_look()                                # a theme switch: the sheet in its colours
         elif watched is self.window and kind == QEvent.Resize:
             QTimer.singleShot(0, self.keep_story_room)      # after the layout has placed the docks
             QTimer.singleShot(0, self.focus.update_tab_tips)
