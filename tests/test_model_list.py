@@ -10,6 +10,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 
 from app.models.manager import ModelManager  # noqa: E402
+from app.units import human_bytes  # noqa: E402
 from app.widgets.modelpicker import ACTION, FORMAT, NAME, QUANT, RAM, SIZE, ModelPicker, download_text  # noqa: E402
 
 WAIT = 60_000
@@ -44,7 +45,8 @@ def test_the_shipped_catalog_is_grouped_by_model_with_its_facts_in_columns(qtbot
     assert group.childCount() > 1                            # its quantizations below one name
     assert item.text(NAME) == "q4_0 (ggmlv3)"
     assert (item.text(QUANT), item.text(FORMAT)) == ("q4_0", "ggmlv3")
-    assert item.text(SIZE).startswith("~") and item.text(SIZE).endswith("MB")   # estimated until the hub says
+    entry = ModelManager().catalog.get("pythia-70m-deduped-q4_0")
+    assert item.text(SIZE) == f"~{human_bytes(entry.approx_size)}"   # estimated, as `app.models list` says
     assert item.text(RAM).endswith("MB") and item.text(ACTION) == "Download"
 
 

@@ -294,3 +294,13 @@ def test_with_a_model_loaded_its_row_is_marked_tokens_are_counted_and_threads_re
     with qtbot.waitSignal(window.modelLoaded, timeout=WAIT):  # "the model is loaded again with them"
         window.commands.threads.trigger()
     assert window.llm.worker.threads == 1 and window.settings.get("threads") == 1
+
+
+def test_every_menu_opens_from_the_keyboard_and_the_preset_box_is_whole(qtbot, window):
+    titles = [a.text() for a in window.menuBar().actions()]
+    assert titles and all("&" in t for t in titles)          # Alt+letter opens each menu
+    picker = window.sampling.preset_picker
+    for name in (picker.itemText(i) for i in range(picker.count()) if picker.itemText(i)):
+        picker.setCurrentText(name)
+        if len(name) <= picker.minimumContentsLength():
+            assert picker.width() >= picker.fontMetrics().horizontalAdvance(name), name

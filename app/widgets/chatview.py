@@ -110,7 +110,7 @@ class ChatView(QWidget):
         self.user_edit = QLineEdit(self.user_name, objectName="chatUserName")
         self.bot_edit = QLineEdit(self.bot_name, objectName="chatBotName")
         for edit in (self.user_edit, self.bot_edit):
-            edit.setMinimumWidth(self.fontMetrics().horizontalAdvance("Wentworth") + 16)
+            edit.setMinimumWidth(self.fontMetrics().horizontalAdvance("Wentw") + 16)
             edit.setMaximumWidth(160)
             edit.editingFinished.connect(self.on_name_editing_finished)
         top = QGridLayout()         # two rows: the chat fits beside the docks of a small window

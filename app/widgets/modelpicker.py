@@ -83,10 +83,9 @@ class ModelPicker(QWidget):
         self.tree.setIndentation(10)
         self.tree.setUniformRowHeights(True)
         header = self.tree.header()
-        header.setStretchLastSection(False)
+        header.setStretchLastSection(True)         # the action takes what is left over
         header.setMinimumSectionSize(24)
-        header.setSectionResizeMode(NAME, QHeaderView.Stretch)   # the name keeps what the others leave
-        for column in (QUANT, FORMAT, SIZE, RAM, ACTION):
+        for column in (NAME, QUANT, FORMAT, SIZE, RAM):   # never cut: a narrow dock scrolls sideways instead
             header.setSectionResizeMode(column, QHeaderView.ResizeToContents)
         self.tree.itemDoubleClicked.connect(self.on_tree_item_double_clicked)
         self.tree.itemClicked.connect(self.on_tree_item_clicked)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QInputDialog,
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QInputDialog, QLabel,
                                QPlainTextEdit, QPushButton, QScrollArea, QSlider, QSpinBox,
                                QVBoxLayout, QWidget)
 
@@ -116,16 +116,21 @@ class SamplingPanel(QWidget):
 
         self.preset_picker = QComboBox(objectName="presetPicker")
         self.preset_picker.setToolTip("Engine presets and your own saved presets")
+        # wide enough for the engine presets' names (longer names of the writer's own show in the
+        # list and the tooltip), so the dock's minimum width keeps the box whole
+        self.preset_picker.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.preset_picker.setMinimumContentsLength(max(len(name) for name in PRESETS))
         save_preset = QPushButton("Save…", objectName="savePresetButton")
         save_preset.setToolTip("Save the current values as a preset of your own")
         save_preset.clicked.connect(self.on_save_preset_clicked)
-        preset_row = QHBoxLayout()
+        preset_row = QHBoxLayout()        # a row of its own: the box takes the labels' column too
+        preset_row.addWidget(QLabel("Preset"))
         preset_row.addWidget(self.preset_picker, 1)
         preset_row.addWidget(save_preset)
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
-        form.addRow("Preset", preset_row)
+        form.addRow(preset_row)
         for row in SAMPLER_ROWS:
             form.addRow(row.label, self._make_row(row))
 

@@ -276,22 +276,24 @@ class WritingTools(QObject):
         """In a small window the docks give way until the story has `STORY_SHARE` of the width."""
         w = self.window
         width = w.width()
-        if self._moved and width * STORY_SHARE <= width - sum(d.minimumSizeHint().width() + TAB_BAR
-                                                               for d in self._moved + [self.window.docks["sampling"]]):
+        if self._moved and width * STORY_SHARE <= width - TAB_BAR * 2 - self.window.docks["sampling"].minimumSizeHint(
+                ).width() - max(d.minimumSizeHint().width() for d in self._moved):
             for dock in self._moved:              # wide again: the docks moved away go back to their side
-                w.addDockWidget(Qt.LeftDockWidgetArea, dock)
+                w.addDockWidget(Qt.LeftDockWidgetArea, dock, Qt.Vertical)
                 dock.show()
+            w.resizeDocks(self._moved[:1], [int(width * (1 - STORY_SHARE) / 2)], Qt.Horizontal)
             self._moved = []
         if w.centralWidget().width() >= width * STORY_SHARE:
             return
         visible = [d for d in w.docks.values() if d.isVisible() and not d.isFloating()]
-        left = [d for d in visible if w.dockWidgetArea(d) == Qt.LeftDockWidgetArea][:1]
+        left = [d for d in visible if w.dockWidgetArea(d) == Qt.LeftDockWidgetArea]
         right = [d for d in visible if w.dockWidgetArea(d) == Qt.RightDockWidgetArea][:1]
-        if left and right and width * STORY_SHARE > width - sum(d.minimumSizeHint().width() + TAB_BAR
-                                                                 for d in left + right):
-            w.tabifyDockWidget(right[0], left[0])    # too narrow for two columns of docks: one, tabbed
+        if left and right and width * STORY_SHARE > width - TAB_BAR * 2 - right[0].minimumSizeHint().width() \
+                - max(d.minimumSizeHint().width() for d in left):
+            for dock in left:                        # too narrow for two columns of docks: one, tabbed
+                w.tabifyDockWidget(right[0], dock)
             right[0].raise_()
-            self._moved.append(left[0])
+            self._moved += left
             left = []
         docks = left + right       # as narrow as they go without cutting anything
         w.resizeDocks(docks, [d.minimumSizeHint().width() + TAB_BAR for d in docks], Qt.Horizontal)
