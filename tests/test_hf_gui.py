@@ -101,9 +101,12 @@ def test_compare_three_revisions_side_by_side_and_export(qtbot, picker, tmp_path
     view = picker.open_comparison()
     qtbot.waitUntil(lambda: view.revisions.count() == 3, timeout=WAIT)
     assert view.model.currentText() == REPO
+    assert view.missing.itemText(0) == "main" and view.missing.findText("step2000") == -1
+    view.missing.setCurrentText("step4000")
     with qtbot.waitSignal(view.addRequested) as add:
         view.findChild(type(view.run_button), "compareAddButton").click()
-    assert add.args == [REPO] and picker.hf_dialog.repo.currentText() == REPO
+    assert add.args == [REPO, "step4000"] and picker.hf_dialog.repo.currentText() == REPO
+    assert picker.hf_dialog.revision.currentText() == "step4000"
     view.prompt.setPlainText("Hello world, the")
     view.n_tokens.setValue(5)
     with qtbot.waitSignal(view.runFinished, timeout=WAIT) as finished:
@@ -157,3 +160,14 @@ def test_a_remembered_delete_deletes_without_asking(qtbot, picker):
     assert picker.installer().last.checkpoint_dir is None and not dialog.ask.isVisibleTo(dialog)
     downloads = picker.manager().models_dir / "hf-downloads"
     assert not downloads.exists() or not any(downloads.rglob("*.safetensors"))
+
+
+def test_compare_offers_the_missing_pythia_steps(qtbot, picker):
+    from app.widgets.comparisonview import ComparisonView
+    view = ComparisonView(picker.manager)
+    qtbot.addWidget(view)
+    rev = {"label": "step1000 (q4_0)", "revision": "step1000", "path": "/x.bin", "tokenizer": "", "commit": "c" * 40}
+    view.on_models_ready({"EleutherAI/pythia-70m": [rev]}, "")
+    offered = [view.missing.itemText(i) for i in range(view.missing.count())]
+    assert len(offered) == 154 and "step1000" not in offered and offered[:2] == ["main", "step0"]
+    assert [c.label for c in view.chosen()] == ["step1000"]

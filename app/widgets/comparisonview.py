@@ -1,7 +1,8 @@
 """The "Compare checkpoints" window: one prompt on up to 6 revisions of a model, side by side.
 
 Pick a model (installed revisions are grouped under their repository), tick up to six of its
-revisions ("Add revision…" installs a missing one), write a prompt and run: each revision is
+revisions ("Add revision…" offers the missing ones, for Pythia its training steps, and installs
+the one chosen), write a prompt and run: each revision is
 opened, scored and continued in turn on a worker thread (`app.comparison`), and its column
 fills in as soon as it is done: the prompt's perplexity, the continuation, then one row per
 generated token with the probability that revision gave it (shaded: darker is surer).
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QFileDialog, QHBoxLayout, QHe
                                QTableWidgetItem, QVBoxLayout)
 
 from app.comparison import MAX_REVISIONS, Checkpoint, Cancelled, compare, to_csv, to_markdown
+from app.models.hf_repos import is_pythia, pythia_steps
 from app.threads import emit_from_thread
 
 FIXED_ROWS = ("commit", "prompt perplexity", "continuation")
@@ -31,7 +33,7 @@ class ComparisonView(QDialog):
     resultReady = Signal(int, object)           # column, RevisionResult
     runFinished = Signal(str)                   # error ("" = done or stopped)
     exported = Signal(str, str)                 # path, error
-    addRequested = Signal(str)                  # repo: the picker opens "Add from Hugging Face" for it
+    addRequested = Signal(str, str)             # repo, revision: the picker opens "Add from Hugging Face"
 
     def __init__(self, manager_factory, parent=None):
         super().__init__(parent)
@@ -45,8 +47,12 @@ class ComparisonView(QDialog):
         self.model = QComboBox(objectName="compareModel")
         self.revisions = QListWidget(objectName="compareRevisions")
         self.revisions.setMaximumHeight(96)
+        self.missing = QComboBox(objectName="compareMissing", editable=True)
+        self.missing.setToolTip("A revision of this model that is not installed yet (Pythia: its training steps)")
+        self.missing.lineEdit().setPlaceholderText("revision to add")
+        self.missing.setMinimumContentsLength(12)
         add = QPushButton("Add revision…", objectName="compareAddButton")
-        add.setToolTip("Install another revision of this model from Hugging Face")
+        add.setToolTip("Install this revision of the model from Hugging Face")
         self.prompt = QPlainTextEdit(objectName="comparePrompt")
         self.prompt.setPlaceholderText("The prompt every revision continues")
         self.prompt.setMaximumHeight(70)
@@ -65,6 +71,7 @@ class ComparisonView(QDialog):
         top = QHBoxLayout()
         top.addWidget(QLabel("Model"))
         top.addWidget(self.model, 1)
+        top.addWidget(self.missing)
         top.addWidget(add)
         options = QHBoxLayout()
         options.addWidget(QLabel("New tokens"))
@@ -137,6 +144,10 @@ class ComparisonView(QDialog):
             item.setCheckState(Qt.Checked if i < MAX_REVISIONS else Qt.Unchecked)
             self.revisions.addItem(item)
         self.revisions.blockSignals(False)
+        installed = {rev["revision"] for rev in self._models.get(repo, [])}
+        offered = ["main", *pythia_steps()] if is_pythia(repo) else ["main"]
+        self.missing.clear()
+        self.missing.addItems([r for r in offered if r not in installed])
 
     def on_revisions_item_changed(self, item: QListWidgetItem) -> None:
         if item.checkState() == Qt.Checked and len(self.chosen()) > MAX_REVISIONS:
@@ -153,7 +164,7 @@ class ComparisonView(QDialog):
         return out
 
     def on_add_clicked(self) -> None:
-        self.addRequested.emit(self.model.currentText())
+        self.addRequested.emit(self.model.currentText(), self.missing.currentText().strip())
 
     # --- running -----------------------------------------------------------------------
     def on_run_button_clicked(self) -> None:

@@ -348,8 +348,8 @@ class ModelPicker(QWidget):
         self.comparison.raise_()
         return self.comparison
 
-    def on_comparison_add_requested(self, repo: str) -> None:
-        self.open_hf_dialog(repo)
+    def on_comparison_add_requested(self, repo: str, revision: str) -> None:
+        self.open_hf_dialog(repo, revision)
 
     # --- downloads -------------------------------------------------------------------
     def toggle_download(self, model_id: str) -> None:
