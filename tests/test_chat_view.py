@@ -70,3 +70,15 @@ def test_a_long_reply_is_shown_whole_and_edited_over_many_lines(qtbot):
     assert not edited
     QTest.keyClick(editor, Qt.Key_Return, Qt.ControlModifier)    # Ctrl+Enter keeps the edit
     assert edited == [(1, LONG_REPLY + "\nThe end.")]
+
+
+def test_a_turn_is_edited_from_the_keyboard(qtbot):
+    view = ChatView()
+    qtbot.addWidget(view)
+    view.show()
+    view.set_turns([ChatTurn("user", "Hello"), ChatTurn("bot", "Hi there")])
+    view.transcript.setFocus()
+    view.transcript.setCurrentItem(view.transcript.topLevelItem(1))
+    QTest.keyClick(view.transcript, Qt.Key_F2)
+    editor = view.transcript.findChild(QPlainTextEdit, "turnEditor")
+    assert editor is not None and editor.toPlainText() == "Hi there"

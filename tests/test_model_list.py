@@ -100,3 +100,19 @@ def test_download_progress_shows_speed_and_time_left():
     assert download_text(500_000, 2_000_000, "downloading", 0.5, 500_000) == "25%"     # too early to tell
     assert download_text(1_000_000, 3_000_000, "downloading", 2.0, 1_000_000) == "33% · 500.0 kB/s · 0:04 left"
     assert download_text(100, 0, "checking", 3.0, 100) == "checking 100 B"
+
+
+def test_enter_on_a_row_does_its_action(qtbot, home):
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    from app.bundled import demo_model
+    if demo_model() is None:
+        pytest.skip("no bundled demo model")
+    picker = listed(qtbot, ModelManager())
+    picker.show()
+    picker.tree.setFocus()
+    picker.tree.setCurrentItem(picker.item_for("demo"))
+    with qtbot.waitSignal(picker.modelChosen) as chosen:
+        QTest.keyClick(picker.tree, Qt.Key_Return)
+    assert chosen.args[0] == str(demo_model())

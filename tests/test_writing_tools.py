@@ -304,3 +304,13 @@ def test_every_menu_opens_from_the_keyboard_and_the_preset_box_is_whole(qtbot, w
         picker.setCurrentText(name)
         if len(name) <= picker.minimumContentsLength():
             assert picker.width() >= picker.fontMetrics().horizontalAdvance(name), name
+
+
+def test_save_suggests_the_title_as_the_file_name(qtbot, window, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: asked.append(a[2]) or ("", "")))
+    window.document.story.title = "The Calm Sea"
+    assert window.dialogs.save_as() is False
+    window.dialogs.export("markdown")
+    assert [os.path.basename(p) for p in asked] == ["The Calm Sea.neoxstory.json", "The Calm Sea.md"]

@@ -136,6 +136,7 @@ class ChatView(QWidget):
         self.transcript.setStyleSheet("QTreeView::item { padding: 4px 6px; }")
         self.transcript.itemChanged.connect(self.on_transcript_item_changed)
         self.transcript.itemDoubleClicked.connect(self.on_transcript_item_double_clicked)
+        self.transcript.installEventFilter(self)      # F2 or Enter edits the selected turn
         self._editable = True
 
         self.input = QPlainTextEdit(objectName="chatInput")
@@ -167,6 +168,10 @@ class ChatView(QWidget):
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         """The input claims Ctrl+Enter before the window's shortcuts see it (Generate shares the
         keys: two claimants and Qt would run neither), and sends the message."""
+        if watched is self.transcript and event.type() == QEvent.KeyPress \
+                and event.key() in (Qt.Key_F2, Qt.Key_Return, Qt.Key_Enter) and self.transcript.currentItem():
+            self.on_transcript_item_double_clicked(self.transcript.currentItem(), TEXT)
+            return True
         if watched is self.input and event.type() in (QEvent.ShortcutOverride, QEvent.KeyPress) \
                 and is_send_key(event):
             event.accept()

@@ -88,6 +88,7 @@ class ModelPicker(QWidget):
         for column in (NAME, QUANT, FORMAT, SIZE, RAM):   # never cut: a narrow dock scrolls sideways instead
             header.setSectionResizeMode(column, QHeaderView.ResizeToContents)
         self.tree.itemDoubleClicked.connect(self.on_tree_item_double_clicked)
+        self.tree.installEventFilter(self)       # Enter on a row: its action, as a click on it
         self.tree.itemClicked.connect(self.on_tree_item_clicked)
         self.status = QLabel("", objectName="modelPickerStatus")
         self.status.setWordWrap(True)
@@ -289,6 +290,13 @@ class ModelPicker(QWidget):
             self.modelChosen.emit(path, tok)
         else:
             self.toggle_download(model_id)
+
+    def eventFilter(self, watched, event) -> bool:
+        if watched is self.tree and event.type() == QEvent.KeyPress and event.key() in (Qt.Key_Return, Qt.Key_Enter) \
+                and self.tree.currentItem() is not None:
+            self.on_tree_item_clicked(self.tree.currentItem(), ACTION)
+            return True
+        return super().eventFilter(watched, event)
 
     def on_tree_item_double_clicked(self, item: QTreeWidgetItem, column: int) -> None:
         data = item.data(0, Qt.UserRole)
