@@ -27,6 +27,7 @@ from app.story import Story, StoryFormatError, read_json_file, story_json_text
 AUTOSAVE_FORMAT = "neox-writer-autosave"
 UMASK = os.umask(0o022)     # read once at start-up (os.umask can only be read by setting it) and put back
 os.umask(UMASK)
+MAX_TIMESTAMP = 32503680000     # the year 3000: a later "saved_at" is damage, the file's mtime serves instead
 
 
 def write_atomic(path, data: bytes) -> None:
@@ -159,9 +160,11 @@ class Recovery:
         return f"NeoX Writer did not close normally. Recover {where} ({words} words, autosaved {when})?"
 
 
-def find_recovery() -> Recovery | None:
-    """The autosaved story of a run that ended without saving, or None. A broken autosave is ignored."""
-    path = autosave_path()
+def find_recovery(path: Path | None = None) -> Recovery | None:
+    """The autosaved story of a run that ended without saving, or None. A broken autosave is ignored.
+
+    `path` is the autosave file (default: `autosave_path()`)."""
+    path = autosave_path() if path is None else Path(path)
     if not path.exists():
         return None
     try:
@@ -171,7 +174,9 @@ def find_recovery() -> Recovery | None:
         story = Story.from_json(record.get("story"), path)
         saved_at = record.get("saved_at")
         story_path = record.get("story_path")
-        return Recovery(story, story_path if isinstance(story_path, str) else None,
-                        float(saved_at) if isinstance(saved_at, (int, float)) else path.stat().st_mtime)
-    except (StoryFormatError, OSError):
+        if not (isinstance(saved_at, (int, float)) and not isinstance(saved_at, bool)
+                and 0 <= saved_at <= MAX_TIMESTAMP):     # NaN fails this too
+            saved_at = path.stat().st_mtime
+        return Recovery(story, story_path if isinstance(story_path, str) else None, float(saved_at))
+    except (StoryFormatError, OSError, RecursionError):
         return None

@@ -44,6 +44,15 @@ MAX_LAYER = 1024
 MAX_TOKEN_BYTES = 1 << 16
 MAX_NAME = 255
 
+# Every weight of a GPT-NeoX file lies within the fp16 range: the models were trained in fp16 and
+# the 2023 tools wrote f16 or values quantized from it. Within that bound no float32 attention
+# score can reach -inf (LayerNorm bounds each layer's input), so the softmax sums of the kernels
+# stay positive; an inf, a NaN or a scale beyond it is damage, refused with the tensor's name.
+WEIGHT_LIMIT = 65504.0
+# |q| at most, per quantized type: a block's values are d*q (+ m), so |d|*QUANT_MAX + |m| bounds them.
+QUANT_MAX = {"q4_0": 8, "q4_1": 15, "q4_2": 8, "q4_3": 15, "q5_0": 16, "q5_1": 31, "q8_0": 128}
+CHECK_CHUNK = 1 << 22        # values or blocks per step of the check (bounds its temporaries)
+
 # Buffers the 2023 converter did not always skip; harmless to ignore when present.
 IGNORED_SUFFIXES = (".attention.bias", ".attention.masked_bias", "rotary_emb.inv_freq")
 
@@ -103,6 +112,47 @@ class TensorInfo:
     def to_float32(self) -> np.ndarray:
         """The whole tensor dequantized to float32 in its PyTorch shape (a new array)."""
         return dequantize(self.type, self.qnt_version, self.data, self.n_values).reshape(self.shape)
+
+    def first_bad_value(self) -> tuple[int, float] | None:
+        """(byte offset in the tensor, value) of the first weight that is not finite or beyond
+        WEIGHT_LIMIT (for quantized blocks: the bound |d|*QUANT_MAX + |m|), or None."""
+        if self.type == "f16":      # every finite f16 is within the limit: look for exponent 31
+            bits = self.data.view("<u2")
+            for start in range(0, bits.size, CHECK_CHUNK):
+                bad = np.flatnonzero((bits[start:start + CHECK_CHUNK] & 0x7C00) == 0x7C00)
+                if bad.size:
+                    i = start + int(bad[0])
+                    return 2 * i, float(bits[i:i + 1].view("<f2")[0])
+            return None
+        if self.type == "f32":
+            values = self.data.view("<f4")
+            for start in range(0, values.size, CHECK_CHUNK):
+                bad = np.flatnonzero(~(np.abs(values[start:start + CHECK_CHUNK]) <= WEIGHT_LIMIT))
+                if bad.size:
+                    i = start + int(bad[0])
+                    return 4 * i, float(values[i])
+            return None
+        # Quantized: a cheap integer screen of the scale (and min) bits over all blocks, then the
+        # exact bound on the few blocks the screen lets through (none in a sound file). Comparing
+        # |x|'s bits is comparing |x| for floats; inf and NaN have the largest exponent and fail.
+        fmt = block_format(self.type, self.qnt_version)
+        width = 2 if fmt.scale_dtype == "f2" else 4
+        float_t, bits_t = np.dtype("<" + fmt.scale_dtype), np.dtype(f"<u{width}")
+        sign_off = np.array(0x7FFF if width == 2 else 0x7FFFFFFF, dtype=bits_t)
+        d_limit = np.array(WEIGHT_LIMIT / 2 / QUANT_MAX[self.type], dtype=float_t).view(bits_t)
+        m_limit = np.array(WEIGHT_LIMIT / 2, dtype=float_t).view(bits_t)
+        blocks = self.data.reshape(-1, fmt.nbytes)
+        for start in range(0, blocks.shape[0], CHECK_CHUNK):
+            chunk = blocks[start:start + CHECK_CHUNK]
+            suspect = (chunk[:, :width].view(bits_t)[:, 0] & sign_off) > d_limit
+            if fmt.has_min:
+                suspect |= (chunk[:, width:2 * width].view(bits_t)[:, 0] & sign_off) > m_limit
+            for i in np.flatnonzero(suspect):
+                d = float(chunk[i, :width].view(float_t)[0])
+                m = float(chunk[i, width:2 * width].view(float_t)[0]) if fmt.has_min else 0.0
+                if not abs(d) * QUANT_MAX[self.type] + abs(m) <= WEIGHT_LIMIT:
+                    return (start + int(i)) * fmt.nbytes, d if not abs(m) > WEIGHT_LIMIT / 2 else m
+        return None
 
     def rows(self, indices) -> np.ndarray:
         """Selected rows of a 2-D tensor dequantized to float32 (e.g. embedding lookups)."""
@@ -295,6 +345,14 @@ class GGMLFile:
         self.vocab = vocab
         self.tensors = tensors
         self.weight_type = tensors["gpt_neox.layers.0.attention.query_key_value.weight"].type
+        cur.stage = 3
+        for info in tensors.values():
+            bad = info.first_bad_value()
+            if bad is not None:
+                where = "a value" if info.type in ("f32", "f16") else "the scale of a block"
+                cur.fail(f"tensor {info.name!r} ({info.type}) holds {where} of {bad[1]!r} at byte {bad[0]} of its "
+                         f"data: weights must be finite and within +-{WEIGHT_LIMIT:g} (the fp16 range)",
+                         info.offset + bad[0])
 
     def _parse_record(self, cur: _Cursor, codes: dict, qnt_version: int, first: bool) -> TensorInfo:
         start = cur.pos

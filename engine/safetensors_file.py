@@ -27,8 +27,21 @@ DTYPE_SIZES = {
     "I64": 8, "U64": 8, "F64": 8,
 }
 
+# Far beyond any real tensor, and small enough that every number checked against it prints (Python
+# refuses to format an int of more than 4300 digits) and fits numpy's shapes.
+MAX_DIM = 1 << 48
+MAX_RANK = 8
+
 # The dtypes we can turn into numbers for a model; BF16 is widened to float32 on read.
 _NUMPY_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "F64": np.dtype("<f8")}
+
+
+def _show(value) -> str:
+    """A short repr of a header value for a message (some ints are too long for Python to print)."""
+    try:
+        return repr(value)[:100]
+    except ValueError:
+        return "a number too long to print"
 
 
 def bf16_to_float32(raw: np.ndarray) -> np.ndarray:
@@ -54,11 +67,14 @@ class SafetensorsFile:
         self.path = Path(path)
         try:
             self.file_size = os.path.getsize(self.path)
+            f = open(self.path, "rb")
         except OSError as e:
-            raise ModelFormatError(self.path, None, f"cannot open: {e.strerror}") from None
-        if self.file_size < 8:
-            raise ModelFormatError(self.path, 0, f"file is {self.file_size} bytes, too short for the 8-byte header length")
-        with open(self.path, "rb") as f:
+            raise ModelFormatError(self.path, None, f"cannot open: {e.strerror or e}") from None
+        except ValueError as e:       # a NUL or an unpaired surrogate in the name (from an index file)
+            raise ModelFormatError(self.path, None, f"cannot open: invalid file name ({e})") from None
+        with f:
+            if self.file_size < 8:
+                raise ModelFormatError(self.path, 0, f"file is {self.file_size} bytes, too short for the 8-byte header length")
             header_len = int.from_bytes(f.read(8), "little")
             if header_len > self.file_size - 8:
                 raise ModelFormatError(self.path, 0, f"header length {header_len} runs past the end of the "
@@ -68,8 +84,10 @@ class SafetensorsFile:
             raw_header = f.read(header_len)
         try:
             header = json.loads(raw_header.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except ValueError as e:      # not UTF-8, not JSON, or an integer of more than 4300 digits
             raise ModelFormatError(self.path, 8, f"header is not valid UTF-8 JSON ({e})") from None
+        except RecursionError:
+            raise ModelFormatError(self.path, 8, "header JSON is nested too deeply") from None
         if not isinstance(header, dict):
             raise ModelFormatError(self.path, 8, "header JSON is not an object")
         self.data_start = 8 + header_len
@@ -86,16 +104,17 @@ class SafetensorsFile:
         if not isinstance(entry, dict):
             raise bad("header entry is not an object")
         dtype = entry.get("dtype")
-        if dtype not in DTYPE_SIZES:
-            raise bad(f"unknown dtype {dtype!r}")
+        if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
+            raise bad(f"unknown dtype {_show(dtype)}")
         shape = entry.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                                  for d in shape):
-            raise bad(f"shape {shape!r} is not a list of non-negative integers")
+        if (not isinstance(shape, list) or len(shape) > MAX_RANK
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in shape)):
+            raise bad(f"shape {_show(shape)} is not a list of non-negative integers "
+                      f"(at most {MAX_RANK} of them, each at most 2^48)")
         offsets = entry.get("data_offsets")
         if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
-            raise bad(f"data_offsets {offsets!r} is not a pair of integers")
+                or not all(isinstance(o, int) and not isinstance(o, bool) and abs(o) <= MAX_DIM for o in offsets)):
+            raise bad(f"data_offsets {_show(offsets)} is not a pair of integers (each at most 2^48)")
         begin, end = offsets
         data_size = self.file_size - self.data_start
         if not 0 <= begin <= end <= data_size:
@@ -132,14 +151,16 @@ class ShardedSafetensors:
             weight_map = index["weight_map"]
             if not isinstance(weight_map, dict):
                 raise TypeError
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError) as e:
             raise ModelFormatError(self.path, None, f"not a safetensors index with a weight_map ({e!r})") from None
+        except RecursionError:
+            raise ModelFormatError(self.path, None, "not a safetensors index: its JSON is nested too deeply") from None
         self.shards: dict[str, SafetensorsFile] = {}
         self._where: dict[str, SafetensorsFile] = {}
         for name, shard in weight_map.items():
             # A shard name is a file next to the index; refuse paths that would escape the folder.
-            if not isinstance(shard, str) or Path(shard).name != shard:
-                raise ModelFormatError(self.path, None, f"tensor {name!r} maps to an invalid shard name {shard!r}")
+            if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", ".."):
+                raise ModelFormatError(self.path, None, f"tensor {name!r} maps to an invalid shard name {_show(shard)}")
             if shard not in self.shards:
                 self.shards[shard] = SafetensorsFile(self.path.parent / shard)
             if name not in self.shards[shard].tensors:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import _compat_pickle
 import collections
+import contextlib
 import functools
 import io
 import pickle
+import pickletools
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,11 @@ from engine.safetensors_file import bf16_to_float32
 
 # data.pkl of a state dict is a few hundred KB even for 12B models.
 MAX_PICKLE_BYTES = 64 * 1024 * 1024
+
+# What zipfile raises for a damaged archive: bad headers and CRCs, names that are not UTF-8,
+# offsets past the end, methods it cannot decompress, encrypted members.
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError, RuntimeError,
+              struct.error)
 
 # torch storage classes by name -> numpy dtype of their elements (BFloat16 is read as its
 # uint16 bit pattern and widened when a tensor is rebuilt).
@@ -54,9 +62,10 @@ class StorageType:
 class Storage:
     """One storage file of the archive as a flat numpy array (a view on the mmap'd zip when stored)."""
 
-    def __init__(self, type_: StorageType, values: np.ndarray):
+    def __init__(self, type_: StorageType, values: np.ndarray, limit: int):
         self.type = type_
         self.values = values
+        self.limit = limit      # the archive's size in bytes: no view may have more elements
 
 
 def rebuild_tensor(storage, storage_offset, size, stride, *_ignored, widen_bf16: bool = True) -> np.ndarray:
@@ -64,6 +73,8 @@ def rebuild_tensor(storage, storage_offset, size, stride, *_ignored, widen_bf16:
 
     bfloat16 values are widened to a float32 copy, unless `widen_bf16` is false: then they stay a
     view of their uint16 bit patterns (the streaming converter widens them a chunk at a time).
+    A view may repeat elements (stride 0, as `expand` makes), but never to more elements than
+    the archive has bytes: whoever copies such a view would allocate from an unchecked size.
     """
     if not isinstance(storage, Storage):
         raise ValueError(f"tensor storage is a {type(storage).__name__}, not a storage reference")
@@ -74,6 +85,12 @@ def rebuild_tensor(storage, storage_offset, size, stride, *_ignored, widen_bf16:
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
         raise ValueError(f"tensor offset {storage_offset}, size {size}, stride {stride} must be non-negative ints")
     n = len(storage.values)
+    elements = 1
+    for s in size:
+        elements *= s
+    if elements > max(storage.limit, n):
+        raise ValueError(f"tensor of size {size} has {elements} elements, more than the "
+                         f"{storage.limit}-byte archive could hold")
     if 0 not in size:
         last = storage_offset + sum((s - 1) * st for s, st in zip(size, stride))
         if last >= n:
@@ -142,7 +159,8 @@ class TensorUnpickler(pickle.Unpickler):
                                                             f"persistent id {pid!r:.200}")
         type_, key, numel = pid[1], pid[2], pid[4]
         if key not in self.storages:
-            self.storages[key] = Storage(type_, self.archive.storage_array(key, type_.dtype, numel))
+            self.storages[key] = Storage(type_, self.archive.storage_array(key, type_.dtype, numel),
+                                         self.archive.file_size)
         return self.storages[key]
 
 
@@ -153,11 +171,11 @@ class TorchArchive:
         self.path = Path(path)
         try:
             self.zip = zipfile.ZipFile(self.path)
-        except zipfile.BadZipFile:
+        except OSError as e:
+            raise ModelFormatError(self.path, None, f"cannot open: {e.strerror or e}") from None
+        except ZIP_ERRORS:
             raise ModelFormatError(self.path, 0, "not a zip archive (only the torch.save zip format of "
                                                  "PyTorch >= 1.6 is supported)") from None
-        except OSError as e:
-            raise ModelFormatError(self.path, None, f"cannot open: {e.strerror}") from None
         pickles = [n for n in self.zip.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:
             raise ModelFormatError(self.path, None, f"expected one <folder>/data.pkl in the archive, found {pickles}")
@@ -165,17 +183,30 @@ class TorchArchive:
         self.prefix = self.pickle_name[: -len("data.pkl")]
         byteorder = self.prefix + "byteorder"
         if byteorder in self.zip.namelist():
-            order = self.zip.read(byteorder).strip()
+            order = self.read_member(self.zip.getinfo(byteorder), 64).strip()
             if order != b"little":
-                raise ModelFormatError(self.path, None, f"storages are {order!r} endian; only little-endian is supported")
+                raise ModelFormatError(self.path, None, f"storages are {order!r:.40} endian; only little-endian is supported")
         self._mmap = None
+        self.file_size = self.path.stat().st_size
+
+    @contextlib.contextmanager
+    def _damage(self, member: str):
+        """Turn what zipfile raises for a damaged member into the reader's own error."""
+        try:
+            yield
+        except ZIP_ERRORS as e:
+            raise ModelFormatError(self.path, None, f"{member}: damaged archive member ({e})") from None
+
+    def read_member(self, info: zipfile.ZipInfo, limit: int) -> bytes:
+        """A whole member (checked against its CRC), refused when it claims more than `limit` bytes."""
+        if info.file_size > limit:
+            raise ModelFormatError(self.path, info.header_offset, f"{info.filename} is {info.file_size} bytes, "
+                                                                  f"more than the {limit} it may have")
+        with self._damage(info.filename):
+            return self.zip.read(info)
 
     def read_pickle(self) -> bytes:
-        info = self.zip.getinfo(self.pickle_name)
-        if info.file_size > MAX_PICKLE_BYTES:
-            raise ModelFormatError(self.path, info.header_offset, f"{self.pickle_name} is {info.file_size} bytes, "
-                                                                  f"too large for a state dict")
-        return self.zip.read(info)
+        return self.read_member(self.zip.getinfo(self.pickle_name), MAX_PICKLE_BYTES)
 
     def storage_array(self, key: str, dtype: np.dtype, numel: int) -> np.ndarray:
         """The storage `data/<key>` as a flat array of numel elements, checked against its stored size."""
@@ -189,7 +220,7 @@ class TorchArchive:
                                    f"storage {name} holds {info.file_size} bytes, expected {numel} x {dtype.itemsize}")
         if info.compress_type != zipfile.ZIP_STORED:
             # torch never compresses storages, but a repacked zip might: read it (size checked above).
-            return np.frombuffer(self.zip.read(info), dtype=dtype)
+            return np.frombuffer(self.read_member(info, self.file_size * 1032), dtype=dtype)
         start = self._data_start(info)
         if start + info.file_size > self.file_size:
             raise ModelFormatError(self.path, start, f"storage {name} runs past the end of the file (truncated?)")
@@ -197,12 +228,10 @@ class TorchArchive:
             self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r")
         return self._mmap[start:start + info.file_size].view(dtype)
 
-    @property
-    def file_size(self) -> int:
-        return self.path.stat().st_size
-
     def _data_start(self, info: zipfile.ZipInfo) -> int:
         """Where a stored member's bytes begin: after its 30-byte local header, name and extra field."""
+        if info.header_offset < 0:
+            raise ModelFormatError(self.path, None, f"bad zip local header offset for {info.filename}")
         with open(self.path, "rb") as f:
             f.seek(info.header_offset)
             local = f.read(30)
@@ -212,6 +241,24 @@ class TorchArchive:
         return info.header_offset + 30 + name_len + extra_len
 
 
+MEMO_OPS = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}
+
+
+def check_opcodes(data: bytes, archive: TorchArchive) -> None:
+    """Walk the pickle's opcodes (pure Python, nothing allocated from their arguments) and refuse
+    what would make the C unpickler allocate from an unchecked size: a length running past the
+    end (it allocates the length before reading), a memo index beyond any the pickle could fill
+    (it grows the memo table to the index)."""
+    try:
+        for op, arg, pos in pickletools.genops(data):
+            if op.name == "FRAME" and arg > len(data) - pos:
+                raise ValueError(f"a frame of {arg} bytes at byte {pos} runs past the end")
+            if op.name in MEMO_OPS and not 0 <= int(arg) < len(data):
+                raise ValueError(f"memo index {arg} at byte {pos} is beyond the {len(data)}-byte pickle")
+    except ValueError as e:
+        raise ModelFormatError(archive.path, None, f"{archive.pickle_name}: damaged pickle ({e})") from None
+
+
 def load_torch_state_dict(path, widen_bf16: bool = True) -> dict[str, np.ndarray]:
     """Load a `pytorch_model.bin` state dict as name -> numpy array, without executing pickle code.
 
@@ -219,7 +266,9 @@ def load_torch_state_dict(path, widen_bf16: bool = True) -> dict[str, np.ndarray
     maps to uint16 otherwise), so nothing is copied and the caller widens them as it goes.
     """
     archive = TorchArchive(path)
-    unpickler = TensorUnpickler(archive.read_pickle(), archive, widen_bf16)
+    data = archive.read_pickle()
+    check_opcodes(data, archive)
+    unpickler = TensorUnpickler(data, archive, widen_bf16)
     try:
         state = unpickler.load()
     except ModelFormatError:

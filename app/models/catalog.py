@@ -161,13 +161,14 @@ class Catalog:
         cache = cache if cache is not None else paths.cache_dir() / CACHE_NAME
         listings = _read_cache(cache)
         try:
-            shapes = {name: ModelShape(**{k: int(m[k]) for k in ModelShape.__dataclass_fields__})
+            shapes = {name: ModelShape(**{k: _count(m, k, positive=True) for k in ModelShape.__dataclass_fields__})
                       for name, m in doc["models"].items()}
-            tokenizers = {name: TokenizerSource(**m["tokenizer"]) for name, m in doc["models"].items()}
+            tokenizers = {name: TokenizerSource(**{k: _text(m["tokenizer"], k) for k in m["tokenizer"]})
+                          for name, m in doc["models"].items()}
             entries = [_entry(e, shapes, tokenizers) for e in doc["entries"]]
             entries += _discovered(doc.get("discover", []), listings, shapes, tokenizers,
                                    {(e.repo, e.path) for e in entries})
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CatalogError(f"{shipped}: malformed catalog: {exc!r}") from exc
         return cls([_with_hub_facts(e, listings) for e in entries])
 
@@ -212,30 +213,78 @@ def cached_hub_file(repo: str, revision: str, path: str, cache: Path | None = No
 def _read_json(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            doc = json.load(f)
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read the catalog: {exc.strerror}") from exc
     except ValueError as exc:
         raise CatalogError(f"{path}: the catalog is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise CatalogError(f"{path}: the catalog's JSON is nested too deeply") from exc
+    if not isinstance(doc, dict):
+        raise CatalogError(f"{path}: the catalog is a JSON {type(doc).__name__}, not an object")
+    return doc
 
 
 def _read_cache(cache: Path) -> dict:
-    """The cached listings; a missing or damaged cache is simply empty (it is only a cache)."""
+    """The cached listings; a missing or damaged cache is simply empty (it is only a cache).
+
+    Only well-formed facts survive: listings are objects whose "files" map paths to objects
+    with a byte count and a SHA-256 (either may be null); anything else in a listing is dropped.
+    """
     try:
         with open(cache, encoding="utf-8") as f:
             doc = json.load(f)
-        listings = doc.get("listings", {})
-        return listings if isinstance(listings, dict) else {}
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, RecursionError):
         return {}
+    listings = doc.get("listings") if isinstance(doc, dict) else None
+    if not isinstance(listings, dict):
+        return {}
+    clean = {}
+    for key, listing in listings.items():
+        if not isinstance(listing, dict) or not isinstance(listing.get("files"), dict):
+            continue
+        files = {path: info for path, info in listing["files"].items() if _hub_facts_ok(info)}
+        fetched = listing.get("fetched_at")
+        clean[key] = dict(listing, files=files, fetched_at=fetched if isinstance(fetched, str) else "?")
+    return clean
+
+
+def _hub_facts_ok(info) -> bool:
+    if not isinstance(info, dict):
+        return False
+    size, sha, oid = info.get("size"), info.get("sha256"), info.get("git_oid")
+    return ((size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 0))
+            and (sha is None or (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) is not None))
+            and (oid is None or isinstance(oid, str)))
+
+
+def _text(doc: dict, key: str) -> str:
+    value = doc[key]
+    if not isinstance(value, str) or not value.isprintable() and any("\ud800" <= c <= "\udfff" for c in value):
+        raise ValueError(f"{key!r} is {value!r:.40}, not text")
+    return value
+
+
+def _count(doc: dict, key: str, positive: bool = False, optional: bool = False) -> int | None:
+    value = doc.get(key) if optional else doc[key]
+    if value is None and optional:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < (1 if positive else 0):
+        raise ValueError(f"{key!r} is {value!r:.40}, not a {'positive' if positive else 'non-negative'} integer")
+    return value
 
 
 def _entry(e: dict, shapes, tokenizers) -> CatalogEntry:
+    sha = e.get("sha256")
+    if sha is not None and not _hub_facts_ok({"sha256": sha}):
+        raise ValueError(f"'sha256' of {e.get('id')!r:.40} is {sha!r:.70}, not a SHA-256")
+    if e.get("qnt_version") not in (0, 1, 2):
+        raise ValueError(f"'qnt_version' of {e.get('id')!r:.40} is {e.get('qnt_version')!r:.40}, not 0, 1 or 2")
     return CatalogEntry(
-        id=e["id"], name=e["name"], repo=e["repo"], revision=e["revision"], path=e["path"],
-        size=e.get("size"), sha256=e.get("sha256"), era=e["era"], quant=e["quant"],
-        qnt_version=int(e["qnt_version"]), license=e["license"], model=e["model"],
-        shape=shapes[e["model"]], tokenizer=tokenizers[e["model"]])
+        id=_text(e, "id"), name=_text(e, "name"), repo=_text(e, "repo"), revision=_text(e, "revision"),
+        path=_text(e, "path"), size=_count(e, "size", optional=True), sha256=sha, era=_text(e, "era"),
+        quant=_text(e, "quant"), qnt_version=e["qnt_version"], license=_text(e, "license"),
+        model=_text(e, "model"), shape=shapes[e["model"]], tokenizer=tokenizers[e["model"]])
 
 
 _FILE_NAME = re.compile(r"pythia-(\d+(?:\.\d+)?[mb])-deduped-(q\d_\d|f16|f32)\.bin$")
@@ -245,8 +294,8 @@ def _discovered(specs: list[dict], listings: dict, shapes, tokenizers, known) ->
     """Entries for files found in cached listings of the 'discover' folders."""
     out = []
     for spec in specs:
-        files = listings.get(f"{spec['repo']}@{spec['revision']}", {}).get("files", {})
-        folder = spec["folder"].rstrip("/") + "/"
+        files = listings.get(f"{_text(spec, 'repo')}@{_text(spec, 'revision')}", {}).get("files", {})
+        folder = _text(spec, "folder").rstrip("/") + "/"
         for path in sorted(files):
             match = _FILE_NAME.search(path)
             if not path.startswith(folder) or "/" in path[len(folder):] or not match:

@@ -47,8 +47,25 @@ class InstalledModel:
 
     @classmethod
     def from_dict(cls, doc: dict) -> "InstalledModel":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in doc.items() if k in names})
+        """A record from its JSON object; TypeError/ValueError naming the field if one is wrong."""
+        if not isinstance(doc, dict):
+            raise TypeError(f"a model record is a {type(doc).__name__}, not an object")
+        values = {}
+        for f in fields(cls):
+            if f.name not in doc:
+                continue
+            value = doc[f.name]
+            if f.type == "int":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise ValueError(f"field {f.name!r} of a model record is {value!r:.40}, not a byte count")
+            elif not isinstance(value, str) and not (value is None and f.type == "str | None"):
+                raise ValueError(f"field {f.name!r} of a model record is {value!r:.40}, not text")
+            values[f.name] = value
+        file = values.get("file")
+        if file is not None and (Path(file).name != file or file in ("", ".", "..")):
+            # `remove` deletes this file: it must be a name inside the models folder, nothing else
+            raise ValueError(f"field 'file' of a model record is {file!r:.80}, not a file name in the models folder")
+        return cls(**values)
 
 
 def now_utc() -> str:
@@ -70,8 +87,9 @@ class Manifest:
         try:
             with open(path, encoding="utf-8") as f:
                 doc = json.load(f)
-            models = {m["id"]: InstalledModel.from_dict(m) for m in doc["models"]}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            records = [InstalledModel.from_dict(m) for m in doc["models"]]
+            models = {m.id: m for m in records}
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
             path.replace(aside)
             manifest = cls(path)

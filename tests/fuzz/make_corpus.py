@@ -1,0 +1,189 @@
+"""Writes the committed seed corpus of the fuzz harness (run once; the files are committed).
+
+    python -m tests.fuzz.make_corpus
+
+Every seed is small (the fuzzer runs each mutation through the reader and, for models, a
+forward pass) and is written by the project's own writers, so the corpus follows the formats
+as the program writes them: ggml files of every layout, era and type (engine.ggml_writer),
+safetensors files and a sharded index, the torch.save archive of the golden fixtures, native
+and Kobold Lite stories (app.story), an autosave record, a manifest and the catalogs.
+`tests/test_fuzz.py` checks that every seed loads as it is.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+
+TESTS = Path(__file__).resolve().parents[1]
+CORPUS = Path(__file__).resolve().parent / "corpus"
+
+# A tiny model: the rows of the q4_2/q4_3 (16) and other quantized (32) blocks, two heads.
+HPARAMS = dict(n_vocab=20, n_ctx=8, n_embd=32, n_head=2, n_layer=1, n_rot=4, par_res=1)
+
+# Single bytes and a few merges, so the BPE rebuilt from the vocab works (as for a real ggml file).
+VOCAB = [b"<|endoftext|>", b" ", b"a", b"e", b"h", b"n", b"o", b"t", b"T", b".", b"\xc3", b"\xa9",
+         b"th", b"the", b" t", b"on", b" the", b"\xc3\xa9", b"\n", b"\xef\xbf\xbd"]
+
+# (layout, weight type, quantization version, era) of every variant published in 2023
+GGML_VARIANTS = [
+    ("gpt-neox", "f32", 0, None), ("gpt-neox", "f16", 0, None),
+    ("stablelm", "f32", 0, None), ("stablelm", "f16", 0, None),
+    ("stablelm", "q4_3", 0, "E1"), ("stablelm", "q4_2", 0, "E1"), ("stablelm", "q4_0", 0, "E1"),
+    ("stablelm", "q4_1", 0, "E1"),
+    ("stablelm", "q4_2", 0, "E3"), ("stablelm", "q4_0", 0, "E3"), ("stablelm", "q4_1", 0, "E3"),
+    ("stablelm", "q5_0", 0, "E3"), ("stablelm", "q5_1", 0, "E3"), ("stablelm", "q8_0", 0, "E3"),
+    ("gpt-neox", "q4_0", 0, None), ("gpt-neox", "q4_1", 0, None), ("gpt-neox", "q4_2", 0, None),
+    ("gpt-neox", "q5_0", 0, None), ("gpt-neox", "q5_1", 0, None), ("gpt-neox", "q8_0", 0, None),
+] + [("gpt-neox", t, v, None) for t in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0") for v in (1, 2)]
+
+
+def write_ggml_seeds(folder: Path) -> None:
+    from engine.ggml_writer import write_ggml
+    from modelgen import random_tensors
+    for i, (layout, wtype, version, era) in enumerate(GGML_VARIANTS):
+        hp = dict(HPARAMS, par_res=i % 2)            # both residual kinds across the corpus
+        name = "-".join(str(x) for x in (layout, wtype, f"v{version}", era) if x is not None) + ".bin"
+        write_ggml(folder / name, hp, VOCAB, random_tensors(hp, seed=i), layout=layout, ftype=wtype,
+                   qnt_version=version, era=era)
+
+
+def safetensors_bytes(tensors: dict[str, tuple[str, np.ndarray]], metadata: dict | None = None) -> bytes:
+    """A .safetensors file: name -> (dtype name, array of that dtype's bytes)."""
+    header, blobs, offset = {}, [], 0
+    for name, (dtype, array) in tensors.items():
+        raw = np.ascontiguousarray(array).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)                       # the writers pad the header to 8 bytes
+    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
+
+
+def write_safetensors_seeds(folder: Path, index_folder: Path) -> None:
+    rng = np.random.default_rng(5)
+    f32 = lambda *shape: rng.standard_normal(shape).astype("<f4")   # noqa: E731
+    model = {
+        "gpt_neox.embed_in.weight": ("F32", f32(20, 8)),
+        "gpt_neox.layers.0.attention.query_key_value.weight": ("F16", f32(24, 8).astype("<f2")),
+        "gpt_neox.layers.0.attention.query_key_value.bias": ("BF16", (f32(24).view("<u4") >> 16).astype("<u2")),
+        "gpt_neox.layers.0.attention.masked_bias": ("F32", np.array(-1e9, dtype="<f4")),
+        "gpt_neox.layers.0.attention.bias": ("BOOL", np.tril(np.ones((4, 4), dtype=bool))),
+        "gpt_neox.final_layer_norm.weight": ("F64", rng.standard_normal(8)),
+        "position_ids": ("I64", np.arange(8, dtype="<i8")),
+        "empty": ("F32", np.zeros((0, 8), dtype="<f4")),
+    }
+    (folder / "mixed.safetensors").write_bytes(safetensors_bytes(model, {"format": "pt"}))
+    (folder / "plain.safetensors").write_bytes(safetensors_bytes({"embed_out.weight": ("F32", f32(4, 8))}))
+    shards = {"model-00001-of-00002.safetensors": {"a.weight": ("F32", f32(4, 8)), "a.bias": ("F32", f32(4))},
+              "model-00002-of-00002.safetensors": {"b.weight": ("F16", f32(2, 8).astype("<f2"))}}
+    weight_map = {}
+    for shard, tensors in shards.items():
+        (index_folder / shard).write_bytes(safetensors_bytes(tensors))
+        weight_map.update({name: shard for name in tensors})
+    (index_folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": 240}, "weight_map": weight_map}, indent=2) + "\n")
+
+
+def write_story_seeds(folder: Path) -> None:
+    from app.story import ChatTurn, Story, WorldInfoEntry, kobold_bytes, story_bytes
+    story = Story(text="The lighthouse keeper woke at dawn. The sea was calm, and the gulls were quiet.",
+                  title="Lighthouse", memory="A keeper alone on an island.", authors_note="Keep it gentle.",
+                  authors_note_depth=40, sampler={"temperature": 0.7, "top_p": 0.9, "top_k": 40},
+                  stop_sequences=["\n\n", "THE END"], model_id="pythia-70m-deduped-q5_1")
+    story.world_info.append(WorldInfoEntry(["keeper", "lighthouse"], "The keeper is called Ada.", False, "who"))
+    story.world_info.append(WorldInfoEntry([], "It is winter.", True, ""))
+    story.add_generation(35, " The sea was calm,", seed=1234, model="pythia")
+    story.add_generation(53, " and the gulls were quiet.", seed=None)
+    (folder / "native-story.json").write_bytes(story_bytes(story))
+    (folder / "kobold-lite.json").write_bytes(kobold_bytes(story))
+    chat = Story(mode="chat", chat_template="chatml", user_name="Ann", bot_name="Ray", title="Chat")
+    chat.chat_turns += [ChatTurn("user", "Hello there."), ChatTurn("bot", "Hi! How can I help?")]
+    (folder / "native-chat.json").write_bytes(story_bytes(chat))
+    # KoboldAI United: actions nested with per-action metadata
+    (folder / "koboldai-united.json").write_text(json.dumps({
+        "prompt": "Once upon a time", "memory": "", "authorsnote": "", "anotestr": 320,
+        "actions": {"action_count": 2, "actions": {"0": {"Selected Text": " there was a fox."},
+                                                   "1": {"Selected Text": " It ran.", "Options": []}}},
+        "worldinfo": [{"key": "fox, den", "content": "The fox is red.", "constant": False, "comment": ""}],
+        "savedsettings": {"temperature": 0.8, "rep_pen": 1.1, "max_length": 80},
+    }, indent=1))
+    # KoboldAI client: actions as a dict of numbered strings
+    (folder / "koboldai-client.json").write_text(json.dumps({
+        "gamestarted": True, "prompt": "A quiet night.", "actions": {"0": " Rain fell.", "1": " Then silence."},
+        "extrastopseq": "||$||###", "savedsettings": {"top_k": 0, "typ_s": 1.0},
+    }, indent=1))
+
+
+def write_autosave_seed(folder: Path) -> None:
+    from app.autosave import autosave_bytes
+    from app.story import Story
+    story = Story(text="Unsaved words, written just before the crash.", title="Draft")
+    story.add_generation(6, " words,")
+    record = json.loads(autosave_bytes(story, "/home/user/stories/draft.json"))
+    record["saved_at"] = 1767225600.0            # a fixed time, so the corpus is the same on every run
+    (folder / "story.json").write_text(json.dumps(record, ensure_ascii=False))
+
+
+def write_manifest_seed(folder: Path) -> None:
+    from app.models.manifest import InstalledModel, Manifest
+    manifest = Manifest(folder / "manifest.json")
+    manifest.models["pythia-70m-deduped-q5_1"] = InstalledModel(
+        "pythia-70m-deduped-q5_1", "pythia-70m-deduped-q5_1.bin", "a" * 64, 56_000_000, "download",
+        "https://huggingface.co/x/resolve/main/pythia-70m-deduped-q5_1.bin", "catalog", repo="x/y",
+        revision="main", tokenizer="tokenizers/EleutherAI/pythia-70m-deduped/tokenizer.json",
+        installed_at="2026-01-02T03:04:05Z")
+    manifest.models["imported-1"] = InstalledModel("imported-1", "mine.bin", "b" * 64, 1234, "import",
+                                                   "/home/user/mine.bin", "nothing to compare (import)",
+                                                   path="/home/user/mine.bin", installed_at="2026-01-02T03:04:06Z")
+    manifest.save()
+
+
+def write_catalog_seeds(folder: Path, cache_folder: Path) -> None:
+    from app.models.catalog import SHIPPED_CATALOG
+    shutil.copy(SHIPPED_CATALOG, folder / "catalog.json")
+    doc = json.loads(SHIPPED_CATALOG.read_text())
+    listings = {}
+    for e in doc["entries"][:3]:
+        key = f"{e['repo']}@{e['revision']}"
+        listings.setdefault(key, {"fetched_at": "2026-01-01T00:00:00Z", "endpoint": "https://huggingface.co",
+                                  "files": {}})
+        listings[key]["files"][e["path"]] = {"size": 123_456_789, "sha256": "c" * 64, "git_oid": "d" * 40}
+    for d in doc.get("discover", [])[:1]:
+        key = f"{d['repo']}@{d['revision']}"
+        listings.setdefault(key, {"fetched_at": "2026-01-01T00:00:00Z", "endpoint": "https://huggingface.co",
+                                  "files": {}})
+        path = f"{d['folder'].rstrip('/')}/pythia-70m-deduped-{d['quants'][0]}.bin"
+        listings[key]["files"][path] = {"size": 50_000_000, "sha256": "e" * 64, "git_oid": "f" * 40}
+    (cache_folder / "catalog-hub.json").write_text(json.dumps({"format": 1, "listings": listings}, indent=1,
+                                                              sort_keys=True) + "\n")
+
+
+def write_corpus(root: Path) -> None:
+    """Write every seed below `root` (one folder per target)."""
+    sys.path.insert(0, str(TESTS))
+    folders = {name: root / name for name in ("ggml", "safetensors", "safetensors-index", "torch-pickle", "story",
+                                              "autosave", "manifest", "catalog", "catalog-cache")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    write_ggml_seeds(folders["ggml"])
+    write_safetensors_seeds(folders["safetensors"], folders["safetensors-index"])
+    shutil.copy(TESTS / "fixtures" / "torch_pickle" / "views.bin", folders["torch-pickle"] / "views.bin")
+    write_story_seeds(folders["story"])
+    write_autosave_seed(folders["autosave"])
+    write_manifest_seed(folders["manifest"])
+    write_catalog_seeds(folders["catalog"], folders["catalog-cache"])
+
+
+if __name__ == "__main__":
+    if CORPUS.exists():
+        shutil.rmtree(CORPUS)
+    write_corpus(CORPUS)
+    print(f"wrote {sum(1 for p in CORPUS.rglob('*') if p.is_file())} seeds to {CORPUS}")

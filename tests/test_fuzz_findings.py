@@ -1,0 +1,275 @@
+"""Every reader bug the fuzzer (tests/fuzz) found, each as a small input that showed it.
+
+Before the fixes each of these raised something other than the reader's own error (SystemError
+from the compiled forward pass, RecursionError, BadZipFile, OSError, TypeError, OverflowError,
+UnicodeEncodeError...) or allocated from a size the file claimed.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import pickle
+import struct
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+import engine
+from engine.errors import ModelFormatError
+from engine.ggml_file import GGMLFile, WEIGHT_LIMIT
+from engine.ggml_writer import write_ggml
+from engine.safetensors_file import open_safetensors
+from engine.torch_pickle import load_torch_state_dict
+from modelgen import DEFAULT_HPARAMS, random_tensors, random_vocab
+from test_torch_pickle import tensor_pickle, write_archive
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+
+
+# -- legacy ggml: a weight that makes the compiled forward pass divide by zero ------------------
+
+def model_with(tmp_path, name: str, value: float, ftype="f32", qnt_version=0):
+    """A small model whose tensor `name` holds `value` at its first element."""
+    tensors = random_tensors(DEFAULT_HPARAMS, seed=3)
+    tensors[name].reshape(-1)[0] = value
+    path = tmp_path / f"m-{ftype}.bin"
+    write_ggml(path, DEFAULT_HPARAMS, random_vocab(DEFAULT_HPARAMS["n_vocab"]), tensors, ftype=ftype,
+               qnt_version=qnt_version)
+    return path
+
+
+@pytest.mark.parametrize("value", [3.4e38, math.inf, -math.inf, math.nan, 65505.0])
+def test_a_weight_beyond_the_fp16_range_is_refused_naming_the_tensor(tmp_path, value):
+    # the fuzzer's file: a qkv bias of 3.4e38 (finite!) made every attention score -inf, the softmax
+    # sum 0, and forward_token raised SystemError around a ZeroDivisionError
+    path = model_with(tmp_path, "gpt_neox.layers.0.attention.query_key_value.bias", value)
+    with pytest.raises(ModelFormatError, match=r"'gpt_neox.layers.0.attention.query_key_value.bias' \(f32\) "
+                                               r"holds a value of .* at byte 0 of its data.*fp16 range"):
+        engine.load_model(path)
+
+
+@pytest.mark.parametrize("ftype, qnt_version, scale_bytes", [
+    ("f16", 0, None), ("q4_0", 0, "<f"), ("q4_0", 2, "<e"), ("q4_1", 1, "<f"), ("q5_1", 0, "<e"), ("q8_0", 2, "<e"),
+])
+def test_an_inf_weight_or_block_scale_is_refused_in_every_type(tmp_path, ftype, qnt_version, scale_bytes):
+    path = model_with(tmp_path, "gpt_neox.layers.0.attention.dense.weight", 0.5, ftype, qnt_version)
+    f = GGMLFile(path)
+    offset = f.tensors["gpt_neox.layers.0.attention.dense.weight"].offset
+    f.close()
+    data = bytearray(path.read_bytes())
+    data[offset:offset + (2 if scale_bytes in (None, "<e") else 4)] = struct.pack(scale_bytes or "<e", math.inf)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFormatError, match="attention.dense.weight"):
+        GGMLFile(path)
+
+
+def test_a_quantized_min_that_pushes_values_past_the_limit_is_refused(tmp_path):
+    path = model_with(tmp_path, "embed_out.weight", 0.5, "q4_1", 2)
+    f = GGMLFile(path)
+    offset = f.tensors["embed_out.weight"].offset + 18 * 20       # block 9's min (q4_1 v2: d, m, 16 bytes)
+    f.close()
+    data = bytearray(path.read_bytes())
+    data[offset + 2:offset + 4] = struct.pack("<e", 65000.0)       # finite, but d*15 + m > 65504
+    data[offset:offset + 2] = struct.pack("<e", 100.0)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFormatError, match="'embed_out.weight' \\(q4_1\\)"):
+        GGMLFile(path)
+
+
+def test_the_largest_weights_allowed_survive_a_forward_pass(tmp_path):
+    """The limit is the guarantee: weights anywhere within +-65504 never make a kernel fail."""
+    tensors = random_tensors(DEFAULT_HPARAMS, seed=4)
+    for name, t in tensors.items():
+        t[...] = np.sign(t) * np.float32(WEIGHT_LIMIT)
+        if name.endswith("query_key_value.bias"):
+            t[...] = -WEIGHT_LIMIT                                # the scores as negative as they get
+    path = tmp_path / "extreme.bin"
+    write_ggml(path, DEFAULT_HPARAMS, random_vocab(DEFAULT_HPARAMS["n_vocab"]), tensors, ftype="f16")
+    model = engine.load_model(path, backend="fast")
+    session = model.new_session(8)
+    assert session.eval([1, 2, 3], all_logits=True).shape == (3, DEFAULT_HPARAMS["n_vocab"])
+    assert session.eval([4]).shape == (DEFAULT_HPARAMS["n_vocab"],)    # one token: forward_token
+    model.close()
+
+
+# -- safetensors --------------------------------------------------------------------------------
+
+def safetensors_file(path, header_text: str, data: bytes = b""):
+    raw = header_text.encode("utf-8", "surrogatepass")
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+@pytest.mark.parametrize("header, message", [
+    (DEEP_JSON, "nested too deeply"),                                               # RecursionError
+    ('{"t": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}', "unknown dtype"),   # TypeError
+    ('{"t": {"dtype": "F32", "shape": [0, %d], "data_offsets": [0, 0]}}' % 2 ** 70, "shape"),   # numpy ValueError
+    ('{"t": {"dtype": "F32", "shape": [1], "data_offsets": [0, %s]}}' % ("9" * 4000), "data_offsets"),  # printing it
+    ('{"t": {"dtype": "F32", "shape": [1], "data_offsets": [0, %s]}}' % ("9" * 5000), "not valid"),  # parsing it
+])
+def test_damaged_safetensors_headers_are_refused(tmp_path, header, message):
+    with pytest.raises(ModelFormatError, match=message):
+        open_safetensors(safetensors_file(tmp_path / "m.safetensors", header, b"\0" * 4))
+
+
+@pytest.mark.parametrize("shard", ["", "..", "a\0b", "\ud800.safetensors"])
+def test_an_index_naming_no_proper_shard_is_refused(tmp_path, shard):
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"t": shard}}), encoding="utf-8")
+    with pytest.raises(ModelFormatError):
+        open_safetensors(index)
+
+
+def test_a_deeply_nested_index_is_refused(tmp_path):
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(DEEP_JSON)
+    with pytest.raises(ModelFormatError, match="nested too deeply"):
+        open_safetensors(index)
+
+
+# -- torch pickles ------------------------------------------------------------------------------
+
+def one_tensor_archive(tmp_path, size=(2,), stride=(1,), stype="FloatStorage"):
+    """An archive of one tensor over an 8-byte storage."""
+    numel = 4 if stype == "BFloat16Storage" else 2
+    return write_archive(tmp_path / "m.bin", tensor_pickle({"t": (stype, "0", numel, 0, size, stride)}),
+                         [("0", b"\0" * 8)])
+
+
+def test_a_damaged_member_is_the_readers_error(tmp_path):
+    data = bytearray(one_tensor_archive(tmp_path).read_bytes())
+    data[data.find(b"collections") + 2] ^= 0xFF          # CRC no longer matches: zipfile.BadZipFile
+    (tmp_path / "crc.bin").write_bytes(bytes(data))
+    with pytest.raises(ModelFormatError, match="damaged archive member"):
+        load_torch_state_dict(tmp_path / "crc.bin")
+
+
+def test_a_member_name_that_is_not_utf8_or_a_negative_offset_is_refused(tmp_path):
+    data = one_tensor_archive(tmp_path).read_bytes()
+    central = data.rfind(b"PK\x01\x02")                  # the central entry of the last member
+    flags_at, name_at, offset_at = central + 8, central + 46, central + 42
+    bad_name = bytearray(data)
+    bad_name[flags_at:flags_at + 2] = struct.pack("<H", 0x800)  # "names are UTF-8"...
+    bad_name[name_at] = 0xE5                                    # ...but this is not
+    negative = bytearray(data)
+    eocd = data.rfind(b"PK\x05\x06")
+    negative[eocd + 16:eocd + 20] = struct.pack("<I", struct.unpack_from("<I", data, eocd + 16)[0] + 50)
+    for i, damaged in enumerate((bad_name, negative)):
+        path = tmp_path / f"bad{i}.bin"
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(ModelFormatError):
+            load_torch_state_dict(path)
+
+
+def rezip_with_pickle(src, dst, pickle_bytes: bytes):
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(dst, "w") as out:
+        for info in z.infolist():
+            out.writestr(info.filename, pickle_bytes if info.filename.endswith("data.pkl") else z.read(info))
+    return dst
+
+
+@pytest.mark.parametrize("opcode", [
+    pickle.BINBYTES8 + struct.pack("<Q", 8_189_235_493_671_214_705),     # MemoryError before
+    pickle.BINBYTES + struct.pack("<I", 3_392_296_302),                  # 3.2 GiB allocated before
+    pickle.EMPTY_DICT + pickle.LONG_BINPUT + struct.pack("<I", 40_388_465),   # a 600 MiB memo table
+])
+def test_pickle_lengths_and_memo_indices_are_checked_before_anything_is_allocated(tmp_path, opcode):
+    src = one_tensor_archive(tmp_path)
+    path = rezip_with_pickle(src, tmp_path / "big.bin", pickle.PROTO + b"\x04" + opcode + pickle.STOP)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFormatError, match="damaged pickle"):
+            load_torch_state_dict(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+
+
+def test_a_view_with_more_elements_than_the_archive_has_bytes_is_refused(tmp_path):
+    # stride 0 repeats one element: bounds-checked, yet copying it would allocate 2^40 floats
+    path = one_tensor_archive(tmp_path, size=(1 << 20, 1 << 20), stride=(0, 0), stype="BFloat16Storage")
+    with pytest.raises(ModelFormatError, match="more than the .*-byte archive could hold"):
+        load_torch_state_dict(path)
+    path = one_tensor_archive(tmp_path, size=(1, 2), stride=(0, 1))      # expand((1, -1)) as torch saves it
+    assert load_torch_state_dict(path)["t"].shape == (1, 2)
+
+
+# -- the manifest, the catalog and its cache ------------------------------------------------------
+
+@pytest.mark.parametrize("record", [
+    {"origin": 0}, {"size": "12"}, {"size": -1}, {"tokenizer": math.nan}, {"id": 7},
+    {"file": "../../home/user/thesis.odt"}, {"file": "/etc/passwd"},    # `remove` would delete them
+])
+def test_a_manifest_record_of_the_wrong_types_makes_it_unreadable_and_moved_aside(tmp_path, record):
+    from app.models.manifest import Manifest
+    good = {"id": "m", "file": "m.bin", "sha256": "a" * 64, "size": 1, "origin": "import", "source": "/x",
+            "verified_against": "nothing"}
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps({"format": 1, "models": [dict(good, **record)]}))
+    manifest = Manifest.load(path)
+    assert manifest.models == {} and "could not be read" in manifest.warnings[0]
+    assert len(list(tmp_path.glob("manifest.json.unreadable-*"))) == 1       # kept, not lost
+
+
+def test_a_deeply_nested_manifest_is_moved_aside(tmp_path):
+    from app.models.manifest import Manifest
+    (tmp_path / "manifest.json").write_text(DEEP_JSON)
+    assert Manifest.load(tmp_path / "manifest.json").warnings
+
+
+@pytest.mark.parametrize("listing", [
+    {"files": {"x": {"size": math.nan}}}, {"files": {"x": {"size": "1"}}}, {"files": {"x": {"sha256": 5}}},
+    {"files": 5}, [], "text", {"files": {"x": [1]}},
+])
+def test_a_damaged_catalog_cache_is_ignored(tmp_path, listing):
+    from app.models.catalog import SHIPPED_CATALOG, Catalog
+    doc = json.loads(SHIPPED_CATALOG.read_text())
+    cache = tmp_path / "catalog-hub.json"
+    entry = doc["entries"][0]
+    if isinstance(listing, dict) and isinstance(listing.get("files"), dict):
+        listing = {"files": {entry["path"]: v for v in listing["files"].values()}}
+    cache.write_text(json.dumps({"listings": {f"{entry['repo']}@{entry['revision']}": listing}}))
+    catalog = Catalog.load(cache=cache)
+    first = catalog.get(entry["id"])
+    assert first.size is None and first.facts_from == "shipped"
+    json.dumps([e.to_dict() for e in catalog], allow_nan=False)
+    cache.write_text(DEEP_JSON)
+    assert len(Catalog.load(cache=cache)) == len(catalog)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda doc: doc["entries"][0].update(id=7), lambda doc: doc["entries"][0].update(path="\ud800"),
+    lambda doc: doc["entries"][0].update(qnt_version=math.inf), lambda doc: doc["models"]["pythia-70m-deduped"].update(n_embd=math.inf),
+    lambda doc: doc["discover"][0].update(folder=3), lambda doc: doc.clear() or doc.update(entries=[]),
+])
+def test_a_damaged_shipped_catalog_is_a_catalog_error(tmp_path, damage):
+    from app.models.catalog import SHIPPED_CATALOG, Catalog, CatalogError
+    doc = json.loads(SHIPPED_CATALOG.read_text())
+    damage(doc)
+    shipped = tmp_path / "catalog.json"
+    shipped.write_text(json.dumps(doc), encoding="utf-8", errors="surrogatepass")
+    with pytest.raises(CatalogError):
+        Catalog.load(shipped, cache=tmp_path / "none.json")
+    shipped.write_text(DEEP_JSON)
+    with pytest.raises(CatalogError, match="nested too deeply"):
+        Catalog.load(shipped, cache=tmp_path / "none.json")
+
+
+# -- the autosave ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("saved_at", ["1e400", "NaN", "-5", "99999999999999", "true"])
+def test_an_autosave_with_an_impossible_time_is_still_recovered(tmp_path, saved_at):
+    from app.autosave import find_recovery
+    path = tmp_path / "story.json"
+    path.write_text('{"format": "neox-writer-autosave", "version": 1, "saved_at": %s, "story_path": null, '
+                    '"story": {"format": "neox-writer-story", "version": 1, "text": "Hello"}}' % saved_at)
+    recovery = find_recovery(path)
+    assert recovery.story.text == "Hello" and recovery.saved_at == os.path.getmtime(path)
+    assert "Recover" in recovery.describe()
+    path.write_text(DEEP_JSON)
+    assert find_recovery(path) is None
