@@ -32,6 +32,7 @@ STORY_FORMAT = "neox-writer-story"
 STORY_VERSION = 2
 MAX_STORY_FILE_BYTES = 256 * 1024 * 1024   # a story file larger than this is not one of ours
 MAX_HISTORY = 200                          # undo steps kept in memory
+MAX_AUTHORS_NOTE_DEPTH = 1_000_000         # tokens
 
 
 class StoryFormatError(ValueError):
@@ -353,8 +354,8 @@ class Story:
         cf = _Fields(chat, path, "chat.")
         story = cls(
             title=f.str("title"), memory=f.str("memory"), authors_note=f.str("authors_note"),
-            authors_note_depth=f.int("authors_note_depth", 80, 0, 1_000_000),
-            sampler=f.obj("sampler"), stop_sequences=f.str_list("stop_sequences"),
+            authors_note_depth=f.int("authors_note_depth", 80, 0, MAX_AUTHORS_NOTE_DEPTH),
+            sampler=_sane_sampler(f.obj("sampler")), stop_sequences=f.str_list("stop_sequences"),
             model_id=f.str("model_id"), mode=f.choice("mode", ("story", "chat"), "story"),
             chat_template=cf.str("template"), user_name=cf.str("user_name", "You"),
             bot_name=cf.str("bot_name", "Bot"), show_probabilities=f.bool("show_probabilities"),
@@ -383,7 +384,8 @@ class Story:
         """A Kobold Lite save of the current path: the first passage is the prompt, each later one an
         action. Fields kept from an imported Lite save come back as they were."""
         pieces = [p.text for p in self.tree.path() if p.text]
-        saved = dict(self.kobold_lite.get("savedsettings") or {})
+        kept = self.kobold_lite.get("savedsettings")
+        saved = dict(kept) if isinstance(kept, dict) else {}
         saved.update({k: self.sampler[src] for k, src in _KOBOLD_SETTINGS.items() if src in self.sampler})
         if "order" in self.sampler:
             ids = {name: i for i, name in KOBOLD_SAMPLER_IDS.items()}
@@ -430,6 +432,7 @@ class Story:
                     kobold_lite={k: v for k, v in data.items() if k not in _KOBOLD_MODELLED})
         anotestr = _number(data.get("anotestr"))
         if anotestr is not None and anotestr >= 0:
+            anotestr = min(anotestr, MAX_AUTHORS_NOTE_DEPTH * CHARS_PER_TOKEN)    # (a huge int cannot be divided)
             story.authors_note_depth = max(1, round(anotestr / CHARS_PER_TOKEN))
         for action in _kobold_actions(data.get("actions"), path):
             if action:
@@ -442,7 +445,7 @@ class Story:
                                                    extra))
         story.stop_sequences = _lite_list(data.get("extrastopseq"))
         saved = data.get("savedsettings")
-        story.sampler = _kobold_sampler(saved if isinstance(saved, dict) else {}, data)
+        story.sampler = _sane_sampler(_kobold_sampler(saved if isinstance(saved, dict) else {}, data))
         if isinstance(saved, dict):
             _kobold_mode(story, saved)
         story.history = History(story.snapshot("open"))
@@ -515,9 +518,35 @@ def _number(value):
             value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
         except ValueError:
             return None
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return value
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+        return value        # (math.isfinite of an int beyond the float range raises OverflowError)
     return None
+
+
+# The sampler settings of a story whose values have a known shape; every other one must be a
+# plain value (the sampling panel and the Kobold export take them as they are).
+_SAMPLER_LISTS = ("order", "banned_phrases", "dry_sequence_breakers")
+
+
+def _sane_sampler(sampler: dict) -> dict:
+    """The settings of a story's "sampler" object that are usable: finite numbers within the int64
+    range, true/false, text, lists of text for the list settings and a token -> bias map for
+    logit_bias. Others are dropped (a setting is not the story: the panel shows its default)."""
+    def plain(v):
+        if isinstance(v, (bool, str)):
+            return True
+        return (isinstance(v, int) and -2 ** 63 <= v < 2 ** 63) or (isinstance(v, float) and math.isfinite(v))
+    out = {}
+    for key, value in sampler.items():
+        if key in _SAMPLER_LISTS:
+            ok = isinstance(value, list) and all(isinstance(x, str) for x in value)
+        elif key == "logit_bias":
+            ok = isinstance(value, dict) and all(plain(v) and not isinstance(v, (bool, str)) for v in value.values())
+        else:
+            ok = plain(value)
+        if ok:
+            out[key] = value
+    return out
 
 
 def _lite_list(value) -> list[str]:
@@ -869,11 +898,48 @@ def read_json_file(path) -> object:
     except OSError as e:
         raise StoryFormatError(path, f"cannot read: {e.strerror or e}") from e
     try:
-        return json.loads(raw.decode("utf-8"))
+        doc = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise StoryFormatError(path, f"not UTF-8 text (byte {e.start})") from e
     except json.JSONDecodeError as e:
         raise StoryFormatError(path, f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+    except ValueError as e:        # an integer of more than 4300 digits
+        raise StoryFormatError(path, f"not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise StoryFormatError(path, "not a story: its JSON is nested too deeply") from e
+    if _SURROGATE_ESCAPE.search(raw):
+        doc = _without_lone_surrogates(doc)
+    return doc
+
+
+# JSON may spell half of a UTF-16 surrogate pair alone ("\ud800"; JavaScript strings allow it, so a
+# Kobold Lite save can hold one). Python keeps it in the str, and no UTF-8 file can: the story could
+# not be saved again. Each becomes U+FFFD, as any UTF-8 decoder does with an invalid sequence.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(doc):
+    """The document with every lone surrogate in its strings (keys too) replaced by U+FFFD."""
+    def fix(value):
+        return _LONE_SURROGATE.sub("\ufffd", value) if isinstance(value, str) else value
+    root = [doc]
+    stack = [root]          # containers whose items to fix (a loop: a parsed document can nest ~1000 deep)
+    while stack:
+        container = stack.pop()
+        if isinstance(container, list):
+            for i, item in enumerate(container):
+                container[i] = fix(item)
+                if isinstance(item, (list, dict)):
+                    stack.append(item)
+        else:
+            items = [(fix(k), v) for k, v in container.items()]
+            container.clear()
+            for k, v in items:
+                container[k] = fix(v)
+                if isinstance(v, (list, dict)):
+                    stack.append(v)
+    return root[0]
 
 
 def load_story(path) -> Story:

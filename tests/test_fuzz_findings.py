@@ -202,7 +202,7 @@ def test_a_view_with_more_elements_than_the_archive_has_bytes_is_refused(tmp_pat
 # -- the manifest, the catalog and its cache ------------------------------------------------------
 
 @pytest.mark.parametrize("record", [
-    {"origin": 0}, {"size": "12"}, {"size": -1}, {"tokenizer": math.nan}, {"id": 7},
+    {"origin": 0}, {"size": "12"}, {"size": -1}, {"tokenizer": math.nan}, {"id": 7}, {"source_sha256": {"a": 1}},
     {"file": "../../home/user/thesis.odt"}, {"file": "/etc/passwd"},    # `remove` would delete them
 ])
 def test_a_manifest_record_of_the_wrong_types_makes_it_unreadable_and_moved_aside(tmp_path, record):
@@ -214,6 +214,12 @@ def test_a_manifest_record_of_the_wrong_types_makes_it_unreadable_and_moved_asid
     manifest = Manifest.load(path)
     assert manifest.models == {} and "could not be read" in manifest.warnings[0]
     assert len(list(tmp_path.glob("manifest.json.unreadable-*"))) == 1       # kept, not lost
+
+
+def test_every_manifest_field_has_a_type_check():
+    from dataclasses import fields
+    from app.models.manifest import FIELD_CHECKS, InstalledModel
+    assert {f.type for f in fields(InstalledModel)} <= set(FIELD_CHECKS)
 
 
 def test_a_deeply_nested_manifest_is_moved_aside(tmp_path):
@@ -273,3 +279,74 @@ def test_an_autosave_with_an_impossible_time_is_still_recovered(tmp_path, saved_
     assert "Recover" in recovery.describe()
     path.write_text(DEEP_JSON)
     assert find_recovery(path) is None
+
+
+# -- stories --------------------------------------------------------------------------------------
+
+def load_text(tmp_path, text: str):
+    from app.story import load_story
+    path = tmp_path / "story.json"
+    path.write_text(text, encoding="utf-8")
+    return load_story(path)
+
+
+def saves_and_loads_back(story):
+    from app.story import Story, kobold_bytes, story_bytes
+    native = story_bytes(story)
+    assert story_bytes(Story.from_json(json.loads(native))) == native
+    json.loads(kobold_bytes(story))
+
+
+@pytest.mark.parametrize("text, message", [
+    (DEEP_JSON, "nested too deeply"),                                           # RecursionError
+    ('{"prompt": "a", "anotestr": %s}' % ("9" * 5000), "not valid JSON"),      # ValueError, not a StoryFormatError
+])
+def test_story_files_json_cannot_parse_are_the_readers_error(tmp_path, text, message):
+    from app.story import StoryFormatError
+    with pytest.raises(StoryFormatError, match=message):
+        load_text(tmp_path, text)
+
+
+@pytest.mark.parametrize("anotestr", ["1" + "0" * 400, "1e400", '"1e999"', "536870912"])
+def test_a_kobold_authors_note_depth_beyond_reason_is_clamped(tmp_path, anotestr):
+    # before: OverflowError (a huge int divided, round(inf)), or a depth the native reader then refused
+    story = load_text(tmp_path, '{"prompt": "Once", "anotestr": %s}' % anotestr)
+    assert 1 <= story.authors_note_depth <= 1_000_000 or anotestr in ("1e400", '"1e999"')
+    saves_and_loads_back(story)
+
+
+def test_huge_kobold_settings_do_not_overflow(tmp_path):
+    # math.isfinite(10**30 ... 10**400) raised OverflowError; such settings are dropped
+    story = load_text(tmp_path, '{"prompt": "Once", "savedsettings": {"top_k": 0, "typ_s": 1%s, "temperature": 1%s}}'
+                      % ("0" * 30, "0" * 400))
+    assert story.sampler == {"top_k": 0}
+    saves_and_loads_back(story)
+
+
+def test_kept_kobold_fields_of_the_wrong_type_do_not_break_the_export(tmp_path):
+    # an imported Lite save's "savedsettings" is kept as it was; a non-object broke to_kobold()
+    for saved in ("5", "true", "[1]", '"x"'):
+        story = load_text(tmp_path, '{"format": "neox-writer-story", "version": 1, "kobold_lite": {"savedsettings": %s}}'
+                          % saved)
+        saves_and_loads_back(story)
+        story = load_text(tmp_path, '{"prompt": "a", "savedsettings": %s}' % saved)
+        saves_and_loads_back(story)
+
+
+def test_unusable_sampler_settings_of_a_native_story_are_dropped(tmp_path):
+    story = load_text(tmp_path, json.dumps({
+        "format": "neox-writer-story", "version": 1, "text": "Hi",
+        "sampler": {"temperature": 0.7, "top_k": 1e400, "order": [1, []], "banned_phrases": [3], "logit_bias": [],
+                    "typical": {"a": 1}, "seed": 2 ** 70, "min_p": None, "dry_sequence_breakers": ["\n"]}},
+        allow_nan=True).replace("1e+400", "1e400"))
+    assert story.sampler == {"temperature": 0.7, "dry_sequence_breakers": ["\n"]}
+    saves_and_loads_back(story)
+
+
+def test_a_lone_surrogate_becomes_a_replacement_character_so_the_story_saves_again(tmp_path):
+    # JSON (and JavaScript, so Kobold Lite) allows "\ud800" alone; no UTF-8 file can hold it
+    story = load_text(tmp_path, '{"prompt": "caf\\ud800e", "memory": "\\udc00", "actions": ["\\ud83d\\ude00 ok"],'
+                                ' "worldinfo": [{"key": "\\uDBFF", "content": "x"}]}')
+    assert story.text == "caf\ufffde\U0001F600 ok" and story.memory == "\ufffd"
+    assert story.world_info[0].keys == ["\ufffd"]
+    saves_and_loads_back(story)

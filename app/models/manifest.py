@@ -52,20 +52,35 @@ class InstalledModel:
             raise TypeError(f"a model record is a {type(doc).__name__}, not an object")
         values = {}
         for f in fields(cls):
-            if f.name not in doc:
-                continue
-            value = doc[f.name]
-            if f.type == "int":
-                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise ValueError(f"field {f.name!r} of a model record is {value!r:.40}, not a byte count")
-            elif not isinstance(value, str) and not (value is None and f.type == "str | None"):
-                raise ValueError(f"field {f.name!r} of a model record is {value!r:.40}, not text")
-            values[f.name] = value
+            if f.name in doc:
+                if not FIELD_CHECKS[f.type](doc[f.name]):
+                    raise ValueError(f"field {f.name!r} of a model record is {_show(doc[f.name])}, "
+                                     f"not {FIELD_MEANING[f.type]}")
+                values[f.name] = doc[f.name]
         file = values.get("file")
         if file is not None and (Path(file).name != file or file in ("", ".", "..")):
             # `remove` deletes this file: it must be a name inside the models folder, nothing else
             raise ValueError(f"field 'file' of a model record is {file!r:.80}, not a file name in the models folder")
         return cls(**values)
+
+
+# What a record's JSON values must be, by the annotation of the field (a test checks every field has one).
+FIELD_CHECKS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "str": lambda v: isinstance(v, str),
+    "str | None": lambda v: v is None or isinstance(v, str),
+    "dict[str, str] | None": lambda v: v is None or (isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(x, str) for k, x in v.items())),
+}
+FIELD_MEANING = {"int": "a byte count", "str": "text", "str | None": "text or null",
+                 "dict[str, str] | None": "an object of texts or null"}
+
+
+def _show(value) -> str:
+    try:
+        return repr(value)[:40]
+    except ValueError:      # an int too long to print
+        return "a huge number"
 
 
 def now_utc() -> str:

@@ -93,20 +93,36 @@ def write_safetensors_seeds(folder: Path, index_folder: Path) -> None:
 
 
 def write_story_seeds(folder: Path) -> None:
+    from app.passages import Token
     from app.story import ChatTurn, Story, WorldInfoEntry, kobold_bytes, story_bytes
-    story = Story(text="The lighthouse keeper woke at dawn. The sea was calm, and the gulls were quiet.",
-                  title="Lighthouse", memory="A keeper alone on an island.", authors_note="Keep it gentle.",
-                  authors_note_depth=40, sampler={"temperature": 0.7, "top_p": 0.9, "top_k": 40},
-                  stop_sequences=["\n\n", "THE END"], model_id="pythia-70m-deduped-q5_1")
+    story = Story(text="The lighthouse keeper woke at dawn.", title="Lighthouse", memory="A keeper alone on an island.",
+                  authors_note="Keep it gentle.", authors_note_depth=40,
+                  sampler={"temperature": 0.7, "top_p": 0.9, "top_k": 40}, stop_sequences=["\n\n", "THE END"],
+                  model_id="pythia-70m-deduped-q5_1")
     story.world_info.append(WorldInfoEntry(["keeper", "lighthouse"], "The keeper is called Ada.", False, "who"))
     story.world_info.append(WorldInfoEntry([], "It is winter.", True, ""))
-    story.add_generation(35, " The sea was calm,", seed=1234, model="pythia")
-    story.add_generation(53, " and the gulls were quiet.", seed=None)
+    root = story.tree.current
+    first = story.add_generation(" The sea was calm,", seed=1234, model="pythia", tokens=[
+        Token(" The", 510, 0.5), Token(" sea", 3150, 0.25), Token(" was", 369, 0.9), Token(" calm,", 11874, 0.01)])
+    story.add_generation(" and the gulls were quiet.", seed=None)
+    story.add_generation(" A storm was coming.", parent=root, go=False)          # a sibling branch
+    story.branch_with_token(40, " wind", 5181, 0.125)                             # an alternative token
+    story.checkpoint("generation")
+    assert first.id != root
     (folder / "native-story.json").write_bytes(story_bytes(story))
     (folder / "kobold-lite.json").write_bytes(kobold_bytes(story))
     chat = Story(mode="chat", chat_template="chatml", user_name="Ann", bot_name="Ray", title="Chat")
-    chat.chat_turns += [ChatTurn("user", "Hello there."), ChatTurn("bot", "Hi! How can I help?")]
+    chat.chat_turns = [ChatTurn("user", "Hello there."), ChatTurn("bot", "Hi! How can I help?")]
+    chat.chat_turns = [ChatTurn("user", "Hello there."), ChatTurn("bot", "Hello, Ann.")]     # a regenerated turn
     (folder / "native-chat.json").write_bytes(story_bytes(chat))
+    # a version 1 file, as NeoX Writer wrote them before the tree (still opened, as one branch)
+    (folder / "native-v1.json").write_text(json.dumps({
+        "format": "neox-writer-story", "version": 1, "title": "Old", "text": "Once there was a fox. It ran.",
+        "generations": [{"start": 21, "text": " It ran.", "seed": 7, "model": "pythia"}], "memory": "",
+        "authors_note": "", "authors_note_depth": 80, "world_info": [], "sampler": {"temperature": 1.0},
+        "stop_sequences": [], "model_id": "", "mode": "story",
+        "chat": {"template": "", "user_name": "You", "bot_name": "Bot", "turns": [{"role": "user", "text": "hi"}]},
+    }, indent=1))
     # KoboldAI United: actions nested with per-action metadata
     (folder / "koboldai-united.json").write_text(json.dumps({
         "prompt": "Once upon a time", "memory": "", "authorsnote": "", "anotestr": 320,
@@ -125,8 +141,8 @@ def write_story_seeds(folder: Path) -> None:
 def write_autosave_seed(folder: Path) -> None:
     from app.autosave import autosave_bytes
     from app.story import Story
-    story = Story(text="Unsaved words, written just before the crash.", title="Draft")
-    story.add_generation(6, " words,")
+    story = Story(text="Unsaved", title="Draft")
+    story.add_generation(" words, written just before the crash.", seed=3)
     record = json.loads(autosave_bytes(story, "/home/user/stories/draft.json"))
     record["saved_at"] = 1767225600.0            # a fixed time, so the corpus is the same on every run
     (folder / "story.json").write_text(json.dumps(record, ensure_ascii=False))

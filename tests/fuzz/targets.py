@@ -361,13 +361,11 @@ class ManifestTarget(Target):
 
     def use(self, manifest, path, ch):
         from dataclasses import fields
-        from app.models.manifest import InstalledModel, Manifest
+        from app.models.manifest import FIELD_CHECKS, InstalledModel, Manifest
         for record in manifest.models.values():
             for f in fields(InstalledModel):
-                value = getattr(record, f.name)
-                allowed = (int,) if f.type == "int" else (str,) if f.type == "str" else (str, type(None))
-                assert isinstance(value, allowed) and not isinstance(value, bool), (f.name, value)
-            manifest.file_path(record)
+                assert FIELD_CHECKS[f.type](getattr(record, f.name)), (f.name, getattr(record, f.name))
+            assert manifest.file_path(record).parent == manifest.path.parent
         manifest.save()
         again = Manifest.load(manifest.path)
         assert again.models == manifest.models and not again.warnings
