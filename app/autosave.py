@@ -66,6 +66,18 @@ def write_atomic(path, data: bytes) -> None:
             pass
 
 
+def save_file(path, data: bytes, obsoletes=None) -> None:
+    """`write_atomic`, then delete `obsoletes` (the autosave a save makes unneeded) only once the
+    new file is in place: killed at any moment, this leaves the story's old or new file and, until
+    the new one is complete, the autosave."""
+    write_atomic(path, data)
+    if obsoletes is not None:
+        try:
+            os.unlink(obsoletes)
+        except OSError:
+            pass            # already gone, or not removable: a stale autosave only asks once
+
+
 class FileWriter(QObject):
     """Writes files atomically on one background thread; results come back as queued signals."""
 
@@ -81,11 +93,12 @@ class FileWriter(QObject):
         self._pending = 0
         self._lock = threading.Lock()
 
-    def write(self, path, data: bytes) -> None:
-        """Queue a write; returns at once."""
+    def write(self, path, data: bytes, obsoletes=None) -> None:
+        """Queue a write; returns at once. `obsoletes` is a file the write makes unneeded (the
+        autosave of a story being saved): it is deleted after the write succeeds, and kept if it fails."""
         with self._lock:
             self._pending += 1
-        self._pool.submit(self._write, str(path), data)
+        self._pool.submit(self._write, str(path), data, None if obsoletes is None else str(obsoletes))
 
     def remove(self, path) -> None:
         """Queue a delete (after any queued writes, so a late autosave cannot resurrect it)."""
@@ -93,9 +106,9 @@ class FileWriter(QObject):
             self._pending += 1
         self._pool.submit(self._remove, str(path))
 
-    def _write(self, path: str, data: bytes) -> None:
+    def _write(self, path: str, data: bytes, obsoletes: str | None = None) -> None:
         try:
-            write_atomic(path, data)
+            save_file(path, data, obsoletes)
         except OSError as e:
             self._finished.emit(path, f"{path}: {e.strerror or e}")
         else:

@@ -252,13 +252,13 @@ class StoryDocument(QObject):
         self.opened.emit(path)
 
     def save_to(self, path) -> None:
-        """Write the story atomically on the writer thread; the autosave is then obsolete."""
+        """Write the story atomically on the writer thread; once it is written the autosave is
+        obsolete (if the write fails, the autosave stays and `on_writer_failed` says so)."""
         path = str(path)
         self.collect(self.story)
         self.path = path
-        self.writer.write(path, story_bytes(self.story))
+        self.writer.write(path, story_bytes(self.story), obsoletes=autosave_path())
         self.story.mark_saved()
-        self.writer.remove(autosave_path())
         self.dirty = self.autosave_due = False
         self.dirtyChanged.emit(False)
         self.saved.emit(path)
@@ -269,9 +269,16 @@ class StoryDocument(QObject):
         self.writer.write(str(path), EXPORTERS[kind](self.story))
 
     def on_writer_failed(self, path: str, message: str) -> None:
-        self.problem.emit("Could not write a file", message)
-        if path == self.path:
-            self.mark_changed()
+        """A write failed (a full disk, a read-only folder): the file on disk is as it was, since
+        writes replace files whole. A failed save leaves the story unsaved, and autosaved now."""
+        if path != self.path:
+            self.problem.emit("Could not write a file", message)
+            return
+        self.problem.emit("Could not save the story",
+                          f"{message}\n\nThe story is still open here with all its changes, and the file on "
+                          "disk is unchanged. Free some space, or save it somewhere else (Save As).")
+        self.mark_changed()
+        self.autosave_now()
 
     def title(self) -> str:
         name = Path(self.path).name if self.path else (self.story.title or "Untitled")
