@@ -16,11 +16,12 @@ OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 class ApiError(Exception):
     """A refused request: HTTP status and a message that says what to change."""
 
-    def __init__(self, status: int, message: str, param: str | None = None):
+    def __init__(self, status: int, message: str, param: str | None = None, headers: dict | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
+        self.headers = headers or {}     # extra reply headers (Retry-After on a busy 503)
 
     def kobold_body(self) -> dict:
         detail = {"msg": self.message, "type": KOBOLD_TYPES.get(self.status, "server_error")}
@@ -37,5 +38,9 @@ def unauthorized() -> ApiError:
     return ApiError(401, "Authentication key is missing or invalid.")
 
 
+RETRY_AFTER_SECONDS = 1
+
+
 def busy() -> ApiError:
-    return ApiError(503, "Server is busy; please try again later.")
+    return ApiError(503, "Server is busy; please try again later.",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 
+from app.sampler_rows import MAX_SEED, SAMPLER_RANGES
 from app.server.errors import ApiError
 from app.server.request import GenerationRequest
 from engine.errors import SettingsError
@@ -34,13 +35,35 @@ UNSUPPORTED = {
 }
 
 
+# What a request may set each numeric sampler field to: what the app's sampling panel allows
+# (app/sampler_rows.py), so that no client gets a generation the app itself could not ask for
+# (a temperature of 1e9 was accepted before). Aliases share their setting's range; the penalties
+# the panel has no row for take OpenAI's documented range; -1 means "the whole context" in the
+# llama.cpp fields (and in dry_penalty_last_n, as there).
+FIELD_RANGES = {
+    **SAMPLER_RANGES,
+    "repeat_penalty": SAMPLER_RANGES["rep_pen"], "repetition_penalty": SAMPLER_RANGES["rep_pen"],
+    "dynatemp_low": SAMPLER_RANGES["temperature"], "dynatemp_high": SAMPLER_RANGES["temperature"],
+    "tfs_z": SAMPLER_RANGES["tfs"], "typical_p": SAMPLER_RANGES["typical"],
+    "repeat_last_n": (-1, SAMPLER_RANGES["rep_pen_range"][1]),
+    "dry_penalty_last_n": (-1, SAMPLER_RANGES["dry_penalty_last_n"][1]),
+    "presence_penalty": (-2.0, 2.0), "frequency_penalty": (-2.0, 2.0),
+    "seed": (-1, MAX_SEED), "sampler_seed": (-1, MAX_SEED),
+}
+
+
 def number(body: dict, name: str, default, *, integer: bool = False):
-    """A numeric field (or its default), refusing strings, booleans and non-finite values."""
+    """A numeric field (or its default), refusing strings, booleans, non-finite values and, for the
+    sampler fields, values outside FIELD_RANGES (a 400 naming the field, KoboldCpp's shape)."""
     value = body.get(name)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ApiError(400, f"{name} must be a number, got {value!r}", name)
+        raise ApiError(400, f"{name} must be a number, got {value!r:.60}", name)
+    if name in FIELD_RANGES:
+        low, high = FIELD_RANGES[name]
+        if not low <= value <= high:
+            raise ApiError(400, f"{name} must be between {low:g} and {high:g}, got {value!r:.60}", name)
     if integer:
         if value != int(value):
             raise ApiError(400, f"{name} must be an integer, got {value!r}", name)

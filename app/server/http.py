@@ -9,11 +9,20 @@ wait for events and write them out.
 Every request passes, in order: the Host check (DNS rebinding), the CORS origin check, route
 lookup, the API key (on generating and counting endpoints), the body size cap and JSON
 parsing. Errors are answered in KoboldCpp's shape under /api/ and OpenAI's under /v1/.
+
+Every connection gets an answer (issue 16): the listen backlog is deep enough that a burst of
+clients is queued rather than reset; at most `max_connections` are served at once, and one more
+is answered 503 with Retry-After at once by the `ConnectionGuard` (which reads what the client
+sent before closing, so the client reads the 503 rather than a reset); a client that has not
+sent a whole request header within `header_timeout` seconds of connecting (or of its previous
+reply) is dropped.
 """
 from __future__ import annotations
 
 import json
 import logging
+import selectors
+import socket
 import sys
 import threading
 import time
@@ -22,7 +31,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from app.server import kobold, llamacpp, openai_api
-from app.server.errors import ApiError, unauthorized
+from app.server.errors import RETRY_AFTER_SECONDS, ApiError, unauthorized
 from app.server.queue import GenerationQueue
 from app.server.request import PromptWindow
 from app.server.routing import Router
@@ -48,6 +57,8 @@ class ServerConfig:
     max_length: int = 1024           # cap on tokens generated per candidate
     max_n: int = 8                   # cap on OpenAI's n
     queue_depth: int = 6
+    max_connections: int = 64        # served at once; one more is answered 503 at once
+    header_timeout: float = 10.0     # seconds a client has to send a request's whole header
 
     def validate(self) -> None:
         if not is_loopback(self.host) and not self.api_key:
@@ -188,6 +199,20 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- the pipeline -------------------------------------------------------------------------
 
+    def handle_one_request(self):
+        # the header must be complete within header_timeout of now: the guard drops the
+        # connection otherwise (a per-read timeout would let a byte every few seconds through)
+        self.server.guard.expect_header(self.connection, self.server.api.config.header_timeout)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.guard.header_done(self.connection)
+
+    def parse_request(self):
+        ok = super().parse_request()      # the request line and the headers are read now
+        self.server.guard.header_done(self.connection)
+        return ok
+
     def dispatch(self, method: str) -> None:
         api: ApiServer = self.server.api
         self._headers_sent = False         # per request, not per connection
@@ -299,7 +324,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         body = error.kobold_body() if self.kobold_dialect else error.openai_body()
-        self.send_json(body, error.status)
+        self.send_json(body, error.status, error.headers)
 
     def send_response(self, code, message=None):
         self._headers_sent = True
@@ -319,11 +344,157 @@ def parse_json(raw: bytes) -> dict:
     return body
 
 
+BUSY_REPLY = json.dumps({
+    "detail": {"msg": "Server is busy (too many connections); please try again later.", "type": "service_unavailable"},
+    "error": {"message": "Server is busy (too many connections); please try again later.",
+              "type": "unavailable_error", "param": None, "code": 503},
+}).encode()
+
+
+class ConnectionGuard:
+    """One thread that answers the connections over the cap and drops slow headers.
+
+    Over the cap, a connection is answered 503 (both APIs' error shapes, Retry-After) without
+    waiting for its request; then what the client sends is read and discarded until it closes
+    or `DRAIN_SECONDS` pass, because closing a socket with unread data sends a reset, which
+    the client would see instead of the 503. Header deadlines are kept here too: a connection
+    still reading its header at its deadline is shut down, which ends its handler's read.
+    """
+
+    DRAIN_SECONDS = 2.0
+    TICK = 0.1
+
+    def __init__(self):
+        self._selector = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._refused: list[socket.socket] = []          # handed over, not yet registered
+        self._draining: dict[socket.socket, float] = {}  # socket -> when to give up reading
+        self._deadlines: dict[socket.socket, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="neox-server-guard", daemon=True)
+        self._thread.start()
+
+    def refuse(self, sock: socket.socket) -> None:
+        """Answer 503 at once and close after the client's request was read (from the accept loop)."""
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(BUSY_REPLY)}\r\nRetry-After: {RETRY_AFTER_SECONDS}\r\n"
+                f"Connection: close\r\n\r\n").encode()
+        try:
+            sock.setblocking(False)
+            sock.send(head + BUSY_REPLY)      # a few hundred bytes: the socket buffer takes them
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        with self._lock:
+            self._refused.append(sock)
+
+    def expect_header(self, sock: socket.socket, seconds: float) -> None:
+        with self._lock:
+            self._deadlines[sock] = time.monotonic() + seconds
+
+    def header_done(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._deadlines.pop(sock, None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                refused, self._refused = self._refused, []
+                now = time.monotonic()
+                late = [s for s, t in self._deadlines.items() if t <= now]
+                for s in late:
+                    del self._deadlines[s]
+            for sock in refused:
+                self._draining[sock] = now + self.DRAIN_SECONDS
+                self._selector.register(sock, selectors.EVENT_READ)
+            for sock in late:
+                log.info("dropped a connection that sent no whole request header in time")
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            if self._draining:
+                for key, _ in self._selector.select(timeout=self.TICK):
+                    try:
+                        data = key.fileobj.recv(65536)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:
+                        data = b""
+                    if not data:
+                        self._close(key.fileobj)
+            else:
+                self._stop.wait(self.TICK)
+            now = time.monotonic()
+            for sock in [s for s, t in self._draining.items() if t <= now]:
+                self._close(sock)
+        for sock in list(self._draining):
+            self._close(sock)
+
+    def _close(self, sock) -> None:
+        self._draining.pop(sock, None)
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
+
+
 class QuietHTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that logs a client dropping its connection as one line: a
-    disconnect is ordinary for a browser, not a server fault worth a traceback."""
+    """ThreadingHTTPServer that serves at most `max_connections` at once (one more is refused
+    by the guard), keeps a deep listen backlog, and logs a client dropping its connection as one
+    line: a disconnect is ordinary for a browser, not a server fault worth a traceback."""
 
     daemon_threads = True
+    # The standard library listens with a backlog of 5: a burst of clients overflowed it and
+    # connections were reset unanswered. The kernel caps this at net.core.somaxconn.
+    request_queue_size = 1024
+    max_connections = 64
+
+    def __init__(self, *args, **kwargs):
+        self.guard = ConnectionGuard()
+        self._active = 0
+        self._active_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address):
+        with self._active_lock:
+            full = self._active >= self.max_connections
+            if not full:
+                self._active += 1
+        if full:
+            self.guard.refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.guard.header_done(request)
+            self._release()
+
+    def _release(self) -> None:
+        with self._active_lock:
+            self._active -= 1
+
+    @property
+    def active_connections(self) -> int:
+        with self._active_lock:
+            return self._active
+
+    def server_close(self):
+        super().server_close()
+        self.guard.stop()
 
     def handle_error(self, request, client_address):
         error = sys.exc_info()[1]
@@ -374,6 +545,7 @@ class ApiServer:
                 address_family = socket.AF_INET6
             server_class = V6Server
         self._httpd = server_class((self.config.host, int(self.config.port)), Handler)
+        self._httpd.max_connections = self.config.max_connections
         self._httpd.api = self
         self.queue = GenerationQueue(self.worker, depth=self.config.queue_depth)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="neox-server-http", daemon=True)

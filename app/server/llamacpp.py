@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from app.server.candidates import EventStream, collect, submit
 from app.server.errors import ApiError
-from app.server.generation_input import MAX_LOGPROBS, generation_request, number, token_ids
+from app.server.generation_input import FIELD_RANGES, MAX_LOGPROBS, generation_request, number, token_ids
 from app.server.request import ChoiceEvent
 from app.server.routing import Route
 
@@ -142,7 +142,7 @@ def _native_fields(ex) -> dict:
     native.update(temperature=get("temperature"), top_k=get("top_k"), top_p=get("top_p"), min_p=get("min_p"),
                   rep_pen=get("repeat_penalty"), tfs=get("tfs_z"), typical=get("typical_p"))
     last_n = number(body, "repeat_last_n", 64, integer=True)
-    native["rep_pen_range"] = ex.worker.n_ctx if last_n == -1 else max(0, last_n)
+    native["rep_pen_range"] = min(ex.worker.n_ctx, FIELD_RANGES["rep_pen_range"][1]) if last_n == -1 else max(0, last_n)
     dry_last_n = number(body, "dry_penalty_last_n", -1, integer=True)
     if dry_last_n == 0:
         native["dry_multiplier"] = 0       # llama.cpp: 0 switches DRY off, -1 is the whole context
