@@ -1,0 +1,99 @@
+"""The GUI thread keeps its frames while a fast model streams (issue 16): over a 400-token
+generation by a tiny model (several hundred tokens a second: 360-1080 measured here), a 5 ms
+timer in the GUI thread never waits more than 33 ms, two frames at 60 Hz.
+
+Where the time went: the GUI thread's own work per gap is at most ~4 ms (tokens reach it in
+batches, BATCH_SECONDS in app/chatllm.py); the rest was waiting, for the GIL (with Python's 5 ms
+switch interval, each of the several times a frame the GUI thread needs it back from the engine
+thread; app/chatllm.py now sets 1 ms) and for a processor.
+
+On a machine shared with other work the operating system may leave the GUI thread waiting for a
+processor although it is ready to run; that wait is not the program's doing, so where Linux
+reports it (/proc/<pid>/task/<tid>/schedstat: time spent runnable but waiting on the run queue)
+it is taken off each gap. On an idle machine it is zero and the gaps are the wall-clock ones.
+Waiting for the GIL (held by the engine thread) is a sleep, not a run-queue wait: it counts.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import QTimer  # noqa: E402
+
+from engine.ggml_writer import write_ggml  # noqa: E402
+from modelgen import TINY_FIXTURE, random_tensors, random_vocab  # noqa: E402
+from test_app_window import generate, home, window  # noqa: E402,F401  (fixtures)
+
+TOKENS = 400
+MAX_GAP = 0.033
+HPARAMS = dict(n_vocab=320, n_ctx=1024, n_embd=64, n_head=4, n_layer=2, n_rot=16, par_res=1)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):     # the model test_app_window's `window` fixture opens
+    """A tiny model with room for 400 new tokens that never ends early: its final layer norm
+    makes every position's output the same vector, against which end-of-text scores -100."""
+    folder = tmp_path_factory.mktemp("streaming")
+    tensors = random_tensors(HPARAMS, seed=5)
+    tensors["gpt_neox.final_layer_norm.weight"][:] = 0.0
+    out_bias = tensors["gpt_neox.final_layer_norm.bias"]
+    tensors["embed_out.weight"][0] = -100.0 * out_bias / float(out_bias @ out_bias)
+    path = folder / "streaming.bin"
+    write_ggml(path, HPARAMS, random_vocab(HPARAMS["n_vocab"]), tensors, ftype="f32")
+    shutil.copy(TINY_FIXTURE / "tokenizer.json", folder / "tokenizer.json")
+    return path
+
+
+def run_queue_wait() -> float:
+    """Seconds this thread has spent ready to run but waiting for a processor (0 where unknown)."""
+    try:
+        fields = Path(f"/proc/self/task/{threading.get_native_id()}/schedstat").read_text().split()
+        return int(fields[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def measure(qtbot, window, prompt: str) -> tuple[float, str]:
+    """One 400-token generation under a 5 ms timer: (the longest gap, a line describing the run)."""
+    gaps, walls, last = [], [], [None]
+
+    def tick():        # the first tick starts the clock: before it the test itself was busy
+        now, waited = time.perf_counter(), run_queue_wait()
+        if last[0] is not None:
+            walls.append(now - last[0][0])
+            gaps.append(walls[-1] - (waited - last[0][1]))
+        last[0] = (now, waited)
+    timer = QTimer(interval=5)
+    timer.timeout.connect(tick)
+    timer.start()
+    start = time.perf_counter()
+    before = len(window.document.story.text)
+    generate(qtbot, window, prompt, max_tokens=TOKENS, seed=7)
+    seconds = time.perf_counter() - start
+    timer.stop()
+    assert len(window.document.story.text) - before > TOKENS // 2      # it streamed to the end
+    assert len(gaps) >= 20
+    worst = [round(g * 1000, 1) for g in sorted(gaps)[-3:]]
+    return max(gaps), (f"{TOKENS} tokens in {seconds:.2f} s ({TOKENS / seconds:.0f} tok/s), {len(gaps)} ticks, "
+                       f"worst gaps {worst} ms ({max(walls) * 1000:.1f} ms by the wall clock)")
+
+
+def test_the_longest_event_loop_gap_over_a_400_token_generation_is_two_frames(qtbot, window):
+    # The best of up to three generations (the story grows with each: a longer document to lay
+    # out), as benchmarks here take the best of rounds: a stall of the program's own shows in
+    # every run, another process's burst of work in one.
+    runs = []
+    for _ in range(3):
+        longest, line = measure(qtbot, window, None if runs else "Once upon a time")
+        runs.append(line)
+        print(line)
+        if longest <= MAX_GAP:
+            return
+    pytest.fail("the GUI thread stalled longer than 33 ms in every run:\n" + "\n".join(runs))
