@@ -123,7 +123,7 @@ def test_a_temperature_of_1e9_is_refused_in_each_apis_shape(worker):
     with serving(worker) as server:
         status, _, body = request(server, "POST", "/api/v1/generate", {"prompt": "Hi", "temperature": 1e9})
         assert status == 400 and body["detail"]["type"] == "bad_input"
-        assert body["detail"]["msg"] == "temperature must be between 0 and 3, got 1000000000.0"
+        assert body["detail"]["msg"] == "temperature: must be between 0 and 3, got 1000000000.0"
         status, _, body = request(server, "POST", "/v1/completions", {"prompt": "Hi", "temperature": 1e9})
         assert status == 400 and body["error"]["param"] == "temperature"
         status, _, body = request(server, "POST", "/completion", {"prompt": "Hi", "repeat_last_n": 99999})

@@ -63,7 +63,7 @@ def number(body: dict, name: str, default, *, integer: bool = False):
     if name in FIELD_RANGES:
         low, high = FIELD_RANGES[name]
         if not low <= value <= high:
-            raise ApiError(400, f"{name} must be between {low:g} and {high:g}, got {value!r:.60}", name)
+            raise ApiError(400, f"{name}: must be between {low:g} and {high:g}, got {value!r:.60}", name)
     if integer:
         if value != int(value):
             raise ApiError(400, f"{name} must be an integer, got {value!r}", name)
