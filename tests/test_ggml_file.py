@@ -1,4 +1,8 @@
 """The reader on every layout and era, and the writer that makes those files."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -146,3 +150,26 @@ def test_quantize_command_matches_the_quantizer(tmp_path, weights):
         assert np.array_equal(t.data, quantize("q5_1", version, src_values))
         ln = "gpt_neox.layers.1.input_layernorm.bias"
         assert f.tensors[ln].type == "f32" and np.array_equal(f.tensors[ln].data, GGMLFile(src).tensors[ln].data)
+
+
+@pytest.mark.skipif(not hasattr(__import__("mmap"), "MADV_DONTNEED") or not os.path.exists("/proc/self/status"),
+                    reason="resident memory is read from /proc and released with madvise")
+def test_the_weight_check_leaves_the_file_out_of_resident_memory(tmp_path):
+    # The reader checks every weight through its mapping; touched file pages count as resident, so
+    # without releasing them a model's whole file stayed resident beside the backend's own copy.
+    path = tmp_path / "big-f16.bin"
+    hp = dict(DEFAULT_HPARAMS, n_embd=768, n_head=12, n_rot=16, n_layer=4)
+    write_ggml(path, hp, random_vocab(hp["n_vocab"]), random_tensors(hp), ftype=1)
+    size = path.stat().st_size
+    assert size > 50 * 2**20
+    script = ("import sys\n"
+              "from engine.ggml_file import GGMLFile\n"
+              "def rss():\n"
+              "    for line in open('/proc/self/status'):\n"
+              "        if line.startswith('VmRSS'): return int(line.split()[1]) * 1024\n"
+              "before = rss(); f = GGMLFile(sys.argv[1]); after = rss()\n"
+              "print(after - before)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    grown = int(proc.stdout.strip())
+    assert grown < size // 4, f"opening a {size >> 20} MiB file left {grown >> 20} MiB resident"
