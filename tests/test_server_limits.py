@@ -22,6 +22,17 @@ def worker(tmp_path_factory):
     return load_worker(tmp_path_factory.mktemp("limits"))
 
 
+def test_a_port_in_use_leaves_no_guard_thread(worker):
+    import threading
+    from app.server.http import ApiServer
+    with serving(worker) as server:
+        before = sum(t.name == "neox-server-guard" for t in threading.enumerate())
+        second = ApiServer(worker, ServerConfig(port=server.address[1]))
+        with pytest.raises(OSError):
+            second.start()
+        assert wait_until(lambda: sum(t.name == "neox-server-guard" for t in threading.enumerate()) == before)
+
+
 def test_the_defaults_are_the_issues():
     config = ServerConfig()
     assert config.max_connections == 64 and config.header_timeout == 10.0

@@ -460,7 +460,11 @@ class QuietHTTPServer(ThreadingHTTPServer):
         self.guard = ConnectionGuard()
         self._active = 0
         self._active_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            self.guard.stop()        # the port was taken (or the address bad): no thread left behind
+            raise
 
     def process_request(self, request, client_address):
         with self._active_lock:
