@@ -140,7 +140,9 @@ class SamplingPanel(QWidget):
     def changeEvent(self, event) -> None:
         super().changeEvent(event)
         if event.type() in (QEvent.StyleChange, QEvent.FontChange) and hasattr(self, "scroll"):
-            QTimer.singleShot(0, self._fit_width)      # once the children have their new style
+            # once the children have their new style; with the panel as context, the call is dropped if
+            # the panel is deleted first (it raised "Internal C++ object already deleted" in the suite)
+            QTimer.singleShot(0, self, self._fit_width)
 
     def _lines_edit(self, object_name: str, placeholder: str) -> QPlainTextEdit:
         edit = QPlainTextEdit(objectName=object_name)
