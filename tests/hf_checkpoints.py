@@ -11,8 +11,10 @@ import struct
 import zipfile
 
 import numpy as np
+import pytest
 
 from conftest import FIXTURES_DIR
+from http_fixture_server import HubFixture
 from engine.safetensors_file import SafetensorsFile
 from test_torch_pickle import tensor_pickle
 
@@ -126,3 +128,11 @@ def host_test_repos(hub) -> None:
     host_checkpoint(hub, "test/neox-bf16", "main", revision_tensors(3), "bin-bf16")
     host_checkpoint(hub, "test/llama", "main", revision_tensors(3),
                     config={"architectures": ["LlamaForCausalLM"], "model_type": "llama"})
+
+
+@pytest.fixture
+def hub():
+    """The fixture hub serving the test repositories (tests import it by name to use it)."""
+    with HubFixture() as server:
+        host_test_repos(server)
+        yield server

@@ -10,17 +10,9 @@ from app.models.hf_repos import pythia_steps
 from app.models.manager import ModelManager
 from app.settings import Settings
 from app.widgets.modelpicker import ACTION, ModelPicker
-from hf_checkpoints import REPO, host_test_repos
-from http_fixture_server import HubFixture
+from hf_checkpoints import REPO, hub  # noqa: F401  (hub: the pytest fixture)
 
 WAIT = 60000
-
-
-@pytest.fixture
-def hub():
-    with HubFixture() as server:
-        host_test_repos(server)
-        yield server
 
 
 @pytest.fixture

@@ -16,17 +16,11 @@ from app.models.hf_repos import KNOWN_REPOS, is_pythia, pythia_steps
 from app.models.hub import Hub, RevisionNotFound
 from app.models.manager import ModelError, ModelManager, UsageError
 from engine.convert import ConversionCancelled, ConversionControl, convert_hf, partial_paths
-from hf_checkpoints import REPO, TINY, bf16_bits, host_test_repos, revision_tensors, safetensors_bytes
-from http_fixture_server import Fault, HubFixture
+from hf_checkpoints import (REPO, TINY, bf16_bits, hub,  # noqa: F401  (hub: the fixture)
+                            revision_tensors, safetensors_bytes)
+from http_fixture_server import Fault
 
 TOKENS = [1, 5, 9, 77, 200, 3, 14, 15, 92, 65, 35, 89]
-
-
-@pytest.fixture
-def hub():
-    with HubFixture() as server:
-        host_test_repos(server)
-        yield server
 
 
 @pytest.fixture
