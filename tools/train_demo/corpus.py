@@ -7,12 +7,13 @@ Sources (public-domain novels, read offline from the packages' R lazy-load data)
 
 Cleaning: Gutenberg header/footer removed, hard-wrapped paragraphs unwrapped (a blank line ends a
 paragraph), runs of spaces collapsed, `_emphasis_` markers dropped, editorial `[...]` notes dropped.
-The last chapters of Persuasion are held out for validation; nothing of them is in train.txt.
+Two held-out texts, neither of them in train.txt: the last three chapters of Persuasion (val.txt)
+and the last three chapters of Moby Dick with its epilogue (val-moby.txt).
 
     python tools/train_demo/corpus.py --packages DIR_WITH_DEBS_OR_EXTRACTED --out WORKDIR
 
-writes WORKDIR/train.txt (documents separated by a line holding only <|endoftext|>) and
-WORKDIR/val.txt.
+writes WORKDIR/train.txt (documents separated by a line holding only <|endoftext|>),
+WORKDIR/val.txt and WORKDIR/val-moby.txt.
 """
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ from rdata import LazyLoadDB
 AUSTEN_NOVELS = ("emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice", "sensesensibility")
 HELD_OUT_NOVEL = "persuasion"
 HELD_OUT_CHAPTERS = 3  # Persuasion has 24 chapters; 22-24 are validation text
+# Moby Dick has 135 chapters and an epilogue; 133-135 ("The Chase") and the epilogue are the
+# second validation text, so the Melville side of the model is measured on text it never saw.
+HELD_OUT_MOBY_CHAPTERS = 3
+VALIDATION_FILES = {"austen": "val.txt", "moby": "val-moby.txt"}
 DOC_SEPARATOR = "<|endoftext|>"
 SITE_LIBRARY = Path("usr/lib/R/site-library")
 
@@ -88,8 +93,8 @@ def extracted_root(packages: Path) -> Path:
     return root
 
 
-def build(packages: Path) -> tuple[list[list[str]], list[str]]:
-    """Returns (training documents as paragraph lists, held-out paragraphs)."""
+def build(packages: Path) -> tuple[list[list[str]], dict[str, list[str]]]:
+    """Returns (training documents as paragraph lists, {"austen"|"moby": held-out paragraphs})."""
     root = extracted_root(packages) / SITE_LIBRARY
     austen = LazyLoadDB(root / "janeaustenr" / "data" / "Rdata.rdb")
     documents, held_out = [], []
@@ -99,8 +104,9 @@ def build(packages: Path) -> tuple[list[list[str]], list[str]]:
             paragraphs, held_out = split_held_out(paragraphs, HELD_OUT_CHAPTERS)
         documents.append(paragraphs)
     moby = LazyLoadDB(root / "tokenizers" / "data" / "Rdata.rdb").get("mobydick").value[0]
-    documents.append(unwrap(moby_dick_lines(moby)))
-    return documents, held_out
+    moby_train, moby_held_out = split_held_out(unwrap(moby_dick_lines(moby)), HELD_OUT_MOBY_CHAPTERS)
+    documents.append(moby_train)
+    return documents, {"austen": held_out, "moby": moby_held_out}
 
 
 def main() -> None:
@@ -113,10 +119,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     train = f"\n\n{DOC_SEPARATOR}\n\n".join("\n\n".join(doc) for doc in documents) + "\n"
     (args.out / "train.txt").write_text(train, encoding="utf-8")
-    (args.out / "val.txt").write_text("\n\n".join(held_out) + "\n", encoding="utf-8")
     print(f"train: {len(documents)} documents, {sum(map(len, documents))} paragraphs, {len(train)} chars")
-    print(f"val:   {len(held_out)} paragraphs, {sum(map(len, held_out))} chars ({HELD_OUT_NOVEL}, "
-          f"last {HELD_OUT_CHAPTERS} chapters)")
+    for name, paragraphs in held_out.items():
+        (args.out / VALIDATION_FILES[name]).write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+        print(f"{VALIDATION_FILES[name]}: {len(paragraphs)} paragraphs, {sum(map(len, paragraphs))} chars "
+              f"({paragraphs[0][:40]!r} ...)")
 
 
 if __name__ == "__main__":

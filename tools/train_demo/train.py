@@ -3,8 +3,13 @@
 The model is transformers' GPTNeoXForCausalLM: rotary embedding on a quarter of each head
 (rotary_pct 0.25), parallel residual, exact GELU, untied output head, like Pythia. Training is
 AdamW with linear warmup and cosine decay over a fixed number of steps, on random windows of the
-tokenized training text, on ONE CPU thread (the build machine is shared). Everything random comes
-from --seed, so the same command on the same torch version gives the same weights.
+tokenized training text, on --threads CPU threads (the build machine is shared: run it under
+`nice`). Everything random comes from --seed, so the same command on the same torch version and
+thread count gives the same weights.
+
+Training windows may be shorter than the model's context (--train-ctx): attention's cost grows
+with the window, and most of what a small model learns is local. Validation always uses full
+n_ctx windows, on both held-out texts (val.txt, and val-moby.txt when corpus.py wrote it).
 
 The checkpoint directory (a Hugging Face model folder plus tokenizer.json and the optimizer state)
 is rewritten every --ckpt-every steps, so an interrupted run still leaves a usable model and
@@ -12,7 +17,8 @@ is rewritten every --ckpt-every steps, so an interrupted run still leaves a usab
 
     python tools/train_demo/train.py --work WORKDIR [--steps 1200 ...]
 
-reads WORKDIR/{train.txt,val.txt,tokenizer.json}; writes WORKDIR/hf/ and WORKDIR/train_log.jsonl.
+reads WORKDIR/{train.txt,val.txt,val-moby.txt,tokenizer.json}; writes WORKDIR/hf/ and
+WORKDIR/train_log.jsonl.
 """
 from __future__ import annotations
 
@@ -28,7 +34,8 @@ import torch
 from tokenizers import Tokenizer
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from corpus import DOC_SEPARATOR
+from corpus import DOC_SEPARATOR, VALIDATION_FILES
+from schedule import learning_rate
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,35 +44,50 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--n-embd", type=int, default=256)
     p.add_argument("--n-layer", type=int, default=6)
     p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--n-ctx", type=int, default=512)
-    p.add_argument("--batch", type=int, default=4, help="windows of n_ctx tokens per step")
+    p.add_argument("--n-ctx", type=int, default=512, help="the model's context (validation windows)")
+    p.add_argument("--train-ctx", type=int, default=None,
+                   help="tokens per training window (default n_ctx; at most n_ctx)")
+    p.add_argument("--batch", type=int, default=4, help="windows of train-ctx tokens per step")
     p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--min-lr", type=float, default=1e-4)
+    p.add_argument("--schedule", choices=("cosine", "wsd"), default="cosine",
+                   help="after warmup: cosine decay over all steps, or wsd (warmup-stable-decay): "
+                        "constant lr, then a linear decay over the last --decay-frac of the steps")
+    p.add_argument("--decay-frac", type=float, default=0.2, help="wsd: share of the steps spent decaying")
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (part of what makes a run reproducible)")
     p.add_argument("--max-minutes", type=float, default=70.0,
                    help="safety stop: checkpoint and end after this much wall time")
     p.add_argument("--stop-after", type=int, default=None,
                    help="end after this step without changing the schedule (reproduces a run the "
                         "--max-minutes stop ended early)")
     p.add_argument("--resume", action="store_true", help="continue from WORKDIR/hf/train_state.pt")
-    return p.parse_args()
+    args = p.parse_args()
+    args.train_ctx = args.train_ctx or args.n_ctx
+    if not 16 <= args.train_ctx <= args.n_ctx:
+        p.error(f"--train-ctx {args.train_ctx} must be between 16 and --n-ctx {args.n_ctx}")
+    return args
 
 
-def tokenize_corpus(work: Path, tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
-    """Training ids (documents joined by <|endoftext|> = 0) and validation ids, as uint16."""
+def tokenize_corpus(work: Path, tokenizer: Tokenizer) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Training ids (documents joined by <|endoftext|> = 0) and each held-out text's ids, as uint16."""
     text = (work / "train.txt").read_text(encoding="utf-8")
     eos = tokenizer.token_to_id(DOC_SEPARATOR)
     train: list[int] = []
     for doc in text.split(f"\n\n{DOC_SEPARATOR}\n\n"):
         train.extend(tokenizer.encode(doc.strip()).ids)
         train.append(eos)
-    val = tokenizer.encode((work / "val.txt").read_text(encoding="utf-8").strip()).ids
-    return np.array(train, dtype=np.uint16), np.array(val, dtype=np.uint16)
+    val = {}
+    for name, filename in VALIDATION_FILES.items():
+        if (work / filename).exists():  # a work dir made before val-moby.txt existed has only val.txt
+            ids = tokenizer.encode((work / filename).read_text(encoding="utf-8").strip()).ids
+            val[name] = np.array(ids, dtype=np.uint16)
+    return np.array(train, dtype=np.uint16), val
 
 
 def make_model(args, vocab_size: int) -> GPTNeoXForCausalLM:
@@ -98,14 +120,6 @@ def make_optimizer(model, args) -> torch.optim.AdamW:
     return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}],
                              lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
-
-
-def learning_rate(step: int, args) -> float:
-    """Linear warmup, then cosine decay from lr to min_lr at the last step."""
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
-    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 @torch.no_grad()
@@ -141,13 +155,13 @@ def save_checkpoint(model, optimizer, step: int, rng: np.random.Generator, args)
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(1)  # the machine's two cores are shared; one thread is our budget
+    torch.set_num_threads(args.threads)  # the machine's cores are shared; this is our budget
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
     tokenizer = Tokenizer.from_file(str(args.work / "tokenizer.json"))
     train, val = tokenize_corpus(args.work, tokenizer)
-    print(f"train tokens {len(train)}, val tokens {len(val)}", flush=True)
+    print(f"train tokens {len(train)}, val tokens " + ", ".join(f"{k} {len(v)}" for k, v in val.items()), flush=True)
 
     start_step = 0
     log_path = args.work / "train_log.jsonl"
@@ -167,11 +181,11 @@ def main() -> None:
         log_path.unlink(missing_ok=True)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters, {model.config.num_hidden_layers} layers, "
-          f"E={model.config.hidden_size}, n_ctx={args.n_ctx}", flush=True)
+          f"E={model.config.hidden_size}, n_ctx={args.n_ctx}, train windows {args.train_ctx}", flush=True)
 
     model.train()
     started = time.time()
-    window = args.n_ctx + 1
+    window = args.train_ctx + 1
     step = start_step
     with open(log_path, "a") as log:
         while step < args.steps:
@@ -180,7 +194,7 @@ def main() -> None:
                 group["lr"] = lr
             starts = rng.integers(0, len(train) - window, size=args.batch)
             batch = torch.from_numpy(np.stack([train[s:s + window] for s in starts]).astype(np.int64))
-            # Inputs are the first n_ctx tokens, targets the next token at every position.
+            # Inputs are the first train_ctx tokens, targets the next token at every position.
             logits = model(input_ids=batch[:, :-1]).logits
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                      batch[:, 1:].reshape(-1))
@@ -194,8 +208,11 @@ def main() -> None:
             stop_early = elapsed > args.max_minutes * 60 or step == args.stop_after
             last = step == args.steps or stop_early
             if step % args.eval_every == 0 or last:
-                record["val_loss"] = validation_loss(model, val, args.n_ctx)
-                record["val_ppl"] = math.exp(record["val_loss"])
+                # "val_loss"/"val_ppl" stay the Austen figures, as in earlier logs.
+                for name, ids in val.items():
+                    suffix = "" if name == "austen" else f"_{name}"
+                    record[f"val_loss{suffix}"] = validation_loss(model, ids, args.n_ctx)
+                    record[f"val_ppl{suffix}"] = math.exp(record[f"val_loss{suffix}"])
             if step % 20 == 0 or "val_loss" in record:
                 print(json.dumps(record), flush=True)
                 log.write(json.dumps(record) + "\n")
