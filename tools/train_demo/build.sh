@@ -16,7 +16,9 @@ HERE=$REPO/tools/train_demo
 
 mkdir -p "$WORK/debs"
 (cd "$WORK/debs" && apt-get download r-cran-janeaustenr r-cran-tokenizers)
-"$PROJECT_PY" "$HERE/corpus.py" --packages "$WORK/debs" --out "$WORK"
+# --moby-held-out 0: the shipped model was trained before Moby Dick ch. 133-135 were held out (issue 19);
+# a new model drops it, so that tests/fixtures/demo/moby-dick-ch133-135.txt stays unseen.
+"$PROJECT_PY" "$HERE/corpus.py" --packages "$WORK/debs" --out "$WORK" --moby-held-out 0
 "$TORCH_PY" "$HERE/train_tokenizer.py" --work "$WORK" --vocab-size 4096
 nice -n 10 "$TORCH_PY" "$HERE/train.py" --work "$WORK" --seed 1234 --steps 1200 --max-minutes 68
 "$PROJECT_PY" "$HERE/export.py" --work "$WORK" --resources "$REPO/resources/demo"

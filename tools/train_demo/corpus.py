@@ -8,9 +8,10 @@ Sources (public-domain novels, read offline from the packages' R lazy-load data)
 Cleaning: Gutenberg header/footer removed, hard-wrapped paragraphs unwrapped (a blank line ends a
 paragraph), runs of spaces collapsed, `_emphasis_` markers dropped, editorial `[...]` notes dropped.
 Two held-out texts, neither of them in train.txt: the last three chapters of Persuasion (val.txt)
-and the last three chapters of Moby Dick with its epilogue (val-moby.txt).
+and the last three chapters of Moby Dick with its epilogue (val-moby.txt). `--moby-held-out 0`
+keeps all of Moby Dick in train.txt, as the text of the model shipped before issue 19 had it.
 
-    python tools/train_demo/corpus.py --packages DIR_WITH_DEBS_OR_EXTRACTED --out WORKDIR
+    python tools/train_demo/corpus.py --packages DIR_WITH_DEBS_OR_EXTRACTED --out WORKDIR [--moby-held-out 3]
 
 writes WORKDIR/train.txt (documents separated by a line holding only <|endoftext|>),
 WORKDIR/val.txt and WORKDIR/val-moby.txt.
@@ -93,8 +94,9 @@ def extracted_root(packages: Path) -> Path:
     return root
 
 
-def build(packages: Path) -> tuple[list[list[str]], dict[str, list[str]]]:
-    """Returns (training documents as paragraph lists, {"austen"|"moby": held-out paragraphs})."""
+def build(packages: Path, moby_chapters: int = HELD_OUT_MOBY_CHAPTERS) -> tuple[list[list[str]], dict[str, list[str]]]:
+    """Returns (training documents as paragraph lists, {"austen"|"moby": held-out paragraphs});
+    moby_chapters 0 holds out nothing of Moby Dick (no "moby" entry)."""
     root = extracted_root(packages) / SITE_LIBRARY
     austen = LazyLoadDB(root / "janeaustenr" / "data" / "Rdata.rdb")
     documents, held_out = [], []
@@ -104,7 +106,11 @@ def build(packages: Path) -> tuple[list[list[str]], dict[str, list[str]]]:
             paragraphs, held_out = split_held_out(paragraphs, HELD_OUT_CHAPTERS)
         documents.append(paragraphs)
     moby = LazyLoadDB(root / "tokenizers" / "data" / "Rdata.rdb").get("mobydick").value[0]
-    moby_train, moby_held_out = split_held_out(unwrap(moby_dick_lines(moby)), HELD_OUT_MOBY_CHAPTERS)
+    moby_paragraphs = unwrap(moby_dick_lines(moby))
+    if moby_chapters == 0:
+        documents.append(moby_paragraphs)
+        return documents, {"austen": held_out}
+    moby_train, moby_held_out = split_held_out(moby_paragraphs, moby_chapters)
     documents.append(moby_train)
     return documents, {"austen": held_out, "moby": moby_held_out}
 
@@ -114,12 +120,17 @@ def main() -> None:
     parser.add_argument("--packages", type=Path, required=True,
                         help="directory with r-cran-janeaustenr/r-cran-tokenizers .debs (apt-get download)")
     parser.add_argument("--out", type=Path, required=True, help="work directory for train.txt / val.txt")
+    parser.add_argument("--moby-held-out", type=int, default=HELD_OUT_MOBY_CHAPTERS, metavar="N",
+                        help="hold out Moby Dick's last N chapters and epilogue as val-moby.txt (0: none)")
     args = parser.parse_args()
-    documents, held_out = build(args.packages)
+    if args.moby_held_out < 0:
+        parser.error("--moby-held-out must be 0 or more")
+    documents, held_out = build(args.packages, args.moby_held_out)
     args.out.mkdir(parents=True, exist_ok=True)
     train = f"\n\n{DOC_SEPARATOR}\n\n".join("\n\n".join(doc) for doc in documents) + "\n"
     (args.out / "train.txt").write_text(train, encoding="utf-8")
     print(f"train: {len(documents)} documents, {sum(map(len, documents))} paragraphs, {len(train)} chars")
+    (args.out / VALIDATION_FILES["moby"]).unlink(missing_ok=True)  # never a stale one from another split
     for name, paragraphs in held_out.items():
         (args.out / VALIDATION_FILES[name]).write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
         print(f"{VALIDATION_FILES[name]}: {len(paragraphs)} paragraphs, {sum(map(len, paragraphs))} chars "
