@@ -163,6 +163,7 @@ class ConversionReport:
     reordered_qkv: int = 0
     vocab: GGUFVocab | None = None
     seconds: float = 0.0
+    preset: str = ""                # the quantization preset, when quantize wrote the file
 
     def add(self, source: str, target: str, how: str) -> Change:
         key = (source, target, how)
