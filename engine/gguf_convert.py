@@ -3,7 +3,7 @@
 What llama.cpp's converter writes (spec §1.2-§1.4): the hyper-parameters under ``gptneox.*``,
 the tokenizer under ``tokenizer.ggml.*`` (engine/gguf_vocab.py), the tensors under their GGUF
 names, and the fused QKV weight and bias re-ordered from the per-head interleaved rows of the
-legacy files to [all Q | all K | all V]. ``neox_writer.attn_qkv_layout = "q_k_v"`` marks files we
+legacy files to [all Q | all K | all V]. ``neox_writer.qkv_layout = "split"`` marks files we
 wrote, so our reader need not guess their layout (files of the 2023 converter carry no marker).
 
 Each tensor keeps its data where GGUF has the same block format, else it is re-encoded, and
@@ -40,9 +40,9 @@ from engine.gguf_writer import GGUFWriter, TensorPlan, Value, array, boolean, fl
 from engine.gguf_vocab import GGUFVocab
 from engine.quants import block_format, dequantize, quantize
 
-# Our marker of the QKV row order (spec §1.1); the value names the order of the row blocks.
-KEY_QKV_LAYOUT = "neox_writer.attn_qkv_layout"
-QKV_LAYOUT_SPLIT = "q_k_v"
+# Our marker of the QKV row order (spec §1.1): "split" is [all Q | all K | all V].
+KEY_QKV_LAYOUT = "neox_writer.qkv_layout"
+QKV_LAYOUT_SPLIT = "split"
 LAYER_NORM_EPS = 1e-5           # what every legacy GPT-NeoX file was run with (ggml hard-codes it)
 CHUNK_VALUES = 1 << 21          # values handled at a time: 8 MiB of float32
 OLD_QUANT_CHOICES = ("fp16-scales", "f16", "q8_0")
@@ -76,7 +76,8 @@ class Step:
 
 
 def choose_how(src_type: str, src_qv: int, target: str) -> str:
-    """How a tensor of (src_type, src_qv) becomes `target` in a GGUF file."""
+    """How a tensor of (src_type, src_qv) becomes `target` in a GGUF file (src_type is the stored
+    type: "bf16" from a GGUF input)."""
     if src_type == target:
         if src_type in ("f32", "f16") or src_type not in GGUF_LEGACY_TYPES or src_qv == 2:
             return "copy"
@@ -248,16 +249,36 @@ def write_gguf(model, out_path, steps: list[Step], vocab: GGUFVocab, *, file_typ
             if on_tensor is not None:
                 on_tensor(index, len(steps), step.plan.name)
             writer.begin(step.plan.name)
-            _write_tensor(writer, step, perm if is_qkv(step.plan.name) else None,
+            reorder = is_qkv(step.plan.name) and not stored_in_split_order(step.source)
+            _write_tensor(writer, step, perm if reorder else None,
                           report.add(_type_label(step.source), step.plan.type, step.how))
-            if is_qkv(step.plan.name):
-                report.reordered_qkv += 1
+            report.reordered_qkv += reorder
         writer.finish()
     report.seconds = time.monotonic() - started
     return report
 
 
+def stored_type(info) -> str:
+    """The type of a source tensor's bytes (a GGUF reader presents bf16 as f32 but keeps the bytes)."""
+    return getattr(info, "stored_type", "") or info.type
+
+
+def stored_in_split_order(info) -> bool:
+    """Whether a source QKV tensor's bytes already hold GGUF's [Q|K|V] rows (a GGUF input whose
+    reader presents them re-ordered through ``row_order``)."""
+    return getattr(info, "row_order", None) is not None
+
+
+def source_values(info, raw: np.ndarray, n_values: int) -> np.ndarray:
+    """float32 values of raw bytes of a source tensor, in its stored type."""
+    if stored_type(info) == "bf16":
+        return (np.ascontiguousarray(raw).view("<u2").astype(np.uint32) << np.uint32(16)).view(np.float32)
+    return dequantize(info.type, info.qnt_version, raw, n_values)
+
+
 def _type_label(info) -> str:
+    if stored_type(info) == "bf16":
+        return "bf16"
     if info.type in GGUF_LEGACY_TYPES + ("q4_2", "q4_3") and info.qnt_version != 2:
         return f"{info.type} (version {info.qnt_version})"
     return info.type
@@ -270,7 +291,7 @@ def _write_tensor(writer: GGUFWriter, step: Step, perm: np.ndarray | None, chang
     shape = tuple(info.shape)
     if len(shape) == 2:
         n_rows, per_row = shape
-    elif perm is not None:                  # the QKV bias: each value is a row
+    elif is_qkv(plan.name):                  # the QKV bias: each value is a row
         n_rows, per_row = shape[0], 1
     else:
         n_rows, per_row = 1, shape[0]
@@ -286,7 +307,7 @@ def _write_tensor(writer: GGUFWriter, step: Step, perm: np.ndarray | None, chang
             writer.write(raw)
             continue
         n_values = (raw.size // rows.shape[1]) * per_row
-        old = dequantize(info.type, info.qnt_version, raw, n_values)
+        old = source_values(info, raw, n_values)
         if step.how in ("repack", "fp16-scales"):
             new_raw = to_gguf_blocks(info.type, info.qnt_version, raw)
         else:
@@ -309,7 +330,7 @@ def legacy_steps(model, old_quants: str = "fp16-scales") -> list[Step]:
         info = model.tensors[legacy_name]
         target = legacy_target(info.type, info.qnt_version, old_quants)
         steps.append(Step(info, TensorPlan(gguf_name, tuple(info.shape), target),
-                          choose_how(info.type, info.qnt_version, target)))
+                          choose_how(stored_type(info), info.qnt_version, target)))
     return steps
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from engine.errors import CLIError
 from engine.gguf_constants import tensor_name_map
-from engine.gguf_convert import ConversionReport, Step, choose_how, vocab_for, write_gguf
+from engine.gguf_convert import ConversionReport, Step, choose_how, stored_type, vocab_for, write_gguf
 from engine.gguf_mix import PRESETS, preset_name, tensor_type
 from engine.gguf_writer import TensorPlan
 
@@ -30,9 +30,10 @@ def quantize_steps(model, preset: str, *, pure: bool = False, allow_requantize: 
         target = tensor_type(preset, gguf_name, shape, n_layer, pure=pure)
         if info.type == "f16" and target == "f32":
             target = "f16"        # llama.cpp keeps an f16 norm as it is; never widen for nothing
-        how = choose_how(info.type, info.qnt_version, target)
-        if how == "convert" and info.type not in FLOAT_TYPES and not allow_requantize:
-            raise CLIError(f"{legacy_name} is already {info.type}: quantizing it again to {target} loses more "
+        source_type = stored_type(info)
+        how = choose_how(source_type, info.qnt_version, target)
+        if how == "convert" and source_type not in FLOAT_TYPES and not allow_requantize:
+            raise CLIError(f"{legacy_name} is already {source_type}: quantizing it again to {target} loses more "
                            "than quantizing the f16 or f32 model (--allow-requantize to do it anyway)")
         steps.append(Step(info, TensorPlan(gguf_name, shape, target), how))
     return steps

@@ -1,0 +1,144 @@
+"""llama.cpp loads the GGUF files we write and computes the same model: its tokens, next-token
+logits and greedy continuation beside ours.
+
+Runs where llama.cpp's binaries are (``NEOX_LLAMA_CPP_BIN``, else /work/scratch/llama/bin:
+llama-debug, llama-simple, llama-quantize; docs/benchmarks.md says how they are built) and skips
+elsewhere. The model is the tiny-parallel fixture (a real byte-level BPE tokenizer of 320 tokens)
+converted to a legacy file, then to GGUF by convert-gguf or quantize. llama.cpp's GELU is the tanh
+approximation (spec §2.4) where ours is exact erf, so logits agree to about 1e-3 of their range
+rather than bit for bit.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import engine
+from engine.commands.quantize import quantize_file
+from engine.gguf_convert import convert_legacy_to_gguf
+from engine.gguf_mix import tensor_type
+from engine.gguf_quantize import quantize_to_gguf
+from engine.tokenizer import load_tokenizer
+from modelgen import converted_tiny_model
+
+BIN = Path(os.environ.get("NEOX_LLAMA_CPP_BIN", "/work/scratch/llama/bin"))
+PROMPT = "The theory of the thing is that the"
+LOGIT_TOLERANCE = 1e-2        # of the largest |logit|: tanh GELU vs erf GELU, and int8 activations
+
+
+def tool(name: str) -> Path:
+    path = BIN / name
+    if not path.is_file():
+        pytest.skip(f"llama.cpp's {name} is not built ({BIN}; set NEOX_LLAMA_CPP_BIN)")
+    return path
+
+
+def run(*cmd, cwd=None) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd, timeout=300)
+    assert done.returncode == 0, f"{cmd[0]} failed:\n{done.stderr[-3000:]}"
+    return done
+
+
+def llama_logits(gguf_path: Path, prompt: str, out_dir: Path) -> tuple[list[int], np.ndarray]:
+    """llama.cpp's tokens of `prompt` and the logits after its last token (llama-debug --save-logits)."""
+    run(tool("llama-debug"), "-m", gguf_path, "-p", prompt, "--save-logits", "--logits-output-dir", out_dir,
+        "-t", "2", "-c", "128", "--no-warmup")
+    stem = f"llamacpp-{gguf_path.stem}"
+    tokens = np.fromfile(out_dir / f"{stem}-tokens.bin", dtype="<i4").tolist()
+    return tokens, np.fromfile(out_dir / f"{stem}.bin", dtype="<f4")
+
+
+def llama_greedy(gguf_path: Path, prompt: str, n: int) -> str:
+    """The text llama-simple prints: the prompt, then up to n greedy tokens."""
+    return run(tool("llama-simple"), "-m", gguf_path, "-n", n, prompt).stdout
+
+
+def our_greedy(model, tokens: list[int], n: int) -> list[int]:
+    out = list(tokens)
+    for _ in range(n):
+        nxt = int(np.argmax(model.logits(out)[-1]))
+        if nxt == 0:            # <|endoftext|>: llama-simple stops there too
+            break
+        out.append(nxt)
+    return out[len(tokens):]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("llamacpp")
+    return folder, converted_tiny_model(folder)
+
+
+@pytest.mark.parametrize("kind", ["f32", "f16", "q8_0", "q4_0"])
+def test_llama_cpp_runs_what_we_write(tiny, kind, tmp_path):
+    folder, f32 = tiny
+    legacy = f32
+    if kind != "f32":
+        legacy = folder / f"tiny-{kind}.bin"
+        if not legacy.exists():
+            if kind == "f16":
+                from engine.ggml_file import GGMLFile
+                from engine.ggml_writer import write_ggml
+                with GGMLFile(f32) as f:
+                    write_ggml(legacy, f.hparams, f.vocab, {n: t.to_float32() for n, t in f.tensors.items()}, ftype="f16")
+            else:
+                quantize_file(f32, legacy, kind, 2)
+    out = tmp_path / f"tiny-{kind}.gguf"
+    report = convert_legacy_to_gguf(legacy, out, tokenizer_json=folder / "tokenizer.json")
+    assert report.lossless
+
+    tokenizer = load_tokenizer(None, str(folder / "tokenizer.json"))
+    theirs_tokens, theirs = llama_logits(out, PROMPT, tmp_path)
+    assert theirs_tokens == tokenizer.encode(PROMPT)
+
+    model = engine.load_model(legacy, backend="fast" if kind.startswith("q") else "reference")
+    try:
+        ours = model.logits(theirs_tokens)[-1]
+        assert theirs.shape == ours.shape
+        err = float(np.abs(theirs - ours).max() / np.abs(ours).max())
+        assert err < LOGIT_TOLERANCE, f"llama.cpp's logits differ from ours by {err:.3g} of their range"
+        assert int(np.argmax(theirs)) == int(np.argmax(ours))
+
+        continuation = our_greedy(model, theirs_tokens, 8)
+    finally:
+        model.close()
+    text = llama_greedy(out, PROMPT, 8)
+    assert text.strip() == (PROMPT + tokenizer.decode(continuation)).strip()
+
+
+def test_our_quantize_picks_the_types_llama_quantize_picks(tiny, tmp_path):
+    """llama-quantize on our f32 GGUF and our own quantize agree on every tensor's type."""
+    import gguf
+    folder, f32 = tiny
+    src = tmp_path / "tiny-f32.gguf"
+    convert_legacy_to_gguf(f32, src, tokenizer_json=folder / "tokenizer.json")
+    for preset, llama_name in (("q4_0", "Q4_0"), ("q8_0", "Q8_0"), ("q4_K_M", "Q4_K_M"), ("q5_K_M", "Q5_K_M")):
+        theirs = tmp_path / f"theirs-{preset}.gguf"
+        run(tool("llama-quantize"), src, theirs, llama_name, "2")
+        reader = gguf.GGUFReader(theirs)
+        n_layer = int(reader.get_field("gptneox.block_count").contents())
+        for t in reader.tensors:
+            shape = tuple(int(d) for d in t.shape[::-1])
+            assert tensor_type(preset, t.name, shape, n_layer) == t.tensor_type.name.lower().replace("_k", "_K"), \
+                (preset, t.name)
+
+
+def test_llama_cpp_runs_our_quantized_gguf(tiny, tmp_path):
+    """quantize's q8_0 GGUF (written from the f32 legacy file) runs in llama.cpp and gives the
+    logits our engine gives on the same quantized weights (the legacy q8_0 file of them)."""
+    folder, f32 = tiny
+    out = tmp_path / "tiny-q8.gguf"
+    quantize_to_gguf(f32, out, "q8_0", tokenizer_json=folder / "tokenizer.json")
+    legacy = tmp_path / "tiny-q8.bin"
+    quantize_file(f32, legacy, "q8_0", 2)
+    tokens, theirs = llama_logits(out, PROMPT, tmp_path)
+    model = engine.load_model(legacy, backend="fast")
+    try:
+        ours = model.logits(tokens)[-1]
+    finally:
+        model.close()
+    assert float(np.abs(theirs - ours).max() / np.abs(ours).max()) < LOGIT_TOLERANCE
