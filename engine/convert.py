@@ -175,7 +175,8 @@ class CheckpointWeights:
         """
         base = array
         while base is not None and not isinstance(base, mmap.mmap):
-            base = getattr(base, "base", None)
+            # np.frombuffer(mapping) holds a memoryview, whose .obj is the mapping
+            base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
         if base is not None and hasattr(base, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
             base.madvise(mmap.MADV_DONTNEED)
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.convert import CheckpointWeights
 from engine.gguf_constants import (ARCHITECTURE, FileType, KEY_ARCHITECTURE, KEY_BLOCK_COUNT, KEY_BOS_ID,
                                    KEY_CONTEXT_LENGTH, KEY_EMBEDDING_LENGTH, KEY_EOS_ID, KEY_FEED_FORWARD_LENGTH,
                                    KEY_FILE_TYPE, KEY_HEAD_COUNT, KEY_LAYER_NORM_EPS, KEY_MERGES, KEY_NAME,
@@ -253,6 +254,8 @@ def write_gguf(model, out_path, steps: list[Step], vocab: GGUFVocab, *, file_typ
             _write_tensor(writer, step, perm if reorder else None,
                           report.add(_type_label(step.source), step.plan.type, step.how))
             report.reordered_qkv += reorder
+            # hand the input's pages back: touched pages of a mapping count as ours until then
+            CheckpointWeights.release(step.source.data)
         writer.finish()
     report.seconds = time.monotonic() - started
     return report
