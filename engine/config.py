@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.ggml_file import GGMLFile
+from engine.ggml_file import MappedModelFile
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Config:
         return self.n_embd // self.n_head
 
     @classmethod
-    def from_file(cls, f: GGMLFile) -> "Config":
+    def from_file(cls, f: MappedModelFile) -> "Config":
         hp = f.hparams
         return cls(hp["n_vocab"], hp["n_ctx"], hp["n_embd"], hp["n_head"], hp["n_layer"],
                    hp["n_rot"], bool(hp["par_res"]))

@@ -106,6 +106,16 @@ class TensorInfo:
         return int(np.prod(self.shape))
 
     @property
+    def display_name(self) -> str:
+        """The name the file itself gives the tensor (for messages)."""
+        return self.name
+
+    @property
+    def type_label(self) -> str:
+        """The tensor's stored type, as messages name it."""
+        return self.type
+
+    @property
     def row_bytes(self) -> int:
         return self.nbytes // (self.shape[0] if len(self.shape) == 2 else 1)
 
@@ -161,8 +171,32 @@ class TensorInfo:
         raw = self.data.reshape(rows, self.row_bytes)[idx]
         return dequantize(self.type, self.qnt_version, raw, idx.size * cols).reshape(idx.size, cols)
 
+    def read_rows(self, fh, path: str, r0: int, r1: int, scratch: list) -> np.ndarray:
+        """Raw bytes of rows r0..r1 as uint8 [r1 - r0, row_bytes], by a file read, not the map
+        (the load-time repack reads this way so that the file's pages do not also count in our
+        resident memory).
 
-class _Cursor:
+        The bytes land in ``scratch[0]``, grown when too small and reused: fresh memory for every
+        chunk cost a page fault per 4 KiB, a third of the load time of a big model.
+        """
+        row_bytes = self.row_bytes
+        return read_file_rows(fh, path, self.name, self.offset + r0 * row_bytes, r1 - r0, row_bytes, scratch)
+
+
+def read_file_rows(fh, path: str, name: str, offset: int, n_rows: int, row_bytes: int,
+                   scratch: list, slot: int = 0) -> np.ndarray:
+    """n_rows rows of row_bytes bytes from offset, read into ``scratch[slot]`` (grown when too small)."""
+    size = n_rows * row_bytes
+    if scratch[slot].size < size:
+        scratch[slot] = np.empty(size, dtype=np.uint8)
+    buf = scratch[slot][:size]
+    fh.seek(offset)
+    if fh.readinto(memoryview(buf)) != buf.size:
+        raise ModelFormatError(path, offset, f"file truncated while reading tensor {name!r}")
+    return buf.reshape(n_rows, row_bytes)
+
+
+class Cursor:
     """Bounds-checked reads from the mapped file; every failure names the offset and the field."""
 
     def __init__(self, path: str, buf, size: int, pos: int = 0):
@@ -204,14 +238,12 @@ class _Layout:
     vocab_offset: int
 
 
-class GGMLFile:
-    """A validated, memory-mapped legacy ggml GPT-NeoX file.
+class MappedModelFile:
+    """A model file mapped read-only, with what every reader shares: opening, the weight check and
+    closing. Subclasses parse in ``_parse()`` and fill ``tensors``."""
 
-    Attributes: ``path``, ``file_size``, ``layout`` ("stablelm" or "gpt-neox"), ``hparams``
-    (n_vocab, n_ctx, n_embd, n_head, n_layer, n_rot, par_res, ftype_raw), ``qnt_version``,
-    ``ftype`` (header code without the version), ``weight_type``, ``vocab`` (list of bytes) and
-    ``tensors`` (name -> TensorInfo).
-    """
+    format = ""                      # "ggml" or "gguf"
+    embedded_tokenizer = None        # a GGUF file's tokenizer metadata (engine.gguf_tokenizer)
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -230,10 +262,73 @@ class GGMLFile:
             self.close()
             raise
 
+    def _parse(self):
+        raise NotImplementedError
+
+    def _check_weights(self, fail) -> None:
+        """Refuse a weight that is not finite or beyond WEIGHT_LIMIT (``fail(message, offset)``
+        raises), handing back the pages the check touched."""
+        for info in self.tensors.values():
+            bad = info.first_bad_value()
+            if bad is not None:
+                where = "a value" if info.type in ("f32", "f16") else "the scale of a block"
+                fail(f"tensor {info.display_name!r} ({info.type_label}) holds {where} of {bad[1]!r} at byte "
+                     f"{bad[0]} of its data: weights must be finite and within +-{WEIGHT_LIMIT:g} (the fp16 range)",
+                     info.offset + bad[0])
+            self._release_pages(info.offset, info.data.size)
+
+    def _release_pages(self, offset: int, nbytes: int) -> None:
+        """Drop the pages the weight check touched from this process's resident memory.
+
+        The check reads every weight through the mapping, and touched pages of a file mapping count
+        as the process's own; without this, a 1.4B q4_0 model held its 0.8 GB file resident on top
+        of the backend's repacked copy. The pages stay in the page cache, so the repack (or a later
+        read through the mapping, as the embedding lookups do) finds them there. Windows has no
+        madvise; the OS trims a read-only mapping's pages under pressure there.
+        """
+        if not hasattr(self._map, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = offset - offset % mmap.PAGESIZE
+        end = min(offset + nbytes, self.file_size)
+        if end > start:
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+    # -- lifetime --------------------------------------------------------------------------------
+
+    def close(self):
+        """Release the mapping (tensor views must not be used afterwards)."""
+        m = getattr(self, "_map", None)
+        if m is not None:
+            self.tensors = {}
+            self._map = None
+            try:
+                m.close()
+            except BufferError:
+                pass        # numpy views still alive: the mapping goes when they do
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class GGMLFile(MappedModelFile):
+    """A validated, memory-mapped legacy ggml GPT-NeoX file.
+
+    Attributes: ``path``, ``file_size``, ``layout`` ("stablelm" or "gpt-neox"), ``hparams``
+    (n_vocab, n_ctx, n_embd, n_head, n_layer, n_rot, par_res, ftype_raw), ``qnt_version``,
+    ``ftype`` (header code without the version), ``weight_type``, ``vocab`` (list of bytes) and
+    ``tensors`` (name -> TensorInfo).
+    """
+
+    format = "ggml"
+    qkv_layout = "interleaved"      # per head [q | k | v], what the backends compute with
+
     # -- parsing ---------------------------------------------------------------------------------
 
     def _parse(self):
-        cur = _Cursor(self.path, self._map, self.file_size)
+        cur = Cursor(self.path, self._map, self.file_size)
         (magic,) = struct.unpack_from("<I", self._map, 0)
         if magic != MAGIC:
             if self._map[:4] == b"GGUF":
@@ -265,7 +360,7 @@ class GGMLFile:
         return dict(n_vocab=n_vocab, n_ctx=n_ctx, n_embd=n_embd, n_head=n_head,
                     n_layer=n_layer, n_rot=n_rot, par_res=par_res)
 
-    def _check_hparams(self, cur: _Cursor, hp: dict):
+    def _check_hparams(self, cur: Cursor, hp: dict):
         fields = ["n_vocab", "n_ctx", "n_embd", "n_head", "n_layer", "n_rot"]
         bounds = dict(n_vocab=MAX_VOCAB, n_ctx=MAX_CTX, n_embd=MAX_EMBD, n_head=MAX_EMBD, n_layer=MAX_LAYER, n_rot=MAX_EMBD)
         for i, name in enumerate(fields):
@@ -280,14 +375,14 @@ class GGMLFile:
             cur.fail(f"n_rot {hp['n_rot']} must be even and at most the head size {head_dim}", 24)
 
     def _parse_as(self, hyp: _Layout):
-        cur = _Cursor(self.path, self._map, self.file_size)
+        cur = Cursor(self.path, self._map, self.file_size)
         try:
             self._parse_stages(cur, hyp)
         except ModelFormatError as exc:
             exc.stage = cur.stage
             raise
 
-    def _parse_stages(self, cur: _Cursor, hyp: _Layout):
+    def _parse_stages(self, cur: Cursor, hyp: _Layout):
         cur.stage = 0
         hp = hyp.hparams
         self._check_hparams(cur, hp)
@@ -346,32 +441,9 @@ class GGMLFile:
         self.tensors = tensors
         self.weight_type = tensors["gpt_neox.layers.0.attention.query_key_value.weight"].type
         cur.stage = 3
-        for info in tensors.values():
-            bad = info.first_bad_value()
-            if bad is not None:
-                where = "a value" if info.type in ("f32", "f16") else "the scale of a block"
-                cur.fail(f"tensor {info.name!r} ({info.type}) holds {where} of {bad[1]!r} at byte {bad[0]} of its "
-                         f"data: weights must be finite and within +-{WEIGHT_LIMIT:g} (the fp16 range)",
-                         info.offset + bad[0])
-            self._release_pages(info.offset, info.nbytes)
+        self._check_weights(cur.fail)
 
-    def _release_pages(self, offset: int, nbytes: int) -> None:
-        """Drop the pages the weight check touched from this process's resident memory.
-
-        The check reads every weight through the mapping, and touched pages of a file mapping count
-        as the process's own; without this, a 1.4B q4_0 model held its 0.8 GB file resident on top
-        of the backend's repacked copy. The pages stay in the page cache, so the repack (or a later
-        read through the mapping, as the embedding lookups do) finds them there. Windows has no
-        madvise; the OS trims a read-only mapping's pages under pressure there.
-        """
-        if not hasattr(self._map, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        start = offset - offset % mmap.PAGESIZE
-        end = min(offset + nbytes, self.file_size)
-        if end > start:
-            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
-
-    def _parse_record(self, cur: _Cursor, codes: dict, qnt_version: int, first: bool) -> TensorInfo:
+    def _parse_record(self, cur: Cursor, codes: dict, qnt_version: int, first: bool) -> TensorInfo:
         start = cur.pos
         n_dims, name_len, code = cur.i32s(3, "a tensor record header")
         if n_dims not in (1, 2):
@@ -404,22 +476,3 @@ class GGMLFile:
         data = np.frombuffer(self._map, dtype=np.uint8, count=nbytes, offset=offset)
         shape = tuple(reversed(ne))
         return TensorInfo(name, type_name, fmt.qnt_version, shape, offset, nbytes, data)
-
-    # -- lifetime --------------------------------------------------------------------------------
-
-    def close(self):
-        """Release the mapping (tensor views must not be used afterwards)."""
-        m = getattr(self, "_map", None)
-        if m is not None:
-            self.tensors = {}
-            self._map = None
-            try:
-                m.close()
-            except BufferError:
-                pass        # numpy views still alive: the mapping goes when they do
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

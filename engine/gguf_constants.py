@@ -210,6 +210,14 @@ KEY_ADD_BOS = "tokenizer.ggml.add_bos_token"
 KEY_ADD_EOS = "tokenizer.ggml.add_eos_token"
 KEY_CHAT_TEMPLATE = "tokenizer.chat_template"
 
+# The row order of blk.N.attn_qkv (weight and bias). llama.cpp's converter has written "split"
+# since mid-2024 (rows [all Q | all K | all V]); older converters kept Hugging Face's per-head
+# "interleaved" order. llama.cpp records neither, so our writer states it under this key of its own
+# (the reader detects the order of files without it).
+KEY_QKV_LAYOUT = "neox_writer.qkv_layout"
+QKV_SPLIT = "split"
+QKV_INTERLEAVED = "interleaved"
+
 TOKENIZER_MODEL_GPT2 = "gpt2"      # byte-level BPE, the only tokenizer GPT-NeoX models use
 
 # -- tensor names -------------------------------------------------------------------------------

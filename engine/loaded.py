@@ -3,7 +3,8 @@
 The desktop app's engine thread, the API server and the command line all open a model with
 ``open_model(path)``, so they agree on which tokenizer.json belongs to a model file: the one
 named explicitly, else ``<stem>.tokenizer.json`` beside the file (several models can share a
-folder), else ``tokenizer.json`` beside it, else the BPE rebuilt from the file's own vocabulary.
+folder), else ``tokenizer.json`` beside it, else the tokenizer a GGUF file's metadata holds, else
+the BPE rebuilt from the file's own vocabulary.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from engine.model import Model, load_model
 from engine.tokenizer import Tokenizer, load_tokenizer
 
 REBUILT_NOTE = "rebuilt from the model's vocabulary"
+EMBEDDED_NOTE = "from the GGUF file's metadata"
 
 
 def find_tokenizer_json(model_path) -> Path | None:
@@ -38,7 +40,7 @@ class LoadedModel:
     tokenizer: Tokenizer
     generator: Generator
     path: Path
-    tokenizer_path: Path | None     # None: the tokenizer was rebuilt from the file's vocabulary
+    tokenizer_path: Path | None     # None: from the GGUF metadata or rebuilt from the file's vocabulary
 
     @property
     def approximate(self) -> bool:
@@ -48,7 +50,9 @@ class LoadedModel:
     @property
     def tokenizer_note(self) -> str:
         """Where the tokenizer came from, in words for the user."""
-        return str(self.tokenizer_path) if self.tokenizer_path else REBUILT_NOTE
+        if self.tokenizer_path:
+            return str(self.tokenizer_path)
+        return REBUILT_NOTE if self.approximate or self.model.file.embedded_tokenizer is None else EMBEDDED_NOTE
 
     def close(self) -> None:
         self.model.close()
@@ -56,7 +60,7 @@ class LoadedModel:
 
 def open_model(path, tokenizer_json=None, *, backend: str = "auto", threads: int | None = None,
                n_ctx: int | None = None) -> LoadedModel:
-    """Open a legacy ggml GPT-NeoX file with its tokenizer and a Generator.
+    """Open a legacy ggml or GGUF GPT-NeoX file with its tokenizer and a Generator.
 
     `tokenizer_json` names a tokenizer file explicitly (FileNotFoundError when it does not
     exist); otherwise `find_tokenizer_json` looks beside the model. `n_ctx` caps the
@@ -71,7 +75,8 @@ def open_model(path, tokenizer_json=None, *, backend: str = "auto", threads: int
         tokenizer_path = find_tokenizer_json(path)
     model = load_model(path, backend=backend, threads=threads)
     try:
-        tokenizer = load_tokenizer(model.vocab, str(tokenizer_path) if tokenizer_path else None, source=str(path))
+        tokenizer = load_tokenizer(model.vocab, str(tokenizer_path) if tokenizer_path else None, source=str(path),
+                                   embedded=model.file.embedded_tokenizer)
         generator = Generator(model, tokenizer, n_ctx=n_ctx)
     except BaseException:
         model.close()      # a bad tokenizer must not leave the model's file mapped

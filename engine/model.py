@@ -1,4 +1,4 @@
-"""The model object: a validated ggml file plus the backend that runs it.
+"""The model object: a validated model file (legacy ggml or GGUF) plus the backend that runs it.
 
 ``load_model(path)`` maps the file, checks it, and picks a backend: the numba fast path
 (``engine.fast``) when available, or the numpy float32 reference (``engine.reference``), which
@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from engine.config import Config
-from engine.ggml_file import GGMLFile
+from engine.ggml_file import MappedModelFile
+from engine.model_file import format_label, open_model_file
+from engine.qkv_layout import describe as describe_qkv, settle_qkv_layout
 
 BACKENDS = ("auto", "fast", "reference")
 
@@ -18,13 +20,14 @@ BACKENDS = ("auto", "fast", "reference")
 class Model:
     """A loaded GPT-NeoX model: ``info()``, ``logits(tokens)`` and ``new_session()``."""
 
-    def __init__(self, file: GGMLFile, backend: str = "auto", threads: int | None = None):
+    def __init__(self, file: MappedModelFile, backend: str = "auto", threads: int | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.file = file
         self.config = Config.from_file(file)
         self.vocab = file.vocab
         self.backend_name, self._backend = self._make_backend(backend, threads)
+        settle_qkv_layout(file, self._backend)     # a GGUF file that does not say its QKV order
 
     def _make_backend(self, backend: str, threads):
         if backend in ("auto", "fast"):
@@ -46,7 +49,7 @@ class Model:
             n_layer=c.n_layer, n_rot=c.n_rot, parallel_residual=c.parallel_residual,
             layout=f.layout, qnt_version=f.qnt_version, weight_type=f.weight_type,
             ftype=f.hparams["ftype_raw"], file_size=f.file_size, path=f.path,
-            backend=self.backend_name,
+            backend=self.backend_name, format=format_label(f), qkv_layout=describe_qkv(f),
         )
 
     def new_session(self, n_ctx: int | None = None):
@@ -69,5 +72,10 @@ class Model:
 
 
 def load_model(path, backend: str = "auto", threads: int | None = None) -> Model:
-    """Open a legacy ggml GPT-NeoX file (raises ModelFormatError if it is malformed)."""
-    return Model(GGMLFile(path), backend=backend, threads=threads)
+    """Open a legacy ggml or GGUF GPT-NeoX file (raises ModelFormatError if it is malformed)."""
+    file = open_model_file(path)
+    try:
+        return Model(file, backend=backend, threads=threads)
+    except BaseException:
+        file.close()
+        raise

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from engine.ggml_file import GGMLFile
+from engine.ggml_file import MappedModelFile
 from engine.config import Config
 from engine.session import Branches, Session
 
@@ -56,9 +56,12 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, n_rot: int) -> n
 class ReferenceBackend:
     """Runs a model with plain numpy; holds nothing but the mapped file."""
 
-    def __init__(self, file: GGMLFile, config: Config):
+    def __init__(self, file: MappedModelFile, config: Config):
         self.file = file
         self.config = config
+
+    def reload_qkv(self) -> None:
+        """Nothing to do: the weights are read from the file at every use."""
 
     def weight(self, name: str) -> np.ndarray:
         return self.file.tensors[name].to_float32()

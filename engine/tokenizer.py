@@ -406,10 +406,14 @@ def _split(text: str, pattern):
         yield text[pos:], False
 
 
-def load_tokenizer(vocab: list[bytes] | None, tokenizer_json=None, source: str = "the model file") -> Tokenizer:
-    """The exact tokenizer when a tokenizer.json is given, else the BPE rebuilt from `vocab`."""
+def load_tokenizer(vocab: list[bytes] | None, tokenizer_json=None, source: str = "the model file",
+                   embedded=None) -> Tokenizer:
+    """The exact tokenizer when a tokenizer.json is given, else the one a GGUF file's metadata holds
+    (`embedded`, an engine.gguf_tokenizer.EmbeddedTokenizer), else the BPE rebuilt from `vocab`."""
     if tokenizer_json:
         return HFTokenizer.from_file(tokenizer_json)
+    if embedded is not None:
+        return embedded.build()
     if not vocab:
         raise ValueError(f"{source} has no vocabulary and no tokenizer.json was given")
     return RebuiltBPETokenizer(vocab, source=source)

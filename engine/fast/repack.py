@@ -93,24 +93,6 @@ def _dummy(dtype, ndim: int) -> np.ndarray:
     return np.zeros((1,) * ndim, dtype=dtype)
 
 
-def _read_rows(fh, path: str, info, r0: int, r1: int, scratch: list) -> np.ndarray:
-    """Raw bytes of rows r0..r1 of a tensor as uint8 [r1 - r0, row_bytes] (a file read, not the map).
-
-    The bytes land in ``scratch[0]``, grown when too small and reused: fresh memory for every
-    chunk cost a page fault per 4 KiB, a third of the load time of a big model.
-    """
-    row_bytes = info.nbytes // info.shape[0]
-    size = (r1 - r0) * row_bytes
-    if scratch[0].size < size:
-        scratch[0] = np.empty(size, dtype=np.uint8)
-    buf = scratch[0][:size]
-    fh.seek(info.offset + r0 * row_bytes)
-    if fh.readinto(memoryview(buf)) != buf.size:
-        raise ModelFormatError(path, info.offset + r0 * row_bytes,
-                               f"file truncated while reading tensor {info.name!r}")
-    return buf.reshape(r1 - r0, row_bytes)
-
-
 def _split_order(qs: np.ndarray) -> np.ndarray:
     """Version-0 interleaved nibble bytes [..., half] -> split order (element j low, j + half high)."""
     lo = qs & np.uint8(15)
@@ -215,7 +197,7 @@ class _Packer:
         step = max(TILE, CHUNK_BYTES // max(row_bytes, 1) // TILE * TILE)
         for r0 in range(0, self.rows, step):
             r1 = min(self.rows, r0 + step)
-            raw = _read_rows(fh, path, info, r0, r1, scratch)
+            raw = info.read_rows(fh, path, r0, r1, scratch)
             if not self.tiled:
                 dt = np.dtype("<u2") if self.type == "f16" else np.dtype("<f4")
                 self.arrays[0][layer, r0:r1] = raw.view(dt)

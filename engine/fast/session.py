@@ -43,16 +43,11 @@ class FastModel:
         self.threads = resolve_threads(threads)
         single_threaded_blas()
         tensors = ggml_file.tensors
-        layer_names = lambda suffix: [f"gpt_neox.layers.{i}.{suffix}" for i in range(c.n_layer)]  # noqa: E731
-        packed = {k: pack_matrices(ggml_file.path, [tensors[n] for n in layer_names(s)], self.threads)
-                  for k, s in _MATRICES.items()}
+        packed = {k: self._pack(s) for k, s in _MATRICES.items()}
         self.qkv, self.dense, self.up, self.down = (packed[k] for k in _MATRICES)
         self.head = pack_matrices(ggml_file.path, [tensors["embed_out.weight"]])
         self.embed = tensors["gpt_neox.embed_in.weight"]
-
-        def stack(suffix):
-            return np.stack([tensors[n].to_float32() for n in layer_names(suffix)]).astype(np.float32)
-
+        stack = self._stack
         self.ln = np.ascontiguousarray(np.stack([
             stack("input_layernorm.weight"), stack("input_layernorm.bias"),
             stack("post_attention_layernorm.weight"), stack("post_attention_layernorm.bias")], axis=1))
@@ -63,6 +58,20 @@ class FastModel:
         self.lnf = np.stack([tensors["gpt_neox.final_layer_norm.weight"].to_float32(),
                              tensors["gpt_neox.final_layer_norm.bias"].to_float32()]).astype(np.float32)
         self.load_seconds = time.perf_counter() - t0
+
+    def _layer_tensors(self, suffix: str) -> list:
+        return [self.file.tensors[f"gpt_neox.layers.{i}.{suffix}"] for i in range(self.config.n_layer)]
+
+    def _pack(self, suffix: str):
+        return pack_matrices(self.file.path, self._layer_tensors(suffix), self.threads)
+
+    def _stack(self, suffix: str) -> np.ndarray:
+        return np.stack([t.to_float32() for t in self._layer_tensors(suffix)]).astype(np.float32)
+
+    def reload_qkv(self) -> None:
+        """Read the QKV weights and biases again (a GGUF file's QKV row order was changed)."""
+        self.qkv = self._pack(_MATRICES["qkv"])
+        self.b_qkv = self._stack("attention.query_key_value.bias")
 
     @property
     def matrices(self):
