@@ -21,7 +21,7 @@ PREFERRED_ORDER = ["info", "generate", "tokenize", "perplexity", "logits", "benc
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m engine",
-        description="NeoX Writer's engine: read, convert, quantize and run legacy ggml GPT-NeoX (Pythia) files.")
+        description="NeoX Writer's engine: read, convert, quantize and run GPT-NeoX (Pythia) files, legacy ggml and GGUF.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     found = [m.name for m in pkgutil.iter_modules(engine.commands.__path__)]
     names = [n for n in PREFERRED_ORDER if n in found] + sorted(n for n in found if n not in PREFERRED_ORDER)

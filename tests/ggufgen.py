@@ -8,6 +8,8 @@ an "old" file), each 2-D weight stored as `weight_type`.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from engine import gguf_constants as C
@@ -185,3 +187,29 @@ def raw_model_parts(seed: int = 0, alignment: int = C.DEFAULT_ALIGNMENT):
         blobs.append(values + b"\0" * (-len(values) % alignment))
         offset += len(blobs[-1])
     return kvs, records, b"".join(blobs)
+
+
+DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
+
+
+def write_demo_gguf(folder, layout: str, marker: bool = False) -> Path:
+    """The trained demo model as GGUF: its q5_1 blocks copied byte for byte, its tokenizer.json in
+    the metadata, QKV in `layout`, with or without the marker. Written once per folder."""
+    import json
+    from engine.ggml_file import GGMLFile
+    path = Path(folder) / f"demo-{layout}-{'marked' if marker else 'unmarked'}.gguf"
+    if path.exists():
+        return path
+    with GGMLFile(DEMO / "demo-austen-q5_1.bin") as f:
+        hp = dict(f.hparams)
+        tensors = {n: t.to_float32() for n, t in f.tensors.items()}
+        raw = {n: (np.array(t.data).reshape(t.shape[0], -1), t.type) for n, t in f.tensors.items() if len(t.shape) == 2}
+    doc = json.loads((DEMO / "tokenizer.json").read_text(encoding="utf-8"))
+    by_id = {i: t for t, i in doc["model"]["vocab"].items()}
+    added = {a["id"]: a["content"] for a in doc["added_tokens"]}
+    tokens = [added.get(i, by_id.get(i)) for i in range(hp["n_vocab"])]
+    types = [int(C.TokenType.CONTROL if i in added else C.TokenType.NORMAL) for i in range(hp["n_vocab"])]
+    merges = [" ".join(m) if isinstance(m, list) else m for m in doc["model"]["merges"]]
+    write_gguf(path, hp, tensors, raw=raw, qkv_layout=layout, marker=marker, tokens=tokens, token_types=types,
+               merges=merges)
+    return path

@@ -3,9 +3,6 @@ weights, every supported type within 2e-2 of a float forward of the file's own w
 order of a file without a marker found by scoring a text (on the trained demo model)."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -15,10 +12,9 @@ from engine.ggml_file import GGMLFile
 from engine.ggml_writer import write_ggml
 from engine.model import load_model
 from conftest import FIXTURES_DIR
-from ggufgen import write_gguf
+from ggufgen import DEMO, write_demo_gguf, write_gguf
 from modelgen import DEFAULT_HPARAMS, random_tensors, random_vocab
 
-DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 TOKENS = [1, 5, 7, 2, 9, 3, 4, 8, 60, 95, 0, 11]
 TYPES = ("f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0")
 
@@ -115,29 +111,8 @@ def test_a_legacy_quantized_file_copied_block_for_block_into_gguf_runs_identical
 
 @pytest.fixture(scope="module")
 def demo_gguf(tmp_path_factory):
-    """The trained demo model as GGUF (its q5_1 blocks copied, tokenizer in the metadata), in
-    either QKV order, with or without the marker."""
     folder = tmp_path_factory.mktemp("demo-gguf")
-    f = GGMLFile(DEMO / "demo-austen-q5_1.bin")
-    hp = f.hparams
-    tensors = {n: t.to_float32() for n, t in f.tensors.items()}
-    raw = {n: (np.array(t.data).reshape(t.shape[0], -1), t.type) for n, t in f.tensors.items() if len(t.shape) == 2}
-    f.close()
-    tj = json.loads((DEMO / "tokenizer.json").read_text(encoding="utf-8"))
-    inverse = {i: t for t, i in tj["model"]["vocab"].items()}
-    added = {a["id"]: a["content"] for a in tj["added_tokens"]}
-    tokens = [added.get(i, inverse.get(i)) for i in range(hp["n_vocab"])]
-    types = [C.TokenType.CONTROL if i in added else C.TokenType.NORMAL for i in range(hp["n_vocab"])]
-    merges = [" ".join(m) if isinstance(m, list) else m for m in tj["model"]["merges"]]
-
-    def make(layout, marker=False):
-        path = folder / f"demo-{layout}-{'marked' if marker else 'unmarked'}.gguf"
-        if not path.exists():
-            write_gguf(path, hp, tensors, raw=raw, qkv_layout=layout, marker=marker, tokens=tokens,
-                       token_types=[int(t) for t in types], merges=merges)
-        return path
-
-    return make
+    return lambda layout, marker=False: write_demo_gguf(folder, layout, marker)
 
 
 @pytest.mark.parametrize("backend", ["fast", "reference"])

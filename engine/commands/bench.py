@@ -35,7 +35,7 @@ from engine.session import MAX_BRANCHES
 
 def register(sub):
     p = sub.add_parser("bench", help="measure load, compile, prompt and generation speed of the fast path")
-    p.add_argument("model", help="a legacy ggml .bin file")
+    p.add_argument("model", help="a legacy ggml .bin or a GGUF .gguf file")
     p.add_argument("--threads", type=int, default=None, help="kernel threads (default: physical cores)")
     p.add_argument("--prompt-tokens", type=int, default=32, help="prompt length in tokens (default 32)")
     p.add_argument("--gen-tokens", type=int, default=64, help="tokens to generate (default 64)")
@@ -59,17 +59,19 @@ def peak_rss_mib() -> float:
 def bench(path, threads=None, prompt_tokens=32, gen_tokens=64, seed=0, parallel=None) -> dict:
     """Run the measurement; returns the figures as a dict (the --json keys)."""
     from engine import fast
-    from engine.ggml_file import GGMLFile
     from engine.config import Config
+    from engine.model_file import open_model_file
+    from engine.qkv_layout import settle_qkv_layout
 
     if prompt_tokens < 1 or gen_tokens < 0:
         raise CLIError("--prompt-tokens must be at least 1 and --gen-tokens at least 0")
     if parallel is not None and not (1 <= parallel <= MAX_BRANCHES and gen_tokens >= 1):
         raise CLIError(f"--parallel must be within 1..{MAX_BRANCHES}, with --gen-tokens at least 1")
     t0 = time.perf_counter()
-    f = GGMLFile(path)
+    f = open_model_file(path)
     config = Config.from_file(f)
     model = fast.build(f, config, threads=threads)
+    settle_qkv_layout(f, model)           # a GGUF file that does not say its QKV order
     load_s = time.perf_counter() - t0
     n_ctx = prompt_tokens + gen_tokens
     if n_ctx > config.n_ctx:

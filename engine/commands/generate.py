@@ -15,7 +15,7 @@ from engine.errors import CLIError
 
 def register(sub):
     p = sub.add_parser("generate", help="continue a prompt, streaming the text as it is generated")
-    p.add_argument("model", help="a legacy ggml .bin file")
+    p.add_argument("model", help="a legacy ggml .bin or a GGUF .gguf file")
     p.add_argument("--prompt", required=True, help="the text to continue")
     p.add_argument("--memory", default="", help="text kept at the head of the context when a long prompt is cut")
     add_model_arguments(p)

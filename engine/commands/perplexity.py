@@ -23,7 +23,7 @@ ROWS_PER_EVAL = 64   # logits rows held at once: bounded memory for 50k-entry vo
 
 def register(sub):
     p = sub.add_parser("perplexity", help="perplexity of a model over a text (sliding window)")
-    p.add_argument("model", help="a legacy ggml .bin file")
+    p.add_argument("model", help="a legacy ggml .bin or a GGUF .gguf file")
     p.add_argument("--text", required=True, help="a UTF-8 text file")
     p.add_argument("--context", type=int, default=None, help="window size in tokens (default: the model's context)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

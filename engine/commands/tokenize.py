@@ -21,7 +21,7 @@ def register(sub):
                                    "from --tokenizer or the tokenizer.json beside MODEL, else the one rebuilt "
                                    "from MODEL's vocabulary.")
     p.add_argument("args", nargs="*", metavar="[MODEL] [TEXT]",
-                   help="a legacy ggml .bin file (not needed with --tokenizer), then the text")
+                   help="a legacy ggml .bin or a GGUF file (not needed with --tokenizer), then the text")
     p.add_argument("--tokenizer", metavar="FILE", help="a Hugging Face tokenizer.json (exact ids)")
     p.add_argument("--file", metavar="PATH", help="read the text from this UTF-8 file instead of TEXT")
     p.add_argument("--json", action="store_true", help='print {"ids": [...]} on one line')
@@ -57,10 +57,10 @@ def run(args) -> int:
     elif find_tokenizer_json(model) is not None:
         tokenizer = load_tokenizer(None, str(find_tokenizer_json(model)))
     else:
-        from engine.ggml_file import GGMLFile
-        with GGMLFile(model) as f:
-            vocab = list(f.vocab)
-        tokenizer = load_tokenizer(vocab, None, source=model)
+        from engine.model_file import open_model_file
+        with open_model_file(model) as f:
+            vocab, embedded = list(f.vocab), f.embedded_tokenizer
+        tokenizer = load_tokenizer(vocab, None, source=model, embedded=embedded)
     ids = tokenizer.encode(text)
     if args.json:
         print(json.dumps({"ids": ids}))
