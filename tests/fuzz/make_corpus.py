@@ -52,6 +52,33 @@ def write_ggml_seeds(folder: Path) -> None:
                    qnt_version=version, era=era)
 
 
+# GGUF seeds: the same tiny model in byte-level token strings, with merges so that the tokenizer
+# from the metadata is a real BPE. (type, version, QKV order, marker): every type the engine runs,
+# both versions, both orders; unmarked files go through the QKV order detection.
+GGUF_VARIANTS = [
+    ("f32", 3, "split", True), ("f16", 2, "split", True), ("bf16", 3, "interleaved", True),
+    ("q4_0", 3, "split", False), ("q4_1", 3, "interleaved", False), ("q5_0", 2, "split", True),
+    ("q5_1", 3, "split", True), ("q8_0", 3, "interleaved", True),
+]
+GGUF_MERGES = ["t h", "th e", "\u0120 t", "o n", "\u0120 the", "\u00c3 \u00a9"]
+
+
+def write_gguf_seeds(folder: Path) -> None:
+    """GGUF seeds, written with the gguf package's GGUFWriter (tests/ggufgen.py)."""
+    from engine.gguf_constants import TokenType
+    from engine.tokenizer import bytes_to_unicode
+    from ggufgen import write_gguf
+    from modelgen import random_tensors
+    table = bytes_to_unicode()
+    tokens = [VOCAB[0].decode()] + ["".join(table[b] for b in v) for v in VOCAB[1:]]
+    types = [int(TokenType.CONTROL)] + [int(TokenType.NORMAL)] * (len(VOCAB) - 1)
+    for i, (wtype, version, layout, marker) in enumerate(GGUF_VARIANTS):
+        hp = dict(HPARAMS, par_res=i % 2)
+        name = f"{wtype}-v{version}-{layout}{'' if marker else '-unmarked'}.gguf"
+        write_gguf(folder / name, hp, random_tensors(hp, seed=100 + i), weight_type=wtype, version=version,
+                   qkv_layout=layout, marker=marker, tokens=tokens, token_types=types, merges=GGUF_MERGES)
+
+
 def safetensors_bytes(tensors: dict[str, tuple[str, np.ndarray]], metadata: dict | None = None) -> bytes:
     """A .safetensors file: name -> (dtype name, array of that dtype's bytes)."""
     header, blobs, offset = {}, [], 0
@@ -185,11 +212,12 @@ def write_catalog_seeds(folder: Path, cache_folder: Path) -> None:
 def write_corpus(root: Path) -> None:
     """Write every seed below `root` (one folder per target)."""
     sys.path.insert(0, str(TESTS))
-    folders = {name: root / name for name in ("ggml", "safetensors", "safetensors-index", "torch-pickle", "story",
+    folders = {name: root / name for name in ("ggml", "gguf", "safetensors", "safetensors-index", "torch-pickle", "story",
                                               "autosave", "manifest", "catalog", "catalog-cache")}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     write_ggml_seeds(folders["ggml"])
+    write_gguf_seeds(folders["gguf"])
     write_safetensors_seeds(folders["safetensors"], folders["safetensors-index"])
     shutil.copy(TESTS / "fixtures" / "torch_pickle" / "views.bin", folders["torch-pickle"] / "views.bin")
     write_story_seeds(folders["story"])

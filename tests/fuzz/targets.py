@@ -15,6 +15,7 @@ import pickletools
 import shutil
 import struct
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,31 @@ class ModelFileTarget(Target):
         return (ModelFormatError,)
 
 
+@contextmanager
+def seed_file(name: str, data: bytes):
+    """A seed's bytes in a temporary file, for the reader that finds its structure."""
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"fuzz-seed-{os.getpid()}-{name}"
+    path.write_bytes(data)
+    try:
+        yield path
+    finally:
+        path.unlink()
+
+
+def add_weight_fields(seed: Seed, t) -> None:
+    """Where a tensor's float values are: all of them (f32, f16), or each block's scale (and min)."""
+    from engine.quants import block_format
+    fmt = block_format(t.type, t.qnt_version)
+    if t.type == "f32":
+        seed.f32_data.append((t.offset, t.data.size // 4))
+    elif t.type == "f16":
+        seed.f16_data.append((t.offset, t.data.size // 2))
+    else:
+        scales = seed.f16_data if fmt.scale_dtype == "f2" else seed.f32_data
+        for b in range(t.offset, t.offset + t.data.size, fmt.nbytes):
+            scales.append((b, 2 if fmt.has_min else 1))
+
+
 class GGMLTarget(ModelFileTarget):
     """Legacy ggml files of every layout, era and type: reader, tokenizer rebuild, forward pass."""
 
@@ -97,11 +123,7 @@ class GGMLTarget(ModelFileTarget):
 
     def describe(self, name, data):
         from engine.ggml_file import GGMLFile
-        from engine.quants import block_format
-        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"fuzz-seed-{os.getpid()}-{name}"
-        path.write_bytes(data)
-        try:
-            f = GGMLFile(path)
+        with seed_file(name, data) as path, GGMLFile(path) as f:
             seed = Seed(name, data, fields=list(range(4, 40, 4)))
             pos = 36 if f.layout == "gpt-neox" else 32
             for token in f.vocab:                     # every vocab length prefix
@@ -111,19 +133,8 @@ class GGMLTarget(ModelFileTarget):
                 n_dims = len(t.shape)
                 start = t.offset - len(t.name.encode()) - 4 * n_dims - 12
                 seed.fields += [start, start + 4, start + 8] + [start + 12 + 4 * i for i in range(n_dims)]
-                fmt = block_format(t.type, t.qnt_version)
-                if t.type == "f32":
-                    seed.f32_data.append((t.offset, t.nbytes // 4))
-                elif t.type == "f16":
-                    seed.f16_data.append((t.offset, t.nbytes // 2))
-                else:                                  # the scale (and min) at the head of each block
-                    scales = seed.f16_data if fmt.scale_dtype == "f2" else seed.f32_data
-                    for b in range(t.offset, t.offset + t.nbytes, fmt.nbytes):
-                        scales.append((b, 2 if fmt.has_min else 1))
-            f.close()
+                add_weight_fields(seed, t)
             return seed
-        finally:
-            path.unlink()
 
     def read(self, path, ch):
         from engine.ggml_file import GGMLFile
@@ -134,7 +145,7 @@ class GGMLTarget(ModelFileTarget):
         from engine.tokenizer import load_tokenizer
         model = Model(f, backend="fast", threads=ch.int(1, 2))
         try:
-            tokenizer = load_tokenizer(model.vocab, None, source=f.path)
+            tokenizer = load_tokenizer(model.vocab, None, source=f.path, embedded=f.embedded_tokenizer)
         except ValueError as exc:          # the rebuild's own refusal: a vocab without single bytes
             raise Refused(str(exc)) from exc
         tokenizer.decode(tokenizer.encode("Once upon a time, \u00e9t\u00e9 \U0001F600"))
@@ -150,6 +161,69 @@ class GGMLTarget(ModelFileTarget):
 
     def close(self, f):
         f.close()
+
+
+class GGUFTarget(GGMLTarget):
+    """GGUF files (v2 and v3, every type the engine runs, both QKV orders, with and without the
+    marker): the reader, the tokenizer from the metadata, the QKV order detection, a forward pass."""
+
+    name = "gguf"
+    filename = "model.gguf"
+
+    def describe(self, name, data):
+        from engine.gguf_file import GGUFFile
+        with seed_file(name, data) as path, GGUFFile(path) as f:
+            seed = Seed(name, data, fields=gguf_fields(data))
+            for t in f.tensors.values():
+                if t.stored_type != "bf16":
+                    add_weight_fields(seed, t)
+            return seed
+
+    def read(self, path, ch):
+        from engine.gguf_file import GGUFFile
+        return GGUFFile(path)
+
+
+def gguf_fields(data: bytes) -> list[int]:
+    """Offsets of a GGUF file's counts, lengths, type tags and tensor offsets (a walk of its structure)."""
+    fields = [4, 8, 16]
+    n_tensors, n_kv = struct.unpack_from("<QQ", data, 8)
+
+    def string(pos):
+        fields.append(pos)
+        return pos + 8 + struct.unpack_from("<Q", data, pos)[0]
+
+    def value(pos, vtype):
+        if vtype == 8:
+            return string(pos)
+        if vtype != 9:
+            return pos + SCALAR_SIZES[vtype]
+        fields.extend([pos, pos + 4])                 # element type, count
+        etype, count = struct.unpack_from("<IQ", data, pos)
+        pos += 12
+        if etype in SCALAR_SIZES:
+            return pos + count * SCALAR_SIZES[etype]
+        for _ in range(count):
+            pos = value(pos, etype)
+        return pos
+
+    pos = 24
+    for _ in range(n_kv):
+        pos = string(pos)                             # key
+        fields.append(pos)                            # value type
+        pos = value(pos + 4, struct.unpack_from("<I", data, pos)[0])
+    for _ in range(n_tensors):
+        pos = string(pos)                             # name
+        n_dims = struct.unpack_from("<I", data, pos)[0]
+        fields.append(pos)
+        fields.extend(pos + 4 + 8 * i for i in range(n_dims))
+        pos += 4 + 8 * n_dims
+        fields.extend([pos, pos + 4])                 # type, data offset
+        pos += 12
+    return sorted(set(fields))
+
+
+SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 
 
 class SafetensorsTarget(ModelFileTarget):
@@ -409,6 +483,6 @@ class CatalogCacheTarget(CatalogTarget):
         return Catalog.load(shipped=CORPUS / "catalog" / "catalog.json", cache=path)
 
 
-MODEL_TARGETS = (GGMLTarget, SafetensorsTarget, SafetensorsIndexTarget, TorchPickleTarget)
+MODEL_TARGETS = (GGMLTarget, GGUFTarget, SafetensorsTarget, SafetensorsIndexTarget, TorchPickleTarget)
 DOCUMENT_TARGETS = (StoryTarget, AutosaveTarget, ManifestTarget, CatalogTarget, CatalogCacheTarget)
 ALL_TARGETS = {t.name: t for t in MODEL_TARGETS + DOCUMENT_TARGETS}
