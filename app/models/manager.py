@@ -388,18 +388,18 @@ class ModelManager:
     # -- import, verify, remove ------------------------------------------------------------
 
     def import_file(self, source: Path, link: bool = False) -> InstalledModel:
-        """Validate a local ggml file with the engine's reader, then copy (or hard-link) it in."""
+        """Validate a local ggml or GGUF file with the engine's reader, then copy (or hard-link) it in."""
         from engine.errors import ModelFormatError
-        from engine.ggml_file import GGMLFile
+        from engine.model_file import is_gguf, open_model_file
 
         source = Path(source)
         if not source.is_file():
             raise UsageError(f"{source}: no such file")
         try:
-            with GGMLFile(source):
+            with open_model_file(source):
                 pass
         except ModelFormatError as exc:
-            raise ModelError(f"refused to import {source}: not a usable ggml GPT-NeoX file: {exc}") from exc
+            raise ModelError(f"refused to import {source}: not a usable GPT-NeoX model file: {exc}") from exc
         hasher, size = sha256_file(source)
         sha = hasher.hexdigest()
         same = next((m for m in self.manifest.models.values() if m.sha256 == sha), None)
@@ -407,7 +407,8 @@ class ModelManager:
             raise ModelError(f"{source} is already installed as {same.id} ({self.manifest.file_path(same)})")
         entry = self.catalog.find_sha256(sha)
         model_id = entry.id if entry else _local_id(source, self.catalog, self.manifest)
-        dest = self.models_dir / (entry.filename if entry else f"{model_id}.bin")
+        suffix = ".gguf" if is_gguf(source) else ".bin"
+        dest = self.models_dir / (entry.filename if entry else f"{model_id}{suffix}")
         how = self._link_or_copy(source, dest, sha) if link else self._copy(source, dest, sha)
         record = InstalledModel(
             id=model_id, file=dest.name, sha256=sha, size=size, origin="import", source=str(source.resolve()),

@@ -27,8 +27,10 @@ from PySide6.QtWidgets import (QFileDialog, QGridLayout, QHeaderView, QLabel, QP
 from app.bundled import demo_model
 from app.threads import emit_from_thread
 from app.units import human_bytes
+from engine.model_file import sniff_format
 
 COLUMNS = ("Model", "Quant", "Format", "Size", "RAM", "")
+MODEL_FILE_FILTER = "Models (*.gguf *.bin);;GGUF models (*.gguf);;Legacy ggml models (*.bin);;All files (*)"
 NAME, QUANT, FORMAT, SIZE, RAM, ACTION = range(len(COLUMNS))
 
 
@@ -44,7 +46,7 @@ class Row:
     group: str = ""        # the model (or Hugging Face repository) it is grouped under
     info: str = ""         # a converted model's provenance (tooltip)
     quant: str = ""
-    fmt: str = ""          # the ggml era, or the date a model was converted or imported
+    fmt: str = ""          # the file format: "GGUF v3", or the legacy ggml era
     ram: int | None = None
     approx: bool = False   # `size` is estimated from the format (the hub has not said yet)
 
@@ -149,7 +151,7 @@ class ModelPicker(QWidget):
         if demo is not None:
             tok = demo.parent / "tokenizer.json"
             rows.append(Row("installed", "demo", "Demo model (bundled)", demo.stat().st_size, str(demo),
-                            str(tok) if tok.is_file() else "", fmt="bundled"))
+                            str(tok) if tok.is_file() else "", fmt=sniff_format(demo)))
         try:
             manager = self.manager()
             rows += [row for s in manager.statuses() if (row := self._row(manager, s)) is not None]
@@ -172,11 +174,11 @@ class ModelPicker(QWidget):
                 found = manager.tokenizer_path(s.id)
                 tok = str(found) if found else ""
             if record.commit:          # converted from Hugging Face: grouped under its repository
-                facts = dict(quant=record.output_type, fmt=record.installed_at[:10], group=record.repo,
+                facts = dict(quant=record.output_type, fmt=sniff_format(s.file), group=record.repo,
                              info=provenance(record))
                 label = f"{record.revision} · {record.output_type}"
             elif e is None:
-                facts = dict(fmt=record.installed_at[:10])
+                facts = dict(fmt=sniff_format(s.file), info=f"{s.id}\n{s.file}\nimported {record.installed_at[:10]}")
             return Row("installed", s.id, label, record.size, str(s.file), tok, **facts)
         if e is None:
             return None
@@ -307,7 +309,7 @@ class ModelPicker(QWidget):
             self.modelChosen.emit(path, tok)
 
     def on_open_file_clicked(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a ggml model", "", "ggml models (*.bin);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "Open a model", "", MODEL_FILE_FILTER)
         if path:
             self.modelChosen.emit(path, "")
 

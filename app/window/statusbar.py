@@ -29,7 +29,10 @@ def resident_bytes() -> int | None:
 
 
 def era_label(info: dict) -> str:
-    """Which 2023 file generation a model comes from (spec §1: the eras and the quantization versions)."""
+    """The file format: "GGUF v3", or which 2023 ggml generation a legacy model comes from (spec §1:
+    the eras and the quantization versions)."""
+    if str(info.get("format", "")).startswith("GGUF"):
+        return info["format"]
     if info.get("layout") == "stablelm":
         return "stablelm layout (Apr–May 2023)"
     names = {0: "gpt-neox, first quantization", 1: "ggmlv2 quantization", 2: "ggmlv3 quantization"}
