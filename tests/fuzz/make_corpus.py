@@ -4,7 +4,8 @@
 
 Every seed is small (the fuzzer runs each mutation through the reader and, for models, a
 forward pass) and is written by the project's own writers, so the corpus follows the formats
-as the program writes them: ggml files of every layout, era and type (engine.ggml_writer),
+as the program writes them: ggml files of every layout, era and type (engine.ggml_writer), GGUF
+files of every type the engine runs (the gguf package's writer, until the project has its own),
 safetensors files and a sharded index, the torch.save archive of the golden fixtures, native
 and Kobold Lite stories (app.story), an autosave record, a manifest and the catalogs.
 `tests/test_fuzz.py` checks that every seed loads as it is.
