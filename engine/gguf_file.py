@@ -382,8 +382,8 @@ class GGUFFile(MappedModelFile):
         if types is not None:
             if not isinstance(types, np.ndarray) or types.dtype.kind not in "iu" or types.size != n_vocab:
                 self._fail_key(cur, C.KEY_TOKEN_TYPE, f"must be {n_vocab} integers, one per token")
-            if types.size and not (types.min() >= 1 and types.max() <= max(C.TokenType)):
-                self._fail_key(cur, C.KEY_TOKEN_TYPE, "holds a token type outside 1..6")
+            if types.size and not (types.min() >= 0 and types.max() <= max(C.TokenType)):
+                self._fail_key(cur, C.KEY_TOKEN_TYPE, f"holds a token type outside 0..{max(C.TokenType)}")
             types = [int(t) for t in types]
         merges = self._get(cur, C.KEY_MERGES, (C.ValueType.ARRAY,), False)
         if merges is not None and (not isinstance(merges, list) or (merges and not isinstance(merges[0], str))):

@@ -29,11 +29,13 @@ BPE_TYPES = (TokenType.NORMAL, TokenType.UNKNOWN, TokenType.BYTE)
 
 def token_roles(tokens: list[str], token_types: list[int] | None) -> list[int]:
     """Each id's TokenType, with the filler rows of older converters (USER_DEFINED "[PAD<id>]")
-    made UNUSED; without a token_type array, roles are inferred the way the converter assigns them."""
+    made UNUSED; without a token_type array (or for type 0, UNDEFINED), roles are inferred the way
+    the converter assigns them."""
     byte_level = unicode_to_bytes()
     roles = []
     for i, token in enumerate(tokens):
         role = token_types[i] if token_types is not None else None
+        role = role or None                 # 0: llama.cpp's UNDEFINED, inferred like a missing array
         filler = PAD_FILLER.fullmatch(token)
         if filler and int(filler.group(1)) == i and role in (None, TokenType.USER_DEFINED, TokenType.UNUSED):
             role = TokenType.UNUSED

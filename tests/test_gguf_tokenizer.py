@@ -74,10 +74,11 @@ def test_the_metadata_tokenizer_passes_the_100_test_vectors(converted, reference
     assert tok.decode(tok.encode("Hello World!")) == "Hello World!"
 
 
-def test_older_converters_fillers_and_files_without_token_types(converted, reference):
+def test_older_converters_fillers_undefined_types_and_files_without_token_types(converted, reference):
     tokens, types, merges = converted
     old_types = [C.TokenType.USER_DEFINED if t == C.TokenType.UNUSED else t for t in types]
-    for token_types in (old_types, None):
+    undefined = [0 if t == C.TokenType.NORMAL else t for t in types]        # llama.cpp's UNDEFINED
+    for token_types in (old_types, None, undefined):
         tok = EmbeddedTokenizer(C.TOKENIZER_MODEL_GPT2, tokens, token_types, merges, "test").build()
         for text in EXTRA_TEXTS + [text for text, _ in vectors()][:20]:
             assert tok.encode(text) == reference.encode(text), text
