@@ -34,7 +34,7 @@ from engine.ggml_file import (
     expected_tensors, read_file_rows,
 )
 from engine.gguf_tokenizer import EmbeddedTokenizer, vocab_bytes
-from engine.quants import block_format
+from engine.quants import block_format, dequantize
 
 MAX_STRING = 1 << 24         # bytes of one string value (a chat template is a few KB)
 MAX_KEY = 1 << 16            # bytes of a key (the GGUF spec's limit)
@@ -116,7 +116,6 @@ class GGUFTensor(TensorInfo):
     def _stored_float32(self, raw: np.ndarray, n_values: int) -> np.ndarray:
         if self.stored_type == "bf16":
             return _widen_bf16(raw)
-        from engine.quants import dequantize
         return dequantize(self.type, self.qnt_version, raw, n_values)
 
     def to_float32(self) -> np.ndarray:
@@ -159,17 +158,17 @@ class GGUFTensor(TensorInfo):
         if self.stored_type not in SCALE_BOUNDS:
             return super().first_bad_value()
         nbytes = C.BLOCK_SIZES[C.TYPE_CODES[self.stored_type]][1]
+        fields = SCALE_BOUNDS[self.stored_type]
         blocks = self.data.reshape(-1, nbytes)
         for start in range(0, blocks.shape[0], CHECK_CHUNK):
             chunk = blocks[start:start + CHECK_CHUNK]
-            bound = np.zeros(chunk.shape[0], np.float32)
-            for offset, factor in SCALE_BOUNDS[self.stored_type]:
-                scale = np.ascontiguousarray(chunk[:, offset:offset + 2]).view("<f2")[:, 0]
-                bound += np.abs(scale.astype(np.float32)) * np.float32(factor)
-            bad = np.flatnonzero(~(bound <= WEIGHT_LIMIT))
+            parts = [np.abs(np.ascontiguousarray(chunk[:, offset:offset + 2]).view("<f2")[:, 0].astype(np.float32))
+                     * np.float32(factor) for offset, factor in fields]
+            bad = np.flatnonzero(~(sum(parts) <= WEIGHT_LIMIT))
             if bad.size:
                 i = int(bad[0])
-                offset = SCALE_BOUNDS[self.stored_type][0][0]
+                worst = max(range(len(fields)), key=lambda k: parts[k][i] if np.isfinite(parts[k][i]) else np.inf)
+                offset = fields[worst][0]
                 return (start + i) * nbytes + offset, float(chunk[i, offset:offset + 2].view("<f2")[0])
         return None
 

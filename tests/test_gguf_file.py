@@ -328,3 +328,23 @@ def test_truncations_are_refused(tmp_path):
         path = write_raw(tmp_path, data[:cut])
         with pytest.raises(ModelFormatError):
             open_model_file(path).close()
+
+
+@pytest.mark.parametrize("type_name", K_TYPES)
+def test_the_k_quant_scale_bound(type_name):
+    """|d| x the largest factor a value can have on it (+ |dmin| x its own) must stay within the fp16
+    range: checked on the blocks directly, whether or not the type's kernels are registered."""
+    from engine.gguf_file import SCALE_BOUNDS, GGUFTensor
+    values, nbytes = C.BLOCK_SIZES[C.TYPE_CODES[type_name]]
+    blocks = np.zeros((4, nbytes), np.uint8)
+    tensor = GGUFTensor("w", type_name, 2, (4 * values,), 0, blocks.size, blocks.reshape(-1), gguf_name="blk.0.w",
+                        stored_type=type_name)
+    for offset, factor in SCALE_BOUNDS[type_name]:
+        blocks[:] = 0
+        blocks[2, offset:offset + 2] = np.frombuffer(np.float16(65504 / factor * 0.99).tobytes(), np.uint8)
+        assert tensor.first_bad_value() is None
+        blocks[2, offset:offset + 2] = np.frombuffer(np.float16(65504 / factor * 1.02).tobytes(), np.uint8)
+        at, value = tensor.first_bad_value()
+        assert at == 2 * nbytes + offset and value == pytest.approx(65504 / factor * 1.02, rel=1e-3)
+        blocks[2, offset:offset + 2] = np.frombuffer(np.float16(np.nan).tobytes(), np.uint8)
+        assert tensor.first_bad_value()[0] == 2 * nbytes + offset
