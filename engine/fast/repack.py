@@ -93,6 +93,13 @@ def _dummy(dtype, ndim: int) -> np.ndarray:
     return np.zeros((1,) * ndim, dtype=dtype)
 
 
+def _read_rows(fh, path: str, info, r0: int, r1: int, scratch: list) -> np.ndarray:
+    """Raw bytes of rows r0..r1 of a tensor as uint8 [r1 - r0, row_bytes], as the tensor presents
+    them: ``TensorInfo.read_rows`` (a file read, not the map; a GGUF file's QKV rows in the order the
+    kernels compute with, BF16 widened). Every read of the repack goes through here."""
+    return info.read_rows(fh, path, r0, r1, scratch)
+
+
 def _split_order(qs: np.ndarray) -> np.ndarray:
     """Version-0 interleaved nibble bytes [..., half] -> split order (element j low, j + half high)."""
     lo = qs & np.uint8(15)
@@ -197,7 +204,7 @@ class _Packer:
         step = max(TILE, CHUNK_BYTES // max(row_bytes, 1) // TILE * TILE)
         for r0 in range(0, self.rows, step):
             r1 = min(self.rows, r0 + step)
-            raw = info.read_rows(fh, path, r0, r1, scratch)
+            raw = _read_rows(fh, path, info, r0, r1, scratch)
             if not self.tiled:
                 dt = np.dtype("<u2") if self.type == "f16" else np.dtype("<f4")
                 self.arrays[0][layer, r0:r1] = raw.view(dt)
