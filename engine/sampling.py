@@ -115,7 +115,7 @@ class SamplerSettings:
         if self.rep_pen == 0:
             raise SettingsError("rep_pen", "must be greater than 0 (1 disables it)")
         _check_int("rep_pen_range", self.rep_pen_range, low=0)
-        _check_number("rep_pen_slope", self.rep_pen_slope, low=0.0, high=1.0)
+        _check_number("rep_pen_slope", self.rep_pen_slope, low=0.0)   # KoboldAI clients go to 10
         _check_number("presence_penalty", self.presence_penalty)
         _check_number("frequency_penalty", self.frequency_penalty)
         _check_int("mirostat", self.mirostat, low=0, high=2)
@@ -357,7 +357,7 @@ def apply_repetition_penalty(c: Candidates, history: Sequence[int], penalty: flo
 
     The window is split in half: tokens seen in the newer half get the full `penalty`, tokens
     seen only in the older half get `1 + (penalty - 1) * slope` (slope 1 = uniform, 0 = the
-    older half is not penalised). A positive logit is divided by the penalty, a negative one
+    older half is not penalised, above 1 it is penalised more). A positive logit is divided by the penalty, a negative one
     multiplied, so the token always becomes less likely. `presence` is then subtracted from
     every penalised token (KoboldCpp), and `frequency` times the token's count in the window
     (OpenAI's frequency penalty; KoboldCpp has none).

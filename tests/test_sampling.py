@@ -270,7 +270,7 @@ def test_mirostat_v1_runs_through_the_sampler():
 @pytest.mark.parametrize("field, value", [
     ("temperature", -0.1), ("top_p", 1.5), ("top_p", -0.1), ("top_k", -1), ("top_k", 2.5),
     ("min_p", 2.0), ("tfs", 1.5), ("typical", -1.0), ("rep_pen", 0.0), ("rep_pen_range", -5),
-    ("rep_pen_slope", 2.0), ("mirostat", 3), ("mirostat_tau", -1.0), ("temperature", float("nan")),
+    ("rep_pen_slope", -0.5), ("mirostat", 3), ("mirostat_tau", -1.0), ("temperature", float("nan")),
     ("seed", -7), ("logit_bias", {"x": 1.0}), ("logit_bias", {1: math.inf}), ("banned_tokens", [-1]),
     ("dry_multiplier", -0.5), ("dry_base", -1.0), ("dry_allowed_length", 1.5), ("dry_penalty_last_n", -2),
     ("dry_sequence_breakers", "not json"), ("dry_sequence_breakers", [1, 2]), ("dry_sequence_breakers", [f"x{i}" for i in range(33)]),

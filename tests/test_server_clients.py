@@ -191,3 +191,36 @@ def test_every_captured_body_is_answered_as_its_client_reads_it(server, name, pa
         else:
             text = "".join(d["choices"][0]["delta"].get("content") or "" for d in datas if d["choices"])
     assert isinstance(text, str)          # (sampled with a random seed: it may be empty, if the model ends at once)
+
+
+# SillyTavern 1.12's slider ends (public/index.html) and its 64-bit seed box, per API type
+WIDEST = {
+    "sillytavern-1.12.6-koboldcpp_generate_nostream.json": dict(
+        temperature=5.0, rep_pen=3, repetition_penalty=3, repeat_penalty=3, rep_pen_range=-1,
+        repetition_penalty_range=-1, repeat_last_n=-1, top_k=-1, seed=2**64 - 1, sampler_seed=2**64 - 1,
+        mirostat_tau=20, dry_penalty_last_n=8192),
+    "sillytavern-1.12.6-llamacpp_generate_stream.json": dict(
+        temperature=5.0, repeat_penalty=3, repeat_last_n=8192, rep_pen_range=8192, top_k=-1, seed=18446744073709552000,
+        sampler_seed=18446744073709552000),
+    "sillytavern-1.12.6-ooba_generate_nostream.json": dict(temperature=4.99, rep_pen=2.5, seed=99999999999,
+                                                                   sampler_seed=99999999999),
+    "kobold-lite-180-generate-dry.json": dict(temperature=4.0, rep_pen=3, rep_pen_range=4096, rep_pen_slope=10,
+                                              sampler_seed=2**63),
+}
+
+
+@pytest.mark.parametrize("name, path, reader", [r for r in REPLAYS if r[0] in WIDEST])
+def test_captured_bodies_at_their_clients_slider_ends_are_answered(server, name, path, reader):
+    """What the client itself lets its user set is answered, not refused (a temperature of 4,
+    rep_pen_range 8192 or "All", a 64-bit seed were 400s); the same seed repeats the text."""
+    body = {**client_body(name), **WIDEST[name]}
+    for key in ("max_length", "max_tokens", "max_new_tokens", "n_predict", "num_predict"):
+        if key in body:
+            body[key] = 4
+    first = request(server, "POST", path, body)
+    assert first[0] == 200, first[2]
+    if reader in ("kobold", "openai"):           # a fixed seed: the same text again
+        text = (lambda r: r["results"][0]["text"] if reader == "kobold" else r["choices"][0]["text"])
+        assert text(request(server, "POST", path, body)[2]) == text(first[2])
+    status, _, reply = request(server, "POST", path, {**body, "temperature": 1e9})
+    assert status == 400 and "temperature" in json.dumps(reply)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from app.sampler_rows import SAMPLER_RANGES
+from app.sampler_rows import MAX_TOKEN_RANGE, SAMPLER_RANGES, SAMPLER_ROWS
 from app.server.errors import ApiError
 from app.server.generation_input import FIELD_RANGES, generation_request
 from app.server.http import ServerConfig
@@ -104,7 +104,7 @@ def test_a_client_that_has_not_sent_its_whole_header_in_time_is_dropped(worker):
 
 SETTINGS_FIELDS = sorted(set(SAMPLER_RANGES) | {"repeat_penalty", "repetition_penalty", "dynatemp_low",
                                                  "dynatemp_high", "presence_penalty", "frequency_penalty",
-                                                 "seed", "sampler_seed", "dry_penalty_last_n"})
+                                                 "dry_penalty_last_n"})
 
 
 def build(body: dict):
@@ -134,8 +134,51 @@ def test_a_temperature_of_1e9_is_refused_in_each_apis_shape(worker):
     with serving(worker) as server:
         status, _, body = request(server, "POST", "/api/v1/generate", {"prompt": "Hi", "temperature": 1e9})
         assert status == 400 and body["detail"]["type"] == "bad_input"
-        assert body["detail"]["msg"] == "temperature: must be between 0 and 3, got 1000000000.0"
+        assert body["detail"]["msg"] == "temperature: must be between 0 and 5, got 1000000000.0"
         status, _, body = request(server, "POST", "/v1/completions", {"prompt": "Hi", "temperature": 1e9})
         assert status == 400 and body["error"]["param"] == "temperature"
-        status, _, body = request(server, "POST", "/completion", {"prompt": "Hi", "repeat_last_n": 99999})
+        status, _, body = request(server, "POST", "/completion", {"prompt": "Hi", "repeat_last_n": 999999})
         assert status == 400 and "repeat_last_n" in json.dumps(body)
+
+
+def test_the_server_takes_every_value_the_panel_offers():
+    """Panel and server agree: each row's two ends are accepted by the server under the row's
+    name, and nothing outside is (the test above); the panel's ranges are the clients' own."""
+    for row in SAMPLER_ROWS:
+        assert FIELD_RANGES[row.name][1] == row.maximum
+        assert FIELD_RANGES[row.name][0] <= row.minimum
+    assert SAMPLER_RANGES["temperature"] == (0.0, 5.0) and SAMPLER_RANGES["rep_pen_range"][1] >= 8192
+
+
+@pytest.mark.parametrize("field, value", [
+    ("temperature", 5), ("temperature", 4.0), ("rep_pen", 3), ("rep_pen_range", 8192), ("rep_pen_range", 65536),
+    ("rep_pen_range", -1), ("rep_pen_slope", 10), ("mirostat_tau", 20), ("top_k", -1), ("dynatemp_exponent", 10),
+    ("dry_penalty_last_n", 8192)])
+def test_the_ends_of_sillytaverns_sliders_are_accepted(field, value):
+    """SillyTavern 1.12's own slider ends (public/index.html: textgen temperature 0-5, Kobold
+    temperature 0-4, repetition penalty 1-3, range -1 ("All") to 8192 and 65536 with the context
+    unlocked, Kobold slope 0-10, mirostat tau 0-20, top-k -1 to 200, dynamic temperature exponent to 10)."""
+    settings = build({field: value}).settings
+    if field == "rep_pen_range" and value == -1:
+        assert settings.rep_pen_range == MAX_TOKEN_RANGE          # "All": the whole context
+    elif field == "top_k":
+        assert settings.top_k == 0                                # -1: off
+    else:
+        assert getattr(settings, field) == value
+
+
+@pytest.mark.parametrize("name", ["seed", "sampler_seed"])
+def test_any_integer_seed_is_reduced_like_koboldcpps_and_still_repeats(name):
+    """SillyTavern's seed box goes to 2**64 - 1 (and the text-generation one has no limit): such
+    a seed keeps its low 32 bits, as in KoboldCpp's C int, and so still repeats the same text;
+    any negative seed (-1 as sent) is random; a fraction is refused."""
+    assert build({name: 2**64 - 1}).settings.seed == 2**32 - 1
+    assert build({name: 2**31}).settings.seed == 2**31
+    assert build({name: 12345 + 7 * 2**32}).settings.seed == 12345
+    assert build({name: 10**40}).settings.seed == 10**40 % 2**32
+    assert build({name: 1e21}).settings.seed == int(1e21) % 2**32        # a JavaScript number past 2**53
+    assert build({name: -1}).settings.seed is None and build({name: -2**63}).settings.seed is None
+    with pytest.raises(ApiError) as err:
+        build({name: 1.5})
+    assert err.value.param == name
+

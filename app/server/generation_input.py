@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 
-from app.sampler_rows import MAX_SEED, SAMPLER_RANGES
+from app.sampler_rows import MAX_TOKEN_RANGE, SAMPLER_RANGES
 from app.server.errors import ApiError
 from app.server.request import GenerationRequest
 from engine.errors import SettingsError
@@ -36,20 +36,35 @@ UNSUPPORTED = {
 
 
 # What a request may set each numeric sampler field to: what the app's sampling panel allows
-# (app/sampler_rows.py), so that no client gets a generation the app itself could not ask for
-# (a temperature of 1e9 was accepted before). Aliases share their setting's range; the penalties
-# the panel has no row for take OpenAI's documented range; -1 means "the whole context" in the
-# llama.cpp fields (and in dry_penalty_last_n, as there).
+# (app/sampler_rows.py, whose ranges are the clients' own), so that no client gets a generation
+# the app itself could not ask for (a temperature of 1e9 was accepted before). Aliases share
+# their setting's range; the penalties the panel has no row for take OpenAI's documented range;
+# -1 means "off" in top_k and "the whole context" in the penalty windows (SillyTavern's and
+# llama.cpp's sliders go there). Seeds are not range-checked but reduced (request_seed).
 FIELD_RANGES = {
     **SAMPLER_RANGES,
+    "top_k": (-1, SAMPLER_RANGES["top_k"][1]),
     "repeat_penalty": SAMPLER_RANGES["rep_pen"], "repetition_penalty": SAMPLER_RANGES["rep_pen"],
     "dynatemp_low": SAMPLER_RANGES["temperature"], "dynatemp_high": SAMPLER_RANGES["temperature"],
     "tfs_z": SAMPLER_RANGES["tfs"], "typical_p": SAMPLER_RANGES["typical"],
+    "rep_pen_range": (-1, SAMPLER_RANGES["rep_pen_range"][1]),
     "repeat_last_n": (-1, SAMPLER_RANGES["rep_pen_range"][1]),
     "dry_penalty_last_n": (-1, SAMPLER_RANGES["dry_penalty_last_n"][1]),
     "presence_penalty": (-2.0, 2.0), "frequency_penalty": (-2.0, 2.0),
-    "seed": (-1, MAX_SEED), "sampler_seed": (-1, MAX_SEED),
 }
+SEED_BITS = 32                   # KoboldCpp keeps a seed in a C int: the low 32 bits of what came
+
+
+def request_seed(body: dict) -> int | None:
+    """The seed to use (None = a fresh random one). Clients send any integer: SillyTavern's seed
+    box goes to 2**64 - 1 and -1 means random. Like KoboldCpp (whose C int field keeps the low 32
+    bits) a large seed is reduced, not refused, so the same seed still repeats the same text;
+    unlike KoboldCpp, a reduced seed with the top bit set stays that seed instead of turning
+    random. Any negative seed means random."""
+    seed = number(body, "sampler_seed", None, integer=True)
+    if seed is None:
+        seed = number(body, "seed", -1, integer=True)
+    return None if seed < 0 else seed % (1 << SEED_BITS)
 
 
 def number(body: dict, name: str, default, *, integer: bool = False):
@@ -131,9 +146,10 @@ def _neutral(value, neutral) -> bool:
 
 
 def _banned_phrases(body: dict) -> list:
-    """KoboldCpp's `banned_tokens` (strings, despite the name) and SillyTavern's `banned_phrases`."""
+    """KoboldCpp's `banned_tokens` (strings, despite the name), SillyTavern's `banned_strings` (what
+    1.12 sends to KoboldCpp, llama.cpp and text-generation-webui) and `banned_phrases`."""
     phrases = []
-    for name in ("banned_tokens", "banned_phrases"):
+    for name in ("banned_tokens", "banned_strings", "banned_phrases"):
         value = body.get(name)
         if value is None:
             continue
@@ -203,6 +219,11 @@ def _banned_tokens(body: dict, eos_id: int) -> list:
     return banned
 
 
+def _window(n: int) -> int:
+    """A repetition-penalty window: -1 (SillyTavern's "All") is the longest one, the whole context."""
+    return MAX_TOKEN_RANGE if n < 0 else n
+
+
 def sampler_settings(body: dict, *, eos_id: int, n_vocab: int) -> SamplerSettings:
     """SamplerSettings from KoboldCpp's fields and defaults (400 naming the bad field)."""
     _check_unsupported(body)
@@ -222,21 +243,18 @@ def sampler_settings(body: dict, *, eos_id: int, n_vocab: int) -> SamplerSetting
     for token in [*banned, *(int(k) for k in bias if str(k).lstrip("-").isdigit())]:
         if not 0 <= token < n_vocab:
             raise ApiError(400, f"token id {token} is outside the vocabulary (0..{n_vocab - 1})", "logit_bias")
-    seed = number(body, "sampler_seed", None, integer=True)
-    if seed is None:
-        seed = number(body, "seed", -1, integer=True)
     temperature, dynatemp_range = _temperature(body)
     try:
         return SamplerSettings(
             temperature=temperature,
-            top_k=number(body, "top_k", 100, integer=True),
+            top_k=max(0, number(body, "top_k", 100, integer=True)),
             top_a=number(body, "top_a", 0.0),
             tfs=number(body, "tfs", 1.0),
             typical=number(body, "typical", 1.0),
             top_p=number(body, "top_p", 0.92),
             min_p=number(body, "min_p", 0.0),
             rep_pen=rep_pen,
-            rep_pen_range=number(body, "rep_pen_range", 320, integer=True),
+            rep_pen_range=_window(number(body, "rep_pen_range", 320, integer=True)),
             rep_pen_slope=number(body, "rep_pen_slope", 1.0),
             presence_penalty=number(body, "presence_penalty", 0.0),
             frequency_penalty=number(body, "frequency_penalty", 0.0),
@@ -255,7 +273,7 @@ def sampler_settings(body: dict, *, eos_id: int, n_vocab: int) -> SamplerSetting
             smoothing_factor=number(body, "smoothing_factor", 0.0),
             smoothing_curve=number(body, "smoothing_curve", 1.0),
             logit_bias=bias, banned_tokens=banned, banned_phrases=_banned_phrases(body), order=order,
-            seed=seed if seed >= 0 else None,
+            seed=request_seed(body),
         )
     except SettingsError as e:
         raise ApiError(400, str(e), e.setting) from None
