@@ -12,6 +12,7 @@ start-up means the previous run ended without saving (a crash) and the app offer
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -22,11 +23,12 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from app import paths
-from app.story import Story, StoryFormatError, read_json_file, story_json_text
+from app.story import Story, StoryFormatError, StorySnapshot, read_json_file, story_json_text
 
 AUTOSAVE_FORMAT = "neox-writer-autosave"
 UMASK = os.umask(0o022)     # read once at start-up (os.umask can only be read by setting it) and put back
 os.umask(UMASK)
+log = logging.getLogger(__name__)
 MAX_TIMESTAMP = 32503680000     # the year 3000: a later "saved_at" is damage, the file's mtime serves instead
 
 
@@ -93,9 +95,11 @@ class FileWriter(QObject):
         self._pending = 0
         self._lock = threading.Lock()
 
-    def write(self, path, data: bytes, obsoletes=None) -> None:
-        """Queue a write; returns at once. `obsoletes` is a file the write makes unneeded (the
-        autosave of a story being saved): it is deleted after the write succeeds, and kept if it fails."""
+    def write(self, path, data, obsoletes=None) -> None:
+        """Queue a write; returns at once. `data` is the bytes, or a function that makes them on
+        the writer thread (a long story's JSON takes seconds to build: not on the GUI thread).
+        `obsoletes` is a file the write makes unneeded (the autosave of a story being saved): it
+        is deleted after the write succeeds, and kept if it fails."""
         with self._lock:
             self._pending += 1
         self._pool.submit(self._write, str(path), data, None if obsoletes is None else str(obsoletes))
@@ -106,11 +110,14 @@ class FileWriter(QObject):
             self._pending += 1
         self._pool.submit(self._remove, str(path))
 
-    def _write(self, path: str, data: bytes, obsoletes: str | None = None) -> None:
+    def _write(self, path: str, data, obsoletes: str | None = None) -> None:
         try:
-            save_file(path, data, obsoletes)
+            save_file(path, data() if callable(data) else data, obsoletes)
         except OSError as e:
             self._finished.emit(path, f"{path}: {e.strerror or e}")
+        except Exception as e:      # building the bytes failed (a bug): say so rather than lose it in the pool
+            log.exception("could not build %s", path)
+            self._finished.emit(path, f"{path}: could not be written ({type(e).__name__}: {e})")
         else:
             self._finished.emit(path, "")
         finally:
@@ -150,8 +157,9 @@ def autosave_path() -> Path:
     return paths.data_dir() / "autosave" / "story.json"
 
 
-def autosave_bytes(story: Story, story_path: str | None) -> bytes:
-    """The autosave record: the story plus where it was last saved (if anywhere) and when."""
+def autosave_bytes(story: "Story | StorySnapshot", story_path: str | None) -> bytes:
+    """The autosave record: the story (or a snapshot of it) plus where it was last saved (if
+    anywhere) and when."""
     head = json.dumps({"format": AUTOSAVE_FORMAT, "version": 1, "saved_at": time.time(),
                        "story_path": story_path}, ensure_ascii=False)
     # the story's JSON text comes from story_json_text, which only serialises what changed

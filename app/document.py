@@ -4,8 +4,9 @@ The document owns the `Story` object and is the only code that changes it; every
 asks (`edit_text`, `record`, `undo`, ...) and hears back through signals: `storyReplaced` when
 another story became the open one, `textReplaced` when the text changed other than by typing
 (undo, redo, retry, a chosen alternative), `chatChanged`, `historyChanged`, `dirtyChanged`.
-It never calls the window or a widget. Files are read on a Python thread and written by the
-background `FileWriter`, so the GUI thread never waits on the disk.
+It never calls the window or a widget. Files are read on a Python thread and built and written
+by the background `FileWriter` (a save costs the GUI thread a snapshot of the story), so the GUI
+thread never waits on the disk or on a long story's JSON.
 
 `collect` is a callable the window gives: it copies what only widgets hold (sampler values,
 stop sequences) into the story before the story is written.
@@ -13,6 +14,7 @@ stop sequences) into the story before the story is written.
 from __future__ import annotations
 
 import threading
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -20,7 +22,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from app.alternatives import AlternativesRun
 from app.autosave import autosave_bytes, autosave_path, find_recovery
 from app.branches import Branches
-from app.story import ChatTurn, Story, StoryFormatError, kobold_bytes, load_story, story_bytes
+from app.story import ChatTurn, Story, StoryFormatError, kobold_bytes, load_story, story_bytes, take_snapshot
 from app.threads import emit_from_thread
 
 EDIT_PAUSE_MS = 800           # typing pauses this long become one undo step
@@ -28,6 +30,9 @@ EXPORTERS = {"kobold": kobold_bytes,
              "text": lambda story: story.to_plain_text().encode("utf-8"),
              "markdown": lambda story: story.to_markdown().encode("utf-8"),
              "outline": lambda story: story.to_markdown(whole_tree=True).encode("utf-8")}
+# What a native save or an autosave costs the GUI thread is a snapshot (app/story.py's
+# StorySnapshot: one reference per passage); the JSON, seconds for a story of a million
+# characters with its tokens, is built on the writer thread.
 
 
 class StoryDocument(QObject):
@@ -257,7 +262,7 @@ class StoryDocument(QObject):
         path = str(path)
         self.collect(self.story)
         self.path = path
-        self.writer.write(path, story_bytes(self.story), obsoletes=autosave_path())
+        self.writer.write(path, partial(story_bytes, take_snapshot(self.story)), obsoletes=autosave_path())
         self.story.mark_saved()
         self.dirty = self.autosave_due = False
         self.dirtyChanged.emit(False)
@@ -291,7 +296,7 @@ class StoryDocument(QObject):
             return
         self.autosave_due = False
         self.collect(self.story)
-        self.writer.write(autosave_path(), autosave_bytes(self.story, self.path))
+        self.writer.write(autosave_path(), partial(autosave_bytes, take_snapshot(self.story), self.path))
 
     def look_for_recovery(self) -> None:
         """Look for an autosave left by a crash, on a thread; `recoveryFound` follows if there is one."""

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import threading
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -643,43 +644,93 @@ def _probability_json(p: float):
     return None if math.isnan(p) else p
 
 
-def _passage_json(p: Passage) -> dict:
+def _passage_json(p: Passage, tokens: bool = True) -> dict:
     """One passage; fields at their defaults are left out to keep files small."""
     out = {"id": p.id, "parent": p.parent, "author": p.author, "text": p.text}
     optional = {"role": p.role, "edited": p.edited, "bookmarked": p.bookmarked, "chosen": p.chosen,
                 "seed": p.seed, "model": p.model, "sampler": p.sampler}
     out.update({k: v for k, v in optional.items() if v is not None and v is not False and v != "" and v != {}})
-    if p.tokens:
-        out["tokens"] = [[t.start, t.text, t.token, _probability_json(t.probability),
-                          [[a[0], a[1], _probability_json(a[2])] for a in t.alternatives]] for t in p.tokens]
+    if p.tokens and tokens:
+        out["tokens"] = _tokens_json(p.tokens)
     return out
+
+
+def _tokens_json(tokens) -> list:
+    return [[t.start, t.text, t.token, _probability_json(t.probability),
+             [[a[0], a[1], _probability_json(a[2])] for a in t.alternatives]] for t in tokens]
 
 
 def _tree_json(tree: StoryTree) -> dict:
     return {"current": tree.current, "passages": [_passage_json(p) for _, p in tree.depth_first()]}
 
 
+# A passage's tokens are written as text directly, token by token, with what json.dumps writes
+# for each value (the file is byte for byte the same). Not through json.dumps of lists: those
+# are one C call that keeps the GIL (~0.5 s for a passage of 100,000 characters: 25,000 tokens
+# with 5 alternatives each) and millions of short-lived lists, whose garbage collections took the
+# GUI thread's turns too. Written in Python the file is built 5x faster and the thread that
+# builds it (app/autosave.py's FileWriter) lets the GUI thread in every switch interval.
+_json_string = json.encoder.encode_basestring     # what json.dumps(ensure_ascii=False) writes for a str
+
+
+def _json_number(x) -> str:
+    if x != x:
+        return "null"                              # an unknown probability (_probability_json)
+    return json.dumps(x) if x in (math.inf, -math.inf) else (
+        float.__repr__(x) if isinstance(x, float) else int.__repr__(x))
+
+
+def _token_text(t: Token) -> str:
+    alternatives = ", ".join([f"[{_json_string(a[0])}, {int.__repr__(a[1])}, {_json_number(a[2])}]"
+                              for a in t.alternatives])
+    return (f"[{int.__repr__(t.start)}, {_json_string(t.text)}, {int.__repr__(t.token)}, "
+            f"{_json_number(t.probability)}, [{alternatives}]]")
+
+
+@dataclass(frozen=True)
+class StorySnapshot:
+    """The story at one moment, taken on the GUI thread in time proportional to the number of
+    passages (not their text or tokens), then written out as JSON on any thread: the fields
+    besides the trees (`to_json(trees=False)`) and each tree's current id and passages, parents
+    first. Passages are frozen, so holding them keeps them as they were when taken."""
+
+    data: dict
+    tree: tuple           # (current id, [Passage, ...] depth first)
+    chat: tuple
+
+
+def take_snapshot(story: "Story") -> StorySnapshot:
+    return StorySnapshot(story.to_json(trees=False),
+                         (story.tree.current, [p for _, p in story.tree.depth_first()]),
+                         (story.chat.current, [p for _, p in story.chat.depth_first()]))
+
+
 class _PassageText:
     """Each passage's JSON text, kept while the passage lives: passages are frozen, so a passage
     object that was written once is written the same way again. A save or an autosave then only
     serialises what changed since the last one (a long story's tokens and alternatives are most
-    of the work). Entries of passages no tree holds any more are dropped as the cache grows."""
+    of the work). Entries of passages no tree holds any more are dropped as the cache grows.
+    A lock, since files are built on the writer thread (and tests build them on others)."""
 
     def __init__(self):
         self._texts: dict[int, tuple[Passage, str]] = {}
+        self._lock = threading.Lock()
 
-    def tree(self, tree: StoryTree) -> str:
-        parts = [self._passage(p) for _, p in tree.depth_first()]
-        if len(self._texts) > 4 * len(parts) + 4096:
-            live = {id(p) for p in tree.nodes.values()}
-            self._texts = {k: v for k, v in self._texts.items() if k in live}
-        return f'{{"current": {tree.current}, "passages": [{", ".join(parts)}]}}'
+    def tree(self, current: int, passages: list) -> str:
+        with self._lock:
+            parts = [self._passage(p) for p in passages]
+            if len(self._texts) > 4 * len(parts) + 4096:
+                live = {id(p) for p in passages}
+                self._texts = {k: v for k, v in self._texts.items() if k in live}
+        return f'{{"current": {current}, "passages": [{", ".join(parts)}]}}'
 
     def _passage(self, p: Passage) -> str:
         hit = self._texts.get(id(p))
         if hit is not None and hit[0] is p:
             return hit[1]
-        text = json.dumps(_passage_json(p), ensure_ascii=False)
+        text = json.dumps(_passage_json(p, tokens=False), ensure_ascii=False)
+        if p.tokens:
+            text = f'{text[:-1]}, "tokens": [{", ".join([_token_text(t) for t in p.tokens])}]}}'
         self._texts[id(p)] = (p, text)
         return text
 
@@ -689,13 +740,16 @@ _passage_texts = _PassageText()
 _TREE_MARK, _CHAT_MARK = (json.dumps(f"{uuid.uuid4()}") for _ in range(2))
 
 
-def story_json_text(story: "Story") -> str:
-    """The story as native JSON text (what `story_bytes` encodes), the trees from the cache."""
-    data = story.to_json(trees=False)
+def story_json_text(story: "Story | StorySnapshot") -> str:
+    """The story (or a snapshot of it) as native JSON text (what `story_bytes` encodes), the
+    trees from the cache."""
+    snap = story if isinstance(story, StorySnapshot) else take_snapshot(story)
+    data = dict(snap.data, chat=dict(snap.data["chat"]))
     data["tree"], data["chat"]["tree"] = json.loads(_TREE_MARK), json.loads(_CHAT_MARK)
-    text = json.dumps(data, ensure_ascii=False)
-    return text.replace(_TREE_MARK, _passage_texts.tree(story.tree), 1).replace(
-        _CHAT_MARK, _passage_texts.tree(story.chat), 1)
+    before, _, rest = json.dumps(data, ensure_ascii=False).partition(_TREE_MARK)
+    between, _, after = rest.partition(_CHAT_MARK)
+    # one join: each copy of a long story's text is a C call that keeps the GIL
+    return "".join([before, _passage_texts.tree(*snap.tree), between, _passage_texts.tree(*snap.chat), after])
 
 
 def _read_tree(data, path, name: str) -> StoryTree:
@@ -952,7 +1006,7 @@ def load_story(path) -> Story:
     raise StoryFormatError(path, "neither a NeoX Writer story (no 'format' field) nor a KoboldAI save")
 
 
-def story_bytes(story: Story) -> bytes:
+def story_bytes(story: "Story | StorySnapshot") -> bytes:
     # no indentation: a long story's tokens and their alternatives would take a line each
     return story_json_text(story).encode("utf-8")
 
@@ -968,4 +1022,4 @@ def copy_story(story: Story) -> Story:
 
 __all__ = ["Story", "StoryFormatError", "WorldInfoEntry", "Generation", "Snapshot", "History",
            "ChatTurn", "load_story", "story_bytes", "kobold_bytes", "read_json_file", "copy_story",
-           "STORY_VERSION", "CHARS_PER_TOKEN", "story_json_text"]
+           "STORY_VERSION", "CHARS_PER_TOKEN", "story_json_text", "StorySnapshot", "take_snapshot"]

@@ -58,7 +58,7 @@ class FakeWriter(QObject):
         self.written, self.removed = {}, []
 
     def write(self, path, data):
-        self.written[str(path)] = data
+        self.written[str(path)] = data() if callable(data) else data   # bytes, or what makes them
 
     def remove(self, path):
         self.removed.append(str(path))
