@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QTimer  # noqa: E402
-
 from engine.ggml_writer import write_ggml  # noqa: E402
+from event_loop_gaps import EventLoopGaps  # noqa: E402
 from modelgen import TINY_FIXTURE, random_tensors, random_vocab  # noqa: E402
 from test_app_window import generate, home, window  # noqa: E402,F401  (fixtures)
 
@@ -51,38 +48,17 @@ def model_path(tmp_path_factory):     # the model test_app_window's `window` fix
     return path
 
 
-def run_queue_wait() -> float:
-    """Seconds this thread has spent ready to run but waiting for a processor (0 where unknown)."""
-    try:
-        fields = Path(f"/proc/self/task/{threading.get_native_id()}/schedstat").read_text().split()
-        return int(fields[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def measure(qtbot, window, prompt: str) -> tuple[float, str]:
     """One 400-token generation under a 5 ms timer: (the longest gap, a line describing the run)."""
-    gaps, walls, last = [], [], [None]
-
-    def tick():        # the first tick starts the clock: before it the test itself was busy
-        now, waited = time.perf_counter(), run_queue_wait()
-        if last[0] is not None:
-            walls.append(now - last[0][0])
-            gaps.append(walls[-1] - (waited - last[0][1]))
-        last[0] = (now, waited)
-    timer = QTimer(interval=5)
-    timer.timeout.connect(tick)
-    timer.start()
     start = time.perf_counter()
     before = len(window.document.story.text)
-    generate(qtbot, window, prompt, max_tokens=TOKENS, seed=7)
-    seconds = time.perf_counter() - start
-    timer.stop()
+    with EventLoopGaps(5) as loop:
+        generate(qtbot, window, prompt, max_tokens=TOKENS, seed=7)
+        seconds = time.perf_counter() - start
     assert len(window.document.story.text) - before > TOKENS // 2      # it streamed to the end
-    assert len(gaps) >= 20
-    worst = [round(g * 1000, 1) for g in sorted(gaps)[-3:]]
-    return max(gaps), (f"{TOKENS} tokens in {seconds:.2f} s ({TOKENS / seconds:.0f} tok/s), {len(gaps)} ticks, "
-                       f"worst gaps {worst} ms ({max(walls) * 1000:.1f} ms by the wall clock)")
+    assert len(loop.gaps) >= 20
+    return loop.longest, (f"{TOKENS} tokens in {seconds:.2f} s ({TOKENS / seconds:.0f} tok/s), {len(loop.gaps)} "
+                          f"ticks, worst gaps {loop.worst()} ms ({loop.longest_wall * 1000:.1f} ms by the wall clock)")
 
 
 def test_the_longest_event_loop_gap_over_a_400_token_generation_is_two_frames(qtbot, window):
