@@ -2,8 +2,10 @@
 
 JSON instead of QSettings so the file is readable, lands under ``NEOX_WRITER_HOME`` like
 every other file, and can be written atomically by the background `FileWriter`.
-Unknown or mistyped values fall back to their defaults: a hand-edited settings file must
-never stop the program from starting.
+Unknown or mistyped values fall back to their defaults, and so do numbers outside the range
+the app uses them in (a Qt spin box or timer holds a C int: a font size of 10**12 would stop
+the window from opening): a hand-edited or damaged settings file must never stop the program
+from starting. The fuzzing harness (tests/fuzz, target "settings") holds the reader to that.
 """
 from __future__ import annotations
 
@@ -40,6 +42,14 @@ DEFAULTS = {
 }
 
 
+# The numbers' ranges: what the widgets that show them accept (appearance.py's font sizes,
+# writing.py's page widths, the server panel's port box, the threads box, a QTimer's interval).
+RANGES = {
+    "version": (1, 1 << 31), "font_size": (7, 40), "threads": (0, 256), "autosave_seconds": (5, 24 * 3600),
+    "server_port": (0, 65535), "page_chars": (0, 160),
+}
+
+
 def settings_path() -> Path:
     return paths.config_dir() / "settings.json"
 
@@ -50,8 +60,7 @@ class Settings:
     def __init__(self, values: dict | None = None):
         self.values = copy.deepcopy(DEFAULTS)
         for key, value in (values or {}).items():
-            default = DEFAULTS.get(key)
-            if key in DEFAULTS and type(value) is type(default):
+            if key in DEFAULTS and _usable(key, value):
                 self.values[key] = value
 
     @classmethod
@@ -60,7 +69,7 @@ class Settings:
         path = path or settings_path()
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):    # (JSON nested past the parser's depth)
             return cls()
         return cls(data if isinstance(data, dict) else None)
 
@@ -74,3 +83,19 @@ class Settings:
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.values, indent=1, sort_keys=True).encode("utf-8")
+
+
+def _usable(key: str, value) -> bool:
+    """Whether a value read from the file can stand for the setting: the default's type, within
+    RANGES, and for the containers the shapes the app reads (lists of paths, presets of values)."""
+    default = DEFAULTS[key]
+    if type(value) is not type(default):
+        return False
+    if key in RANGES:
+        low, high = RANGES[key]
+        return low <= value <= high
+    if key == "recent_stories":
+        return all(isinstance(p, str) for p in value)
+    if key == "user_presets":
+        return all(isinstance(v, dict) for v in value.values())
+    return True

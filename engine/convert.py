@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import ModelFormatError
-from engine.ggml_file import expected_tensors
+from engine.ggml_file import MAX_CTX, MAX_EMBD, MAX_LAYER, MAX_VOCAB, expected_tensors
 
 
 # Buffers that some checkpoints save next to the weights; they are recomputed, never stored in ggml.
@@ -37,22 +37,26 @@ class NeoXConfig:
     def __init__(self, config: dict, path: Path):
         self.path = path
 
-        def field(name, kind=int):
+        def field(name, most):
             if name not in config:
                 raise ModelFormatError(path, None, f"missing field {name!r}")
             value = config[name]
-            if kind is int and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise ModelFormatError(path, None, f"{name} = {value!r} is not a positive integer")
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ModelFormatError(path, None, f"{name} = {value!r:.60} is not a positive integer")
+            # the ggml reader's limits: a converted file beyond them would not load, and the
+            # sizes here shape every list of tensors made from the config (2**31 layers did)
+            if value > most:
+                raise ModelFormatError(path, None, f"{name} = {value} is absurd (at most {most})")
             return value
 
         model_type = config.get("model_type", "gpt_neox")
         if model_type != "gpt_neox":
-            raise ModelFormatError(path, None, f"model_type {model_type!r} is not gpt_neox")
-        self.n_vocab = field("vocab_size")
-        self.n_ctx = field("max_position_embeddings")
-        self.n_embd = field("hidden_size")
-        self.n_head = field("num_attention_heads")
-        self.n_layer = field("num_hidden_layers")
+            raise ModelFormatError(path, None, f"model_type {model_type!r:.60} is not gpt_neox")
+        self.n_vocab = field("vocab_size", MAX_VOCAB)
+        self.n_ctx = field("max_position_embeddings", MAX_CTX)
+        self.n_embd = field("hidden_size", MAX_EMBD)
+        self.n_head = field("num_attention_heads", MAX_EMBD)
+        self.n_layer = field("num_hidden_layers", MAX_LAYER)
         if self.n_embd % self.n_head:
             raise ModelFormatError(path, None, f"hidden_size {self.n_embd} is not a multiple of "
                                                f"num_attention_heads {self.n_head}")
@@ -76,7 +80,7 @@ class NeoXConfig:
         base = config.get("rotary_emb_base", rope.get("rope_theta", GGML_ROPE_BASE))
         if not isinstance(rotary_pct, (int, float)) or not 0 <= rotary_pct <= 1:
             raise ModelFormatError(path, None, f"rotary fraction {rotary_pct!r} is not in [0, 1]")
-        if float(base) != GGML_ROPE_BASE:
+        if isinstance(base, bool) or not isinstance(base, (int, float)) or base != GGML_ROPE_BASE:
             raise ModelFormatError(path, None, f"rotary base {base!r} is not 10000; the ggml format has no "
                                                "field for the base, so the file would run with the wrong one")
         # Python truncation, exactly as the original converter: int(0.25 * 80) = 20.
@@ -101,8 +105,10 @@ class NeoXConfig:
             config = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ModelFormatError(path, None, "config.json not found: not a Hugging Face model folder") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:      # not UTF-8, not JSON, or an int of more than 4300 digits
             raise ModelFormatError(path, None, f"cannot read config.json ({e})") from None
+        except RecursionError:
+            raise ModelFormatError(path, None, "config.json is nested too deeply") from None
         if not isinstance(config, dict):
             raise ModelFormatError(path, None, "config.json is not a JSON object")
         return cls(config, path)
@@ -189,6 +195,8 @@ def _weight_map(index_path: Path) -> dict[str, str]:
             raise TypeError("weight_map is not an object")
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
         raise ModelFormatError(index_path, None, f"not a checkpoint index with a weight_map ({e!r})") from None
+    except RecursionError:
+        raise ModelFormatError(index_path, None, "the checkpoint index is nested too deeply") from None
     for tensor, shard in weight_map.items():
         # A shard is a file next to the index; a path that would leave the folder is refused.
         if not isinstance(shard, str) or Path(shard).name != shard or shard in (".", ".."):

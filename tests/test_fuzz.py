@@ -18,7 +18,8 @@ from fuzz.targets import ALL_TARGETS
 
 # Cases per target: about 20 s for all of them on one core, after the kernels are compiled.
 QUICK_CASES = {"ggml": 200, "gguf": 150, "safetensors": 150, "safetensors-index": 80, "torch-pickle": 150, "story": 300,
-               "autosave": 100, "manifest": 80, "catalog": 60, "catalog-cache": 60}
+               "autosave": 100, "manifest": 80, "catalog": 60, "catalog-cache": 60, "settings": 100,
+               "tokenizer-json": 80, "hf-folder": 60}
 
 
 def test_every_reader_has_a_quick_run():

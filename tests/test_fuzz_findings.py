@@ -14,6 +14,7 @@ import pickle
 import struct
 import tracemalloc
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from modelgen import DEFAULT_HPARAMS, random_tensors, random_vocab
 from test_torch_pickle import tensor_pickle, write_archive
 
 DEEP_JSON = "[" * 100_000 + "]" * 100_000
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 # -- legacy ggml: a weight that makes the compiled forward pass divide by zero ------------------
@@ -350,3 +352,75 @@ def test_a_lone_surrogate_becomes_a_replacement_character_so_the_story_saves_aga
     assert story.text == "caf\ufffde\U0001F600 ok" and story.memory == "\ufffd"
     assert story.world_info[0].keys == ["\ufffd"]
     saves_and_loads_back(story)
+
+
+# -- Hugging Face config.json (fuzz target "hf-folder") -----------------------------------------
+
+@pytest.mark.parametrize("change, words", [
+    ({"rotary_emb_base": 10 ** 400}, "rotary base"),          # OverflowError from float()
+    ({"rotary_emb_base": "10000"}, "rotary base"),            # a string: ValueError/TypeError
+    ({"num_hidden_layers": 2 ** 31}, "absurd"),               # a list of 2**31 * 12 tensor shapes: 9 GB
+    ({"vocab_size": 2 ** 40}, "absurd"),
+    ({"model_type": ["x"] * 1000}, "is not gpt_neox"),
+])
+def test_a_config_json_beyond_reason_is_refused_by_name(tmp_path, change, words):
+    from engine.convert import NeoXConfig
+    config = json.loads((FIXTURES / "tiny-parallel" / "config.json").read_text())
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**config, **change}))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFormatError, match=words):
+            NeoXConfig.from_file(path)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 16 * 2 ** 20
+
+
+def test_a_config_json_nested_too_deeply_is_refused(tmp_path):
+    from app.models.hf_checkpoint import CheckpointError, _read_json
+    from engine.convert import NeoXConfig, _weight_map
+    path = tmp_path / "config.json"
+    path.write_text(DEEP_JSON)
+    with pytest.raises(ModelFormatError, match="nested too deeply"):
+        NeoXConfig.from_file(path)
+    with pytest.raises(ModelFormatError, match="nested too deeply"):
+        _weight_map(path)
+    with pytest.raises(CheckpointError, match="nested too deeply"):
+        _read_json(path)
+
+
+# -- the settings file (fuzz target "settings") ----------------------------------------------------
+
+def test_settings_outside_what_the_widgets_take_fall_back_to_their_defaults(tmp_path):
+    """A font size of 10**12 or an autosave interval past a QTimer's C int stopped the window
+    from opening; numbers outside their range, paths that are not strings and presets that are
+    not objects now read as the defaults."""
+    from app.settings import DEFAULTS, Settings
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"font_size": 10 ** 12, "autosave_seconds": 2 ** 40, "server_port": 70000,
+                                "threads": -3, "page_chars": 10 ** 30, "recent_stories": ["/a.json", 5],
+                                "user_presets": {"x": 3}, "theme": "dark", "version": 0}))
+    settings = Settings.load(path)
+    for key in ("font_size", "autosave_seconds", "server_port", "threads", "page_chars", "recent_stories",
+                "user_presets", "version"):
+        assert settings.get(key) == DEFAULTS[key], key
+    assert settings.get("theme") == "dark"
+    path.write_text(DEEP_JSON)
+    assert Settings.load(path).values == DEFAULTS
+
+
+def test_the_sampling_panel_clamps_what_a_story_or_the_settings_hold(qtbot):
+    """A story's sampler (int64 numbers are usable there) applied to the panel raised
+    OverflowError from Qt's C int boxes: values are clamped to each row's range first."""
+    from app.sampler_rows import MAX_SEED, SAMPLER_RANGES
+    from app.widgets.samplingpanel import SamplingPanel
+    panel = SamplingPanel()
+    qtbot.addWidget(panel)
+    panel.apply_values({"seed": 2 ** 40, "rep_pen_range": 2 ** 62, "temperature": 1e300, "top_k": -2 ** 62,
+                        "max_new_tokens": -(2 ** 50), "min_p": float("nan")})
+    values = panel.values()
+    assert values["seed"] == MAX_SEED and values["rep_pen_range"] == SAMPLER_RANGES["rep_pen_range"][1]
+    assert values["temperature"] == SAMPLER_RANGES["temperature"][1] and values["top_k"] == 0
+    assert values["max_new_tokens"] == 1 and math.isfinite(values["min_p"])

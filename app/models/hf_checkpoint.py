@@ -219,3 +219,5 @@ def _read_json(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise CheckpointError(f"{path.name} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise CheckpointError(f"{path.name} is nested too deeply to be a config") from None

@@ -8,6 +8,8 @@ Values are read when Generate is pressed, so changes apply to the next generatio
 """
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QInputDialog, QLabel,
                                QPlainTextEdit, QPushButton, QScrollArea, QSlider, QSpinBox,
@@ -204,16 +206,19 @@ class SamplingPanel(QWidget):
         return out
 
     def apply_values(self, values: dict) -> None:
-        """Show `values` (unknown keys and out-of-range numbers are ignored/clamped by the widgets)."""
+        """Show `values` (from a story, the settings or a preset: unknown keys and values that are
+        not finite numbers are ignored, numbers outside a row's range clamped to it here, before
+        Qt, whose boxes hold a C int: a story's seed of 2**40 raised OverflowError)."""
         for name, binding in self._bindings.items():
             v = values.get(name)
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                v = min(max(v, binding.row.minimum), binding.row.maximum)
                 binding.set_value(int(v) if binding.row.is_int else float(v))
         for key, spin in (("n_ctx", self.context_spin), ("max_new_tokens", self.max_tokens_spin),   # n_ctx caps it
                           ("seed", self.seed_spin), ("alternatives", self.alternatives_spin)):
             v = values.get(key)
             if isinstance(v, int) and not isinstance(v, bool):
-                spin.setValue(v)
+                spin.setValue(min(max(v, spin.minimum()), spin.maximum()))
         for name, edit in self._list_edits().items():
             v = values.get(name)
             if isinstance(v, (list, tuple)) and all(isinstance(item, str) for item in v):

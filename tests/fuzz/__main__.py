@@ -30,7 +30,7 @@ from .targets import ALL_TARGETS, MODEL_TARGETS
 # Share of the cases each target gets: the model files are the slow ones and the issue asks for
 # as many mutated model files as stories.
 WEIGHTS = {"ggml": 6, "safetensors": 2, "safetensors-index": 1, "torch-pickle": 3, "story": 10, "autosave": 2,
-           "manifest": 1, "catalog": 1, "catalog-cache": 1}
+           "manifest": 1, "catalog": 1, "catalog-cache": 1, "settings": 1, "tokenizer-json": 1, "hf-folder": 1}
 MODEL_NAMES = {t.name for t in MODEL_TARGETS}
 STORY_NAMES = {"story", "autosave"}
 REPORT_EVERY = 2.0        # seconds between a worker's count lines

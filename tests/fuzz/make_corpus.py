@@ -7,7 +7,8 @@ forward pass) and is written by the project's own writers, so the corpus follows
 as the program writes them: ggml files of every layout, era and type (engine.ggml_writer), GGUF
 files of every type the engine runs (the gguf package's writer, until the project has its own),
 safetensors files and a sharded index, the torch.save archive of the golden fixtures, native
-and Kobold Lite stories (app.story), an autosave record, a manifest and the catalogs.
+and Kobold Lite stories (app.story), an autosave record, a manifest and the catalogs, the app's
+settings file, a tokenizer.json and Hugging Face config.json files (both generations).
 `tests/test_fuzz.py` checks that every seed loads as it is.
 """
 from __future__ import annotations
@@ -210,11 +211,36 @@ def write_catalog_seeds(folder: Path, cache_folder: Path) -> None:
                                                               sort_keys=True) + "\n")
 
 
+def write_settings_seed(folder: Path) -> None:
+    """Every setting away from its default, as a writer's settings file would be after a while."""
+    from app.settings import Settings
+    settings = Settings()
+    for key, value in dict(
+            window_geometry="AdnQywADAAAAAAAAAAAAAAAAA", window_state="AAAA/wAAAAD9AAAAAQ", last_model="pythia-70m",
+            last_story_dir="/home/user/stories", sampler={"temperature": 0.8, "top_k": 40, "seed": 7,
+                                                          "stop_sequence": ["\n\n"]},
+            preset="Mine", user_presets={"Mine": {"temperature": 1.1, "rep_pen": 1.2}}, theme="dark", font_size=14,
+            threads=2, mode="chat", autosave_seconds=60, server_enabled=True, server_port=5002,
+            remote_url="http://127.0.0.1:5001", last_story="/home/user/stories/a.json",
+            recent_stories=["/home/user/stories/a.json", "/home/user/stories/b.json"], story_font="sans",
+            page_chars=90, hf_checkpoint_policy="keep").items():
+        settings.set(key, value)
+    (folder / "settings.json").write_bytes(settings.to_bytes())
+
+
+def write_hf_folder_seeds(folder: Path) -> None:
+    """config.json of both generations (transformers 4.x flat names, 5.x rope_parameters) for the
+    fixture weights; the target copies those weights and the tokenizer beside each case."""
+    for name in ("tiny-parallel", "tiny-oldnames"):        # (tiny-sequential has other shapes)
+        shutil.copy(TESTS / "fixtures" / name / "config.json", folder / f"{name}.json")
+
+
 def write_corpus(root: Path) -> None:
     """Write every seed below `root` (one folder per target)."""
     sys.path.insert(0, str(TESTS))
-    folders = {name: root / name for name in ("ggml", "gguf", "safetensors", "safetensors-index", "torch-pickle", "story",
-                                              "autosave", "manifest", "catalog", "catalog-cache")}
+    folders = {name: root / name for name in ("ggml", "gguf", "safetensors", "safetensors-index", "torch-pickle",
+                                              "story", "autosave", "manifest", "catalog", "catalog-cache", "settings",
+                                              "tokenizer-json", "hf-folder")}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     write_ggml_seeds(folders["ggml"])
@@ -225,6 +251,9 @@ def write_corpus(root: Path) -> None:
     write_autosave_seed(folders["autosave"])
     write_manifest_seed(folders["manifest"])
     write_catalog_seeds(folders["catalog"], folders["catalog-cache"])
+    write_settings_seed(folders["settings"])
+    shutil.copy(TESTS / "fixtures" / "tokenizer.json", folders["tokenizer-json"] / "tokenizer.json")
+    write_hf_folder_seeds(folders["hf-folder"])
 
 
 if __name__ == "__main__":

@@ -483,6 +483,117 @@ class CatalogCacheTarget(CatalogTarget):
         return Catalog.load(shipped=CORPUS / "catalog" / "catalog.json", cache=path)
 
 
-MODEL_TARGETS = (GGMLTarget, GGUFTarget, SafetensorsTarget, SafetensorsIndexTarget, TorchPickleTarget)
-DOCUMENT_TARGETS = (StoryTarget, AutosaveTarget, ManifestTarget, CatalogTarget, CatalogCacheTarget)
+class SettingsTarget(Target):
+    """The app's settings file: whatever it holds, the app starts, each setting either as written
+    or at its default, never a value the widgets that show it cannot take."""
+
+    name = "settings"
+    filename = "settings.json"
+    json = True
+    errors = ()
+
+    def read(self, path, ch):
+        from app.settings import Settings
+        return Settings.load(path)
+
+    def use(self, settings, path, ch):
+        from app.recent import recent_stories, remember, startup_story
+        from app.settings import DEFAULTS, RANGES, Settings
+        for key, default in DEFAULTS.items():
+            value = settings.get(key)
+            assert type(value) is type(default), (key, value)
+            if key in RANGES:
+                assert RANGES[key][0] <= value <= RANGES[key][1], (key, value)
+        for name, values in settings.get("user_presets").items():
+            assert isinstance(name, str) and isinstance(values, dict), (name, values)
+        recent_stories(settings)
+        startup_story(settings)
+        remember(settings, str(path))
+        again = Settings.load(_write(path, settings.to_bytes()))
+        assert again.values == settings.values, "the settings do not load back the same"
+
+
+class TokenizerTarget(Target):
+    """A model's tokenizer.json, read by the tokenizers library (engine/tokenizer.py): it loads
+    and tokenizes, or is refused with a ValueError naming the file."""
+
+    name = "tokenizer-json"
+    filename = "tokenizer.json"
+    json = True
+    errors = (ValueError,)
+
+    def read(self, path, ch):
+        from engine.tokenizer import HFTokenizer
+        return HFTokenizer.from_file(path)
+
+    def use(self, tokenizer, path, ch):
+        text = "Once upon a time, \u00e9t\u00e9 \U0001F600 <|endoftext|>\n\ttabs"
+        ids = tokenizer.encode(text)
+        assert all(0 <= i < tokenizer.n_vocab for i in ids), ids
+        tokenizer.decode(ids)
+        for i in ids:
+            tokenizer.token_bytes(i)
+
+
+class HFFolderTarget(ModelFileTarget):
+    """A Hugging Face model folder (engine/convert.py): config.json mutated beside intact
+    weights and tokenizer. The app's checks (hf_checkpoint.check_config, the size estimates) and
+    the converter read it; a folder they accept converts to a ggml file that loads and runs."""
+
+    name = "hf-folder"
+    filename = "config.json"
+    json = True
+    FOLDER = CORPUS.parents[1] / "fixtures" / "tiny-parallel"       # weights + tokenizer, intact
+
+    @property
+    def errors(self):
+        from app.models.hf_checkpoint import CheckpointError
+        from engine.errors import ModelFormatError
+        return (ModelFormatError, CheckpointError)
+
+    def prepare(self, workdir, data):
+        for name in ("model.safetensors", "tokenizer.json"):
+            if not (workdir / name).exists():
+                shutil.copy(self.FOLDER / name, workdir / name)
+        for old in workdir.glob("out.bin*"):
+            old.unlink()
+        return super().prepare(workdir, data)
+
+    def read(self, path, ch):
+        from app.models.hf_checkpoint import check_config, count_params
+        from engine.convert import CheckpointWeights, NeoXConfig, map_tensor_names
+        config = NeoXConfig.from_file(path)
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        check_config(raw, "fuzz/model", "main")
+        count_params(raw)
+        weights = CheckpointWeights(path.parent)
+        map_tensor_names(config, weights)
+        return config
+
+    def use(self, config, path, ch):
+        from engine.convert import convert_hf
+        from engine.ggml_file import GGMLFile
+        from engine.model import Model
+        out = path.parent / "out.bin"
+        convert_hf(path.parent, out, ch.pick(["f32", "f16", "q8_0", "q4_0"]))
+        f = GGMLFile(out)
+        try:
+            model = Model(f, backend="reference")
+            session = model.new_session(min(model.config.n_ctx, 8))
+            logits = session.eval([0, model.config.n_vocab - 1])
+            assert logits.shape == (model.config.n_vocab,) and np.isfinite(logits).all()
+        finally:
+            f.close()
+
+
+def _write(path: Path, data: bytes) -> Path:
+    again = path.with_name(path.name + ".again")
+    again.write_bytes(data)
+    return again
+
+
+MODEL_TARGETS = (GGMLTarget, GGUFTarget, SafetensorsTarget, SafetensorsIndexTarget, TorchPickleTarget,
+                 HFFolderTarget)
+DOCUMENT_TARGETS = (StoryTarget, AutosaveTarget, ManifestTarget, CatalogTarget, CatalogCacheTarget, SettingsTarget,
+                    TokenizerTarget)
 ALL_TARGETS = {t.name: t for t in MODEL_TARGETS + DOCUMENT_TARGETS}
