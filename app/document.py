@@ -26,6 +26,7 @@ from app.story import ChatTurn, Story, StoryFormatError, kobold_bytes, load_stor
 from app.threads import emit_from_thread
 
 EDIT_PAUSE_MS = 800           # typing pauses this long become one undo step
+TREE_FOLLOW_MS = 250          # while a generation streams, the story tree follows at most this often
 EXPORTERS = {"kobold": kobold_bytes,
              "text": lambda story: story.to_plain_text().encode("utf-8"),
              "markdown": lambda story: story.to_markdown().encode("utf-8"),
@@ -67,6 +68,8 @@ class StoryDocument(QObject):
         self.branches.changed.connect(self.on_branches_changed)
         self.edit_timer = QTimer(self, singleShot=True, interval=EDIT_PAUSE_MS)
         self.edit_timer.timeout.connect(self.on_edit_timer_timeout)
+        self._tree_timer = QTimer(self, singleShot=True, interval=TREE_FOLLOW_MS)
+        self._tree_timer.timeout.connect(self.treeChanged)
         self._read.connect(self.on_read)
         self._found.connect(self.on_found)
         writer.failed.connect(self.on_writer_failed)
@@ -133,10 +136,12 @@ class StoryDocument(QObject):
         return self.run
 
     def add_pieces(self, pieces) -> None:
-        """Streamed tokens of the running alternative."""
+        """Streamed tokens of the running alternative. The tree is told a few times a second, not
+        every batch: its refresh walks every passage, a cost the stream's batches need not pay."""
         if self.run is not None:
             self.run.add_pieces(pieces)
-            self.treeChanged.emit()
+            if not self._tree_timer.isActive():
+                self._tree_timer.start()
 
     def end_sequence(self, done) -> None:
         """One continuation of a batched run ended."""
@@ -168,6 +173,7 @@ class StoryDocument(QObject):
         if run is not None:
             run.finish()
         self.textReplaced.emit()
+        self._tree_timer.stop()
         self.treeChanged.emit()
         self.historyChanged.emit()
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QPoint, Qt, QTimer  # noqa: E402
+from PySide6.QtCore import QPoint, Qt  # noqa: E402
 from PySide6.QtGui import QTextCursor  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QComboBox, QMessageBox, QPlainTextEdit, QSlider, QSpinBox, QWidget  # noqa: E402
@@ -22,6 +21,7 @@ from PySide6.QtWidgets import QComboBox, QMessageBox, QPlainTextEdit, QSlider, Q
 from app.autosave import autosave_path  # noqa: E402
 from app.widgets.modelpicker import ACTION, SIZE  # noqa: E402
 from app.window.mainwindow import MainWindow  # noqa: E402
+from event_loop_gaps import EventLoopGaps  # noqa: E402
 
 PROMPT = "Once upon a time"
 WAIT = 60_000     # ms; a generous bound for a loaded CI machine, not a speed assertion
@@ -336,24 +336,17 @@ def test_autosave_recovery_after_a_crash(qtbot, home, model_path):
 
 
 def test_event_loop_never_stalls_while_generating(qtbot, window):
-    gaps, last = [], [None]
-
-    def tick():   # the first tick starts the clock: before it the test itself was busy
-        now = time.perf_counter()
-        if last[0] is not None:
-            gaps.append(now - last[0])
-        last[0] = now
-    timer = QTimer(interval=5)
-    timer.timeout.connect(tick)
-    timer.start()
-    generate(qtbot, window, PROMPT, max_tokens=100, seed=7)
-    # a fast machine writes the tiny model's 100 tokens in a few tens of milliseconds, too short for
-    # a handful of ticks; the timer runs on for 100 ms after the finish so that the count below
-    # proves the timer was alive from the start of the generation to past its end
-    qtbot.wait(100)
-    timer.stop()
-    assert len(gaps) >= 5
-    assert max(gaps) < 0.050, f"the GUI thread stalled for {max(gaps) * 1000:.0f} ms"
+    # The gaps less the time the OS kept the GUI thread waiting for a processor (another
+    # process's doing on a loaded CI machine; zero on a quiet one): tests/event_loop_gaps.py.
+    with EventLoopGaps(5) as loop:
+        generate(qtbot, window, PROMPT, max_tokens=100, seed=7)
+        # a fast machine writes the tiny model's 100 tokens in a few tens of milliseconds, too short
+        # for a handful of ticks; the timer runs on for 100 ms after the finish so that the count
+        # below proves the timer was alive from the start of the generation to past its end
+        qtbot.wait(100)
+    assert len(loop.gaps) >= 5
+    assert loop.longest < 0.050, (f"the GUI thread stalled for {loop.longest * 1000:.0f} ms "
+                                  f"({loop.longest_wall * 1000:.0f} ms by the wall clock)")
 
 
 def test_chat_mode_uses_the_template(qtbot, window):

@@ -2,16 +2,20 @@
 generation by a tiny model (several hundred tokens a second: 360-1080 measured here), a 5 ms
 timer in the GUI thread never waits more than 33 ms, two frames at 60 Hz.
 
-Where the time went: the GUI thread's own work per gap is at most ~4 ms (tokens reach it in
-batches, BATCH_SECONDS in app/chatllm.py); the rest was waiting, for the GIL (with Python's 5 ms
-switch interval, each of the several times a frame the GUI thread needs it back from the engine
-thread; app/chatllm.py now sets 1 ms) and for a processor.
+Where the time went (profiled: tests/event_loop_gaps.py around each slot): every batch of tokens
+rebuilt the marks of every token shown (a QTextEdit extra selection per token with probability
+colours on), time growing with the story: 64-127 ms a batch, gaps of a second, once a story held
+1,250-1,650 generated tokens; now a batch adds marks for its own tokens only (11-16 ms at that
+size on the same loaded machine, 1.4-7 ms with the plain tint). The story tree walked every
+passage each batch; it now follows the stream 4 times a second. Full garbage collections are
+kept off the stream (gc.freeze when a generation starts, app/chatllm.py) and the engine thread
+hands the GIL back every 1 ms instead of 5.
 
 On a machine shared with other work the operating system may leave the GUI thread waiting for a
 processor although it is ready to run; that wait is not the program's doing, so where Linux
-reports it (/proc/<pid>/task/<tid>/schedstat: time spent runnable but waiting on the run queue)
-it is taken off each gap. On an idle machine it is zero and the gaps are the wall-clock ones.
-Waiting for the GIL (held by the engine thread) is a sleep, not a run-queue wait: it counts.
+reports it it is taken off each gap (an allowance for a loaded machine: on an idle one it is zero
+and the gaps are the wall-clock ones). Waiting for the GIL (held by the engine thread) is a
+sleep, not a run-queue wait: it counts.
 """
 from __future__ import annotations
 

@@ -86,6 +86,7 @@ class StoryView(QPlainTextEdit):
         self.probabilities = False               # colour tokens by probability instead of the tint
         self._tinted: list[tuple[int, int]] = []  # model text without tokens (imports, version 1 files)
         self._stream: tuple[int, int] | None = None
+        self._selections: list = []               # the marks shown (QPlainTextEdit extra selections)
         self._programmatic = 0
         self._generating = False
         self._end = 0                            # Qt position where streamed text goes
@@ -181,9 +182,13 @@ class StoryView(QPlainTextEdit):
         self._refresh_mark()
 
     def append_pieces(self, pieces) -> None:
-        """Add a batch of streamed tokens at the end (one document edit per batch)."""
+        """Add a batch of streamed tokens at the end (one document edit per batch). Only the new
+        text gets marks: rebuilding every token's mark each batch (a selection per token when
+        probabilities are shown) cost the GUI thread time growing with the story, a frame's
+        worth after a few thousand tokens."""
         text = "".join(p.text for p in pieces)
-        self.tokens.extend(self._spans(self._end, pieces))
+        spans = self._spans(self._end, pieces)
+        self.tokens.extend(spans)
         if text:
             bar = self.verticalScrollBar()
             follow = bar.value() >= bar.maximum() - 4
@@ -191,9 +196,14 @@ class StoryView(QPlainTextEdit):
             cursor.setPosition(self._end)
             with self._edit():
                 cursor.insertText(text)
-            self._end += utf16_len(text)
+            start, self._end = self._end, self._end + utf16_len(text)
             self._stream = (self._stream[0], self._end)
-            self._refresh_mark()
+            if self.probabilities:
+                new = [(s.start, s.end, probability_colour(s.piece.probability)) for s in spans]
+            else:
+                new = [(start, self._end, self._tint())]
+            self._selections += self._make_selections(new)
+            self.setExtraSelections(self._selections)
             if follow:
                 bar.setValue(bar.maximum())
         self._updates += 1
@@ -225,16 +235,29 @@ class StoryView(QPlainTextEdit):
         """Redraw the tints (after a palette change)."""
         self._refresh_mark()
 
-    def _refresh_mark(self) -> None:
+    def _tint(self) -> QColor:
         tint = QColor(self.palette().color(QPalette.Highlight))
         tint.setAlpha(TINT_ALPHA)
+        return tint
+
+    def _refresh_mark(self) -> None:
+        """Every mark built again (after an edit, a new tree, a palette or mode change). While
+        streaming, the text tokens are in the runs already, so the stream adds only what the
+        runs lack (streamed text without tokens): one tint, as append_pieces gives it."""
+        tint = self._tint()
         ranges = [(a, b, tint) for a, b in self._tinted]
         if self.probabilities:
             ranges += [(s.start, s.end, probability_colour(s.piece.probability)) for s in self.tokens]
         else:
-            ranges += [(a, b, tint) for a, b in _runs((s.start, s.end) for s in self.tokens)]
-        if self._stream and not self.probabilities:
-            ranges.append((*self._stream, tint))
+            runs = _runs((s.start, s.end) for s in self.tokens)
+            ranges += [(a, b, tint) for a, b in runs]
+            if self._stream:
+                covered = max([b for a, b in runs if a <= self._stream[0] <= b] + [self._stream[0]])
+                ranges.append((covered, self._stream[1], tint))
+        self._selections = self._make_selections(ranges)
+        self.setExtraSelections(self._selections)
+
+    def _make_selections(self, ranges) -> list:
         last = self.document().characterCount() - 1
         selections = []
         for start, end, colour in ranges:
@@ -249,7 +272,7 @@ class StoryView(QPlainTextEdit):
             cursor.setPosition(min(end, last), QTextCursor.KeepAnchor)
             sel.cursor = cursor
             selections.append(sel)
-        self.setExtraSelections(selections)
+        return selections
 
     def on_document_contents_change(self, position: int, removed: int, added: int) -> None:
         if self._programmatic or (removed == 0 and added == 0):
@@ -278,8 +301,8 @@ class StoryView(QPlainTextEdit):
         return self.passages[-1] if self.passages else None
 
     def on_self_cursor_position_changed(self) -> None:
-        span = self.passage_at_cursor()
-        if span is None or span.siblings < 2 or self._generating:
+        span = None if self._generating else self.passage_at_cursor()      # (each batch moves the cursor)
+        if span is None or span.siblings < 2:
             self.sibling_label.hide()
             return
         self.sibling_label.setText(f" ‹ {span.sibling}/{span.siblings} › ")
