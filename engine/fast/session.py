@@ -13,6 +13,7 @@ import numpy as np
 
 from engine.fast.forward import forward_rows, forward_token, products, rope_tables
 from engine.fast.matvec import xsum_floats
+from engine.fast.memory import after_first_use
 from engine.fast.prompt import TileDecoder, forward_prompt
 from engine.fast.repack import pack_matrices
 from engine.fast.threads import ThreadChooser, apply_threads, resolve_threads, single_threaded_blas
@@ -20,6 +21,7 @@ from engine.session import Branches, Session
 
 BATCH_MIN = 6          # from this many new tokens on, the batched (GEMM) path is faster
 PROMPT_CHUNK = 512     # tokens per batched pass (bounds the activation memory)
+KV_CHUNK = 256         # the key and value caches grow by whole chunks of positions (or by half their size)
 
 _MATRICES = {
     "qkv": "attention.query_key_value.weight",
@@ -58,6 +60,7 @@ class FastModel:
         self.lnf = np.stack([tensors["gpt_neox.final_layer_norm.weight"].to_float32(),
                              tensors["gpt_neox.final_layer_norm.bias"].to_float32()]).astype(np.float32)
         self.load_seconds = time.perf_counter() - t0
+        after_first_use("repack")
 
     def _layer_tensors(self, suffix: str) -> list:
         return [self.file.tensors[f"gpt_neox.layers.{i}.{suffix}"] for i in range(self.config.n_layer)]
@@ -109,16 +112,23 @@ def token_buffers(model: FastModel, rows: tuple) -> tuple:
 
 
 class FastSession(Session):
-    """A KV cache for n_ctx positions, the tokens it holds, and the buffers one token needs."""
+    """A KV cache for up to n_ctx positions, the tokens it holds, and the buffers one token needs.
+
+    The cache holds room for the positions in use, grown a chunk at a time (``reserve``): each
+    layer's slice [positions, n_embd] is contiguous, so a cache of n_ctx positions filled to a
+    few hundred would still be resident in 2 MiB pieces per layer (transparent huge pages: a
+    410M model at 96 of 2048 positions held 46 MiB for 9 MiB of keys), and a chunk's growth copies
+    the cache once, never per token.
+    """
 
     def __init__(self, model: FastModel, n_ctx: int):
         super().__init__(model.config, n_ctx)
         c = model.config
         self.model = model
         e = c.n_embd
-        # np.zeros maps pages lazily: a long context costs memory only as it fills.
-        self.kcache = np.zeros((c.n_layer, n_ctx, e), np.float32)
-        self.vcache = np.zeros((c.n_layer, n_ctx, e), np.float32)
+        self.kcache = np.zeros((c.n_layer, 0, e), np.float32)
+        self.vcache = np.zeros((c.n_layer, 0, e), np.float32)
+        self.reserve(1)
         self.cos, self.sin = rope_tables(n_ctx, c.n_rot)
         self._x = np.zeros(e, np.float32)
         self._bufs = token_buffers(model, ())
@@ -127,10 +137,28 @@ class FastSession(Session):
         self._decoder = TileDecoder(model.threads)
         self._chooser = ThreadChooser(model.threads)
 
+    @property
+    def capacity(self) -> int:
+        """Positions the key and value caches have room for now (grown by ``reserve``)."""
+        return self.kcache.shape[1]
+
+    def reserve(self, n: int) -> None:
+        """Room for n positions (at most n_ctx): whole chunks, at least half the present size more."""
+        have = self.capacity
+        if n <= have:
+            return
+        size = min(self.n_ctx, -(-max(n, have + have // 2) // KV_CHUNK) * KV_CHUNK)
+        for name in ("kcache", "vcache"):
+            old = getattr(self, name)
+            new = np.zeros((old.shape[0], size, old.shape[2]), np.float32)
+            new[:, :have] = old
+            setattr(self, name, new)
+
     def eval(self, tokens, all_logits: bool = False) -> np.ndarray:
         """Run tokens after the cached ones; the logits of the last (or every) new position."""
         tokens, n_past = self.check_new(tokens)
         n = len(tokens)
+        self.reserve(n_past + n)
         apply_threads(self.model.threads)
         if n >= BATCH_MIN:
             logits = self._eval_batched(tokens, n_past, all_logits)
@@ -153,6 +181,7 @@ class FastSession(Session):
         start = time.perf_counter()
         forward_token(threads, *args)
         self._chooser.record(threads, time.perf_counter() - start)
+        after_first_use("token")
         return self._logits[:m.config.n_vocab].copy()
 
     def _eval_batched(self, tokens: list[int], n_past: int, all_logits: bool) -> np.ndarray:
@@ -173,7 +202,9 @@ class FastSession(Session):
                 last = np.ascontiguousarray(h[-1])
                 products(self.model.threads, m.head.arrays, 0, last, self._bufs[7], self._logits,
                          m.head.arrays, -1, last, self._bufs[7], self._logits, m.b_up[0, :0])
+                after_first_use("prompt")
                 return self._logits[:v].copy()
+        after_first_use("prompt")
         return np.concatenate(out)
 
 
@@ -210,10 +241,12 @@ class FastBranches(Branches):
         start = time.perf_counter()
         forward_rows(threads, *args)
         self._chooser.record(threads, time.perf_counter() - start)
+        after_first_use("rows")
         return self._logits[:n, :m.config.n_vocab].copy()
 
     def _copy_to_session(self, i: int, count: int) -> None:
         at = len(self.session.tokens)
+        self.session.reserve(at + count)
         self.session.kcache[:, at:at + count] = self.kb[:, i, :count]
         self.session.vcache[:, at:at + count] = self.vb[:, i, :count]
 
