@@ -25,12 +25,13 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 from app.textsource import LocalSource, RemoteSource
 
 GIL_SWITCH_INTERVAL = 0.001     # seconds (Python's default is 0.005); see ChatLLM.__init__
 
+WARM_POLL_MS = 500            # how often an idle worker looks whether a warming model reached full speed
 BATCH_SECONDS = 0.04          # at most ~25 token batches a second reach the GUI
 
 
@@ -114,6 +115,7 @@ class LLMWorker(QObject):
     loadStage = Signal(str)                    # what the load is doing now, for the status bar
     tokensReady = Signal(int, list)            # request id, [TokenPiece]
     speedChanged = Signal(float)               # tokens per second of the running generation
+    backendChanged = Signal(str)               # the local model moved on: "starter" (warming up) -> "fast"
     generationWaiting = Signal(int, str)       # request id, why it has not started yet
     generationFinished = Signal(int, object)   # request id, engine DoneEvent (None: stopped before it started)
     generationFailed = Signal(int, str)        # request id, message
@@ -130,6 +132,10 @@ class LLMWorker(QObject):
         self.source = None                        # the active TextSource: `local` or a RemoteSource
         self.served = None                        # the API server's EngineWorker on `local`, or None
         self.tokens_generated = 0   # tokens of the running generation so far (read by tests and Stop)
+        self._backend_name = ""     # the local model's backend as last reported (backendChanged)
+        # polls a warming model between generations; a generation checks at each batch of tokens
+        self._warm_timer = QTimer(self, interval=WARM_POLL_MS)
+        self._warm_timer.timeout.connect(self.on_warm_timer_timeout)
 
     # the local model's parts, for code that drives the engine directly (selftest, server)
     @property
@@ -157,7 +163,10 @@ class LLMWorker(QObject):
             loaded = open_model(path, tokenizer_json or None, backend=self.backend, threads=self.threads or None)
             # The first start compiles the engine's kernels (up to a minute); later starts load
             # them from the cache in about a second. Say so rather than look frozen.
-            self.loadStage.emit("Preparing the engine (the first start compiles it once; this can take a minute)…")
+            if loaded.model.staged is not None:     # writes at once; full speed once the child has compiled
+                self.loadStage.emit("Preparing the engine…")
+            else:
+                self.loadStage.emit("Preparing the engine (the first start compiles it once; this can take a minute)…")
             warm_up(loaded.model, loaded.generator)
         except Exception as e:   # noqa: BLE001 - every failure is shown to the user, the old model stays
             if loaded is not None:
@@ -174,6 +183,24 @@ class LLMWorker(QObject):
             if old is not None:
                 old.close()
         self._activate(local)
+        self._backend_name = model.backend_name
+        if model.staged is not None and not model.staged.ready:
+            self._warm_timer.start()
+
+    @Slot()
+    def on_warm_timer_timeout(self) -> None:
+        """While the model warms up, notice (between generations) when it reached full speed."""
+        self._check_backend()
+
+    def _check_backend(self) -> None:
+        """Say when the local model's backend changed (the staged model's move to the fast kernels)."""
+        model = self.local.model if self.local else None
+        name = model.backend_name if model is not None else ""
+        if name != self._backend_name:
+            self._backend_name = name
+            self.backendChanged.emit(name)
+        if name != "starter":
+            self._warm_timer.stop()
 
     @Slot(object)
     def on_remote_requested(self, backend) -> None:
@@ -262,6 +289,8 @@ class LLMWorker(QObject):
                     self.tokensReady.emit(rid, batch)
                     if n > 1 and now > started:
                         self.speedChanged.emit((n - 1) / (now - started))
+                    if not source.remote:
+                        self._check_backend()
                     batch = []
                     last_emit = now
         except Exception:

@@ -1,13 +1,19 @@
-"""Time from process start to the first generated token, with numba's cache warm and empty.
+"""Time from process start (or window shown) to the first generated token, with numba's cache warm and empty.
 
-    python bench/startup.py [MODEL] [--threads 2] [--runs 3] [--cold]
+    python bench/startup.py [MODEL ...] [--threads 2] [--runs 3] [--cold] [--window]
 
-Starts ``python -c`` processes that load the model with ``engine.load_model`` (the fast path),
+For each model, starts ``python -c`` processes that load it with ``engine.load_model`` and
 evaluate a 16-token prompt and pick the first token; the parent measures from just before it
-starts each process to the moment the child reports its token on stdout. ``--cold`` first runs
-once with an empty numba cache folder (a temporary ``NEOX_WRITER_HOME``), which is what a first
-start after installing costs. Default model: bench/out/pythia-160M-q4_0-v2.bin (bench/speed.py
-writes it).
+starts each process to the moment the child reports its token on stdout. Without ``--cold`` the
+cache is the user's (warmed first), best of ``--runs``.
+
+``--cold`` runs each start in a fresh cache folder (a temporary ``NEOX_WRITER_HOME`` and HOME),
+which is what the first start after installing costs, once per backend: ``fast`` (compile every
+kernel first: the old first start) and ``staged`` (the program's: the starter writes while a
+child compiles). For staged it also reports when the fast kernels were ready. ``--window`` adds
+the window: ``neox-writer`` started with an empty cache (offscreen), from the moment the window is
+shown to the first token of the story's first Generate, and when the status bar said full speed.
+Default model: the bundled demo model.
 """
 from __future__ import annotations
 
@@ -22,45 +28,121 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import sys
+import sys, time
 import numpy as np
 from engine import load_model
-model = load_model(sys.argv[1], backend="fast", threads=int(sys.argv[2]))
+model = load_model(sys.argv[1], backend=sys.argv[3], threads=int(sys.argv[2]))
 logits = model.new_session(64).eval(list(range(100, 116)))
-print(int(np.argmax(logits)), flush=True)
+print(int(np.argmax(logits)), model.backend_name, flush=True)
+staged = model.staged
+if staged is not None and staged.wait_ready(900):
+    print(f"fast {staged.ready_seconds + staged.started - float(sys.argv[4]):.2f}", flush=True)
+"""
+
+# the window, offscreen: shown -> model loaded -> Generate -> first token -> full speed
+WINDOW = r"""
+import sys, time
+t0 = time.time()
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+from app.window.mainwindow import MainWindow
+app = QApplication(sys.argv[:1])
+window = MainWindow(backend="staged", check_recovery=False)
+window.show()
+app.processEvents()
+shown = time.time()
+print(f"shown {shown - float(sys.argv[2]):.2f}", flush=True)
+state = {}
+def on_loaded(*_):
+    print(f"loaded {time.time() - shown:.2f}", flush=True)
+    window.generation.generate()
+def on_pieces(*_):
+    if "first" not in state:
+        state["first"] = time.time()
+        print(f"first {state['first'] - shown:.2f}", flush=True)
+def on_backend(name):
+    print(f"fast {time.time() - shown:.2f}", flush=True)
+    QTimer.singleShot(0, app.quit)
+window.modelLoaded.connect(on_loaded)
+window.generation.piecesReady.connect(on_pieces)
+window.llm.worker.backendChanged.connect(on_backend)
+window.open_model(sys.argv[1])
+QTimer.singleShot(900_000, app.quit)
+app.exec()
+window.shutdown()
 """
 
 
-def first_token_seconds(model: str, threads: int, env: dict) -> float:
+def run_child(args: list[str], env: dict) -> tuple[float, list[str]]:
+    """Seconds from start to the child's first line, and all its lines."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, model, str(threads)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
     elapsed = time.perf_counter() - start
-    _, err = proc.communicate()
-    if proc.returncode != 0 or not line.strip():
+    rest, err = proc.communicate()
+    if proc.returncode != 0 or not first.strip():
         raise SystemExit(f"the child failed: {err.strip().splitlines()[-1] if err.strip() else proc.returncode}")
-    return elapsed
+    return elapsed, [first.strip()] + rest.strip().splitlines()
+
+
+def cold_env(home: str) -> dict:
+    env = dict(os.environ, NEOX_WRITER_HOME=home, HOME=home, QT_QPA_PLATFORM="offscreen")
+    env.pop("NUMBA_CACHE_DIR", None)
+    return env
+
+
+def engine_start(model: str, threads: int, backend: str, env: dict) -> tuple[float, str, str]:
+    """(seconds to the first token, the backend that made it, when the fast kernels were ready or '')."""
+    elapsed, lines = run_child(["-c", CHILD, model, str(threads), backend, repr(time.time())], env)
+    fast = next((line.split()[1] for line in lines[1:] if line.startswith("fast ")), "")
+    return elapsed, lines[0].split()[1], fast
+
+
+def window_start(model: str, env: dict) -> dict:
+    _, lines = run_child(["-c", WINDOW, model, repr(time.time())], env)
+    return {line.split()[0]: float(line.split()[1]) for line in lines}
+
+
+def load_average() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", nargs="?", default=str(ROOT / "bench" / "out" / "pythia-160M-q4_0-v2.bin"))
+    ap.add_argument("models", nargs="*")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--cold", action="store_true", help="also time a first run with an empty numba cache")
+    ap.add_argument("--cold", action="store_true", help="time first starts with an empty numba cache")
+    ap.add_argument("--window", action="store_true", help="with --cold: also the window's first start")
     args = ap.parse_args(argv)
-    env = dict(os.environ)
-    print(f"model {args.model}, threads {args.threads}, load average "
-          + "/".join(f"{v:.1f}" for v in os.getloadavg()))
+    sys.path.insert(0, str(ROOT))
+    from app.bundled import demo_model
+    models = args.models or [str(demo_model())]
+    print(f"threads {args.threads}, load average {load_average()} at the start")
     if args.cold:
-        with tempfile.TemporaryDirectory() as home:
-            cold = first_token_seconds(args.model, args.threads, dict(env, NEOX_WRITER_HOME=home))
-        print(f"empty numba cache: first token after {cold:.2f} s")
-    first_token_seconds(args.model, args.threads, env)           # make sure the real cache is warm
-    warm = [first_token_seconds(args.model, args.threads, env) for _ in range(args.runs)]
-    print(f"warm cache: first token after {min(warm):.2f} s (best of {args.runs}; all: "
-          + ", ".join(f"{w:.2f}" for w in warm) + ")")
+        print("| model | start | first token s | on | full speed s | load average |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for model in models:
+            name = Path(model).name
+            for backend in ("staged", "fast"):
+                with tempfile.TemporaryDirectory() as home:
+                    seconds, on, fast = engine_start(model, args.threads, backend, cold_env(home))
+                print(f"| {name} | engine, {backend}, from process start | {seconds:.2f} | {on} | "
+                      f"{fast or f'{seconds:.2f}'} | {load_average()} |", flush=True)
+            if args.window:
+                with tempfile.TemporaryDirectory() as home:
+                    w = window_start(model, cold_env(home))
+                print(f"| {name} | window, from shown (shown {w['shown']:.2f} s after start) | {w['first']:.2f} | "
+                      f"starter | {w.get('fast', float('nan')):.2f} | {load_average()} |", flush=True)
+        return 0
+    env = dict(os.environ)
+    print("| model | warm cache: first token s (best of runs) | all | load average |")
+    print("| --- | --- | --- | --- |")
+    for model in models:
+        engine_start(model, args.threads, "fast", env)              # make sure the real cache is warm
+        warm = [engine_start(model, args.threads, "fast", env)[0] for _ in range(args.runs)]
+        print(f"| {Path(model).name} | {min(warm):.2f} | {', '.join(f'{w:.2f}' for w in warm)} | {load_average()} |")
     return 0
 
 

@@ -14,7 +14,7 @@ from engine.ggml_file import MappedModelFile
 from engine.model_file import format_label, open_model_file
 from engine.qkv_layout import describe as describe_qkv, settle_qkv_layout
 
-BACKENDS = ("auto", "fast", "reference")
+BACKENDS = ("auto", "fast", "reference", "staged")
 
 
 class Model:
@@ -26,10 +26,27 @@ class Model:
         self.file = file
         self.config = Config.from_file(file)
         self.vocab = file.vocab
-        self.backend_name, self._backend = self._make_backend(backend, threads)
+        self._name, self._backend = self._make_backend(backend, threads)
         settle_qkv_layout(file, self._backend)     # a GGUF file that does not say its QKV order
 
+    @property
+    def backend_name(self) -> str:
+        """"fast" or "reference"; a staged model says "starter" until it has moved to "fast"."""
+        return getattr(self._backend, "name", self._name)
+
+    @property
+    def staged(self):
+        """The StagedBackend while this model has one (backend="staged" on a first start), else None."""
+        return self._backend if self._name == "staged" else None
+
     def _make_backend(self, backend: str, threads):
+        if backend == "staged":
+            from engine.fast.prepare import is_ready
+            from engine.starter import can_start
+            if can_start(self.file) and not is_ready(self.file):
+                from engine.staged import StagedBackend
+                return "staged", StagedBackend(self.file, self.config, threads=threads)
+            backend = "fast"         # the kernels are in the cache: start at full speed
         if backend in ("auto", "fast"):
             try:
                 from engine import fast
@@ -68,6 +85,8 @@ class Model:
         return session.eval(tokens, all_logits=True)
 
     def close(self):
+        if self.staged is not None:
+            self.staged.close()     # stops a child still compiling
         self.file.close()
 
 

@@ -66,6 +66,12 @@ class ReferenceBackend:
     def weight(self, name: str) -> np.ndarray:
         return self.file.tensors[name].to_float32()
 
+    def product(self, x: np.ndarray, name: str) -> np.ndarray:
+        """x @ W.T for the 2-D weight ``name``: the one place a forward pass multiplies by a matrix."""
+        return x @ self.weight(name).T
+
+    gelu = staticmethod(gelu)
+
     def new_session(self, n_ctx: int) -> "ReferenceSession":
         return ReferenceSession(self, n_ctx)
 
@@ -162,19 +168,19 @@ def forward(be: ReferenceBackend, tokens: list[int], positions: np.ndarray, atte
         p = f"gpt_neox.layers.{layer}."
         # attention
         a = layer_norm(x, w(p + "input_layernorm.weight"), w(p + "input_layernorm.bias"))
-        qkv = a @ w(p + "attention.query_key_value.weight").T + w(p + "attention.query_key_value.bias")
+        qkv = be.product(a, p + "attention.query_key_value.weight") + w(p + "attention.query_key_value.bias")
         qkv = qkv.reshape(N, H, 3, hd)          # per-head interleaved [q | k | v] (spec §7.3)
         q = apply_rope(qkv[:, :, 0], cos, sin, c.n_rot)
         k = apply_rope(qkv[:, :, 1], cos, sin, c.n_rot)
         out = attend(layer, positions, q, k, qkv[:, :, 2])
-        attn = out @ w(p + "attention.dense.weight").T + w(p + "attention.dense.bias")
+        attn = be.product(out, p + "attention.dense.weight") + w(p + "attention.dense.bias")
         # feed-forward, parallel or sequential residual
         y = x if c.parallel_residual else attn + x
         h = layer_norm(y, w(p + "post_attention_layernorm.weight"), w(p + "post_attention_layernorm.bias"))
-        h = gelu(h @ w(p + "mlp.dense_h_to_4h.weight").T + w(p + "mlp.dense_h_to_4h.bias"))
-        ff = h @ w(p + "mlp.dense_4h_to_h.weight").T + w(p + "mlp.dense_4h_to_h.bias")
+        h = be.gelu(be.product(h, p + "mlp.dense_h_to_4h.weight") + w(p + "mlp.dense_h_to_4h.bias"))
+        ff = be.product(h, p + "mlp.dense_4h_to_h.weight") + w(p + "mlp.dense_4h_to_h.bias")
         x = ((ff + attn) + x) if c.parallel_residual else (ff + y)
         x = x.astype(np.float32)
 
     x = layer_norm(x, be.weight("gpt_neox.final_layer_norm.weight"), be.weight("gpt_neox.final_layer_norm.bias"))
-    return (x @ be.weight("embed_out.weight").T).astype(np.float32)
+    return be.product(x, "embed_out.weight").astype(np.float32)

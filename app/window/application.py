@@ -31,7 +31,7 @@ def run_window(args) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setWindowIcon(QIcon(str(icon_path())))
     app.setDesktopFileName("neox-writer")          # matches the entry --install-desktop-entry writes
-    window = MainWindow()
+    window = MainWindow(backend="staged")     # a first start writes at once, full speed follows
     window.show()
     model = args.model or startup_model(window.settings)
     if model:

@@ -50,7 +50,8 @@ class MainWindow(QMainWindow):
     contextShown = Signal(object)        # the Context the context view now shows
 
     def __init__(self, settings: Settings | None = None, *, check_recovery: bool = True, backend: str = "auto"):
-        """`backend` is the engine's ("auto", "fast" or "reference"); `check_recovery` looks for
+        """`backend` is the engine's ("auto", "fast", "reference" or "staged": the program's, which
+        writes at once on a first start while the fast kernels compile); `check_recovery` looks for
         an autosave left by a crash."""
         super().__init__(objectName="mainWindow")
         self.settings = settings or Settings.load()
@@ -117,7 +118,8 @@ class MainWindow(QMainWindow):
                 (g.failed, self.document.record), (g.failed, self.story_view.end_generation),
                 (g.busyChanged, self.chat_view.set_busy), (g.busyChanged, self._update_actions),
                 (g.problem, self.dialogs.show_error), (g.notice, self.status.show_notice),
-                (worker.speedChanged, self.status.show_speed), (worker.contextReady, self.context_view.show_context),
+                (worker.speedChanged, self.status.show_speed), (worker.backendChanged, self.status.show_backend),
+                (worker.contextReady, self.context_view.show_context),
                 (worker.contextReady, self.contextShown), (worker.contextFailed, self.context_view.show_error),
                 (self.server_panel.statusChanged, self.status.show_server),
                 (self.local_server.failed, self.status.show_notice)]

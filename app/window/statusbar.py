@@ -61,6 +61,8 @@ class StatusBar(QStatusBar):
         for w in (self.server_label, self.context_label, self.tokens_per_second_label, self.memory_label):
             self.addPermanentWidget(w)
         self.model_info: dict | None = None
+        self.warming = False            # the local model runs on the starter backend (a first start)
+        self.speed: float | None = None  # the last tokens per second shown
         self.memory_timer = QTimer(self, interval=2000)
         self.memory_timer.timeout.connect(self.on_memory_timer_timeout)
         self.memory_timer.start()
@@ -75,6 +77,7 @@ class StatusBar(QStatusBar):
 
     def show_model(self, info: dict) -> None:
         self.model_info = info
+        self.warming = info.get("backend") == "starter"
         self.load_progress.setVisible(False)
         self._show_model_label(info)
         self.context_label.setText(f"context 0 / {info.get('n_ctx')}")
@@ -113,7 +116,23 @@ class StatusBar(QStatusBar):
                 self.clearMessage()
 
     def show_speed(self, tokens_per_second: float) -> None:
-        self.tokens_per_second_label.setText(f"{tokens_per_second:.1f} tok/s")
+        """Tokens per second; on the starter backend (a first start) it says full speed is coming."""
+        self.speed = tokens_per_second
+        if self.warming:
+            self.tokens_per_second_label.setText(f"warming up: {tokens_per_second:.1f} tok/s, full speed soon")
+        else:
+            self.tokens_per_second_label.setText(f"{tokens_per_second:.1f} tok/s")
+
+    def show_backend(self, name: str) -> None:
+        """The engine moved to another backend: the staged model reached full speed."""
+        self.warming = name == "starter"
+        if self.model_info:
+            self.model_info = dict(self.model_info, backend=name)
+            self._show_model_label(self.model_info)
+        if self.speed is not None:
+            self.show_speed(self.speed)
+        if not self.warming:
+            self.showMessage("The engine runs at full speed now.", MESSAGE_MS)
 
     def show_generated(self, generated, n_ctx: int) -> None:
         """A generation ended: its speed, the context it used, and a summary for a while."""
