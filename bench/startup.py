@@ -36,7 +36,7 @@ logits = model.new_session(64).eval(list(range(100, 116)))
 print(int(np.argmax(logits)), model.backend_name, flush=True)
 staged = model.staged
 if staged is not None and staged.wait_ready(900):
-    print(f"fast {staged.ready_seconds + staged.started - float(sys.argv[4]):.2f}", flush=True)
+    print(f"fast {time.time() - float(sys.argv[4]):.2f}", flush=True)
 """
 
 # the window, offscreen: shown -> model loaded -> Generate -> first token -> full speed
