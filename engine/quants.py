@@ -8,6 +8,10 @@ A block format is named by ``(type_name, qnt_version)``:
   nibble ("split halves"); scales as in version 0.
 * version 2 (b0d536bb and later, also GGUF): split halves, q4_0/q4_1/q8_0 scales become fp16.
 
+GGUF files also carry the K-quants and IQ4 types (``kquants.K_TYPES``: q2_K ... q6_K, iq4_nl,
+iq4_xs), registered here as version-2 formats; their layouts, dequantization and quantizers live in
+``engine/kquants.py``.
+
 For the Q5 types bit e of the 32-bit ``qh`` field is the fifth bit of element e in every version.
 Every function here is vectorised over whole rows of blocks; spec references are to
 ``shared/spec/ggml-gpt-neox.md`` §5.
@@ -18,6 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine import kquants
+from engine.kquants import K_TYPES
+
+# The types of legacy ggml files (GGUF adds K_TYPES, always in version 2)
 TYPE_NAMES = ("f32", "f16", "q4_0", "q4_1", "q4_2", "q4_3", "q5_0", "q5_1", "q8_0")
 QUANTIZED_TYPES = ("q4_0", "q4_1", "q4_2", "q4_3", "q5_0", "q5_1", "q8_0")
 # Types the quantizer writes (q4_2 and q4_3 existed only in the stablelm era; we read them).
@@ -37,6 +45,11 @@ class BlockFormat:
     has_qh: bool         # a 32-bit field of fifth bits (q5_0, q5_1)
     interleaved: bool    # nibble order of version 0
 
+    @property
+    def k_quant(self) -> bool:
+        """A K-quant or IQ4 type (kquants.py): sub-block scales, its own byte layout."""
+        return self.type_name in K_TYPES
+
 
 def block_format(type_name: str, qnt_version: int) -> BlockFormat:
     """The block format of a tensor type in a given quantization version (ValueError if none)."""
@@ -47,6 +60,11 @@ def block_format(type_name: str, qnt_version: int) -> BlockFormat:
         return BlockFormat("f16", v, 1, 2, "", False, False, False)
     if v not in (0, 1, 2):
         raise ValueError(f"unknown quantization version {v}")
+    if type_name in K_TYPES:
+        if v != 2:
+            raise ValueError(f"{type_name} exists only in quantization version 2 (GGUF)")
+        values, nbytes = kquants.BLOCK_SIZES[type_name]
+        return BlockFormat(type_name, 2, values, nbytes, "f2", type_name in ("q2_K", "q4_K", "q5_K"), False, False)
     wide = "f2" if v == 2 else "f4"
     inter = v == 0
     if type_name == "q4_0":
@@ -138,6 +156,8 @@ def _qh_bits(qh: np.ndarray) -> np.ndarray:
 
 def dequantize_blocks(fmt: BlockFormat, blocks: np.ndarray) -> np.ndarray:
     """[nb, nbytes] uint8 blocks -> [nb, QK] float32 values."""
+    if fmt.k_quant:
+        return kquants.dequantize_blocks(fmt.type_name, blocks)
     d, m, qh, qs = _fields(fmt, blocks)
     if fmt.type_name == "q8_0":
         return qs.view(np.int8).astype(np.float32) * d[:, None]
@@ -229,6 +249,8 @@ def _quantize_values(fmt: BlockFormat, x: np.ndarray):
 
 def quantize_blocks(fmt: BlockFormat, x: np.ndarray) -> np.ndarray:
     """float32 [nb, QK] -> [nb, nbytes] uint8 blocks."""
+    if fmt.k_quant:
+        return kquants.quantize_blocks(fmt.type_name, x)
     x = np.ascontiguousarray(x, dtype=np.float32)
     d, m, q = _quantize_values(fmt, x)
     sdt = np.dtype("<" + fmt.scale_dtype)
