@@ -22,6 +22,9 @@ the "lanes" layout of the integer kernels instead: groups of 8 rows (one per int
 (``qs[layer, group, block, (run, row, 4 bytes)]``), so that one 32-byte load holds bytes 4k..4k+3
 of 8 rows: what ``vpdpbusd`` / ``vpmaddubsw`` multiply by 4 broadcast activations. Scales, mins
 and 5th-bit fields are ``[layer, group, block, row]``. Rows are still padded to a whole TILE.
+
+GGUF's K-quant and IQ4 matrices are rewritten while they are read as blocks of one of those
+types (``kquant_repack.py``), so every kernel below runs them.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import numpy as np
 from numba import njit
 
 from engine.errors import ModelFormatError
+from engine.fast.kquant_repack import convert_rows, stand_in
 from engine.fast.simd import INT8_DOT
 from engine.quants import block_format
 
@@ -197,14 +201,16 @@ class _Packer:
         self.arrays = (qs, d, m, qh)
 
     def add(self, fh, path: str, layer: int, info, scratch: list) -> None:
-        if info.shape != (self.rows, self.cols) or info.type != self.type:
-            raise ModelFormatError(path, info.offset, f"tensor {info.name!r} is {info.type} {list(info.shape)}, "
-                                   f"expected {self.type} {[self.rows, self.cols]} like the other layers")
+        if info.shape != (self.rows, self.cols):
+            raise ModelFormatError(path, info.offset, f"tensor {info.name!r} is {list(info.shape)}, "
+                                   f"expected {[self.rows, self.cols]} like the other layers")
+        target = (self.type, self.fmt.qnt_version if self.tiled else 0)
         row_bytes = info.nbytes // self.rows
         step = max(TILE, CHUNK_BYTES // max(row_bytes, 1) // TILE * TILE)
         for r0 in range(0, self.rows, step):
             r1 = min(self.rows, r0 + step)
-            raw = _read_rows(fh, path, info, r0, r1, scratch)
+            # K-quants, and layers of mixed types: rows of the kernels' type (kquant_repack.py)
+            raw = convert_rows(info.type, info.qnt_version, _read_rows(fh, path, info, r0, r1, scratch), target)
             if not self.tiled:
                 dt = np.dtype("<u2") if self.type == "f16" else np.dtype("<f4")
                 self.arrays[0][layer, r0:r1] = raw.view(dt)
@@ -283,7 +289,7 @@ def pack_matrices(path: str, infos: list, threads: int = 1) -> PackedMatrix:
     if len(first.shape) != 2:
         raise ModelFormatError(path, first.offset, f"tensor {first.name!r} is not a matrix")
     rows, cols = first.shape
-    packer = _Packer(first.type, first.qnt_version, rows, cols, len(infos))
+    packer = _Packer(*stand_in([(i.type, i.qnt_version) for i in infos]), rows, cols, len(infos))
 
     def pack_layers(part: int, parts: int) -> None:
         scratch = [np.empty(0, np.uint8)]

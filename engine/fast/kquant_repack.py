@@ -1,0 +1,113 @@
+"""K-quant and IQ4 matrices (GGUF) rewritten at load as blocks of 32 that the integer kernels run.
+
+The lanes kernels of ``matvec.py`` and ``gemm.py`` compute on 8-bit activations per block of 32,
+as ggml does; a K-quant super-block is 8 (or 16) such sub-blocks whose scale is an integer times
+the super-block's fp16 ``d``. So each sub-block becomes a 32-value block of a type those kernels
+already run, with its scale multiplied out:
+
+* q4_K -> q4_1 and q5_K -> q5_1: the same quants, ``d * sc`` and ``-dmin * m`` rounded to fp16
+  (relative error <= 2^-11 on a scale; the sub-block's integer dot products are unchanged);
+* iq4_nl -> q8_0: the table level of each index as the int8 quant, ``d`` as is: exact;
+* iq4_xs -> q8_0: levels as quants, ``d * ls`` rounded to fp16 per sub-block;
+* q2_K, q3_K, q6_K (scales per 16 values, two to a block of 32) -> q8_0 by re-quantizing the
+  dequantized values (ggml's q8_0 rounding): an error of at most 1/254 of a block's largest
+  weight, the size of the activations' own 8-bit rounding.
+
+The result costs 5 bits a weight for q4_K (4.5 in the file), 6 for q5_K (5.5), 8.5 for the q8_0
+stand-ins; the prompt path (``gemm.py``) and the many-continuations path (``gemm.matmat``) take
+the rewritten matrices like any other of the lanes layout. Without AVX2 the stand-in types take
+the float kernels' tile layout instead (``repack.layout_of``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from engine import kquants
+from engine.quants import block_format, dequantize_blocks, quantize_blocks
+
+STAND_IN = {"q4_K": "q4_1", "q5_K": "q5_1", "iq4_nl": "q8_0", "iq4_xs": "q8_0",
+            "q2_K": "q8_0", "q3_K": "q8_0", "q6_K": "q8_0"}
+
+
+FLOAT_TYPES = ("f16", "f32")
+
+
+def stand_in(types: list) -> tuple[str, int]:
+    """(type, version) the kernels run for one kind of matrix whose layers have these
+    (type, version) pairs: a legacy type itself, a K-quant's stand-in, and q8_0 where the layers'
+    stand-ins differ (a "Q4_K_M" file keeps ffn_down in q6_K in some layers, q4_K in the others;
+    one PackedMatrix holds every layer in one layout)."""
+    kinds = {(STAND_IN[t], 2) if t in STAND_IN else (t, 0 if t in FLOAT_TYPES else v) for t, v in types}
+    if len(kinds) == 1:
+        return kinds.pop()
+    if all(t in FLOAT_TYPES for t, _ in kinds):
+        return "f32", 0
+    return "q8_0", 2
+
+
+def _split_halves(values: np.ndarray) -> np.ndarray:
+    """[n, 32] values 0..15 -> [n, 16] bytes: element j in the low nibble of byte j, j + 16 in the high."""
+    v = values.astype(np.uint8)
+    return v[:, :16] | (v[:, 16:] << np.uint8(4))
+
+
+def _fp16(v: np.ndarray) -> np.ndarray:
+    """float32 [n] -> [n, 2] bytes of fp16."""
+    with np.errstate(over="ignore"):
+        return v.astype("<f2").reshape(-1, 1).view(np.uint8)
+
+
+def _k4_to_blocks(type_name: str, blocks: np.ndarray) -> np.ndarray:
+    """q4_K / q5_K super-blocks [nb, bytes] -> q4_1 / q5_1 blocks [nb * 8, 20 or 24]."""
+    nb = blocks.shape[0]
+    d = kquants._f16_field(blocks, kquants.Q4_D)
+    dmin = kquants._f16_field(blocks, kquants.Q4_DMIN)
+    sc, mn = kquants.k4_scales(blocks[:, kquants.Q4_SCALES:kquants.Q4_QS])
+    scale = (d * sc.astype(np.float32)).reshape(-1)
+    minimum = (-(dmin * mn.astype(np.float32))).reshape(-1)
+    if type_name == "q4_K":
+        q = kquants.nibbles_by_32(blocks[:, kquants.Q4_QS:]).reshape(nb * 8, 32)
+        return np.concatenate([_fp16(scale), _fp16(minimum), _split_halves(q)], axis=1)
+    q = kquants.nibbles_by_32(blocks[:, kquants.Q5_QS:]).reshape(nb * 8, 32)
+    bits = kquants.high_bits(blocks[:, kquants.Q5_QH:kquants.Q5_QS]).reshape(nb * 8, 32).astype(np.uint32)
+    qh = (bits << np.arange(32, dtype=np.uint32)).sum(axis=1, dtype=np.uint32).astype("<u4")
+    return np.concatenate([_fp16(scale), _fp16(minimum), qh.reshape(-1, 1).view(np.uint8), _split_halves(q)],
+                          axis=1)
+
+
+def _iq4_to_q8_0(type_name: str, blocks: np.ndarray) -> np.ndarray:
+    """iq4_nl / iq4_xs blocks -> q8_0 blocks [n, 34] with the table levels as quants."""
+    nb = blocks.shape[0]
+    if type_name == "iq4_nl":
+        levels = kquants.IQ4_LEVELS[kquants.nibbles_by_16(blocks[:, 2:])]
+        return np.concatenate([blocks[:, :2], levels.view(np.uint8)], axis=1)
+    d = kquants._f16_field(blocks, kquants.XS_D)
+    scale = (d * kquants.xs_scales(blocks).astype(np.float32)).reshape(-1)
+    levels = kquants.IQ4_LEVELS[kquants.nibbles_by_16(blocks[:, kquants.XS_QS:])].reshape(nb * 8, 32)
+    return np.concatenate([_fp16(scale), levels.view(np.uint8)], axis=1)
+
+
+def convert_rows(type_name: str, qnt_version: int, raw: np.ndarray, target: tuple[str, int]) -> np.ndarray:
+    """Raw rows [rows, row bytes] of a tensor of type_name -> the same rows in the target
+    (type, version) that ``stand_in`` chose: unchanged, a K-quant's own stand-in, or else the
+    dequantized values re-quantized to q8_0."""
+    if type_name == target[0] and (type_name in FLOAT_TYPES or qnt_version == target[1]):
+        return raw
+    rows = raw.shape[0]
+    if type_name in FLOAT_TYPES:
+        values = np.ascontiguousarray(raw).view("<f2" if type_name == "f16" else "<f4").astype(np.float32)
+        if target[0] == "f32":
+            return values.view(np.uint8).reshape(rows, -1)
+        return quantize_blocks(block_format("q8_0", 2), values.reshape(-1, 32)).reshape(rows, -1)
+    fmt = block_format(type_name, qnt_version)
+    blocks = np.ascontiguousarray(raw).reshape(-1, fmt.nbytes)
+    if STAND_IN.get(type_name) == target[0] and type_name in ("q4_K", "q5_K"):
+        out = _k4_to_blocks(type_name, blocks)
+    elif STAND_IN.get(type_name) == target[0] and type_name in ("iq4_nl", "iq4_xs"):
+        out = _iq4_to_q8_0(type_name, blocks)
+    elif target == ("q8_0", 2):
+        values = dequantize_blocks(fmt, blocks).reshape(-1, 32)
+        out = quantize_blocks(block_format("q8_0", 2), values)
+    else:
+        raise ValueError(f"no conversion of {type_name} to {target[0]}")
+    return out.reshape(rows, -1)

@@ -1,0 +1,120 @@
+"""The fast path on K-quant and IQ4 matrices against the numpy reference (which dequantizes them
+exactly): the rewritten blocks (kquant_repack.py), the token kernel, the prompt path, the rows of
+a batched generation, and matrices whose layers mix types (a "Q4_K_M" file's ffn_down)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import fast
+from engine.fast.kquant_repack import STAND_IN, convert_rows, stand_in
+from engine.fast.repack import layout_of, pack_matrices
+from engine.kquants import BLOCK_SIZES, K_TYPES
+from engine.quants import block_format, dequantize, quantize
+from engine.reference import ReferenceBackend
+from kquant_model import KQuantModelFile
+
+# 8-bit activations per block of 32 (the integer kernels) as for the legacy types; the float
+# kernels (no AVX2) compute in float32, and the q8_0 re-quantization of q2_K/q3_K/q6_K adds at
+# most 1/254 of a block's largest weight
+INT8_TOL = 2e-2
+TOKENS = [5, 17, 3, 99, 42, 7, 64, 1, 88, 23, 11, 70]
+
+
+def rel_err(a, b) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def gaussian(n, seed=0):
+    return np.random.default_rng(seed).standard_normal(n).astype(np.float32) * np.float32(0.05)
+
+
+@pytest.mark.parametrize("type_name", K_TYPES)
+def test_rewritten_blocks_hold_the_same_weights(type_name):
+    """The stand-in blocks dequantize to the K-quant's values: exactly for iq4_nl, within fp16
+    rounding of the sub-block scales for q4_K, q5_K, iq4_xs, within q8_0's rounding for the rest."""
+    qk = BLOCK_SIZES[type_name][0]
+    rows, cols = 4, 512
+    x = gaussian(rows * cols, seed=K_TYPES.index(type_name))
+    raw = quantize(type_name, 2, x).reshape(rows, -1)
+    target = stand_in([(type_name, 2)])
+    assert target == (STAND_IN[type_name], 2)
+    out = convert_rows(type_name, 2, raw, target)
+    assert out.shape == (rows, cols // 32 * block_format(target[0], 2).nbytes)
+    want = dequantize(type_name, 2, raw.reshape(-1), rows * cols)
+    got = dequantize(target[0], 2, out.reshape(-1), rows * cols)
+    scale = np.abs(want).reshape(-1, 32).max(axis=1).repeat(32)
+    if type_name == "iq4_nl":
+        assert np.array_equal(got, want)
+    elif type_name in ("q4_K", "q5_K", "iq4_xs"):
+        assert np.all(np.abs(got - want) <= scale * 2.0 ** -10 + 1e-9)
+    else:
+        # d/2, plus 127 times the fp16 rounding of q8_0's d
+        assert np.all(np.abs(got - want) <= scale / 254 * 1.15 + 1e-9)
+    assert qk in (32, 256)
+
+
+def test_layers_of_mixed_types_share_one_kernel_type():
+    assert stand_in([("q4_K", 2), ("q4_K", 2)]) == ("q4_1", 2)
+    assert stand_in([("q4_K", 2), ("q6_K", 2)]) == ("q8_0", 2)
+    assert stand_in([("q4_0", 0), ("q4_0", 0)]) == ("q4_0", 0)
+    assert stand_in([("f16", 2), ("f32", 0)]) == ("f32", 0)
+    assert stand_in([("f16", 2), ("q4_K", 2)]) == ("q8_0", 2)
+    x = gaussian(2 * 256, seed=4)
+    q4 = convert_rows("q4_K", 2, quantize("q4_K", 2, x).reshape(2, -1), ("q8_0", 2))
+    want = dequantize("q4_K", 2, quantize("q4_K", 2, x), x.size)
+    got = dequantize("q8_0", 2, q4.reshape(-1), x.size)
+    assert np.abs(got - want).max() <= np.abs(want).max() / 254 * 1.15
+
+
+def all_paths(model_file, tmp_path):
+    """(reference logits, fast prompt-path logits, fast token-by-token logits, branch rows, reference rows)."""
+    ref = ReferenceBackend(model_file, model_file.config)
+    fm = fast.build(model_file, model_file.config, threads=2)
+    expected = ref.new_session(64).eval(TOKENS, all_logits=True)
+    prompt = fm.new_session(64).eval(TOKENS, all_logits=True)
+    session = fm.new_session(64)
+    stepped = np.stack([session.eval([t]) for t in TOKENS])
+    # three continuations of the first 8 tokens in one pass (gemm.matmat), against the reference's
+    fast_s, ref_s = fm.new_session(64), ref.new_session(64)
+    fast_s.eval(TOKENS[:8])
+    ref_s.eval(TOKENS[:8])
+    rows = fast_s.branch(3, 4).eval([9, 30, 2])
+    ref_rows = ref_s.branch(3, 4).eval([9, 30, 2])
+    return expected, prompt, stepped, rows, ref_rows
+
+
+@pytest.mark.parametrize("type_name", K_TYPES)
+def test_every_path_matches_the_reference(tmp_path, type_name):
+    model_file = KQuantModelFile(tmp_path, lambda name: type_name, seed=K_TYPES.index(type_name))
+    expected, prompt, stepped, rows, ref_rows = all_paths(model_file, tmp_path)
+    assert rel_err(prompt, expected) < INT8_TOL
+    assert rel_err(stepped, expected) < INT8_TOL
+    assert rel_err(rows, ref_rows) < INT8_TOL
+    assert layout_of(STAND_IN[type_name]) in ("lanes", "tiles")
+
+
+def q4_k_m(name: str) -> str:
+    """llama.cpp's Q4_K_M choice for GPT-NeoX tensors: q5_K for attn_qkv, q6_K for the head and
+    for ffn_down in the first layer of two (its use_more_bits), q4_K for the rest."""
+    if name == "embed_out.weight":
+        return "q6_K"
+    if "query_key_value" in name:
+        return "q5_K"
+    if "dense_4h_to_h" in name and ".layers.0." in name:
+        return "q6_K"
+    return "q4_K"
+
+
+def test_a_q4_k_m_mix_matches_the_reference(tmp_path):
+    model_file = KQuantModelFile(tmp_path, q4_k_m, seed=9)
+    types = {n: t.type for n, t in model_file.tensors.items()}
+    assert types["gpt_neox.layers.0.mlp.dense_4h_to_h.weight"] == "q6_K"
+    assert types["gpt_neox.layers.1.mlp.dense_4h_to_h.weight"] == "q4_K"
+    down = pack_matrices(model_file.path, [model_file.tensors[f"gpt_neox.layers.{i}.mlp.dense_4h_to_h.weight"]
+                                           for i in range(2)])
+    assert down.type == "q8_0"
+    expected, prompt, stepped, rows, ref_rows = all_paths(model_file, tmp_path)
+    assert rel_err(prompt, expected) < INT8_TOL
+    assert rel_err(stepped, expected) < INT8_TOL
+    assert rel_err(rows, ref_rows) < INT8_TOL
