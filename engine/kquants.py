@@ -52,7 +52,7 @@ XS_D, XS_SCALES_H, XS_SCALES_L, XS_QS = 0, 2, 4, 8
 _GROUP_MAX_EPS = np.float32(1e-15)
 
 
-def _f16_field(blocks: np.ndarray, pos: int) -> np.ndarray:
+def f16_field(blocks: np.ndarray, pos: int) -> np.ndarray:
     """The fp16 at byte ``pos`` of every block, as float32 [nb, 1]."""
     return np.ascontiguousarray(blocks[:, pos:pos + 2]).view("<f2").astype(np.float32)
 
@@ -146,19 +146,19 @@ def dequantize_blocks(type_name: str, blocks: np.ndarray) -> np.ndarray:
     """[nb, block bytes] uint8 -> [nb, values per block] float32."""
     nb = blocks.shape[0]
     if type_name == "q2_K":
-        d, dmin = _f16_field(blocks, Q2_D), _f16_field(blocks, Q2_DMIN)
+        d, dmin = f16_field(blocks, Q2_D), f16_field(blocks, Q2_DMIN)
         sc = blocks[:, Q2_SCALES:Q2_QS]
         dl = (d * (sc & np.uint8(15)).astype(np.float32)).reshape(nb, 16, 1)
         ml = (dmin * (sc >> np.uint8(4)).astype(np.float32)).reshape(nb, 16, 1)
         q = crumbs(blocks[:, Q2_QS:Q2_D]).reshape(nb, 16, 16).astype(np.float32)
         return (dl * q - ml).reshape(nb, QK_K)
     if type_name == "q3_K":
-        d = _f16_field(blocks, Q3_D)
+        d = f16_field(blocks, Q3_D)
         dl = (d * q3_scales(blocks[:, Q3_SCALES:Q3_D]).astype(np.float32)).reshape(nb, 16, 1)
         q = q3_values(blocks).reshape(nb, 16, 16).astype(np.float32)
         return (dl * q).reshape(nb, QK_K)
     if type_name in ("q4_K", "q5_K"):
-        d, dmin = _f16_field(blocks, Q4_D), _f16_field(blocks, Q4_DMIN)
+        d, dmin = f16_field(blocks, Q4_D), f16_field(blocks, Q4_DMIN)
         sc, mn = k4_scales(blocks[:, Q4_SCALES:Q4_QS])
         dl = (d * sc.astype(np.float32)).reshape(nb, 8, 1)
         ml = (dmin * mn.astype(np.float32)).reshape(nb, 8, 1)
@@ -168,14 +168,14 @@ def dequantize_blocks(type_name: str, blocks: np.ndarray) -> np.ndarray:
             q = nibbles_by_32(blocks[:, Q5_QS:]) | (high_bits(blocks[:, Q5_QH:Q5_QS]) << np.uint8(4))
         return (dl * q.reshape(nb, 8, 32).astype(np.float32) - ml).reshape(nb, QK_K)
     if type_name == "q6_K":
-        d = _f16_field(blocks, Q6_D)
+        d = f16_field(blocks, Q6_D)
         dl = (d * blocks[:, Q6_SCALES:Q6_D].view(np.int8).astype(np.float32)).reshape(nb, 16, 1)
         return (dl * q6_values(blocks).reshape(nb, 16, 16).astype(np.float32)).reshape(nb, QK_K)
     if type_name == "iq4_nl":
-        d = _f16_field(blocks, 0)
+        d = f16_field(blocks, 0)
         return d * IQ4_LEVELS[nibbles_by_16(blocks[:, 2:])].astype(np.float32)
     if type_name == "iq4_xs":
-        d = _f16_field(blocks, XS_D)
+        d = f16_field(blocks, XS_D)
         dl = (d * xs_scales(blocks).astype(np.float32)).reshape(nb, 8, 1)
         q = IQ4_LEVELS[nibbles_by_16(blocks[:, XS_QS:])].astype(np.float32).reshape(nb, 8, 32)
         return (dl * q).reshape(nb, QK_K)
@@ -189,20 +189,20 @@ def scale_bound(type_name: str, blocks: np.ndarray) -> np.ndarray:
     the blocks it cannot clear. NaN or inf scales give NaN or inf.
     """
     if type_name == "iq4_nl":
-        return np.abs(_f16_field(blocks, 0)[:, 0].astype(np.float64)) * 127
+        return np.abs(f16_field(blocks, 0)[:, 0].astype(np.float64)) * 127
     if type_name == "iq4_xs":
-        return np.abs(_f16_field(blocks, XS_D)[:, 0].astype(np.float64)) * 32 * 127
+        return np.abs(f16_field(blocks, XS_D)[:, 0].astype(np.float64)) * 32 * 127
     if type_name == "q2_K":
-        d, m = _f16_field(blocks, Q2_D), _f16_field(blocks, Q2_DMIN)
+        d, m = f16_field(blocks, Q2_D), f16_field(blocks, Q2_DMIN)
         return (np.abs(d) * 15 * 3 + np.abs(m) * 15)[:, 0].astype(np.float64)
     if type_name == "q3_K":
-        return np.abs(_f16_field(blocks, Q3_D)[:, 0].astype(np.float64)) * 32 * 4
+        return np.abs(f16_field(blocks, Q3_D)[:, 0].astype(np.float64)) * 32 * 4
     if type_name in ("q4_K", "q5_K"):
         top = 15 if type_name == "q4_K" else 31
-        d, m = _f16_field(blocks, Q4_D)[:, 0].astype(np.float64), _f16_field(blocks, Q4_DMIN)[:, 0].astype(np.float64)
+        d, m = f16_field(blocks, Q4_D)[:, 0].astype(np.float64), f16_field(blocks, Q4_DMIN)[:, 0].astype(np.float64)
         return np.abs(d) * 63 * top + np.abs(m) * 63
     if type_name == "q6_K":
-        return np.abs(_f16_field(blocks, Q6_D)[:, 0].astype(np.float64)) * 128 * 32
+        return np.abs(f16_field(blocks, Q6_D)[:, 0].astype(np.float64)) * 128 * 32
     raise ValueError(f"unknown K-quant type {type_name!r}")
 
 

@@ -21,9 +21,10 @@ the float kernels' tile layout instead (``repack.layout_of``).
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from engine import kquants
-from engine.quants import block_format, dequantize_blocks, quantize_blocks
+from engine.quants import block_format, dequantize_blocks
 
 STAND_IN = {"q4_K": "q4_1", "q5_K": "q5_1", "iq4_nl": "q8_0", "iq4_xs": "q8_0",
             "q2_K": "q8_0", "q3_K": "q8_0", "q6_K": "q8_0"}
@@ -60,8 +61,8 @@ def _fp16(v: np.ndarray) -> np.ndarray:
 def _k4_to_blocks(type_name: str, blocks: np.ndarray) -> np.ndarray:
     """q4_K / q5_K super-blocks [nb, bytes] -> q4_1 / q5_1 blocks [nb * 8, 20 or 24]."""
     nb = blocks.shape[0]
-    d = kquants._f16_field(blocks, kquants.Q4_D)
-    dmin = kquants._f16_field(blocks, kquants.Q4_DMIN)
+    d = kquants.f16_field(blocks, kquants.Q4_D)
+    dmin = kquants.f16_field(blocks, kquants.Q4_DMIN)
     sc, mn = kquants.k4_scales(blocks[:, kquants.Q4_SCALES:kquants.Q4_QS])
     scale = (d * sc.astype(np.float32)).reshape(-1)
     minimum = (-(dmin * mn.astype(np.float32))).reshape(-1)
@@ -81,10 +82,74 @@ def _iq4_to_q8_0(type_name: str, blocks: np.ndarray) -> np.ndarray:
     if type_name == "iq4_nl":
         levels = kquants.IQ4_LEVELS[kquants.nibbles_by_16(blocks[:, 2:])]
         return np.concatenate([blocks[:, :2], levels.view(np.uint8)], axis=1)
-    d = kquants._f16_field(blocks, kquants.XS_D)
+    d = kquants.f16_field(blocks, kquants.XS_D)
     scale = (d * kquants.xs_scales(blocks).astype(np.float32)).reshape(-1)
     levels = kquants.IQ4_LEVELS[kquants.nibbles_by_16(blocks[:, kquants.XS_QS:])].reshape(nb * 8, 32)
     return np.concatenate([_fp16(scale), levels.view(np.uint8)], axis=1)
+
+
+def requantize_q8_0(values: np.ndarray) -> np.ndarray:
+    """float32 values (a multiple of 32) -> q8_0 blocks [n, 34]: d = max|v| / 127 (fp16), quants
+    round(v / d) (half to even: the kernels' blocks, not a file's, so quants.py's reference rounding,
+    six times slower, is not needed)."""
+    v = np.ascontiguousarray(values, np.float32).reshape(-1, 32)
+    d = np.abs(v).max(axis=1) / np.float32(127)
+    inv = np.divide(np.float32(1), d, out=np.zeros_like(d), where=d > 0)
+    q = np.rint(v * inv[:, None]).astype(np.int8)
+    return np.concatenate([_fp16(d), q.view(np.uint8)], axis=1)
+
+
+@njit(nogil=True, cache=True)
+def _k_block_values(blk, d, dmin, out):
+    """One q4_K, q5_K (``blk.size`` 144 or 176) or q6_K (210) super-block, its fp16 super-scales
+    already widened, -> its 256 values (float32)."""
+    if blk.size == 210:
+        for h in range(2):
+            for l in range(32):
+                a, b, hb = np.int32(blk[64 * h + l]), np.int32(blk[64 * h + 32 + l]), np.int32(blk[128 + 32 * h + l])
+                e = 128 * h + l
+                sc = np.float32(np.int8(blk[192 + e // 16]))   # e, e + 32, e + 64, e + 96: scales 2 apart
+                out[e] = d * sc * np.float32(((a & 15) | ((hb & 3) << 4)) - 32)
+                sc = np.float32(np.int8(blk[192 + (e + 32) // 16]))
+                out[e + 32] = d * sc * np.float32(((b & 15) | (((hb >> 2) & 3) << 4)) - 32)
+                sc = np.float32(np.int8(blk[192 + (e + 64) // 16]))
+                out[e + 64] = d * sc * np.float32(((a >> 4) | (((hb >> 4) & 3) << 4)) - 32)
+                sc = np.float32(np.int8(blk[192 + (e + 96) // 16]))
+                out[e + 96] = d * sc * np.float32(((b >> 4) | (((hb >> 6) & 3) << 4)) - 32)
+        return
+    five = blk.size == 176
+    qs = 48 if five else 16
+    for j in range(8):                   # get_scale_min_k4
+        if j < 4:
+            sc, mn = blk[4 + j] & 63, blk[8 + j] & 63
+        else:
+            sc = (blk[8 + j] & 15) | ((blk[j] >> 6) << 4)
+            mn = (blk[8 + j] >> 4) | ((blk[4 + j] >> 6) << 4)
+        dl, ml = d * np.float32(sc), dmin * np.float32(mn)
+        for l in range(32):
+            byte = blk[qs + 32 * (j // 2) + l]
+            q = np.int32(byte & 15) if j % 2 == 0 else np.int32(byte >> 4)
+            if five:
+                q |= np.int32((blk[16 + l] >> j) & 1) << 4
+            out[32 * j + l] = dl * np.float32(q) - ml
+
+
+@njit(nogil=True, cache=True)
+def _k_to_q8_0(blocks, d, dmin, dq, q):
+    """q4_K / q5_K / q6_K super-blocks [nb, bytes] (d, dmin: their super-scales as float32) ->
+    q8_0 scales dq [nb * 8] and quants q [nb * 8, 32]."""
+    values = np.empty(256, np.float32)
+    for b in range(blocks.shape[0]):
+        _k_block_values(blocks[b], d[b], dmin[b], values)
+        for k in range(8):
+            amax = np.float32(0.0)
+            for j in range(32):
+                amax = max(amax, abs(values[32 * k + j]))
+            dk = amax / np.float32(127.0)
+            inv = np.float32(1.0) / dk if dk > 0 else np.float32(0.0)
+            dq[8 * b + k] = dk
+            for j in range(32):
+                q[8 * b + k, j] = np.int8(np.rint(values[32 * k + j] * inv))
 
 
 def convert_rows(type_name: str, qnt_version: int, raw: np.ndarray, target: tuple[str, int]) -> np.ndarray:
@@ -98,16 +163,23 @@ def convert_rows(type_name: str, qnt_version: int, raw: np.ndarray, target: tupl
         values = np.ascontiguousarray(raw).view("<f2" if type_name == "f16" else "<f4").astype(np.float32)
         if target[0] == "f32":
             return values.view(np.uint8).reshape(rows, -1)
-        return quantize_blocks(block_format("q8_0", 2), values.reshape(-1, 32)).reshape(rows, -1)
+        return requantize_q8_0(values).reshape(rows, -1)
     fmt = block_format(type_name, qnt_version)
     blocks = np.ascontiguousarray(raw).reshape(-1, fmt.nbytes)
     if STAND_IN.get(type_name) == target[0] and type_name in ("q4_K", "q5_K"):
         out = _k4_to_blocks(type_name, blocks)
     elif STAND_IN.get(type_name) == target[0] and type_name in ("iq4_nl", "iq4_xs"):
         out = _iq4_to_q8_0(type_name, blocks)
+    elif target == ("q8_0", 2) and type_name in ("q4_K", "q5_K", "q6_K"):
+        dq = np.empty(blocks.shape[0] * 8, np.float32)      # compiled: numpy took 0.35 s per 8M values
+        q = np.empty((blocks.shape[0] * 8, 32), np.int8)
+        at = kquants.Q6_D if type_name == "q6_K" else kquants.Q4_D
+        d = kquants.f16_field(blocks, at)[:, 0]
+        dmin = kquants.f16_field(blocks, kquants.Q4_DMIN)[:, 0] if type_name != "q6_K" else d
+        _k_to_q8_0(blocks, d, dmin, dq, q)
+        out = np.concatenate([_fp16(dq), q.view(np.uint8)], axis=1)
     elif target == ("q8_0", 2):
-        values = dequantize_blocks(fmt, blocks).reshape(-1, 32)
-        out = quantize_blocks(block_format("q8_0", 2), values)
+        out = requantize_q8_0(dequantize_blocks(fmt, blocks))
     else:
         raise ValueError(f"no conversion of {type_name} to {target[0]}")
     return out.reshape(rows, -1)
