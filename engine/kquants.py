@@ -18,9 +18,9 @@ blocks. The quantizers follow llama.cpp's ``quantize_row_q*_K_ref`` and ``quanti
 ``--imatrix``), in float32 with sums taken in element order; llama.cpp built with FMA contraction
 can round a few sums differently, so its bytes may differ from ours in rare blocks.
 
-Everything is vectorised over many blocks at once: the quantizers' searches (a few scale
-candidates per sub-block) run for all sub-blocks together, one element column at a time where the
-C code's float sums depend on order.
+Layouts, dequantization and the packing of quantized blocks are numpy, vectorised over many
+blocks at once; the quantizers' per-sub-block searches (a few candidate scales each, sequential
+float32 sums) are compiled (``kquant_search.py``).
 """
 from __future__ import annotations
 
@@ -241,56 +241,25 @@ def _fp16_round(v: np.ndarray) -> np.ndarray:
         return v.astype(np.float16).astype(np.float32)
 
 
+def _search():
+    """The compiled searches (imported on first use: reading a model never needs numba for them)."""
+    from engine import kquant_search
+    return kquant_search
+
+
 def make_qkx2_quants(x, w, nmax: int, rmin: float, rdelta: float, nstep: int, use_mad: bool):
     """Scale and minimum of each sub-block (rows of x [n, k]) for quants 0..nmax with weights w.
 
     Returns (scale [n], the_min [n] (>= 0: the value subtracted), L [n, k] uint8). Tries nstep + 1
     candidate scales around nmax / (max - min) and keeps the least weighted error, each with the
-    least-squares scale and minimum for its quants.
+    least-squares scale and minimum for its quants (kquant_search.qkx2_rows).
     """
     n, k = x.shape
-    mn = np.minimum(x.min(axis=1), _F(0))
-    mx = x.max(axis=1)
-    sum_w = _seq_sum(w)
-    sum_x = _seq_sum(w * x)
-    flat = mx == mn
-    rng = np.where(flat, _F(1), mx - mn).astype(np.float32)
-    iscale = _div(_F(nmax), rng)
-    scale = _div(_F(1), iscale)
-    xm = (x - mn[:, None]).astype(np.float32)
-    L = np.clip(_nearest(iscale[:, None] * xm), 0, nmax)
-
-    def error(s, m, q):
-        diff = (s[:, None] * q + m[:, None]) - x
-        diff = np.abs(diff) if use_mad else diff * diff
-        return _seq_sum(w * diff)
-
-    best = error(scale, mn, L)
-    for step in range(nstep + 1):
-        # min moves with each better candidate, and the next candidates start from it
-        rng = np.where(flat, _F(1), mx - mn).astype(np.float32)
-        xm = (x - mn[:, None]).astype(np.float32)
-        cand = _div(_F(rmin) + _F(rdelta) * _F(step) + _F(nmax), rng)
-        la = np.clip(_nearest(cand[:, None] * xm), 0, nmax)
-        wl = w * la
-        s_l, s_l2, s_xl = _seq_sum(wl), _seq_sum(wl * la), _seq_sum(wl * x)
-        D = sum_w * s_l2 - s_l * s_l
-        ok = D > 0
-        this_scale = _div(sum_w * s_xl - sum_x * s_l, D)
-        this_min = _div(s_l2 * sum_x - s_l * s_xl, D)
-        pos = this_min > 0
-        this_min = np.where(pos, _F(0), this_min)
-        this_scale = np.where(pos, _div(s_xl, s_l2), this_scale)
-        with np.errstate(invalid="ignore", over="ignore"):
-            cur = error(this_scale, this_min, la)
-        take = ok & ~flat & (cur < best)
-        L = np.where(take[:, None], la, L)
-        best = np.where(take, cur, best)
-        scale = np.where(take, this_scale, scale)
-        mn = np.where(take, this_min, mn)
-    L = np.where(flat[:, None], _F(0), L)
-    scale = np.where(flat, _F(0), scale)
-    return scale.astype(np.float32), (-mn).astype(np.float32), L.astype(np.uint8)
+    scales, mins = np.empty(n, np.float32), np.empty(n, np.float32)
+    L = np.empty((n, k), np.uint8)
+    _search().qkx2_rows(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(w, np.float32), nmax,
+                        _F(rmin), _F(rdelta), nstep, use_mad, scales, mins, L)
+    return scales, mins, L
 
 
 def make_qx_quants_rmse1(x, nmax: int):
@@ -299,30 +268,10 @@ def make_qx_quants_rmse1(x, nmax: int):
 
     Returns (scale [n], L [n, k] uint8 = quant + nmax).
     """
-    amax, mx = _signed_absmax(x)
-    zero = amax < _GROUP_MAX_EPS
-    mxs = np.where(zero, _F(1), mx).astype(np.float32)
-    w = (x * x).astype(np.float32)
-
-    def trial(iscale):
-        lq = np.clip(_nearest(iscale[:, None] * x), -nmax, nmax - 1)
-        wx = w * x
-        return lq, _seq_sum(wx * lq), _seq_sum((w * lq) * lq)
-
-    L, sumlx, suml2 = trial(_div(_F(-nmax), mxs))
-    scale = np.where(suml2 != 0, _div(sumlx, suml2), _F(0)).astype(np.float32)
-    best = (scale * sumlx).astype(np.float32)
-    for step in range(-9, 10):
-        if step == 0:
-            continue
-        lq, slx, sl2 = trial(_div(-(_F(nmax) + _F(0.1) * _F(step)), mxs))
-        take = (sl2 > 0) & (slx * slx > best * sl2)
-        L = np.where(take[:, None], lq, L)
-        scale = np.where(take, _div(slx, sl2), scale)
-        best = np.where(take, scale * slx, best).astype(np.float32)
-    L = np.where(zero[:, None], _F(-nmax), L)
-    scale = np.where(zero, _F(0), scale)
-    return scale.astype(np.float32), (L + nmax).astype(np.uint8)
+    scales = np.empty(x.shape[0], np.float32)
+    L = np.empty(x.shape, np.uint8)
+    _search().qx_rmse1_rows(np.ascontiguousarray(x, np.float32), nmax, scales, L)
+    return scales, L
 
 
 def make_q3_quants_rmse(x, nmax: int):
@@ -331,39 +280,10 @@ def make_q3_quants_rmse(x, nmax: int):
 
     Returns (scale [n], L [n, k] uint8 = quant + nmax).
     """
-    n, k = x.shape
-    amax, mx = _signed_absmax(x)
-    zero = amax < _GROUP_MAX_EPS
-    iscale = _div(_F(-nmax), np.where(zero, _F(1), mx))
-    L = np.clip(_nearest(iscale[:, None] * x), -nmax, nmax - 1)
-    w = (x * x).astype(np.float32)
-    wx = (w * x).astype(np.float32)
-    sumlx = _seq_sum(wx * L)
-    suml2 = _seq_sum((w * L) * L)
-    active = ~zero
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for _ in range(5):
-            changed = np.zeros(n, bool)
-            for i in range(k):
-                xi, wi, wxi, li = x[:, i], w[:, i], wx[:, i], L[:, i]
-                slx = (sumlx - wxi * li).astype(np.float32)
-                sl2 = (suml2 - (wi * li) * li).astype(np.float32)
-                new = np.clip(_nearest(_div(xi * sl2, slx)), -nmax, nmax - 1)
-                slx2 = (slx + wxi * new).astype(np.float32)
-                sl22 = (sl2 + (wi * new) * new).astype(np.float32)
-                take = (active & (slx > 0) & (new != li) & (sl22 > 0)
-                        & ((slx2 * slx2) * suml2 > (sumlx * sumlx) * sl22))
-                L[:, i] = np.where(take, new, li)
-                sumlx = np.where(take, slx2, sumlx)
-                suml2 = np.where(take, sl22, suml2)
-                changed |= take
-            active &= changed
-            if not active.any():
-                break
-    scale = np.where(suml2 > 0, _div(sumlx, suml2), _F(0))
-    scale = np.where(zero, _F(0), scale)
-    L = np.where(zero[:, None], _F(-nmax), L)
-    return scale.astype(np.float32), (L + nmax).astype(np.uint8)
+    scales = np.empty(x.shape[0], np.float32)
+    L = np.empty(x.shape, np.uint8)
+    _search().q3_rmse_rows(np.ascontiguousarray(x, np.float32), nmax, scales, L)
+    return scales, L
 
 
 def _pack_crumbs(L: np.ndarray) -> np.ndarray:
@@ -521,27 +441,9 @@ def best_level(v: np.ndarray) -> np.ndarray:
 def _iq4_block_scales(x: np.ndarray, ntry: int = 7) -> np.ndarray:
     """The x^2-weighted best scale of each block of 32 (rows of x) for the IQ4 levels
     (quantize_row_iq4_nl_impl's search, no importance matrix): 2 ntry + 2 candidates."""
-    levels = IQ4_LEVELS.astype(np.float32)
-    w = (x * x).astype(np.float32)
-    amax, mx = _signed_absmax(x)
-    zero = amax < _GROUP_MAX_EPS
-    mxs = np.where(zero, _F(1), mx).astype(np.float32)
-
-    def sums(inv):
-        q = levels[best_level((inv[:, None] * x).astype(np.float32))]
-        wq = w * q
-        return _seq_sum(wq * x), _seq_sum(wq * q)
-
-    d = _div(-mxs, levels[0])
-    sqx, sq2 = sums(_div(_F(1), d))
-    d = np.where(sq2 > 0, _div(sqx, sq2), _F(0)).astype(np.float32)
-    best = (d * sqx).astype(np.float32)
-    for itry in range(-ntry, ntry + 1):
-        sqx, sq2 = sums(_div(_F(itry + int(IQ4_LEVELS[0])), mxs))
-        take = (sq2 > 0) & (sqx * sqx > best * sq2)
-        d = np.where(take, _div(sqx, sq2), d)
-        best = np.where(take, d * sqx, best).astype(np.float32)
-    return np.where(zero, _F(0), d).astype(np.float32)
+    scales = np.empty(x.shape[0], np.float32)
+    _search().iq4_scale_rows(np.ascontiguousarray(x, np.float32), IQ4_LEVELS, ntry, scales)
+    return scales
 
 
 def _quantize_iq4_nl(x: np.ndarray) -> np.ndarray:
