@@ -70,10 +70,9 @@ def _k4_to_blocks(type_name: str, blocks: np.ndarray) -> np.ndarray:
         q = kquants.nibbles_by_32(blocks[:, kquants.Q4_QS:]).reshape(nb * 8, 32)
         return np.concatenate([_fp16(scale), _fp16(minimum), _split_halves(q)], axis=1)
     q = kquants.nibbles_by_32(blocks[:, kquants.Q5_QS:]).reshape(nb * 8, 32)
-    bits = kquants.high_bits(blocks[:, kquants.Q5_QH:kquants.Q5_QS]).reshape(nb * 8, 32).astype(np.uint32)
-    qh = (bits << np.arange(32, dtype=np.uint32)).sum(axis=1, dtype=np.uint32).astype("<u4")
-    return np.concatenate([_fp16(scale), _fp16(minimum), qh.reshape(-1, 1).view(np.uint8), _split_halves(q)],
-                          axis=1)
+    bits = kquants.high_bits(blocks[:, kquants.Q5_QH:kquants.Q5_QS]).reshape(nb * 8, 32)
+    qh = np.packbits(bits, axis=1, bitorder="little")       # q5_1's 32-bit field, bit j: element j
+    return np.concatenate([_fp16(scale), _fp16(minimum), qh, _split_halves(q)], axis=1)
 
 
 def _iq4_to_q8_0(type_name: str, blocks: np.ndarray) -> np.ndarray:
