@@ -118,3 +118,36 @@ def test_a_q4_k_m_mix_matches_the_reference(tmp_path):
     assert rel_err(prompt, expected) < INT8_TOL
     assert rel_err(stepped, expected) < INT8_TOL
     assert rel_err(rows, ref_rows) < INT8_TOL
+
+
+@pytest.mark.skipif(layout_of("q8_0") != "lanes", reason="this CPU has no AVX2: the float kernels run")
+@pytest.mark.parametrize("type_name", K_TYPES)
+def test_token_and_prompt_kernels_on_a_k_quant_matrix(tmp_path, type_name):
+    """The packed matrix times 8-bit x equals the matrix its rewritten blocks hold times x rounded
+    to 8 bits per block of 32 (both kernels), and that matrix is the K-quant's within its rewrite."""
+    from engine.fast.forward import products
+    from engine.fast.gemm import gemm_lanes, quantize_rows
+    from engine.fast.matvec import xsum_floats
+    model_file = KQuantModelFile(tmp_path, lambda name: type_name, seed=2)
+    info = model_file.tensors["gpt_neox.layers.0.mlp.dense_h_to_4h.weight"]
+    pm = pack_matrices(model_file.path, [info])
+    raw = np.asarray(info.data).reshape(info.shape[0], -1)
+    held = dequantize(pm.type, 2, convert_rows(type_name, 2, raw, (pm.type, 2)).reshape(-1), info.n_values)
+    held = held.reshape(info.shape).astype(np.float64)
+    assert rel_err(held, info.to_float32()) < 1e-2
+    x = np.random.default_rng(1).standard_normal(pm.cols).astype(np.float32) * 3
+    blocks = x.reshape(-1, 32)
+    dx = np.abs(blocks).max(axis=1, keepdims=True) / np.float32(127)
+    x8 = (np.rint(blocks / dx) * dx).ravel().astype(np.float64)
+    expected = held @ x8
+    out = np.full(pm.padded_rows, np.nan, np.float32)
+    xs = np.zeros(xsum_floats(pm.cols, False), np.float32)
+    products(1, pm.arrays, 0, x.copy(), xs, out, pm.arrays, -1, x.copy(), xs, out, np.zeros(0, np.float32))
+    assert np.max(np.abs(out[:pm.rows] - expected)) < 1e-5 * np.max(np.abs(expected))
+    tokens = np.stack([x, -x, 2 * x, x, x])
+    xq = np.zeros((5, xs.size), np.float32)
+    quantize_rows(tokens, 0, 5, xq)
+    got = np.full((5, pm.padded_rows), np.nan, np.float32)
+    gemm_lanes(*pm.arrays, 0, xq, got, 0, pm.padded_rows // 64)
+    for n, scale in enumerate((1, -1, 2, 1, 1)):
+        assert np.max(np.abs(got[n, :pm.rows] - scale * expected)) < 2e-5 * np.max(np.abs(expected))
