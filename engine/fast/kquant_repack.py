@@ -36,7 +36,7 @@ FLOAT_TYPES = ("f16", "f32")
 def stand_in(types: list) -> tuple[str, int]:
     """(type, version) the kernels run for one kind of matrix whose layers have these
     (type, version) pairs: a legacy type itself, a K-quant's stand-in, and q8_0 where the layers'
-    stand-ins differ (a "Q4_K_M" file keeps ffn_down in q6_K in some layers, q4_K in the others;
+    stand-ins differ (a "q4_K_M" file keeps attn_qkv and ffn_down in q6_K in some layers, q4_K in the others;
     one PackedMatrix holds every layer in one layout)."""
     kinds = {(STAND_IN[t], 2) if t in STAND_IN else (t, 0 if t in FLOAT_TYPES else v) for t, v in types}
     if len(kinds) == 1:
