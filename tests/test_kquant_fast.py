@@ -1,18 +1,18 @@
-"""The fast path on K-quant and IQ4 matrices against the numpy reference (which dequantizes them
-exactly): the rewritten blocks (kquant_repack.py), the token kernel, the prompt path, the rows of
-a batched generation, and matrices whose layers mix types (a "Q4_K_M" file's ffn_down)."""
+"""The fast path on K-quant and IQ4 matrices of GGUF files against the numpy reference (which
+dequantizes them exactly): the rewritten blocks (kquant_repack.py), the token kernel, the prompt
+path, the rows of a batched generation, and matrices whose layers mix types (a "q4_K_M" file's
+attn_qkv and ffn_down)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine import fast
+from engine import load_model
 from engine.fast.kquant_repack import STAND_IN, convert_rows, stand_in
 from engine.fast.repack import layout_of, pack_matrices
 from engine.kquants import BLOCK_SIZES, K_TYPES
 from engine.quants import block_format, dequantize, quantize
-from engine.reference import ReferenceBackend
-from kquant_model import KQuantModelFile
+from kquant_model import kquant_gguf
 
 # 8-bit activations per block of 32 (the integer kernels) as for the legacy types; the float
 # kernels (no AVX2) compute in float32, and the q8_0 re-quantization of q2_K/q3_K/q6_K adds at
@@ -67,27 +67,30 @@ def test_layers_of_mixed_types_share_one_kernel_type():
     assert np.abs(got - want).max() <= np.abs(want).max() / 254 * 1.15
 
 
-def all_paths(model_file, tmp_path):
+def all_paths(path):
     """(reference logits, fast prompt-path logits, fast token-by-token logits, branch rows, reference rows)."""
-    ref = ReferenceBackend(model_file, model_file.config)
-    fm = fast.build(model_file, model_file.config, threads=2)
-    expected = ref.new_session(64).eval(TOKENS, all_logits=True)
-    prompt = fm.new_session(64).eval(TOKENS, all_logits=True)
-    session = fm.new_session(64)
-    stepped = np.stack([session.eval([t]) for t in TOKENS])
-    # three continuations of the first 8 tokens in one pass (gemm.matmat), against the reference's
-    fast_s, ref_s = fm.new_session(64), ref.new_session(64)
-    fast_s.eval(TOKENS[:8])
-    ref_s.eval(TOKENS[:8])
-    rows = fast_s.branch(3, 4).eval([9, 30, 2])
-    ref_rows = ref_s.branch(3, 4).eval([9, 30, 2])
+    ref, fm = load_model(path, backend="reference"), load_model(path, backend="fast", threads=2)
+    try:
+        expected = ref.new_session(64).eval(TOKENS, all_logits=True)
+        prompt = fm.new_session(64).eval(TOKENS, all_logits=True)
+        session = fm.new_session(64)
+        stepped = np.stack([session.eval([t]) for t in TOKENS])
+        # three continuations of the first 8 tokens in one pass (gemm.matmat), against the reference's
+        fast_s, ref_s = fm.new_session(64), ref.new_session(64)
+        fast_s.eval(TOKENS[:8])
+        ref_s.eval(TOKENS[:8])
+        rows = fast_s.branch(3, 4).eval([9, 30, 2])
+        ref_rows = ref_s.branch(3, 4).eval([9, 30, 2])
+    finally:
+        ref.close()
+        fm.close()
     return expected, prompt, stepped, rows, ref_rows
 
 
 @pytest.mark.parametrize("type_name", K_TYPES)
 def test_every_path_matches_the_reference(tmp_path, type_name):
-    model_file = KQuantModelFile(tmp_path, lambda name: type_name, seed=K_TYPES.index(type_name))
-    expected, prompt, stepped, rows, ref_rows = all_paths(model_file, tmp_path)
+    path = kquant_gguf(tmp_path, lambda name: type_name, seed=K_TYPES.index(type_name))
+    expected, prompt, stepped, rows, ref_rows = all_paths(path)
     assert rel_err(prompt, expected) < INT8_TOL
     assert rel_err(stepped, expected) < INT8_TOL
     assert rel_err(rows, ref_rows) < INT8_TOL
@@ -107,14 +110,15 @@ def q4_k_m(name: str) -> str:
 
 
 def test_a_q4_k_m_mix_matches_the_reference(tmp_path):
-    model_file = KQuantModelFile(tmp_path, q4_k_m, seed=9)
-    types = {n: t.type for n, t in model_file.tensors.items()}
-    assert types["gpt_neox.layers.0.mlp.dense_4h_to_h.weight"] == "q6_K"
-    assert types["gpt_neox.layers.1.mlp.dense_4h_to_h.weight"] == "q4_K"
-    down = pack_matrices(model_file.path, [model_file.tensors[f"gpt_neox.layers.{i}.mlp.dense_4h_to_h.weight"]
-                                           for i in range(2)])
+    path = kquant_gguf(tmp_path, q4_k_m, seed=9)
+    model = load_model(path, backend="reference")
+    tensors = model.file.tensors
+    assert tensors["gpt_neox.layers.0.mlp.dense_4h_to_h.weight"].type == "q6_K"
+    assert tensors["gpt_neox.layers.1.mlp.dense_4h_to_h.weight"].type == "q4_K"
+    down = pack_matrices(model.file.path, [tensors[f"gpt_neox.layers.{i}.mlp.dense_4h_to_h.weight"] for i in range(2)])
+    model.close()
     assert down.type == "q8_0"
-    expected, prompt, stepped, rows, ref_rows = all_paths(model_file, tmp_path)
+    expected, prompt, stepped, rows, ref_rows = all_paths(path)
     assert rel_err(prompt, expected) < INT8_TOL
     assert rel_err(stepped, expected) < INT8_TOL
     assert rel_err(rows, ref_rows) < INT8_TOL
@@ -128,9 +132,9 @@ def test_token_and_prompt_kernels_on_a_k_quant_matrix(tmp_path, type_name):
     from engine.fast.forward import products
     from engine.fast.gemm import gemm_lanes, quantize_rows
     from engine.fast.matvec import xsum_floats
-    model_file = KQuantModelFile(tmp_path, lambda name: type_name, seed=2)
-    info = model_file.tensors["gpt_neox.layers.0.mlp.dense_h_to_4h.weight"]
-    pm = pack_matrices(model_file.path, [info])
+    model = load_model(kquant_gguf(tmp_path, lambda name: type_name, seed=2), backend="reference")
+    info = model.file.tensors["gpt_neox.layers.0.mlp.dense_h_to_4h.weight"]
+    pm = pack_matrices(model.file.path, [info])
     raw = np.asarray(info.data).reshape(info.shape[0], -1)
     held = dequantize(pm.type, 2, convert_rows(type_name, 2, raw, (pm.type, 2)).reshape(-1), info.n_values)
     held = held.reshape(info.shape).astype(np.float64)
@@ -151,3 +155,4 @@ def test_token_and_prompt_kernels_on_a_k_quant_matrix(tmp_path, type_name):
     gemm_lanes(*pm.arrays, 0, xq, got, 0, pm.padded_rows // 64)
     for n, scale in enumerate((1, -1, 2, 1, 1)):
         assert np.max(np.abs(got[n, :pm.rows] - scale * expected)) < 2e-5 * np.max(np.abs(expected))
+    model.close()
