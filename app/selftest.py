@@ -2,8 +2,9 @@
 
 It loads the bundled demo model (or the given one) and generates 16 tokens through the same
 worker thread the GUI uses (``app.chatllm.ChatLLM``, on the program's staged backend), with no
-window and no display needed, then prints a one-line report with the time from the start of the
-self-test to the first token, and exits 0, or exits 1 with the reason. ``--report`` also writes the
+window and no display needed, checks that the spelling dictionary reads (a data file a bundle must
+carry), then prints a one-line report with the time from the start of the self-test to the first
+token, and exits 0, or exits 1 with the reason. ``--report`` also writes the
 line to a file, for the Windows bundle, which has no console.
 """
 from __future__ import annotations
@@ -96,13 +97,22 @@ def run_self_test(model: str | None, report_file: str | None = None) -> int:
         if n == 0:
             _report("self-test FAILED: the model produced no tokens", report_file)
             return 1
+        try:                         # the spelling dictionaries are data files: a bundle must carry them
+            from app.spelling import Speller
+            spelling = "spelling ok" if Speller.load("en").misspelt("The sea was clam, teh end.") == [(18, 3)] \
+                else "spelling WRONG"
+        except Exception as e:   # noqa: BLE001 - reported, not raised
+            spelling = f"spelling FAILED ({e})"
+        if spelling != "spelling ok":
+            _report(f"self-test FAILED: {spelling}", report_file)
+            return 1
         done = state["done"]
         text = "".join(p.text for p in state["pieces"]).replace("\n", " ")
         info = state["info"]
         _report(f"self-test OK: {Path(path).name} ({info.get('weight_type')}, {info.get('backend')}) "
                 f"load {t_loaded - t_start:.1f}s, first token after {state['first'] - t_start:.1f}s, "
                 f"{n} tokens at {done.gen_tokens_per_s:.1f} tok/s, "
-                f"stop {done.stop_reason}: {text[:60]!r}", report_file)
+                f"stop {done.stop_reason}, {spelling}: {text[:60]!r}", report_file)
         return 0
     finally:
         llm.shutdown()

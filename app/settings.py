@@ -37,6 +37,8 @@ DEFAULTS = {
     "last_story": "",             # reopened at start when it still exists
     "recent_stories": [],         # newest first (File › Recent stories)
     "story_font": "serif",        # "serif" or "sans"
+    "spell_check": True,          # underline misspelt words in the story
+    "spell_language": "en",       # one of pyspellchecker's dictionaries
     "page_chars": 72,             # the story page's width in characters (0: the whole window)
     "hf_checkpoint_policy": "ask",  # after an add-hf: "ask", "keep" or "delete" the downloaded checkpoint
 }

@@ -20,28 +20,10 @@ from app.recent import recent_stories, remember, startup_story  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.window.dialogs import file_stem  # noqa: E402
 from app.wordcount import count_words, describe  # noqa: E402
+from writer_window import home, window  # noqa: E402,F401
 
 WAIT = 60_000
 STORY = "The sea was calm. The ship sailed on, and the sea stayed calm all night."
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NEOX_WRITER_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def window(qtbot, home):
-    from app.window.mainwindow import MainWindow
-    w = MainWindow(backend="reference", check_recovery=False)
-    qtbot.addWidget(w)
-    w.resize(1366, 768)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.close()
 
 
 def type_story(qtbot, window, text=STORY):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, QPoint, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QKeySequence, QPalette, QTextCharFormat, QTextCursor
-from PySide6.QtWidgets import QLabel, QPlainTextEdit, QTextEdit
+from PySide6.QtWidgets import QLabel, QMenu, QPlainTextEdit, QTextEdit
 
 TINT_ALPHA = 48              # the model's text: the palette's highlight colour, this transparent
 PROBABILITY_ALPHA = 90       # probability colours
@@ -73,6 +73,7 @@ class StoryView(QPlainTextEdit):
     childRequested = Signal()
     undoRequested = Signal()
     redoRequested = Signal()
+    menuAboutToShow = Signal(QMenu, int)         # the context menu (others add entries), its Qt position
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -371,6 +372,30 @@ class StoryView(QPlainTextEdit):
         index = self.token_at(position)
         if index is not None and self.tokens[index].piece.alternatives:
             self.tokenClicked.emit(index, event.globalPosition().toPoint())
+
+    # --- what is on screen, the context menu ------------------------------------------------
+    def visible_block_range(self) -> range:
+        """The numbers of the blocks (paragraphs) on screen, wholly or partly."""
+        block = self.firstVisibleBlock()
+        first = block.blockNumber()
+        offset, height = self.contentOffset(), self.viewport().height()
+        last = first
+        while block.isValid() and self.blockBoundingGeometry(block).translated(offset).top() <= height:
+            last = block.blockNumber()
+            block = block.next()
+        return range(first, last + 1)
+
+    def contextMenuEvent(self, event) -> None:
+        """Qt's editing menu, with what others add for the place clicked (or the cursor's, from
+        the keyboard: the Menu key, Shift+F10)."""
+        menu = self.createStandardContextMenu()
+        if event.reason() == event.Reason.Mouse:
+            position = self.cursorForPosition(event.pos()).position()
+        else:
+            position = self.textCursor().position()
+        self.menuAboutToShow.emit(menu, position)
+        menu.exec(event.globalPos())
+        menu.deleteLater()
 
     def set_font_size(self, points: int) -> None:
         font = QFont(self.font())

@@ -1,5 +1,5 @@
 """The writer's tools around the story: the page, find and replace, the word and token count,
-distraction-free full screen, the story font, recent stories, the panels' focus keys, and the
+distraction-free full screen, the story font, spell checking, recent stories, the panels' focus keys, and the
 room the story keeps in a small window.
 
 `WritingTools` builds them on a finished `MainWindow` and wires them to what the window already
@@ -20,6 +20,7 @@ from app.threads import emit_from_thread
 from app.widgets.findbar import FindBar
 from app.window.focus import PanelFocus
 from app.window.look import style_sheet
+from app.window.spelling import Spelling
 from app.wordcount import count_tokens, count_words, describe
 
 FONTS = {"serif": ["Literata", "Georgia", "Charter", "Noto Serif", "DejaVu Serif", "Times New Roman", "serif"],
@@ -127,6 +128,7 @@ class WritingTools(QObject):
         view_menu.insertSeparator(first)
         view_menu.addSeparator()
         view_menu.addActions([self.full_screen, self.wider, self.narrower, self.page_width, self.serif])
+        self.spelling = Spelling(self.window, view_menu)
         for menu in (file_menu, edit_menu, view_menu, *(self._menu(t) for t in ("Generate", "Server"))):
             if menu is not None:   # every menu action works from the keyboard, menu bar shown or not
                 self.window.addActions([action for action in menu.actions() if not action.isSeparator()])
