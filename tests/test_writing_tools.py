@@ -234,6 +234,9 @@ def test_dark_turns_the_model_list_dark_at_once_and_the_sampling_panel_stays_who
     link = picker.item_for("pythia-70m-deduped-q4_0").foreground(ACTION).color()
     window.appearance.set_theme("dark")
     qtbot.waitUntil(lambda: picker.tree.palette().color(QPalette.Base).lightness() < 128)
+    viewport = picker.tree.viewport()              # what the list is painted on, after one switch
+    assert viewport.palette().color(viewport.backgroundRole()).lightness() < 128
+    assert viewport.palette().color(QPalette.Text).lightness() > 128
     assert window.story_view.palette().color(QPalette.Base).lightness() < 128
     qtbot.waitUntil(lambda: QApplication.palette().color(QPalette.Highlight).name() in
                     window.commands.toolbar.styleSheet())          # the designed look, in dark colours
@@ -245,6 +248,25 @@ def test_dark_turns_the_model_list_dark_at_once_and_the_sampling_panel_stays_who
     qtbot.waitUntil(lambda: scroll.minimumWidth() >= inner.minimumSizeHint().width())
     qtbot.waitUntil(lambda: window.sampling.width() >= inner.minimumSizeHint().width())   # nothing cut
     window.appearance.set_theme("light")
+
+
+def test_follow_the_system_after_dark_gives_the_platform_style_back(qtbot, home):
+    from app.window.mainwindow import MainWindow
+    app = QApplication.instance()
+    before = app.style().name()
+    app.setStyle("Windows")                      # as a platform style would be at start
+    try:
+        w = MainWindow(backend="reference", check_recovery=False)
+        qtbot.addWidget(w)
+        w.appearance.set_theme("dark", save=False)
+        assert QApplication.palette().color(QPalette.Window).lightness() < 128
+        stood_in = app.style().name() == "fusion"    # where the platform does not switch itself
+        w.appearance.set_theme("system", save=False)
+        assert QApplication.palette().color(QPalette.Window).lightness() > 128
+        assert app.style().name() == "windows" or not stood_in
+        w.shutdown()
+    finally:
+        app.setStyle(before)
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,7 @@ class Appearance:
         self.story_view = story_view
         self.write_settings = write_settings
         self._own_palette = False
+        self._system_style = QApplication.style().name()    # the platform's, for "Follow the system"
 
     def set_font_size(self, points: int, save: bool = True) -> None:
         points = max(7, min(40, int(points)))
@@ -83,7 +84,8 @@ class Appearance:
             app.setStyle("Fusion")
             app.setPalette(dark_palette() if theme == "dark" else app.style().standardPalette())
             self._own_palette = True
-        elif self._own_palette:
+        elif self._own_palette:       # back to the platform's own style and colours (Fusion stood in)
+            app.setStyle(self._system_style)
             app.setPalette(app.style().standardPalette())
             self._own_palette = False
         self.story_view.refresh_mark()
