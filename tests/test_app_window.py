@@ -209,6 +209,47 @@ def test_choosing_an_alternative_token_regenerates_from_there(qtbot, window):
     assert view.toPlainText().startswith(prefix + alternative[0])
 
 
+def test_the_token_alternatives_open_and_choose_from_the_keyboard(qtbot, window):
+    generate(qtbot, window, PROMPT, max_tokens=20, seed=5)
+    view, popup, action = window.story_view, window.token_popup, window.branching.alternatives_action
+    edit_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Edit")
+    assert action in edit_menu.actions() and "Alt+Return" in action.toolTip()
+    notices = []
+    window.status.show_notice = notices.append
+    cursor = view.textCursor()
+    cursor.setPosition(2)                                   # in the writer's prompt: no token there
+    view.setTextCursor(cursor)
+    view.setFocus()
+    QTest.keyClick(view, Qt.Key_Return, Qt.AltModifier)
+    assert not popup.isVisible() and "No generated token at the cursor" in notices[0]
+    index = 3
+    span = view.tokens[index]
+    alternatives = [a[1] for a in span.piece.alternatives]
+    target = next(i for i, a in enumerate(alternatives) if a != span.piece.token)
+    cursor.setPosition(span.end)                            # just after the token, as after typing it
+    view.setTextCursor(cursor)
+    QTest.keyClick(view, Qt.Key_Return, Qt.AltModifier)
+    assert popup.isVisible() and popup.list.currentRow() == alternatives.index(span.piece.token)
+    assert "Esc" in popup.hint.text()
+    QTest.keyClick(popup.list, Qt.Key_Escape)               # closed, nothing changed
+    assert not popup.isVisible()
+    text = view.toPlainText()
+    QTest.keyClick(view, Qt.Key_Return, Qt.AltModifier)
+    assert popup.isVisible() and view.toPlainText() == text
+    step = Qt.Key_Down if target > popup.list.currentRow() else Qt.Key_Up
+    while popup.list.currentRow() != target:
+        QTest.keyClick(popup.list, step)
+    prefix = view.toPlainText()[:view.token_start_offset(index)]
+    chosen_text, chosen_token, _ = span.piece.alternatives[target]
+    chosen = []
+    popup.alternativeChosen.connect(lambda *args: chosen.append(args))
+    with qtbot.waitSignal(window.generationFinished, timeout=WAIT):
+        QTest.keyClick(popup.list, Qt.Key_Return)
+    assert chosen == [(index, chosen_text, chosen_token)]          # the row the keys chose
+    assert not popup.isVisible() and view.toPlainText().startswith(prefix + chosen_text)
+    assert view.toPlainText() != text                          # regenerated from the chosen token
+
+
 def test_invalid_model_shows_the_error_and_keeps_the_old_one(qtbot, window, model_path, tmp_path):
     bad = tmp_path / "broken.bin"
     bad.write_bytes(model_path.read_bytes()[:300])

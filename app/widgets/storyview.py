@@ -4,7 +4,8 @@ Model-written text is tinted, token by token, for as long as the writer leaves i
 passage keeps its tint, probabilities and alternatives after typing elsewhere, and an edited
 passage keeps them on the tokens the edit did not touch (`show_tree`). With "colour by
 probability" on, each generated token is coloured from red (unlikely) to green (likely)
-instead. Clicking a generated token offers its alternatives (`tokenClicked`).
+instead. Clicking a generated token offers its alternatives (`tokenClicked`); so does the key of
+the window's "Token alternatives" action for the token at the cursor (`offer_alternatives_at_cursor`).
 
 The writer moves through the tree from the keyboard: Alt+Left / Alt+Right switch the passage
 at the cursor for its previous / next sibling, Alt+Up / Alt+Down go to the parent / child, and
@@ -354,6 +355,28 @@ class StoryView(QPlainTextEdit):
             if span.start <= position < span.end:
                 return i
         return None
+
+    def token_at_cursor(self) -> int | None:
+        """The generated token (with alternatives) the cursor is in, or None; at a boundary the one
+        before it (the token just typed over or read), as for passages."""
+        position = self.textCursor().position()
+        for at in (position - 1, position):
+            index = self.token_at(at)
+            if index is not None and self.tokens[index].piece.alternatives:
+                return index
+        return None
+
+    def offer_alternatives_at_cursor(self) -> bool:
+        """From the keyboard: `tokenClicked` for the token at the cursor, the popup to open just
+        under it. False when there is none (or a generation runs)."""
+        index = None if self._generating else self.token_at_cursor()
+        if index is None:
+            return False
+        cursor = QTextCursor(self.document())
+        cursor.setPosition(self.tokens[index].start)
+        rect = self.cursorRect(cursor)
+        self.tokenClicked.emit(index, self.viewport().mapToGlobal(rect.bottomLeft()))
+        return True
 
     def token_start_offset(self, index: int) -> int:
         """The Python offset in the text where token `index` begins."""

@@ -4,7 +4,9 @@ Local tokens come with ids; a remote server's alternatives are text only (id -1)
 chosen one is recognised by its id when there is one and by its text otherwise.
 
 Picking a different candidate emits `alternativeChosen`; the window then replaces the token
-with it and generates again from there.
+with it and generates again from there. The popup works from the keyboard too: it opens with the
+list focused on the token as written, the arrows move, Enter chooses, Esc closes it (Qt closes a
+popup on Esc) and the cursor is back in the story.
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ class TokenProbsPopup(QFrame):
         self.setObjectName("tokenProbsPopup")
         self.setFrameShape(QFrame.StyledPanel)
         self.title = QLabel()
+        self.hint = QLabel("↑ ↓ to move, Enter to choose, Esc to close", objectName="tokenPopupHint")
+        self.hint.setEnabled(False)                 # the palette's quieter text
         self.list = QListWidget(objectName="tokenAlternatives")
         self.list.itemActivated.connect(self.on_list_item_activated)
         self.list.itemClicked.connect(self.on_list_item_activated)
@@ -41,6 +45,7 @@ class TokenProbsPopup(QFrame):
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(self.title)
         layout.addWidget(self.list)
+        layout.addWidget(self.hint)
         self._index = -1
 
     def show_for(self, index: int, piece, at: QPoint | None = None) -> None:
@@ -48,11 +53,13 @@ class TokenProbsPopup(QFrame):
         self._index = index
         self.title.setText(f"Token {show_token(piece.text)!s} — {percent(piece.probability)}")
         self.list.clear()
+        current = 0
         for text, token, prob in piece.alternatives:
             item = QListWidgetItem(f"{show_token(text)}    {percent(prob):>6}")
             item.setData(Qt.UserRole, (text, token))
             chosen = token == piece.token if token >= 0 else text == piece.text
             if chosen:
+                current = self.list.count()
                 font = item.font()
                 font.setBold(True)
                 item.setFont(font)
@@ -63,6 +70,8 @@ class TokenProbsPopup(QFrame):
         if at is not None:
             self.move(at)
         self.show()
+        self.list.setCurrentRow(current)            # the keys start from the token as written
+        self.list.setFocus(Qt.PopupFocusReason)
 
     def choose(self, row: int) -> None:
         """Pick alternative `row` (what a click does)."""

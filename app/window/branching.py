@@ -1,5 +1,6 @@
 """The story tree in the window: the tree panel, the alternatives spin on the toolbar, the
-probability colours toggle, and every move through the tree wired to the document's `Branches`.
+probability colours toggle, the key that opens a token's alternatives at the cursor, and every
+move through the tree wired to the document's `Branches`.
 
 Moves come from the story view (Alt+Left/Right/Up/Down), the tree panel (click, delete,
 bookmark) and the chat view (swipes); none is taken while a generation runs. After a sibling
@@ -8,10 +9,12 @@ move the cursor stays in the passage that was switched, so Alt+Right again shows
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, Qt
-from PySide6.QtGui import QAction
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QLabel, QSpinBox
 
 from app.widgets.storytree import StoryTreePanel
+
+ALTERNATIVES_KEY = "Alt+Return"      # like an editor's quick fix: what else could stand here
 
 
 class Branching(QObject):
@@ -32,6 +35,16 @@ class Branching(QObject):
         window.commands.toolbar.addAction(self.probabilities)
         window.commands.view_menu.insertAction(window.commands.view_menu.actions()[0], self.dock.toggleViewAction())
         window.commands.view_menu.addAction(self.probabilities)
+        self.alternatives_action = QAction("Token &alternatives at the cursor…", window,
+                                           objectName="tokenAlternativesAction")
+        self.alternatives_action.setShortcut(QKeySequence(ALTERNATIVES_KEY))
+        self.alternatives_action.setShortcutContext(Qt.WindowShortcut)
+        key = self.alternatives_action.shortcut().toString(QKeySequence.NativeText)
+        self.alternatives_action.setToolTip(f"The model's other choices for the generated token at the cursor ({key}); "
+                                            "clicking a token does the same")
+        window.addAction(self.alternatives_action)
+        edit_menu = next(a.menu() for a in window.menuBar().actions() if a.menu() and a.text() == "&Edit")
+        edit_menu.addAction(self.alternatives_action)
         self._connect()
         self.on_document_story_replaced()
 
@@ -60,7 +73,8 @@ class Branching(QObject):
                              (d.storyReplaced, self.on_document_story_replaced),
                              (d.textReplaced, panel.refresh), (d.treeChanged, panel.refresh),
                              (d.historyChanged, panel.refresh),
-                             (self.probabilities.toggled, self.on_probabilities_toggled)):
+                             (self.probabilities.toggled, self.on_probabilities_toggled),
+                             (self.alternatives_action.triggered, self.on_alternatives_action_triggered)):
             signal.connect(slot)
 
     def _unless_busy(self, move):
@@ -80,6 +94,16 @@ class Branching(QObject):
         if self.document.branches.move_sibling(passage_id, step):
             shown = next(p.id for p in tree.path() if p.parent == parent)
             self.view.show_tree(tree, cursor_passage=shown)
+
+    def on_alternatives_action_triggered(self) -> None:
+        """The keyboard's way to the token popup (the mouse clicks the token)."""
+        if self.window.commands.mode() != "story":
+            return
+        self.view.setFocus(Qt.ShortcutFocusReason)
+        if not self.view.offer_alternatives_at_cursor():
+            self.window.status.show_notice("No generated token at the cursor: put it in the model's text "
+                                           f"({self.alternatives_action.shortcut().toString(QKeySequence.NativeText)} "
+                                           "then shows the token's alternatives)")
 
     def on_document_story_replaced(self) -> None:
         story = self.document.story
