@@ -24,3 +24,8 @@ def startup_story(settings) -> str | None:
     """The story to reopen at start: the last one opened or saved, if it still exists."""
     last = settings.get("last_story")
     return last if last and Path(last).is_file() else None
+
+
+def forget_last_story(settings) -> None:
+    """Nothing to reopen next start (the last story is gone)."""
+    settings.set("last_story", "")

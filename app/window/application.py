@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from app.bundled import demo_model, icon_path
-from app.recent import startup_story
+from app.recent import forget_last_story, startup_story
 
 
 def startup_model(settings) -> str | None:
@@ -15,6 +15,26 @@ def startup_model(settings) -> str | None:
         return last
     demo = demo_model()
     return str(demo) if demo else None
+
+
+def open_at_start(window, model: str | None, story: str | None) -> None:
+    """Open what the command line names, else the last model and the last story. A last story that
+    is gone says so (once: it is forgotten) and leaves a new, empty story; one that cannot be read
+    says why (the document's error) and is left as it is on disk."""
+    model = model or startup_model(window.settings)
+    if model:
+        window.open_model(model)
+    last = window.settings.get("last_story")
+    story = story or startup_story(window.settings)
+    if story:
+        window.open_story(story)
+    elif last:
+        forget_last_story(window.settings)
+        window.write_settings()
+        window.dialogs.show_error("Could not reopen the last story",
+                                  f"The story you had open last, {last}, is no longer there (moved, renamed "
+                                  "or deleted). A new, empty story is open; File › Open… finds the story if it "
+                                  "was moved.")
 
 
 def run_window(args) -> int:
@@ -33,12 +53,7 @@ def run_window(args) -> int:
     app.setDesktopFileName("neox-writer")          # matches the entry --install-desktop-entry writes
     window = MainWindow(backend="staged")     # a first start writes at once, full speed follows
     window.show()
-    model = args.model or startup_model(window.settings)
-    if model:
-        window.open_model(model)
-    story = args.story or startup_story(window.settings)
-    if story:
-        window.open_story(story)
+    open_at_start(window, args.model, args.story)
     if args.screenshot:
         _screenshot_when_ready(window, args.screenshot, app)
     code = app.exec()
