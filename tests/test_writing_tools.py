@@ -162,12 +162,20 @@ def test_tab_leaves_fields_where_a_tab_character_makes_no_sense(qtbot, window):
 @pytest.mark.parametrize("size", [(1024, 700), (1366, 768), (1920, 1080)])
 def test_the_story_keeps_room_and_no_dock_tab_label_is_cut(qtbot, home, size):
     from app.window.mainwindow import MainWindow
+    from app.window.writing import STORY_MIN_CHARS
     w = MainWindow(backend="reference", check_recovery=False)
     qtbot.addWidget(w)
     w.resize(*size)
     w.show()
     qtbot.waitExposed(w)
-    qtbot.waitUntil(lambda: w.width() == size[0] and w.centralWidget().width() >= size[0] // 2)
+    tools, chars = w.writing, w.settings.get("page_chars")
+    qtbot.waitUntil(lambda: w.width() == size[0] and w.centralWidget().width() >= tools.story_room(STORY_MIN_CHARS))
+    if size[0] >= 1366:        # the whole page between the docks, the model list in sight on the left
+        qtbot.waitUntil(lambda: w.centralWidget().width() >= tools.story_room(chars))
+        assert w.dockWidgetArea(w.docks["models"]) == Qt.LeftDockWidgetArea and w.docks["models"].isVisible()
+        assert not w.docks["models"].visibleRegion().isEmpty()
+    else:                      # too narrow for three columns: the left docks wait in the right's tabs
+        assert w.dockWidgetArea(w.docks["models"]) == Qt.RightDockWidgetArea
     for bar in w.findChildren(QTabBar):
         if not bar.isVisible():
             continue
@@ -175,6 +183,10 @@ def test_the_story_keeps_room_and_no_dock_tab_label_is_cut(qtbot, home, size):
             rect, text = bar.tabRect(i), bar.tabText(i)
             room = max(rect.width(), rect.height())          # the tabs run down the side
             assert room >= bar.fontMetrics().horizontalAdvance(text), f"tab {text!r} is cut at {size}"
+    if size[0] == 1024:        # wide again: the model list goes back to the left
+        w.resize(1366, 768)
+        qtbot.waitUntil(lambda: w.dockWidgetArea(w.docks["models"]) == Qt.LeftDockWidgetArea)
+        qtbot.waitUntil(lambda: w.centralWidget().width() >= tools.story_room(chars))
     w.close()
 
 

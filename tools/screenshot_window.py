@@ -1,6 +1,7 @@
-"""Make the window's screenshots: docs/screenshot.png (1366x768, light) and docs/screenshot-dark.png
-(1920x1080, dark), and with --all the 1024x700 ones too, each with the bundled demo model loaded
-and a story it continued (seed 7, so the text is the same each time).
+"""Make the window's screenshots: docs/screenshot.png (1366x768, light), docs/screenshot-dark.png
+(1920x1080, dark) and docs/screenshot-small.png (1024x700, light), and with --all the other three
+(each size in the other theme) to look at, each with the bundled demo model loaded and a story it
+continued (seed 7, so the text is the same each time).
 
     QT_QPA_PLATFORM=offscreen python tools/screenshot_window.py [--out-dir docs] [--all]
 
@@ -21,13 +22,15 @@ sys.path.insert(0, str(ROOT))
 PROMPT = ("Chapter One\n\nThe Dashwoods had not been a week at Barton Cottage when Marianne, walking alone "
           "on the downs above the village, saw a stranger coming up the path with a letter in his hand.")
 SHOTS = {"screenshot.png": ((1366, 768), "light"), "screenshot-dark.png": ((1920, 1080), "dark")}
-SMALL = {"screenshot-small.png": ((1024, 700), "light"), "screenshot-small-dark.png": ((1024, 700), "dark")}
+SMALL = {"screenshot-small.png": ((1024, 700), "light")}
+OTHERS = {"screenshot-small-dark.png": ((1024, 700), "dark"), "screenshot-1366-dark.png": ((1366, 768), "dark"),
+          "screenshot-1920-light.png": ((1920, 1080), "light")}     # to look at, not kept in docs/
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs")
-    parser.add_argument("--all", action="store_true", help="the 1024x700 screenshots too")
+    parser.add_argument("--all", action="store_true", help="every size in both themes")
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ["NEOX_WRITER_HOME"] = tempfile.mkdtemp(prefix="neox-shot-")
@@ -57,7 +60,7 @@ def main(argv=None) -> int:
     window.sampling.max_tokens_spin.setValue(120)
     window.commands.generate.trigger()
     wait_for(window.generationFinished)
-    shots = {**SHOTS, **(SMALL if args.all else {})}
+    shots = {**SHOTS, **SMALL, **(OTHERS if args.all else {})}
     for name, (size, theme) in shots.items():
         window.appearance.set_theme(theme, save=False)
         window.writing.apply_look()

@@ -26,8 +26,10 @@ from app.wordcount import count_tokens, count_words, describe
 FONTS = {"serif": ["Literata", "Georgia", "Charter", "Noto Serif", "DejaVu Serif", "Times New Roman", "serif"],
          "sans": ["Inter", "Segoe UI", "Noto Sans", "Cantarell", "DejaVu Sans", "Helvetica", "Arial", "sans-serif"]}
 PAGE_CHARS = (40, 160)           # the page's width in characters: the range the writer may choose
-STORY_SHARE = 0.5                # a small window's docks shrink until the story has this share of it
-TAB_BAR = 32                     # about the width of the side tabs and a dock's separator
+STORY_SHARE = 0.5                # the docks need not shrink once the story has this share of the window
+STORY_MIN_CHARS = 60             # fewer characters a line than this, and the left docks fold into tabs
+TAB_BAR = 48                     # about the width of the side tabs and the docks' separators
+DOCK_SLACK = 4                   # a shrunk dock's width beyond its minimum
 COUNT_DELAY_MS = 400             # the count waits for a pause in the typing
 
 
@@ -274,23 +276,32 @@ class WritingTools(QObject):
             w.open_story(path)
 
     # --- room for the story ------------------------------------------------------------------
+    def story_room(self, chars: int) -> int:
+        """Pixels the story view needs for lines of `chars` characters (its margins and scroll bar too)."""
+        return (chars * self.view.fontMetrics().averageCharWidth() + 2 * int(self.view.document().documentMargin())
+                + self.view.verticalScrollBar().sizeHint().width())
+
     def keep_story_room(self) -> None:
-        """In a small window the docks give way until the story has `STORY_SHARE` of the width."""
+        """The docks give way to the story's page: first they shrink to their narrowest; where the
+        story would still get fewer than `STORY_MIN_CHARS` a line, the left ones join the right's
+        tabs (and come back once the window is wide enough again). At 1366x768 the whole page fits
+        between the two sides; at 1024x700 the left docks fold away."""
         w = self.window
         width = w.width()
-        if self._moved and width * STORY_SHARE <= width - TAB_BAR * 2 - self.window.docks["sampling"].minimumSizeHint(
-                ).width() - max(d.minimumSizeHint().width() for d in self._moved):
+        chars = self.settings.get("page_chars") or PAGE_CHARS[1]
+        page, least = self.story_room(chars), self.story_room(min(chars, STORY_MIN_CHARS))
+        if self._moved and least <= width - TAB_BAR - self.window.docks["sampling"].minimumSizeHint().width() \
+                - max(d.minimumSizeHint().width() for d in self._moved):
             for dock in self._moved:              # wide again: the docks moved away go back to their side
                 w.addDockWidget(Qt.LeftDockWidgetArea, dock, Qt.Vertical)
                 dock.show()
-            w.resizeDocks(self._moved[:1], [int(width * (1 - STORY_SHARE) / 2)], Qt.Horizontal)
             self._moved = []
-        if w.centralWidget().width() >= width * STORY_SHARE:
+        if w.centralWidget().width() >= min(page, width * STORY_SHARE):
             return
         visible = [d for d in w.docks.values() if d.isVisible() and not d.isFloating()]
         left = [d for d in visible if w.dockWidgetArea(d) == Qt.LeftDockWidgetArea]
         right = [d for d in visible if w.dockWidgetArea(d) == Qt.RightDockWidgetArea][:1]
-        if left and right and width * STORY_SHARE > width - TAB_BAR * 2 - right[0].minimumSizeHint().width() \
+        if left and right and least > width - TAB_BAR - right[0].minimumSizeHint().width() \
                 - max(d.minimumSizeHint().width() for d in left):
             for dock in left:                        # too narrow for two columns of docks: one, tabbed
                 w.tabifyDockWidget(right[0], dock)
@@ -298,7 +309,7 @@ class WritingTools(QObject):
             self._moved += left
             left = []
         docks = left + right       # as narrow as they go without cutting anything
-        w.resizeDocks(docks, [d.minimumSizeHint().width() + TAB_BAR for d in docks], Qt.Horizontal)
+        w.resizeDocks(docks, [d.minimumSizeHint().width() + DOCK_SLACK for d in docks], Qt.Horizontal)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         kind = event.type()
