@@ -127,6 +127,11 @@ class ModelPicker(QWidget):
         # wide enough for "q5_1 (ggmlv3)" under its group, the facts' columns and the action
         return QSize(self.fontMetrics().horizontalAdvance("M") * 40, 420)
 
+    def columns_width(self) -> int:
+        """The picker's width with every column of the list in sight: what the list now scrolls
+        sideways is what it lacks."""
+        return self.width() + self.tree.horizontalScrollBar().maximum()
+
     def manager(self):
         if self._manager is None:
             if self._factory is not None:

@@ -57,6 +57,7 @@ class WritingTools(QObject):
         self._count_request = 0
         self._full_screen_hidden: list[QWidget] = []
         self._moved: list = []                     # docks this window moved to the right's tabs (narrow)
+        self._fit_models = not self.settings.get("window_state")   # first run: the model list's columns in sight
         self._build_find_bar()
         self._build_actions()
         self._build_menus()
@@ -147,7 +148,8 @@ class WritingTools(QObject):
                              (self.view.selectionChanged, self.count_timer.start),
                              (self.count_timer.timeout, self.on_count_timer_timeout),
                              (self.countReady, self.on_count_ready),
-                             (w.memory.changed, self.on_memory_changed)):
+                             (w.memory.changed, self.on_memory_changed),
+                             (w.model_picker.statusesReady, self.on_model_picker_statuses_ready)):
             signal.connect(slot)
 
     def _story_target(self) -> QWidget:
@@ -167,6 +169,11 @@ class WritingTools(QObject):
     def on_document_stored(self, path: str) -> None:
         remember(self.settings, path)
         self.window.write_settings()
+
+    def on_model_picker_statuses_ready(self, *args) -> None:
+        if self._fit_models:
+            self._fit_models = False
+            QTimer.singleShot(0, self.fit_model_list)     # once the list has laid out its columns
 
     def on_memory_changed(self) -> None:
         self.window.setWindowTitle(f"{self.window.document.title()} — NeoX Writer")   # the title may be new
@@ -310,6 +317,17 @@ class WritingTools(QObject):
             left = []
         docks = left + right       # as narrow as they go without cutting anything
         w.resizeDocks(docks, [d.minimumSizeHint().width() + DOCK_SLACK for d in docks], Qt.Horizontal)
+
+    def fit_model_list(self) -> None:
+        """On a first run, widen the model list until every column shows, as far as the story's
+        whole page still fits beside it (a 1920-pixel window: all of it; 1366: no wider)."""
+        w, dock = self.window, self.window.docks["models"]
+        if w.dockWidgetArea(dock) != Qt.LeftDockWidgetArea or not dock.isVisible():
+            return
+        spare = w.centralWidget().width() - self.story_room(self.settings.get("page_chars") or PAGE_CHARS[1])
+        width = min(w.model_picker.columns_width(), dock.width() + spare)
+        if width > dock.width():
+            w.resizeDocks([dock], [width], Qt.Horizontal)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         kind = event.type()
