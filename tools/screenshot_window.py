@@ -68,6 +68,9 @@ def main(argv=None) -> int:
         end = QEventLoop()
         QTimer.singleShot(1500, end.quit)     # the layout, the page's margins and the word count settle
         end.exec()
+        window.writing.fit_model_list()       # the model list as a first run at this size lays it out
+        QTimer.singleShot(300, end.quit)
+        end.exec()
         path = args.out_dir / name
         print(f"{path}: {'saved' if window.grab().save(str(path)) else 'NOT saved'}", flush=True)
     window.shutdown()
