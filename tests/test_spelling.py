@@ -196,3 +196,18 @@ def test_a_dictionary_that_cannot_be_read_turns_checking_off_and_says_why(qtbot,
     window.writing.spelling.load()
     qtbot.waitUntil(lambda: not window.writing.spelling.toggle.isChecked())
     assert notices and "No spelling dictionary for 'xx'" in notices[0]
+
+
+def test_text_streaming_in_is_checked_once_the_generation_ends(qtbot, window, spelling_ready):
+    from types import SimpleNamespace
+    view, highlighter = window.story_view, window.writing.spelling.highlighter
+    type_text(qtbot, window, "The sea was calm.")
+    view.begin_generation()
+    highlighter.checked_blocks = 0
+    for word in (" Teh", " ship", " saled", " on."):
+        view.append_pieces([SimpleNamespace(text=word, probability=float("nan"), alternatives=[])])
+        qtbot.wait(5)
+    assert underlined(view) == [] and highlighter.checked_blocks == 0     # the stream costs no checking
+    view.end_generation()
+    window.generation.busyChanged.emit(False)
+    qtbot.waitUntil(lambda: underlined(view) == ["Teh", "saled"])

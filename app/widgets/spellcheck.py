@@ -5,7 +5,9 @@ blocks (paragraphs) an edit touched; a long story replaced whole (a passage swit
 opened) calls it for every block, so it checks only the blocks on screen and marks the others
 unchecked (the block state). After an edit, a scroll or a resize a zero-delay timer checks the
 visible blocks still unchecked, one by one. Typing in a long story thus costs one paragraph's
-check; the word lookups are cached by the `app.spelling.Speller`.
+check; the word lookups are cached by the `app.spelling.Speller`. While a generation streams in
+(the editor is read-only) nothing is checked: the GUI thread's time goes to the stream, and the
+owner calls `check_visible` when it ends.
 """
 from __future__ import annotations
 
@@ -72,8 +74,8 @@ class SpellHighlighter(QSyntaxHighlighter):
         if self.speller is None:
             self.setCurrentBlockState(-1)
             return
-        if self.currentBlock().blockNumber() not in self._visible:
-            self.setCurrentBlockState(UNCHECKED)
+        if self.currentBlock().blockNumber() not in self._visible or self.editor.isReadOnly():
+            self.setCurrentBlockState(UNCHECKED)     # off screen, or text streaming in: checked later
             return
         self.checked_blocks += 1
         if text.isascii():

@@ -66,7 +66,8 @@ class Spelling(QObject):
         for signal, slot in ((self.toggle.toggled, self.on_toggle_toggled),
                              (self.languages.triggered, self.on_languages_triggered),
                              (self.loaded, self.on_loaded), (self.suggested, self.on_suggested),
-                             (self.view.menuAboutToShow, self.on_view_menu_about_to_show)):
+                             (self.view.menuAboutToShow, self.on_view_menu_about_to_show),
+                             (window.generation.busyChanged, self.on_generation_busy_changed)):
             signal.connect(slot)
         if self.toggle.isChecked():
             self.load()
@@ -111,6 +112,10 @@ class Spelling(QObject):
             self.load()
         else:
             self.toggle.setChecked(True)
+
+    def on_generation_busy_changed(self, busy: bool) -> None:
+        if not busy:           # what streamed in unchecked (see SpellHighlighter) is checked now
+            self.highlighter.timer.start()
 
     # --- the context menu -------------------------------------------------------------------
     def on_view_menu_about_to_show(self, menu: QMenu, position: int) -> None:
