@@ -56,8 +56,8 @@ class SpellHighlighter(QSyntaxHighlighter):
 
     def check_visible(self) -> None:
         """Check the blocks on screen that are not checked yet (after a scroll, a resize, an edit)."""
-        if self.speller is None:
-            return
+        if self.speller is None or self.editor.isReadOnly():   # a stream: re-laying out its paragraph
+            return                                               # each batch would cost the GUI thread
         self._visible = self.editor.visible_block_range()
         document = self.document()
         for number in self._visible:
