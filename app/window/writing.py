@@ -167,6 +167,8 @@ class WritingTools(QObject):
         self.window.refresh_context(self.window.docks["context"].isVisible())
 
     def on_document_stored(self, path: str) -> None:
+        if not path:           # an import: a new story with no file of its own yet (not the working folder)
+            return
         remember(self.settings, path)
         self.window.write_settings()
 
