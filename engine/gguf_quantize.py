@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 
 from engine.errors import CLIError
-from engine.gguf_constants import tensor_name_map
+from engine.gguf_constants import KEY_TOKENIZER_PRE, TokenType, tensor_name_map
 from engine.gguf_convert import ConversionReport, Step, choose_how, stored_type, vocab_for, write_gguf
 from engine.gguf_mix import PRESETS, preset_name, tensor_type
+from engine.gguf_vocab import GGUFVocab, pre_tokenizer_name
 from engine.gguf_writer import TensorPlan
 
 FLOAT_TYPES = ("f32", "f16", "bf16")
@@ -50,12 +51,18 @@ def open_model_file(path):
     return GGMLFile(path)
 
 
-def source_vocab(model, path, tokenizer_json=None):
-    """The tokenizer metadata to write: a GGUF input's own, else as convert-gguf finds it."""
-    from_gguf = getattr(model, "gguf_vocab", None)
-    if from_gguf is not None and not tokenizer_json:
-        return from_gguf()
-    return vocab_for(path, model.vocab, model.hparams["n_vocab"], tokenizer_json)
+def source_vocab(model, path, tokenizer_json=None) -> GGUFVocab:
+    """The tokenizer metadata to write: a GGUF input's own (its tokens, types and merges as
+    stored), else as convert-gguf finds it (a tokenizer.json beside the input, else rebuilt)."""
+    embedded = getattr(model, "embedded_tokenizer", None)
+    if embedded is None or tokenizer_json:
+        return vocab_for(path, model.vocab, model.hparams["n_vocab"], tokenizer_json)
+    tokens = list(embedded.tokens)
+    types = [int(t) for t in embedded.token_types] if embedded.token_types is not None \
+        else [int(TokenType.NORMAL)] * len(tokens)
+    pre = getattr(model, "metadata", {}).get(KEY_TOKENIZER_PRE) or pre_tokenizer_name(tokens)
+    eos = embedded.eos_id if embedded.eos_id is not None else 0
+    return GGUFVocab(tokens, types, list(embedded.merges or []), eos, pre, f"the tokenizer metadata of {path}")
 
 
 def quantize_to_gguf(src, out_path, type_name: str, *, pure: bool = False, allow_requantize: bool = False,
