@@ -146,3 +146,55 @@ def test_llama_cpp_runs_our_quantized_gguf(tiny, tmp_path):
     finally:
         model.close()
     assert float(np.abs(theirs - ours).max() / np.abs(ours).max()) < LOGIT_TOLERANCE
+
+
+@pytest.mark.parametrize("preset", ["q4_K_M", "q5_K_M", "q6_K", "q2_K", "iq4_xs"])
+def test_llama_cpp_runs_our_k_quant_mixes(tmp_path, preset):
+    """Our K-quant mixes (quantize ... --type Q4_K_M) run in llama.cpp, and its logits are those of
+    a float forward of the file's own dequantized weights (our reference backend on them)."""
+    import shutil
+
+    import gguf
+    from engine.errors import ModelFormatError
+    from engine.ggml_file import GGMLFile
+    from engine.ggml_writer import write_ggml
+    from engine.gguf_constants import tensor_name_map
+    from engine.gguf_convert import qkv_row_order
+    from engine.quants import block_format
+    from modelgen import TINY_FIXTURE, write_random_model
+    try:
+        block_format("q4_K", 2)
+    except (ValueError, ModelFormatError):
+        pytest.skip("the K-quants are not registered in engine.quants yet")
+    tool("llama-debug")
+    hp = dict(n_vocab=320, n_ctx=128, n_embd=256, n_head=4, n_layer=4, n_rot=16, par_res=1)
+    legacy = tmp_path / "m.bin"
+    write_random_model(legacy, hp, ftype="f16")
+    shutil.copy(TINY_FIXTURE / "tokenizer.json", tmp_path / "tokenizer.json")
+    out = tmp_path / f"m-{preset}.gguf"
+    quantize_to_gguf(legacy, out, preset)
+
+    # the float model of the file's own weights, written as a legacy f32 file for our reference backend
+    reader = gguf.GGUFReader(out)
+    names = tensor_name_map(hp["n_layer"])
+    perm = qkv_row_order(hp["n_embd"], hp["n_head"])
+    assert "Q6_K" in {t.tensor_type.name for t in reader.tensors}      # every preset's output.weight
+    tensors = {}
+    for t in reader.tensors:
+        values = gguf.quants.dequantize(t.data, t.tensor_type).reshape(tuple(int(d) for d in t.shape[::-1]))
+        if "attn_qkv" in t.name:
+            values = values[np.argsort(perm)]
+        tensors[names[t.name]] = values.astype(np.float32)
+    with GGMLFile(legacy) as f:
+        vocab = f.vocab
+    dequantized = tmp_path / "dequantized.bin"
+    write_ggml(dequantized, hp, vocab, {n: tensors[n] for n in names.values()}, ftype="f32")
+
+    tokens, theirs = llama_logits(out, PROMPT, tmp_path)
+    model = engine.load_model(dequantized, backend="reference")
+    try:
+        ours = model.logits(tokens)[-1]
+    finally:
+        model.close()
+    err = float(np.abs(theirs - ours).max() / np.abs(ours).max())
+    assert err < 2e-2, f"llama.cpp's logits differ from the dequantized float forward by {err:.3g}"
