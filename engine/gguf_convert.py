@@ -30,20 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import gguf_file
 from engine.convert import CheckpointWeights
 from engine.gguf_constants import (ARCHITECTURE, FileType, KEY_ARCHITECTURE, KEY_BLOCK_COUNT, KEY_BOS_ID,
                                    KEY_CONTEXT_LENGTH, KEY_EMBEDDING_LENGTH, KEY_EOS_ID, KEY_FEED_FORWARD_LENGTH,
-                                   KEY_FILE_TYPE, KEY_HEAD_COUNT, KEY_LAYER_NORM_EPS, KEY_MERGES, KEY_NAME,
+                                   KEY_FILE_TYPE, KEY_HEAD_COUNT, KEY_LAYER_NORM_EPS, KEY_MERGES, KEY_NAME, KEY_QKV_LAYOUT,
                                    KEY_QUANTIZATION_VERSION, KEY_ROPE_DIMENSION_COUNT, KEY_TOKEN_TYPE, KEY_TOKENIZER_MODEL,
                                    KEY_TOKENIZER_PRE, KEY_TOKENS, KEY_USE_PARALLEL_RESIDUAL, KEY_ADD_BOS,
-                                   TOKENIZER_MODEL_GPT2, TYPE_CODES, ValueType, tensor_name_map)
+                                   QKV_SPLIT, TOKENIZER_MODEL_GPT2, TYPE_CODES, ValueType, tensor_name_map)
 from engine.gguf_writer import GGUFWriter, TensorPlan, Value, array, boolean, float32, string, uint32
 from engine.gguf_vocab import GGUFVocab
 from engine.quants import block_format, dequantize, quantize
 
-# Our marker of the QKV row order (spec §1.1): "split" is [all Q | all K | all V].
-KEY_QKV_LAYOUT = "neox_writer.qkv_layout"
-QKV_LAYOUT_SPLIT = "split"
 LAYER_NORM_EPS = 1e-5           # what every legacy GPT-NeoX file was run with (ggml hard-codes it)
 CHUNK_VALUES = 1 << 21          # values handled at a time: 8 MiB of float32
 OLD_QUANT_CHOICES = ("fp16-scales", "f16", "q8_0")
@@ -53,12 +51,8 @@ GGUF_LEGACY_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0")
 
 def qkv_row_order(n_embd: int, n_head: int) -> np.ndarray:
     """perm with gguf_rows = legacy_rows[perm]: GGUF row r = s*E + h*hd + d (s = q/k/v) comes
-    from legacy row h*3*hd + s*hd + d (spec §1.1)."""
-    hd = n_embd // n_head
-    r = np.arange(3 * n_embd)
-    s, rest = divmod(r, n_embd)
-    h, d = divmod(rest, hd)
-    return h * 3 * hd + s * hd + d
+    from legacy row h*3*hd + s*hd + d (spec §1.1); the inverse of the reader's order."""
+    return np.argsort(gguf_file.qkv_row_order(n_embd, n_head))
 
 
 def is_qkv(gguf_name: str) -> bool:
@@ -181,7 +175,7 @@ class ConversionReport:
         out = [c.describe() for c in self.changes.values()]
         if self.reordered_qkv:
             out.append(f"attn_qkv: {self.reordered_qkv} tensors (weight and bias) re-ordered to [Q|K|V] rows, "
-                       f"marked {KEY_QKV_LAYOUT} = {QKV_LAYOUT_SPLIT!r}")
+                       f"marked {KEY_QKV_LAYOUT} = {QKV_SPLIT!r}")
         if self.vocab is not None:
             out.append(f"tokenizer: {len(self.vocab.tokens)} tokens, {len(self.vocab.merges)} merges, "
                        f"{self.vocab.source}")
@@ -207,7 +201,7 @@ def gguf_metadata(hparams: dict, vocab: GGUFVocab, file_type: int, name: str) ->
         KEY_HEAD_COUNT: uint32(hparams["n_head"]),
         KEY_USE_PARALLEL_RESIDUAL: boolean(bool(hparams.get("par_res", 1))),
         KEY_LAYER_NORM_EPS: float32(hparams.get("norm_eps", LAYER_NORM_EPS)),
-        KEY_QKV_LAYOUT: string(QKV_LAYOUT_SPLIT),
+        KEY_QKV_LAYOUT: string(QKV_SPLIT),
         KEY_TOKENIZER_MODEL: string(TOKENIZER_MODEL_GPT2),
         KEY_TOKENIZER_PRE: string(vocab.pre),
         KEY_TOKENS: array(ValueType.STRING, vocab.tokens),

@@ -159,7 +159,7 @@ def test_llama_cpp_runs_our_k_quant_mixes(tmp_path, preset):
     from engine.ggml_file import GGMLFile
     from engine.ggml_writer import write_ggml
     from engine.gguf_constants import tensor_name_map
-    from engine.gguf_convert import qkv_row_order
+    from engine.gguf_file import qkv_row_order
     from engine.quants import block_format
     from modelgen import TINY_FIXTURE, write_random_model
     try:
@@ -183,7 +183,7 @@ def test_llama_cpp_runs_our_k_quant_mixes(tmp_path, preset):
     for t in reader.tensors:
         values = gguf.quants.dequantize(t.data, t.tensor_type).reshape(tuple(int(d) for d in t.shape[::-1]))
         if "attn_qkv" in t.name:
-            values = values[np.argsort(perm)]
+            values = values[perm]          # the split rows back in the legacy order
         tensors[names[t.name]] = values.astype(np.float32)
     with GGMLFile(legacy) as f:
         vocab = f.vocab

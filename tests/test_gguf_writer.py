@@ -13,9 +13,8 @@ from conftest import FIXTURES_DIR  # noqa: E402
 from engine.cli import main as cli_main  # noqa: E402
 from engine.errors import ModelFormatError  # noqa: E402
 from engine.ggml_file import GGMLFile  # noqa: E402
-from engine.gguf_constants import TokenType, tensor_name_map  # noqa: E402
-from engine.gguf_convert import (KEY_QKV_LAYOUT, QKV_LAYOUT_SPLIT, convert_legacy_to_gguf,  # noqa: E402
-                                 qkv_row_order)
+from engine.gguf_constants import KEY_QKV_LAYOUT, QKV_SPLIT, TokenType, tensor_name_map  # noqa: E402
+from engine.gguf_convert import convert_legacy_to_gguf, qkv_row_order  # noqa: E402
 from engine.gguf_vocab import vocab_from_legacy, vocab_from_tokenizer_json  # noqa: E402
 from engine.gguf_writer import GGUFWriter, TensorPlan, string  # noqa: E402
 from modelgen import converted_tiny_model, write_random_model  # noqa: E402
@@ -73,7 +72,7 @@ def test_every_era_round_trips_through_the_gguf_package(tmp_path, ftype, qv, lay
     assert field(reader, "gptneox.rope.dimension_count") == hp["n_rot"]
     assert field(reader, "gptneox.use_parallel_residual") is True
     assert field(reader, "gptneox.attention.layer_norm_epsilon") == pytest.approx(1e-5)
-    assert field(reader, KEY_QKV_LAYOUT) == QKV_LAYOUT_SPLIT
+    assert field(reader, KEY_QKV_LAYOUT) == QKV_SPLIT
     assert len(field(reader, "tokenizer.ggml.tokens")) == hp["n_vocab"]
     assert reader.get_field("gptneox.attention.head_count").types == [gguf.GGUFValueType.UINT32]
 
