@@ -197,4 +197,7 @@ def test_llama_cpp_runs_our_k_quant_mixes(tmp_path, preset):
     finally:
         model.close()
     err = float(np.abs(theirs - ours).max() / np.abs(ours).max())
-    assert err < 2e-2, f"llama.cpp's logits differ from the dequantized float forward by {err:.3g}"
+    # llama.cpp multiplies K-quants by activations rounded to 8 bits per 256 values (q8_K); on this
+    # tiny random-weight fixture that alone moves its logits 3.5-5.1% from the float forward
+    # (measured on every preset); our own kernels are held to 2e-2 in test_kquant_fast.py
+    assert err < 8e-2, f"llama.cpp's logits differ from the dequantized float forward by {err:.3g}"
