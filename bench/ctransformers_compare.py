@@ -15,16 +15,14 @@ round of each and the load average when the row finished. Generation is greedy o
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.speed import GGML, run_bench, write_model  # noqa: E402
+from bench.speed import GGML, json_or_error, run_bench, write_model  # noqa: E402
 
 CT_SCRIPT = r"""
 import json, sys, time
@@ -50,11 +48,7 @@ print(json.dumps(dict(load_s=load_s, prompt_tokens_per_s=n_prompt / prompt_s,
 def run_ctransformers(ct_python: str, path: Path, threads: int, prompt_tokens: int, gen_tokens: int) -> dict:
     """ctransformers' figures for one file, or {"error": what it reported}."""
     cmd = [ct_python, "-c", CT_SCRIPT, str(path), str(threads), str(prompt_tokens), str(gen_tokens)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        return {"error": lines[-1] if lines else f"exit status {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json_or_error(cmd)
 
 
 def main(argv=None) -> int:

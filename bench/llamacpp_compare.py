@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.speed import SHAPES, random_raw  # noqa: E402
+from bench.speed import SHAPES, bench_command, json_or_error, random_raw  # noqa: E402
 from engine.ggml_file import expected_tensors  # noqa: E402
 from engine.gguf_constants import tensor_name_map  # noqa: E402
 from engine.gguf_convert import gguf_metadata  # noqa: E402
@@ -101,13 +101,7 @@ def llama_bench(binary: Path, path: Path, threads: int, reps: int, prompt: int, 
 
 
 def ours(path: Path, threads: int, prompt: int, gen: int) -> dict:
-    cmd = [sys.executable, "-m", "engine", "bench", str(path), "--threads", str(threads),
-           "--prompt-tokens", str(prompt), "--gen-tokens", str(gen), "--json"]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        return {"error": lines[-1] if lines else f"exit status {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json_or_error(bench_command(path, threads, prompt, gen), cwd=ROOT)
 
 
 def main(argv=None) -> int:

@@ -87,11 +87,26 @@ def write_model(size: str, type_name: str, qnt_version: int) -> Path:
     return path
 
 
+def bench_command(path: Path, threads: int, prompt_tokens: int, gen_tokens: int) -> list[str]:
+    """`python -m engine bench FILE ... --json`: its last line of output is the figures."""
+    return [sys.executable, "-m", "engine", "bench", str(path), "--threads", str(threads),
+            "--prompt-tokens", str(prompt_tokens), "--gen-tokens", str(gen_tokens), "--json"]
+
+
 def run_bench(path: Path, threads: int, prompt_tokens: int, gen_tokens: int) -> dict:
-    cmd = [sys.executable, "-m", "engine", "bench", str(path), "--threads", str(threads),
-           "--prompt-tokens", str(prompt_tokens), "--gen-tokens", str(gen_tokens), "--json"]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(bench_command(path, threads, prompt_tokens, gen_tokens), cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def json_or_error(cmd: list[str], cwd=None) -> dict:
+    """The JSON on the last line a command prints, or {"error": its last line} when it fails
+    (a comparison table shows the failure in its row instead of stopping)."""
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit status {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
