@@ -62,3 +62,37 @@ def ensure(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
 
+
+
+# What Linux and macOS allow (PATH_MAX, NAME_MAX); Windows allows less, and then `stat` says so.
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
+
+
+def plausible_path(text: str) -> bool:
+    """Whether `text` could name a file at all: encodable, no NUL, not longer than a path or
+    one of its names may be. A settings file holding anything else (damaged or hand-edited) has
+    the setting read as its default, so no later `stat` fails on it."""
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:          # a lone surrogate that no file name can hold
+        return False
+    return (b"\0" not in raw and len(raw) <= MAX_PATH_BYTES
+            and all(len(name) <= MAX_NAME_BYTES for name in raw.split(os.fsencode(os.sep))))
+
+
+def is_file(path) -> bool:
+    """Whether `path` is an existing file; one the system cannot even look at (a folder on the
+    way we may not enter, a name too long) is not, where Path.is_file would raise."""
+    try:
+        return Path(path).is_file()
+    except OSError:
+        return False
+
+
+def is_dir(path) -> bool:
+    """Whether `path` is an existing folder (False where it cannot be looked at; see is_file)."""
+    try:
+        return Path(path).is_dir()
+    except OSError:
+        return False

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.paths import is_file
+
 MAX_RECENT = 8
 
 
@@ -17,13 +19,13 @@ def remember(settings, path) -> None:
 
 def recent_stories(settings) -> list[str]:
     """The remembered stories that still exist, newest first."""
-    return [p for p in settings.get("recent_stories") if isinstance(p, str) and Path(p).is_file()]
+    return [p for p in settings.get("recent_stories") if isinstance(p, str) and is_file(p)]
 
 
 def startup_story(settings) -> str | None:
     """The story to reopen at start: the last one opened or saved, if it still exists."""
     last = settings.get("last_story")
-    return last if last and Path(last).is_file() else None
+    return last if last and is_file(last) else None
 
 
 def forget_last_story(settings) -> None:

@@ -4,7 +4,8 @@ JSON instead of QSettings so the file is readable, lands under ``NEOX_WRITER_HOM
 every other file, and can be written atomically by the background `FileWriter`.
 Unknown or mistyped values fall back to their defaults, and so do numbers outside the range
 the app uses them in (a Qt spin box or timer holds a C int: a font size of 10**12 would stop
-the window from opening): a hand-edited or damaged settings file must never stop the program
+the window from opening), and so do paths no file system could hold (a name of thousands of
+characters made the start-up's `stat` raise): a hand-edited or damaged settings file must never stop the program
 from starting. The fuzzing harness (tests/fuzz, target "settings") holds the reader to that.
 """
 from __future__ import annotations
@@ -50,6 +51,8 @@ RANGES = {
     "version": (1, 1 << 31), "font_size": (7, 40), "threads": (0, 256), "autosave_seconds": (5, 24 * 3600),
     "server_port": (0, 65535), "page_chars": (0, 160),
 }
+# The settings that hold a path (the app stats them at start); recent_stories holds a list of them.
+PATH_KEYS = ("last_model", "last_story_dir", "last_story")
 
 
 def settings_path() -> Path:
@@ -89,15 +92,18 @@ class Settings:
 
 def _usable(key: str, value) -> bool:
     """Whether a value read from the file can stand for the setting: the default's type, within
-    RANGES, and for the containers the shapes the app reads (lists of paths, presets of values)."""
+    RANGES, a path any file system could hold, and for the containers the shapes the app reads
+    (lists of such paths, presets of values)."""
     default = DEFAULTS[key]
     if type(value) is not type(default):
         return False
     if key in RANGES:
         low, high = RANGES[key]
         return low <= value <= high
+    if key in PATH_KEYS:
+        return paths.plausible_path(value)
     if key == "recent_stories":
-        return all(isinstance(p, str) for p in value)
+        return all(isinstance(p, str) and paths.plausible_path(p) for p in value)
     if key == "user_presets":
         return all(isinstance(v, dict) for v in value.values())
     return True

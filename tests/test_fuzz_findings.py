@@ -424,3 +424,34 @@ def test_the_sampling_panel_clamps_what_a_story_or_the_settings_hold(qtbot):
     assert values["seed"] == MAX_SEED and values["rep_pen_range"] == SAMPLER_RANGES["rep_pen_range"][1]
     assert values["temperature"] == SAMPLER_RANGES["temperature"][1] and values["top_k"] == 0
     assert values["max_new_tokens"] == 1 and math.isfinite(values["min_p"])
+
+
+@pytest.mark.parametrize("path", ["x" * 3000, "/home/" + "x" * 300 + "/a.json", "/a\0b.json", "/caf\ud800.json",
+                                  "/" + "d/" * 2100 + "a.json"])
+def test_a_path_setting_no_file_system_could_hold_reads_as_its_default(tmp_path, path):
+    """A last story or recent story of thousands of characters was accepted and then made the
+    start-up's Path.is_file raise OSError (File name too long)."""
+    from app.recent import recent_stories, startup_story
+    from app.settings import DEFAULTS, PATH_KEYS, Settings
+    from app.window.application import startup_model
+    good = str(tmp_path / "story.json")
+    (tmp_path / "story.json").write_text("{}")
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text(json.dumps({**{key: path for key in PATH_KEYS}, "recent_stories": [good, path]}),
+                             encoding="utf-8", errors="surrogatepass")
+    settings = Settings.load(settings_file)
+    for key in PATH_KEYS + ("recent_stories",):
+        assert settings.get(key) == DEFAULTS[key], key
+    assert recent_stories(settings) == [] and startup_story(settings) is None
+    startup_model(settings)
+    settings.set("recent_stories", [good, path])        # set by hand, the start-up still does not fail
+    settings.set("last_story", path)
+    assert recent_stories(settings) == [good] and startup_story(settings) is None
+
+
+def test_a_long_but_possible_path_setting_is_kept(tmp_path):
+    from app.settings import Settings
+    path = "/" + "/".join(["x" * 255] * 15)
+    (tmp_path / "settings.json").write_text(json.dumps({"last_story": path, "recent_stories": [path]}))
+    settings = Settings.load(tmp_path / "settings.json")
+    assert settings.get("last_story") == path and settings.get("recent_stories") == [path]

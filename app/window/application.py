@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from app.bundled import demo_model, icon_path
+from app.paths import is_file
 from app.recent import forget_last_story, startup_story
 
 
 def startup_model(settings) -> str | None:
     """The model to open at start: the last one used if it still exists, else the bundled demo."""
     last = settings.get("last_model")
-    if last and Path(last).is_file():
+    if last and is_file(last):
         return last
     demo = demo_model()
     return str(demo) if demo else None

@@ -91,7 +91,7 @@ class Dialogs(QObject):
     def folder(self) -> str:
         """Where the file choosers start: the folder of the last story saved, else the stories folder."""
         last = self.settings.get("last_story_dir")
-        return last if last and Path(last).is_dir() else str(paths.stories_dir())
+        return last if last and paths.is_dir(last) else str(paths.stories_dir())
 
     def save_to(self, path) -> None:
         self.settings.set("last_story_dir", str(Path(path).parent))
