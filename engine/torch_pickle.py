@@ -176,6 +176,7 @@ class TorchArchive:
         except ZIP_ERRORS:
             raise ModelFormatError(self.path, 0, "not a zip archive (only the torch.save zip format of "
                                                  "PyTorch >= 1.6 is supported)") from None
+        self.file_size = self.path.stat().st_size
         pickles = [n for n in self.zip.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:
             raise ModelFormatError(self.path, None, f"expected one <folder>/data.pkl in the archive, found {pickles}")
@@ -187,7 +188,6 @@ class TorchArchive:
             if order != b"little":
                 raise ModelFormatError(self.path, None, f"storages are {order!r:.40} endian; only little-endian is supported")
         self._mmap = None
-        self.file_size = self.path.stat().st_size
 
     @contextlib.contextmanager
     def _damage(self, member: str):
@@ -198,10 +198,16 @@ class TorchArchive:
             raise ModelFormatError(self.path, None, f"{member}: damaged archive member ({e})") from None
 
     def read_member(self, info: zipfile.ZipInfo, limit: int) -> bytes:
-        """A whole member (checked against its CRC), refused when it claims more than `limit` bytes."""
+        """A whole member (checked against its CRC), refused when it claims more than `limit` bytes,
+        or a compressed size that its content or the archive cannot have: zipfile allocates a
+        stored member's compressed size in one piece before reading it."""
         if info.file_size > limit:
             raise ModelFormatError(self.path, info.header_offset, f"{info.filename} is {info.file_size} bytes, "
                                                                   f"more than the {limit} it may have")
+        if info.compress_size > min(compressed_bound(info), self.file_size - info.header_offset):
+            raise ModelFormatError(self.path, info.header_offset,
+                                   f"{info.filename}: compressed size {info.compress_size} does not fit its "
+                                   f"{info.file_size} bytes of content in the {self.file_size}-byte archive")
         with self._damage(info.filename):
             return self.zip.read(info)
 
@@ -239,6 +245,13 @@ class TorchArchive:
             raise ModelFormatError(self.path, info.header_offset, f"bad zip local header for {info.filename}")
         name_len, extra_len = struct.unpack("<HH", local[26:30])
         return info.header_offset + 30 + name_len + extra_len
+
+
+def compressed_bound(info: zipfile.ZipInfo) -> int:
+    """The most bytes a member of `info.file_size` bytes takes in the archive: its size when stored;
+    deflate, bzip2 and lzma add well under 1% + 1 KiB to content they cannot compress."""
+    n = info.file_size
+    return n if info.compress_type == zipfile.ZIP_STORED else n + n // 100 + 1024
 
 
 MEMO_OPS = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}

@@ -167,6 +167,28 @@ def test_a_member_name_that_is_not_utf8_or_a_negative_offset_is_refused(tmp_path
             load_torch_state_dict(path)
 
 
+@pytest.mark.parametrize("member", ["archive/byteorder", "archive/data.pkl"])
+@pytest.mark.parametrize("compressed", [1 << 30, 200])
+def test_a_compressed_size_the_member_cannot_have_is_refused_before_reading_it(tmp_path, member, compressed):
+    # the fuzzer's file: byteorder's central record claimed 1 GiB compressed for 6 bytes, and
+    # zipfile allocated the 1 GiB to read the stored member into
+    data = bytearray(one_tensor_archive(tmp_path).read_bytes())
+    central = data.find(b"PK\x01\x02")              # the member's central record: the name at +46
+    while data[central + 46:central + 46 + len(member)] != member.encode():
+        central = data.find(b"PK\x01\x02", central + 4)
+    data[central + 20:central + 24] = struct.pack("<I", compressed)
+    path = tmp_path / "sizes.bin"
+    path.write_bytes(bytes(data))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFormatError, match=f"{member}: compressed size {compressed} does not fit"):
+            load_torch_state_dict(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+
+
 def rezip_with_pickle(src, dst, pickle_bytes: bytes):
     with zipfile.ZipFile(src) as z, zipfile.ZipFile(dst, "w") as out:
         for info in z.infolist():
