@@ -99,10 +99,11 @@ class EmbeddedTokenizer:
             hf = RustTokenizer.from_str(json.dumps(self.tokenizer_json()))
         except Exception as e:     # tokenizers raises a bare Exception for inconsistent input
             raise ValueError(f"{self.source}: the tokenizer in the file's metadata is unusable: {e}") from None
-        tok = HFTokenizer(hf, source=f"the metadata of {self.source}")
         roles = token_roles(self.tokens, self.token_types)
         used = [i for i, r in enumerate(roles) if r != TokenType.UNUSED]
-        tok.n_vocab = used[-1] + 1 if used else 0
+        # ids run to the last used token: unused ones and repeated strings leave gaps the
+        # tokenizers library does not count
+        tok = HFTokenizer(hf, source=f"the metadata of {self.source}", n_vocab=used[-1] + 1 if used else 0)
         if self.eos_id is not None:
             tok.eos_id = self.eos_id
         return tok

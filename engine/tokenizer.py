@@ -89,9 +89,16 @@ class Tokenizer:
 class HFTokenizer(Tokenizer):
     """A Hugging Face `tokenizer.json` run by the `tokenizers` library: the exact tokenizer."""
 
-    def __init__(self, hf, source: str = "tokenizer.json"):
+    def __init__(self, hf, source: str = "tokenizer.json", n_vocab: int | None = None):
+        """`n_vocab`: the ids the tokenizer covers (default: as many as it has tokens). An id at or
+        past it is refused (ValueError naming the token): the encoder would produce it, and no
+        model row or byte table holds it."""
         self._hf = hf
-        self.n_vocab = hf.get_vocab_size(with_added_tokens=True)
+        self.n_vocab = hf.get_vocab_size(with_added_tokens=True) if n_vocab is None else n_vocab
+        token, top = max(hf.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1], default=("", -1))
+        if top >= self.n_vocab:
+            raise ValueError(f"{source}: token {token!r:.60} has id {top}, outside the {self.n_vocab} ids "
+                             f"the tokenizer covers (0..{self.n_vocab - 1})")
         eos = hf.token_to_id("<|endoftext|>")
         self.eos_id = 0 if eos is None else eos
         self.approximate = False

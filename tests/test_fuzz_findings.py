@@ -477,3 +477,36 @@ def test_a_long_but_possible_path_setting_is_kept(tmp_path):
     (tmp_path / "settings.json").write_text(json.dumps({"last_story": path, "recent_stories": [path]}))
     settings = Settings.load(tmp_path / "settings.json")
     assert settings.get("last_story") == path and settings.get("recent_stories") == [path]
+
+
+# -- tokenizer.json (fuzz target "tokenizer-json") --------------------------------------------------
+
+def test_a_tokenizer_json_with_an_id_past_its_vocabulary_is_refused_naming_the_token(tmp_path):
+    """The fuzzer's file gave "e" the id 2**31: the tokenizer loaded and encoded text to ids no
+    model row or byte table holds."""
+    from engine.tokenizer import HFTokenizer
+    doc = json.loads((Path(__file__).parent / "fuzz" / "corpus" / "tokenizer-json" / "tokenizer.json").read_text())
+    doc["model"]["vocab"]["e"] = 2 ** 31
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"token 'e' has id 2147483648, outside the 320 ids"):
+        HFTokenizer.from_file(path)
+    doc["added_tokens"][0]["id"] = doc["model"]["vocab"]["e"] = 320     # an added token past the end too
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"has id 320, outside the 320 ids"):
+        HFTokenizer.from_file(path)
+
+
+def test_a_gguf_tokenizer_with_gaps_in_its_ids_covers_every_id_to_the_last_used_one():
+    """Unused and repeated token strings leave ids the tokenizers library does not count; the
+    byte table still covers them (an id there read past its end before)."""
+    from engine import gguf_constants as C
+    from engine.gguf_tokenizer import EmbeddedTokenizer
+    from engine.tokenizer import bytes_to_unicode
+    alphabet = [bytes_to_unicode()[b] for b in range(256)]
+    tokens = ["<|endoftext|>", "[PAD1]", *alphabet, "ab", "ab", "abc"]      # "ab" twice
+    types = [C.TokenType.CONTROL, C.TokenType.UNUSED] + [C.TokenType.NORMAL] * (len(tokens) - 2)
+    tok = EmbeddedTokenizer(C.TOKENIZER_MODEL_GPT2, tokens, [int(t) for t in types], ["a b", "ab c"], "test").build()
+    assert tok.n_vocab == len(tokens)
+    assert tok.encode("abc") == [len(tokens) - 1]
+    assert [tok.token_bytes(i) for i in (1, len(tokens) - 2, len(tokens) - 1)] == [b"", b"", b"abc"]
