@@ -29,6 +29,8 @@ SKIPPED_SUFFIXES = (".attention.bias", ".attention.masked_bias", "rotary_emb.inv
 
 # The only rotary base the ggml header can express: it has no field for it.
 GGML_ROPE_BASE = 10000.0
+# The smallest context worth converting: a prompt token and the token generated after it.
+MIN_CTX = 2
 
 
 class NeoXConfig:
@@ -37,12 +39,14 @@ class NeoXConfig:
     def __init__(self, config: dict, path: Path):
         self.path = path
 
-        def field(name, most):
+        def field(name, most, least=1):
             if name not in config:
                 raise ModelFormatError(path, None, f"missing field {name!r}")
             value = config[name]
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ModelFormatError(path, None, f"{name} = {value!r:.60} is not a positive integer")
+            if value < least:
+                raise ModelFormatError(path, None, f"{name} = {value} is too small (at least {least})")
             # the ggml reader's limits: a converted file beyond them would not load, and the
             # sizes here shape every list of tensors made from the config (2**31 layers did)
             if value > most:
@@ -53,7 +57,7 @@ class NeoXConfig:
         if model_type != "gpt_neox":
             raise ModelFormatError(path, None, f"model_type {model_type!r:.60} is not gpt_neox")
         self.n_vocab = field("vocab_size", MAX_VOCAB)
-        self.n_ctx = field("max_position_embeddings", MAX_CTX)
+        self.n_ctx = field("max_position_embeddings", MAX_CTX, MIN_CTX)
         self.n_embd = field("hidden_size", MAX_EMBD)
         self.n_head = field("num_attention_heads", MAX_EMBD)
         self.n_layer = field("num_hidden_layers", MAX_LAYER)
@@ -85,6 +89,9 @@ class NeoXConfig:
                                                "field for the base, so the file would run with the wrong one")
         # Python truncation, exactly as the original converter: int(0.25 * 80) = 20.
         self.n_rot = int(rotary_pct * self.head_dim)
+        if self.n_rot % 2:      # rotary dimensions turn in pairs; transformers could not run it either
+            raise ModelFormatError(path, None, f"rotary fraction {rotary_pct!r} of the head size {self.head_dim} "
+                                               f"gives an odd number of rotary dimensions ({self.n_rot})")
 
         self.parallel_residual = bool(config.get("use_parallel_residual", True))
         self.tied_head = bool(config.get("tie_word_embeddings", False))
@@ -95,8 +102,9 @@ class NeoXConfig:
         if act != "gelu":
             raise ModelFormatError(path, None, f"hidden_act {act!r} is not 'gelu' (exact erf GELU)")
         eps = config.get("layer_norm_eps", 1e-5)
-        if not isinstance(eps, (int, float)) or abs(eps - 1e-5) > 1e-12:
-            raise ModelFormatError(path, None, f"layer_norm_eps {eps!r} is not 1e-5, which ggml hard-codes")
+        # (compared, not subtracted: an int of 400 digits does not convert to a float)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 1e-5 - 1e-12 <= eps <= 1e-5 + 1e-12:
+            raise ModelFormatError(path, None, f"layer_norm_eps {eps!r:.60} is not 1e-5, which ggml hard-codes")
 
     @classmethod
     def from_file(cls, path) -> "NeoXConfig":

@@ -384,6 +384,14 @@ def test_a_lone_surrogate_becomes_a_replacement_character_so_the_story_saves_aga
     ({"num_hidden_layers": 2 ** 31}, "absurd"),               # a list of 2**31 * 12 tensor shapes: 9 GB
     ({"vocab_size": 2 ** 40}, "absurd"),
     ({"model_type": ["x"] * 1000}, "is not gpt_neox"),
+    ({"layer_norm_eps": -10 ** 400}, "layer_norm_eps"),       # OverflowError from eps - 1e-5
+    ({"layer_norm_eps": True}, "layer_norm_eps"),
+    # converted, then refused by the ggml reader (n_rot must be even): rotary dimensions turn in pairs
+    ({"rope_parameters": {"partial_rotary_factor": 0.1, "rope_theta": 10000, "rope_type": "default"}},
+     r"rotary fraction 0.1 of the head size 16 gives an odd number of rotary dimensions \(1\)"),
+    ({"rotary_pct": 3 / 16}, r"odd number of rotary dimensions \(3\)"),
+    # converted and loaded, but no prompt token and the token after it fit in the context
+    ({"max_position_embeddings": 1}, r"max_position_embeddings = 1 is too small \(at least 2\)"),
 ])
 def test_a_config_json_beyond_reason_is_refused_by_name(tmp_path, change, words):
     from engine.convert import NeoXConfig
@@ -398,6 +406,21 @@ def test_a_config_json_beyond_reason_is_refused_by_name(tmp_path, change, words)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peak < 16 * 2 ** 20
+
+
+def test_the_smallest_context_and_rotary_fraction_allowed_convert_and_run(tmp_path):
+    import shutil
+    from engine.convert import convert_hf
+    config = json.loads((FIXTURES / "tiny-parallel" / "config.json").read_text())
+    config.update(max_position_embeddings=2, rotary_pct=2 / 16)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    for name in ("model.safetensors", "tokenizer.json"):
+        shutil.copy(FIXTURES / "tiny-parallel" / name, tmp_path / name)
+    convert_hf(tmp_path, tmp_path / "out.bin", "f32")
+    model = engine.load_model(tmp_path / "out.bin", backend="reference")
+    assert (model.config.n_ctx, model.config.n_rot) == (2, 2)
+    assert np.isfinite(model.new_session(2).eval([0, model.config.n_vocab - 1])).all()
+    model.close()
 
 
 def test_a_config_json_nested_too_deeply_is_refused(tmp_path):
