@@ -12,7 +12,8 @@ MAX_SEED = 2**31 - 1             # the panel's seed box (a Qt spin box holds a C
 
 # The ranges are those of the clients people point at this server, so that nothing they can set
 # is refused (SillyTavern 1.12: temperature to 5, repetition penalty to 3, its range to 65536 or
-# "all", slope to 10, mirostat tau to 20, dynamic temperature to 5 with exponent to 10), while
+# "all", slope to 10, mirostat tau to 20, dynamic temperature to 5 with exponent to 10, smoothing
+# curve to 10), while
 # absurd values still are (a temperature of 1e9). Penalty windows longer than the context are
 # simply the whole context.
 MAX_TOKEN_RANGE = 65536
@@ -66,7 +67,7 @@ SAMPLER_ROWS = (
                "dynatempExponentSlider"),
     SamplerRow("smoothing_factor", "Smoothing factor", 0.0, 10.0, 100,
                "quadratic sampling: raise likely tokens, cut the tail (0 = off)", "smoothingFactorSlider"),
-    SamplerRow("smoothing_curve", "Smoothing curve", 1.0, 3.0, 100, "1 = quadratic; higher = steeper tail cut",
+    SamplerRow("smoothing_curve", "Smoothing curve", 1.0, 10.0, 100, "1 = quadratic; higher = steeper tail cut",
                "smoothingCurveSlider"),
 )
 

@@ -130,7 +130,7 @@ class SamplerSettings:
         _check_number("dynatemp_range", self.dynatemp_range, low=0.0)
         _check_number("dynatemp_exponent", self.dynatemp_exponent, low=0.0)
         _check_number("smoothing_factor", self.smoothing_factor, low=0.0)
-        _check_number("smoothing_curve", self.smoothing_curve, low=1.0, high=3.0)
+        _check_number("smoothing_curve", self.smoothing_curve, low=1.0, high=10.0)   # SillyTavern's slider
         object.__setattr__(self, "dry_sequence_breakers",
                            _normalise_strings("dry_sequence_breakers", self.dry_sequence_breakers, MAX_DRY_BREAKERS))
         object.__setattr__(self, "banned_phrases",
@@ -467,7 +467,8 @@ def apply_smoothing(c: Candidates, factor: float, curve: float = 1.0) -> Candida
     """Quadratic sampling: with h the top logit and d = logit - h (<= 0), the logit becomes
     h - k*factor*d^2 + s*factor*d^3, k = (3 - curve)/2, s = (curve - 1)/2 (text-generation-webui's
     smoothing_curve; curve 1 is KoboldCpp's plain quadratic). Near-top tokens come closer to the
-    top, the tail falls away; the order is kept. factor 0 disables."""
+    top, the tail falls away; up to curve 3 the order is kept (above it, as in text-generation-webui,
+    tokens just below the top may pass it). factor 0 disables."""
     if factor <= 0 or len(c) <= 1:
         return c
     h = c.logits.max()

@@ -275,7 +275,7 @@ def test_mirostat_v1_runs_through_the_sampler():
     ("dry_multiplier", -0.5), ("dry_base", -1.0), ("dry_allowed_length", 1.5), ("dry_penalty_last_n", -2),
     ("dry_sequence_breakers", "not json"), ("dry_sequence_breakers", [1, 2]), ("dry_sequence_breakers", [f"x{i}" for i in range(33)]),
     ("xtc_threshold", 1.5), ("xtc_probability", -0.1), ("dynatemp_range", -1.0), ("dynatemp_exponent", -1.0),
-    ("smoothing_factor", -0.1), ("smoothing_curve", 0.5), ("smoothing_curve", 3.5),
+    ("smoothing_factor", -0.1), ("smoothing_curve", 0.5), ("smoothing_curve", 10.5),
     ("banned_phrases", "a phrase"), ("banned_phrases", [f"p{i}" for i in range(49)]),
 ])
 def test_invalid_settings_name_the_setting(field, value):
@@ -454,6 +454,8 @@ def test_smoothing_is_quadratic_around_the_top_logit():
     np.testing.assert_allclose(apply_smoothing(c, 0.5).logits, [2.0, 1.5, 0.0])          # 2 - 0.5 d^2
     np.testing.assert_allclose(apply_smoothing(c, 0.5, curve=3.0).logits, [2.0, 1.5, -2.0])   # 2 + 0.5 d^3
     np.testing.assert_allclose(apply_smoothing(c, 0.5, curve=2.0).logits, [2.0, 1.5, -1.0])
+    # SillyTavern's slider goes to 10: text-generation-webui's formula, k = -3.5, s = 4.5 (d = -1, -2)
+    np.testing.assert_allclose(apply_smoothing(c, 0.5, curve=10.0).logits, [2.0, 2.0 + 1.75 - 2.25, 2.0 + 7.0 - 18.0])
     assert apply_smoothing(c, 0.0) is c
     # after the temperature, as KoboldCpp's sample_temperature: [4, 2, 0] / 2 -> [2, 1, 0] -> smoothed
     np.testing.assert_allclose(apply_temperature(cands([4.0, 2.0, 0.0]), 2.0, 0.5).logits, [2.0, 1.5, 0.0])

@@ -77,7 +77,7 @@ def test_sillytavern_sends_its_samplers_on_every_request(server):
 
 
 def test_sampler_fields_are_checked(server):
-    for field, value in [("dry_multiplier", -1), ("xtc_threshold", 2), ("smoothing_curve", 9),
+    for field, value in [("dry_multiplier", -1), ("xtc_threshold", 2), ("smoothing_curve", 11),
                          ("dry_sequence_breakers", "[not json"), ("banned_tokens", [1, 2]),
                          ("banned_phrases", [f"p{i}" for i in range(49)])]:
         status, _, body = request(server, "POST", "/api/v1/generate", {"prompt": PROMPT, field: value})
@@ -202,7 +202,8 @@ WIDEST = {
     "sillytavern-1.12.6-llamacpp_generate_stream.json": dict(
         temperature=5.0, repeat_penalty=3, repeat_last_n=8192, rep_pen_range=8192, top_k=-1, seed=18446744073709552000,
         sampler_seed=18446744073709552000),
-    "sillytavern-1.12.6-ooba_generate_nostream.json": dict(temperature=4.99, rep_pen=2.5, seed=99999999999,
+    "sillytavern-1.12.6-ooba_generate_nostream.json": dict(temperature=4.99, rep_pen=2.5, smoothing_factor=0.3,
+                                                           smoothing_curve=10, seed=99999999999,
                                                                    sampler_seed=99999999999),
     "kobold-lite-180-generate-dry.json": dict(temperature=4.0, rep_pen=3, rep_pen_range=4096, rep_pen_slope=10,
                                               sampler_seed=2**63),

@@ -153,7 +153,7 @@ def test_the_server_takes_every_value_the_panel_offers():
 @pytest.mark.parametrize("field, value", [
     ("temperature", 5), ("temperature", 4.0), ("rep_pen", 3), ("rep_pen_range", 8192), ("rep_pen_range", 65536),
     ("rep_pen_range", -1), ("rep_pen_slope", 10), ("mirostat_tau", 20), ("top_k", -1), ("dynatemp_exponent", 10),
-    ("dry_penalty_last_n", 8192)])
+    ("dry_penalty_last_n", 8192), ("smoothing_curve", 10)])
 def test_the_ends_of_sillytaverns_sliders_are_accepted(field, value):
     """SillyTavern 1.12's own slider ends (public/index.html: textgen temperature 0-5, Kobold
     temperature 0-4, repetition penalty 1-3, range -1 ("All") to 8192 and 65536 with the context
