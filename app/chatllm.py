@@ -28,6 +28,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 from app.textsource import LocalSource, RemoteSource
+from app.threads import GilHandover
 
 GIL_SWITCH_INTERVAL = 0.001     # seconds (Python's default is 0.005); see ChatLLM.__init__
 
@@ -268,8 +269,10 @@ class LLMWorker(QObject):
         last_emit = float("-inf")      # the first token goes out at once: it shows the model is writing
         started = None
         n = 0
+        handover = GilHandover()     # the GUI thread would otherwise wait for the GIL tens of ms
         try:
             for event in events:
+                handover()
                 if not hasattr(event, "token"):          # a DoneEvent: one per continuation
                     if batch:
                         self.tokensReady.emit(rid, batch)

@@ -23,6 +23,7 @@ from typing import Iterator
 import numpy as np
 
 from app.server.request import ChoiceEvent, GenerationRequest, PromptScores, PromptWindow
+from app.threads import GilHandover
 
 
 class EngineWorker:
@@ -81,7 +82,9 @@ class EngineWorker:
                     request.prompt, min(MAX_BRANCHES, request.n - first), settings, memory=request.memory,
                     max_tokens=request.max_tokens, stop=request.stop, max_context=request.max_context,
                     cancel=cancel)
+                handover = GilHandover()   # the desktop app's GUI thread shares the GIL with this one
                 for event in events:
+                    handover()
                     yield ChoiceEvent(first + event.index, event)
 
     def score_prompt(self, prompt: str, top_n: int) -> PromptScores:
