@@ -57,6 +57,28 @@ def test_the_model_follows_changes_of_text_and_shape(qtbot):
     assert model.index(0, 0).data().startswith("★ ")
 
 
+def test_a_passage_streaming_past_its_first_words_is_not_repainted(qtbot):
+    # each repaint asks the Python model for every role of the row, a wait for the GIL each
+    # while the engine thread runs: only a row that reads differently is repainted
+    s = four_siblings()
+    model = StoryTreeModel(s.tree)
+    changed = []
+    model.dataChanged.connect(lambda a, b: changed.append(a.data(PASSAGE_ID_ROLE)))
+    current = s.tree.current
+    s.tree.update(current, text=" Then a long silence fell over the house.")    # more than six words
+    model.refresh()
+    assert changed == [current]
+    label = model.index_of(current).data()
+    for more in (" It lasted.", " It lasted all night."):                     # the first six words stay
+        s.tree.update(current, text=s.tree.nodes[current].text + more)
+        assert not model.refresh()
+    assert changed == [current] and model.index_of(current).data() == label
+    assert "It lasted all night." in model.index_of(current).data(Qt.ToolTipRole)   # asked for on hover
+    s.tree.set_bookmark(current)
+    model.refresh()
+    assert changed == [current, current] and model.index_of(current).data().startswith("★ ")
+
+
 def test_the_panel_emits_intents_and_marks_the_current_passage(qtbot):
     s = four_siblings()
     panel = StoryTreePanel()

@@ -61,10 +61,12 @@ class StoryTreeModel(QAbstractItemModel):
             self._shape = shape
             self.endResetModel()
             return True
-        # only the passages that changed (a new object: passages are frozen) or left or joined
-        # the path are repainted, so streaming into one passage of a large tree stays cheap
+        # only the passages whose row reads differently (or that left or joined the path) are
+        # repainted: a passage streaming in keeps its first words after its first batches, and
+        # each repaint calls data() in Python for every role, a GIL wait each while the engine runs
         for pid, node in self._tree.nodes.items():
-            if pid in moved or shown.get(pid) is not node:
+            old = shown.get(pid)
+            if pid in moved or (old is not node and (old is None or _row_text(old) != _row_text(node))):
                 index = self.index_of(pid)
                 self.dataChanged.emit(index, index)
         return False
@@ -112,7 +114,7 @@ class StoryTreeModel(QAbstractItemModel):
         if node is None:
             return None
         if role == Qt.DisplayRole:
-            return ("★ " if node.bookmarked else "") + node.label() + (" ✎" if node.edited else "")
+            return _row_text(node)
         if role == Qt.ToolTipRole:
             return self._tooltip(node)
         if role == Qt.FontRole and node.id in self._on_path:
@@ -137,6 +139,11 @@ class StoryTreeModel(QAbstractItemModel):
             about.append("edited")
         about.append(f"alternative {index}/{count}")
         return f"{text}\n\n({', '.join(about)})"
+
+
+def _row_text(node) -> str:
+    """What a passage's row says: its first words, a star when bookmarked, a pencil when edited."""
+    return ("★ " if node.bookmarked else "") + node.label() + (" ✎" if node.edited else "")
 
 
 class StoryTreePanel(QWidget):
@@ -190,6 +197,8 @@ class StoryTreePanel(QWidget):
         if reshaped:
             self.view.expandAll()
         current = self.model.index_of(self.model.tree.current)
+        if not reshaped and self.view.currentIndex() == current:
+            return          # (a stream's refresh) scrolling to it again would ask the model for every row above
         self.view.setCurrentIndex(current)
         self.view.scrollTo(current)
 
