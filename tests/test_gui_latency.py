@@ -11,6 +11,17 @@ passage each batch; it now follows the stream 4 times a second. Full garbage col
 kept off the stream (gc.freeze when a generation starts, app/chatllm.py) and the engine thread
 hands the GIL back every 1 ms instead of 5.
 
+What remained (a single generation's worst gap 18-67 ms by the wall clock on a quiet machine,
+the first generation of a window as often as a later one): the GUI thread asleep on the GIL's
+futex for 20-50 ms at a time (its state sampled from /proc every 0.3 ms by another process, its
+CPU time a third of the gap). CPython takes the GIL from a running thread only when a waiter has
+waited a whole switch interval with no switch in between, and the engine's own short releases
+(numpy's BLAS calls) count as switches, so the waiter's clock kept starting again. The engine
+thread now sleeps 0.1 ms every 2 ms of generating (app.threads.GilHandover): worst gaps 11-18 ms,
+the same tokens per second, so each of three generations is held to the limit, not the best of
+them. Each story-tree refresh during the stream also repainted the streaming passage, dozens of
+calls into its Python model; a passage is now repainted only when its row reads differently.
+
 On a machine shared with other work the operating system may leave the GUI thread waiting for a
 processor although it is ready to run; that wait is not the program's doing, so where Linux
 reports it it is taken off each gap (an allowance for a loaded machine: on an idle one it is zero
@@ -65,15 +76,13 @@ def measure(qtbot, window, prompt: str) -> tuple[float, str]:
                           f"ticks, worst gaps {loop.worst()} ms ({loop.longest_wall * 1000:.1f} ms by the wall clock)")
 
 
-def test_the_longest_event_loop_gap_over_a_400_token_generation_is_two_frames(qtbot, window):
-    # The best of up to three generations (the story grows with each: a longer document to lay
-    # out), as benchmarks here take the best of rounds: a stall of the program's own shows in
-    # every run, another process's burst of work in one.
+def test_the_longest_event_loop_gap_of_each_400_token_generation_is_two_frames(qtbot, window):
+    # Three generations, each held to the limit (the story grows with each: a longer document
+    # to lay out, a larger story tree); on a loaded machine the run-queue wait is allowed for.
     runs = []
     for _ in range(3):
         longest, line = measure(qtbot, window, None if runs else "Once upon a time")
-        runs.append(line)
+        runs.append((longest, line))
         print(line)
-        if longest <= MAX_GAP:
-            return
-    pytest.fail("the GUI thread stalled longer than 33 ms in every run:\n" + "\n".join(runs))
+    assert all(longest <= MAX_GAP for longest, _ in runs), \
+        "the GUI thread stalled longer than 33 ms:\n" + "\n".join(line for _, line in runs)
