@@ -34,7 +34,10 @@ class GilHandover:
     counts as a switch, so the waiter's interval starts again and it can wait indefinitely.
     The GUI thread was measured waiting 20-50 ms at a time this way (futex waits on the GIL,
     sampled from /proc while the engine ran), the longest event-loop gaps of a fast generation.
-    The cost: one 0.1 ms sleep per 2 ms of generating at most (< 5%, 1% at 10 ms a token)."""
+    The cost (bench/gil_handover.py): a hand-over takes about 0.2 ms (the sleep and waking up
+    again), 7-8% of a tiny model's 640-720 tokens/s on the fast backend (one every second
+    token), within the noise at 410M (55 tokens/s, one per token). Every 5 ms it cost 3-4%, but
+    the latency test's worst gaps grew from 11-18 ms to 14-25 ms."""
 
     def __init__(self, every: float = GIL_HANDOVER_EVERY, pause: float = GIL_HANDOVER_PAUSE,
                  clock=time.perf_counter, sleep=time.sleep):

@@ -39,3 +39,13 @@ def test_no_hand_over_before_the_first_interval():
     t.now += 0.0019
     handover()
     assert t.sleeps == []
+
+
+def test_the_cost_benchmark_prints_its_table(tmp_path, capsys):
+    from bench.gil_handover import main
+    from modelgen import write_random_model
+    path = tmp_path / "tiny.bin"
+    write_random_model(path)
+    assert main([str(path), "--tokens", "4", "--rounds", "1"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].startswith("| model | every |") and rows[2].startswith("| tiny.bin | 2 ms | ")
