@@ -334,3 +334,18 @@ def test_save_suggests_the_title_as_the_file_name(qtbot, window, monkeypatch):
     assert window.dialogs.save_as() is False
     window.dialogs.export("markdown")
     assert [os.path.basename(p) for p in asked] == ["The Calm Sea.neoxstory.json", "The Calm Sea.md"]
+
+
+def test_work_deferred_to_the_next_turn_is_dropped_when_the_window_is_gone(qtbot, home):
+    # the first run's dock sizes and the model list's fitting (started by statuses from a thread)
+    # wait for the next turn of the event loop; they ran on a deleted window when it had closed
+    # meanwhile (a RuntimeError in a later test of the suite)
+    from PySide6.QtCore import QEvent
+    from app.window.mainwindow import MainWindow
+    w = MainWindow(backend="reference", check_recovery=False)
+    w.writing._fit_models = True
+    w.writing.on_model_picker_statuses_ready([], "")
+    w.close()
+    w.deleteLater()
+    QApplication.sendPostedEvents(None, QEvent.DeferredDelete)     # gone before the zero timer fires
+    qtbot.wait(20)                               # an exception here fails the test (pytest-qt)

@@ -108,8 +108,8 @@ class Appearance:
             window.resize(1280, 800)
         if not s.get("window_state"):   # first run: room for model names and sampler labels
             em = window.fontMetrics().horizontalAdvance("M")
-            QTimer.singleShot(0, lambda: window.resizeDocks([docks["models"], docks["sampling"]],
-                                                            [em * 32, em * 30], Qt.Horizontal))
+            QTimer.singleShot(0, window, lambda: window.resizeDocks([docks["models"], docks["sampling"]],
+                                                                    [em * 32, em * 30], Qt.Horizontal))
 
     def save(self, window) -> None:
         """Remember the window's geometry and dock layout (written with the other settings)."""

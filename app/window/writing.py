@@ -175,7 +175,7 @@ class WritingTools(QObject):
     def on_model_picker_statuses_ready(self, *args) -> None:
         if self._fit_models:
             self._fit_models = False
-            QTimer.singleShot(0, self.fit_model_list)     # once the list has laid out its columns
+            QTimer.singleShot(0, self, self.fit_model_list)    # once the list has laid out its columns (not if the window closed)
 
     def on_memory_changed(self) -> None:
         self.window.setWindowTitle(f"{self.window.document.title()} — NeoX Writer")   # the title may be new
@@ -338,6 +338,6 @@ class WritingTools(QObject):
         elif watched is self.window and kind == QEvent.PaletteChange:
             self.apply_look()                                # a theme switch: the sheet in its colours
         elif watched is self.window and kind == QEvent.Resize:
-            QTimer.singleShot(0, self.keep_story_room)      # after the layout has placed the docks
-            QTimer.singleShot(0, self.focus.update_tab_tips)
+            QTimer.singleShot(0, self, self.keep_story_room)      # after the layout has placed the docks
+            QTimer.singleShot(0, self, self.focus.update_tab_tips)
         return False
