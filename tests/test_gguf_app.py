@@ -95,3 +95,54 @@ def test_the_window_loads_a_gguf_model_and_writes_with_it(qtbot, home, gguf_path
         assert "GGUF v3" in window.status.model_label.text()
     finally:
         window.close()
+
+
+def test_the_list_shows_the_catalogs_gguf_files_and_downloads_one_with_progress(qtbot, home, tmp_path, gguf_path):
+    from app.widgets.modelpicker import ACTION, NAME, QUANT, RAM, SIZE
+    from http_fixture_server import HubFixture
+    from test_gguf_install import FILE, MODEL_ID, REPO, write_catalog
+    with HubFixture() as hub:
+        hub.add_file(REPO, "main", FILE, gguf_path.read_bytes())
+        manager = ModelManager(tmp_path / "models", hub.endpoint, catalog_path=write_catalog(tmp_path / "c.json"),
+                               cache_dir=tmp_path / "cache", retries=0, backoff=0.01)
+        picker = ModelPicker(manager_factory=lambda: manager)
+        qtbot.addWidget(picker)
+        with qtbot.waitSignal(picker.statusesReady, timeout=WAIT):
+            picker.refresh()
+        item = picker.item_for(MODEL_ID)
+        assert item.parent().text(NAME) == "Demo Austen" and item.text(NAME) == "Q5_1 GGUF (test)"
+        assert (item.text(QUANT), item.text(FORMAT), item.text(SIZE)) == ("Q5_1", "GGUF", "—")   # not known yet
+        assert item.text(RAM) and item.text(ACTION) == "Download"
+        refused = picker.item_for("test--demo-austen.IQ3_M")
+        assert refused.text(ACTION) == "Not supported" and "IQ3_S" in refused.toolTip(ACTION)
+        with qtbot.assertNotEmitted(picker.downloadProgress, wait=200):
+            picker.tree.itemClicked.emit(refused, ACTION)          # nothing to download
+        phases = []
+        picker.downloadProgress.connect(lambda model_id, done, total, phase: phases.append((phase, total)))
+        with qtbot.waitSignal(picker.downloadFinished, timeout=WAIT) as finished:
+            picker.tree.itemClicked.emit(item, ACTION)
+        assert finished.args == [MODEL_ID, ""]
+        assert ("downloading", gguf_path.stat().st_size) in phases and phases[-1][0] == "done"
+        qtbot.waitUntil(lambda: picker.item_for(MODEL_ID).text(ACTION) == "Load", timeout=WAIT)
+        row = picker.item_for(MODEL_ID)
+        assert row.parent().parent().text(NAME) == "Installed" and row.text(FORMAT) == "GGUF"
+        assert row.text(SIZE) != "—" and hub.commit_of(REPO, "main") in row.toolTip(NAME)
+
+
+def test_the_shipped_catalogs_gguf_files_are_listed_under_their_models(qtbot, home, tmp_path):
+    from app.widgets.modelpicker import ACTION, NAME, QUANT, SIZE
+    from test_gguf_install import SHIPPED
+    manager = ModelManager(tmp_path / "models", "http://127.0.0.1:9", catalog_path=SHIPPED,
+                           cache_dir=tmp_path / "cache")
+    picker = ModelPicker(manager_factory=lambda: manager)
+    qtbot.addWidget(picker)
+    with qtbot.waitSignal(picker.statusesReady, timeout=WAIT):
+        picker.refresh()
+    item = picker.item_for("mradermacher--pythia-410m.Q4_K_M")
+    assert item.parent().text(NAME) == "Pythia 410M" and item.text(NAME) == "Q4_K_M GGUF (mradermacher)"
+    assert (item.text(QUANT), item.text(FORMAT), item.text(SIZE), item.text(ACTION)) == ("Q4_K_M", "GGUF", "—",
+                                                                                         "Download")
+    deduped = picker.item_for("mradermacher--pythia-70m-deduped.Q8_0").parent()
+    assert deduped.text(NAME) == "Pythia 70M deduped"       # beside the legacy files of the same model
+    assert {deduped.child(i).text(FORMAT) for i in range(deduped.childCount())} >= {"GGUF", "ggmlv3"}
+    assert picker.item_for("mradermacher--dolly-v2-3b.Q4_0_4_4").text(ACTION) == "Not supported"

@@ -2,6 +2,7 @@
 
     list [--json] [--refresh] | download ID | import FILE | verify [ID...] | remove ID | path [ID]
     add-hf REPO [--revision REV] [--type f16|q8_0|q5_1|q4_0] [--json] [--delete-checkpoint]
+    add-gguf REPO FILE [--revision REV] [--json]
 
 Exit codes: 0 done, 1 failed (network, checksum, refused file, paused), 2 bad usage
 (unknown id, missing file, bad arguments). No Qt is imported here.
@@ -26,7 +27,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app.models", description="Find, download, verify and "
-                                     "remove the ggml model files NeoX Writer runs.")
+                                     "remove the ggml and GGUF model files NeoX Writer runs.")
     parser.add_argument("--models-dir", type=Path, help="models folder (default: the user data folder's models/)")
     parser.add_argument("--endpoint", help="hub or mirror URL (default: $HF_ENDPOINT or https://huggingface.co)")
     parser.add_argument("--stall-timeout", type=float, default=30.0, metavar="S",
@@ -52,7 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "commit, type, sha256")
     p.add_argument("--delete-checkpoint", action="store_true",
                    help="delete the downloaded checkpoint after converting it (default: keep it)")
-    p = sub.add_parser("import", help="add a local ggml .bin file after checking it")
+    p = sub.add_parser("add-gguf", help="download one GGUF file of a Hugging Face repository, pinned to the commit "
+                                        "its revision is now, verified against the tree API's SHA-256 "
+                                        "(e.g. mradermacher/pythia-70m-GGUF pythia-70m.Q4_K_M.gguf)")
+    p.add_argument("repo", metavar="REPO", help="owner/name of the repository")
+    p.add_argument("file", metavar="FILE", help="the .gguf file's path in the repository")
+    p.add_argument("--revision", default="main", help="branch, tag or commit (default main)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line: id, path, repo, revision, "
+                                                       "commit, type, sha256, size")
+    p = sub.add_parser("import", help="add a local ggml .bin or .gguf file after checking it")
     p.add_argument("file", type=Path)
     p.add_argument("--link", action="store_true", help="hard-link instead of copying when possible")
     p = sub.add_parser("verify", help="re-hash installed models")
@@ -100,10 +109,14 @@ def cmd_list(manager: ModelManager, args) -> int:
         entry = row.entry
         mark = "installed" if row.installed else (f"partial {human_bytes(row.partial_bytes)}"
                                                   if row.partial_bytes else "")
+        if entry is not None and entry.refused and not row.installed:
+            mark = "not supported"
         if entry is None:
             size = human_bytes(row.installed.size)
-        else:
-            size = human_bytes(entry.size) if entry.size else f"~{human_bytes(entry.approx_size)}"
+        elif entry.size:
+            size = human_bytes(entry.size)
+        else:   # a GGUF file's size is the hub's to say; until it has, none is shown
+            size = f"~{human_bytes(entry.approx_size)}" if entry.approx_size else "—"
         record = row.installed
         if entry is None and record.commit:      # converted from Hugging Face: its provenance
             about = f"{record.repo}@{record.revision} (commit {record.commit[:12]}, {record.output_type})"
@@ -122,11 +135,7 @@ def cmd_download(manager: ModelManager, args) -> int:
                                                      with_tokenizer=not args.no_tokenizer), control.pause)
     bar.finish_line()
     if "error" in outcome:
-        exc = outcome["error"]
-        if isinstance(exc, DownloadStopped):
-            print(str(exc), file=sys.stderr)
-            return EXIT_FAILED
-        raise exc
+        return stopped_or_raise(outcome["error"])
     result = outcome["result"]
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -160,11 +169,7 @@ def cmd_add_hf(manager: ModelManager, args) -> int:
     outcome = run_in_thread(work, stop)
     bar.finish_line()
     if "error" in outcome:
-        exc = outcome["error"]
-        if isinstance(exc, (DownloadStopped, ConversionCancelled)):
-            print(str(exc), file=sys.stderr)
-            return EXIT_FAILED
-        raise exc
+        return stopped_or_raise(outcome["error"], ConversionCancelled)
     result = outcome["result"]
     record = result.record
     where = (f"; checkpoint kept in {result.checkpoint_dir}" if result.checkpoint_dir else "")
@@ -174,6 +179,40 @@ def cmd_add_hf(manager: ModelManager, args) -> int:
     if args.json:
         print(json.dumps(result.to_json(manager.models_dir), sort_keys=True))
     return EXIT_OK
+
+
+def cmd_add_gguf(manager: ModelManager, args) -> int:
+    control = DownloadControl()
+    bar = TerminalProgress()
+
+    def work():
+        plan = manager.plan_gguf(args.repo, args.file, args.revision)
+        print(f"{plan.repo}@{plan.revision} is commit {plan.commit}: {plan.file.path}, {human_bytes(plan.size)}, "
+              f"SHA-256 {plan.sha256}", file=sys.stderr)
+        return manager.add_gguf(plan.repo, plan.file.path, plan.revision, on_progress=bar, control=control, plan=plan)
+
+    # Ctrl-C pauses: the .part is kept, running the command again resumes
+    outcome = run_in_thread(work, control.pause)
+    bar.finish_line()
+    if "error" in outcome:
+        return stopped_or_raise(outcome["error"])
+    result = outcome["result"]
+    record = result.record
+    print(f"{'already installed' if result.already_installed else 'installed'} {record.id}: "
+          f"{manager.manifest.file_path(record)} sha256 {record.sha256} (commit {record.commit})",
+          file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(result.to_json(manager.models_dir), sort_keys=True))
+    return EXIT_OK
+
+
+def stopped_or_raise(exc: BaseException, *stopped: type[BaseException]) -> int:
+    """A paused download (or another stop of `stopped`'s kinds) says what was kept and fails;
+    anything else goes on up to main(), which reports it."""
+    if isinstance(exc, (DownloadStopped, *stopped)):
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAILED
+    raise exc
 
 
 def run_in_thread(work, stop) -> dict:
@@ -227,5 +266,5 @@ def cmd_path(manager: ModelManager, args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"list": cmd_list, "download": cmd_download, "add-hf": cmd_add_hf, "import": cmd_import,
-            "verify": cmd_verify, "remove": cmd_remove, "path": cmd_path}
+COMMANDS = {"list": cmd_list, "download": cmd_download, "add-hf": cmd_add_hf, "add-gguf": cmd_add_gguf,
+            "import": cmd_import, "verify": cmd_verify, "remove": cmd_remove, "path": cmd_path}

@@ -60,6 +60,10 @@ class DiskFullError(DownloadError):
     """Not enough free space before starting, or the disk filled up while writing."""
 
 
+class RefusedFile(DownloadError):
+    """The bytes arrived and match their SHA-256, but the engine's reader refuses the file."""
+
+
 class DownloadStopped(DownloadError):
     """Paused (the .part is kept for a later resume) or cancelled (the .part is deleted)."""
 
@@ -521,6 +525,8 @@ def failure_cause(exc: BaseException) -> str:
             return "disk full"
         if isinstance(seen, ChecksumMismatch):
             return "damaged download (checksum mismatch)"
+        if isinstance(seen, RefusedFile):
+            return "not a model NeoX Writer runs"
         if isinstance(seen, OSError) and not isinstance(seen, DownloadError):
             return "no connection to the hub" if isinstance(seen, ConnectionError) else "cannot write the file"
         seen = seen.__cause__ or seen.__context__

@@ -1,5 +1,9 @@
 """ModelManager: the one object the CLI and the GUI use to list, fetch, import, verify and remove models.
 
+Catalog entries are legacy ggml files (`download`: verified against the catalog or the hub's
+HEAD) or public GGUF files (`download` runs `add_gguf`: pinned to a commit, verified against the
+tree API's LFS SHA-256, then opened with the engine's GGUF reader before it is recorded).
+
 Every method that moves bytes blocks and reports through plain callbacks, so the caller
 chooses the thread: the CLI runs `download` in a `threading.Thread`, the GUI in a QThread
 whose wrapper forwards `on_progress(Progress)` to a signal and calls `control.pause()` or
@@ -12,15 +16,17 @@ import os
 import re
 import shutil
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from app import paths
 from app.models.atomic import fsync_dir, replace_durably
-from app.models.catalog import CACHE_NAME, SHIPPED_CATALOG, Catalog, CatalogEntry
+from app.models.catalog import CACHE_NAME, SHIPPED_CATALOG, Catalog, CatalogEntry, gguf_model_id, gguf_refusal, gguf_type_of
 from app.models.connection import HttpClient, HttpStatusError, NetworkError, RedirectRefused
 from app.models.download import (DiskFullError, DownloadControl, DownloadError, Downloader, Expected, discard_partial,
                                  part_path, read_sidecar, sha256_file, sidecar_path)
+from app.models.gguf_install import GGUFError, GGUFPlan, check_gguf, check_gguf_path, plan_gguf
 from app.models.hf_checkpoint import (OUTPUT_TYPES, CheckpointError, CheckpointPlan, default_output_type,
                                       fetch_checkpoint, plan_checkpoint, program_version, staging_dir)
 from app.models.hub import Hub, RevisionNotFound, check_repo_name, endpoint_from
@@ -87,6 +93,18 @@ class HFInstall:
         r = self.record
         return {"id": r.id, "path": str(models_dir / r.file), "repo": r.repo, "revision": r.revision,
                 "commit": r.commit, "type": r.output_type, "sha256": r.sha256}
+
+
+@dataclass
+class GGUFInstall:
+    """A finished add-gguf: the manifest record (repo, commit, file, size, sha256, type)."""
+    record: InstalledModel
+    already_installed: bool = False
+
+    def to_json(self, models_dir: Path) -> dict:
+        r = self.record
+        return {"id": r.id, "path": str(models_dir / r.file), "repo": r.repo, "revision": r.revision,
+                "commit": r.commit, "type": r.output_type, "sha256": r.sha256, "size": r.size}
 
 
 @dataclass
@@ -187,6 +205,10 @@ class ModelManager:
         """
         entry = self.entry(model_id)
         control = control or DownloadControl()
+        if entry.format == "gguf":
+            # never unverified: the tree API's LFS SHA-256 of the pinned commit, or nothing installed
+            result = self.add_gguf(entry.repo, entry.path, entry.revision, on_progress=on_progress, control=control)
+            return DownloadResult(result.record, [])
         expected, source = self.expected_for(entry)
         if expected.sha256 is None and not allow_unverified:
             raise DownloadError(f"{entry.id}: no SHA-256 is known for {entry.path} (the catalog has none and "
@@ -228,7 +250,7 @@ class ModelManager:
     def tokenizer_path(self, model_id: str) -> Path | None:
         """The cached tokenizer.json for a catalog model, if it has been downloaded."""
         entry = self.catalog.get(model_id)
-        return self.tokenizers.get(entry.tokenizer) if entry else None
+        return self.tokenizers.get(entry.tokenizer) if entry and entry.tokenizer else None
 
     def _record(self, record: InstalledModel) -> None:
         with self._lock:
@@ -251,7 +273,8 @@ class ModelManager:
             meta = info.get("meta") if isinstance(info.get("meta"), dict) else {}
             model_id, sha, size = meta.get("entry_id"), info.get("sha256"), info.get("size")
             part = part_path(dest)
-            if not model_id or self.catalog.get(model_id) is None:
+            gguf = meta.get("format") == "gguf" and all(isinstance(meta.get(k), str) for k in ("repo", "commit", "path"))
+            if not model_id or (self.catalog.get(model_id) is None and not gguf):
                 messages.append(f"{side.name}: not a download of a catalog model; left alone")
                 continue
             if not part.exists() and not dest.exists():
@@ -271,32 +294,110 @@ class ModelManager:
                     messages.append(f"{model_id}: {dest.name} does not match SHA-256 {sha}; not recorded")
                 continue
             if candidate is part:
+                if gguf:
+                    try:
+                        check_gguf(part)        # interrupted between the hash check and the reader's
+                    except DownloadError as exc:
+                        discard_partial(dest)
+                        messages.append(f"{model_id}: {exc}")
+                        continue
                 with open(part, "rb+") as f:
                     os.fsync(f.fileno())
                 replace_durably(part, dest)
-            entry = self.entry(model_id)
-            self._record(InstalledModel(
-                id=model_id, file=dest.name, sha256=digest, size=dest.stat().st_size, origin="download",
-                source=info.get("url", ""), verified_against=str(meta.get("verified_against", "recovered")),
-                repo=entry.repo, revision=entry.revision, path=entry.path, installed_at=now_utc()))
+            if gguf:
+                self._record(InstalledModel(
+                    id=model_id, file=dest.name, sha256=digest, size=dest.stat().st_size, origin="download",
+                    source=info.get("url", ""), verified_against=str(meta.get("verified_against", "recovered")),
+                    repo=meta["repo"], revision=str(meta.get("revision", "")), path=meta["path"],
+                    installed_at=now_utc(), commit=meta["commit"], output_type=str(meta.get("type", ""))))
+            else:
+                entry = self.entry(model_id)
+                self._record(InstalledModel(
+                    id=model_id, file=dest.name, sha256=digest, size=dest.stat().st_size, origin="download",
+                    source=info.get("url", ""), verified_against=str(meta.get("verified_against", "recovered")),
+                    repo=entry.repo, revision=entry.revision, path=entry.path, installed_at=now_utc()))
             side.unlink()
             messages.append(f"{model_id}: finished the download interrupted after it was verified")
         return messages
+
+    # -- GGUF files of the hub -------------------------------------------------------------------
+
+    def plan_gguf(self, repo: str, path: str, revision: str = "main") -> GGUFPlan:
+        """Resolve `repo@revision` to a commit and read `path`'s LFS size and SHA-256 from its tree."""
+        try:
+            path = check_gguf_path(path)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        repo, revision = _checked_repo_and_revision(repo, revision)
+        refusal = gguf_refusal(self.gguf_type(repo, path, revision) or "")
+        if refusal:     # known before any network traffic: the file's type
+            raise ModelError(f"{repo}/{path}: not supported: {refusal}")
+        with self._asking_hub(repo, revision, GGUFError):
+            plan = plan_gguf(self.hub, repo, path, revision)
+        try:
+            Catalog.remember(self.hub, repo, plan.revision, plan.tree, self.catalog_cache)
+            self.catalog = Catalog.load(self.catalog_path, self.catalog_cache)
+        except Exception:  # noqa: BLE001 - the listing only fills in the list's sizes; the install goes on
+            pass
+        return plan
+
+    def gguf_type(self, repo: str, path: str, revision: str = "main") -> str | None:
+        """The llama.cpp type of a GGUF file: the catalog's, else what its name says (None: neither)."""
+        entry = self.catalog.find_file(repo, path, revision)
+        return entry.quant if entry is not None and entry.format == "gguf" else gguf_type_of(path)
+
+    def add_gguf(self, repo: str, path: str, revision: str = "main", *, on_progress=None,
+                 control: DownloadControl | None = None, plan: GGUFPlan | None = None) -> GGUFInstall:
+        """Install one GGUF file of a hub repository, pinned to the commit `revision` stands for.
+
+        Its size and SHA-256 come from the tree API of that commit; the Downloader checks the free
+        space, resumes (If-Range) and watches for stalls; the verified bytes must open in the
+        engine's GGUF reader. Records repo, revision, commit, file, size, sha256 and type. Raises
+        UsageError, ModelError (not in the tree, no LFS hash, unsupported type) or DownloadError
+        (ChecksumMismatch, RefusedFile, DiskFullError, DownloadStopped); nothing is recorded then.
+        """
+        plan = plan or self.plan_gguf(repo, path, revision)
+        repo, path = plan.repo, plan.file.path
+        model_id = gguf_model_id(repo, path, plan.revision)
+        existing = self.manifest.get(model_id)
+        if (existing is not None and existing.commit == plan.commit and existing.sha256 == plan.sha256
+                and self.manifest.file_path(existing).is_file()):
+            return GGUFInstall(existing, already_installed=True)
+        if existing is not None and existing.repo not in (None, repo):
+            raise ModelError(f"{model_id} is already installed from {existing.repo}; remove it first")
+        file_type = self.gguf_type(repo, path, plan.revision) or ""
+        dest = self.models_dir / f"{model_id}.gguf"
+        url = self.hub.resolve_url(repo, plan.commit, path)
+        verified = f"hub tree of commit {plan.commit[:12]} (LFS SHA-256), opened by the GGUF reader"
+
+        def record(done: Path, sha: str) -> None:
+            self._record(InstalledModel(
+                id=model_id, file=done.name, sha256=sha, size=done.stat().st_size, origin="download", source=url,
+                verified_against=verified, repo=repo, revision=plan.revision, path=path, installed_at=now_utc(),
+                commit=plan.commit, output_type=file_type or None))
+
+        self.downloader.download(url, dest, Expected(plan.size, plan.sha256), on_progress, control or DownloadControl(),
+                                 meta={"entry_id": model_id, "verified_against": verified, "format": "gguf",
+                                       "repo": repo, "revision": plan.revision, "commit": plan.commit, "path": path,
+                                       "type": file_type},
+                                 on_complete=record, check=check_gguf)
+        return GGUFInstall(self.manifest.get(model_id))
 
     # -- Hugging Face checkpoints -------------------------------------------------------------
 
     def plan_hf(self, repo: str, revision: str = "main", on_progress=None, control=None) -> CheckpointPlan:
         """Resolve `repo@revision` to a commit, fetch and check its config, choose its weights."""
+        repo, revision = _checked_repo_and_revision(repo, revision)
+        with self._asking_hub(repo, revision, CheckpointError):
+            return plan_checkpoint(self.hub, self.downloader, repo, revision, self.models_dir, on_progress, control)
+
+    @contextmanager
+    def _asking_hub(self, repo: str, revision: str, refusal: type[Exception]):
+        """The hub's answers as ModelErrors naming repo@revision: no such revision, a refusal of the
+        caller's kind (its message), an HTTP error, no connection."""
         try:
-            repo = check_repo_name(repo)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
-        if not revision or not revision.strip() or "/" in revision.strip(" ."):
-            raise UsageError(f"revision {revision!r} is not a branch, tag or commit name")
-        try:
-            return plan_checkpoint(self.hub, self.downloader, repo, revision.strip(), self.models_dir,
-                                   on_progress, control)
-        except (RevisionNotFound, CheckpointError) as exc:
+            yield
+        except (RevisionNotFound, refusal) as exc:
             raise ModelError(str(exc)) from exc
         except HttpStatusError as exc:
             raise ModelError(f"{repo}@{revision}: the hub answered {exc}") from exc
@@ -500,8 +601,10 @@ class ModelManager:
                     leftover.unlink()
                     removed.append(str(leftover))
         entry = self.catalog.get(model_id)
-        if entry is not None:
-            dest = self.models_dir / entry.filename
+        dests = [self.models_dir / entry.filename] if entry is not None else []
+        if model_id == _SAFE_ID.sub("", model_id):
+            dests.append(self.models_dir / f"{model_id}.gguf")    # an add-gguf of a file the catalog lacks
+        for dest in dict.fromkeys(dests):
             for leftover in (part_path(dest), sidecar_path(dest)):
                 if leftover.exists():
                     leftover.unlink()
@@ -511,6 +614,17 @@ class ModelManager:
                 raise UnknownModel(f"no model {model_id!r} is installed or in the catalog")
             raise UsageError(f"{model_id} is not installed")
         return removed
+
+
+def _checked_repo_and_revision(repo: str, revision: str) -> tuple[str, str]:
+    """`owner/name` and a branch, tag or commit name, stripped; UsageError naming a bad one."""
+    try:
+        repo = check_repo_name(repo)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if not revision or not revision.strip() or "/" in revision.strip(" ."):
+        raise UsageError(f"revision {revision!r} is not a branch, tag or commit name")
+    return repo, revision.strip()
 
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9._@-]+|^\.+")    # what an id may not contain to name a file here

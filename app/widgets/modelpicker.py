@@ -4,6 +4,9 @@ and "Remote server…" (the window opens `app.widgets.remotedialog`), "Add from 
 
 Models converted from Hugging Face are grouped under their repository, one row per installed
 revision; a row's tooltip shows its provenance (revision, commit, output type, source files).
+The catalog's GGUF files sit under their model beside its legacy files (format "GGUF", the
+llama.cpp type, a size only once the hub has said it, else an em dash); Download runs the
+pinned, verified install of `ModelManager.add_gguf`, and a type our reader refuses says so by name.
 
 Each row's last column is its action (Load, Download, Cancel while downloading; the size
 column shows the progress), drawn as link text rather than a button widget per row, so
@@ -49,6 +52,7 @@ class Row:
     fmt: str = ""          # the file format: "GGUF v3", or the legacy ggml era
     ram: int | None = None
     approx: bool = False   # `size` is estimated from the format (the hub has not said yet)
+    refused: str = ""      # why this catalog file cannot run here ("" = it can)
 
 
 def provenance(record) -> str:
@@ -57,6 +61,13 @@ def provenance(record) -> str:
     sources = "\n".join(f"  {path}  {str(sha)[:16]}…" for path, sha in sorted(recorded.items()))
     return (f"{record.repo} @ {record.revision}\ncommit {record.commit}\noutput {record.output_type}, "
             f"converted by {record.engine_version} on {record.installed_at}\nsources (SHA-256):\n{sources}")
+
+
+def size_text(row: Row) -> str:
+    """The size column: exact, "~" estimated, or an em dash while only the hub could say it."""
+    if not row.size:
+        return "—"
+    return ("~" if row.approx else "") + human_bytes(row.size)
 
 
 class ModelPicker(QWidget):
@@ -173,22 +184,33 @@ class ModelPicker(QWidget):
             group = e.name.split(f" {e.quant}")[0].strip() or e.model
             facts = dict(quant=e.quant, fmt=e.era, ram=e.ram_estimate, group=group)
             label = e.name[len(group):].strip() or e.name
+            if e.format == "gguf":
+                facts["info"] = f"{e.repo} / {e.path} @ {e.revision}\n" + (
+                    f"not supported: {e.refused}" if e.refused else
+                    "size and SHA-256 from the hub's tree API when it is downloaded")
         if s.installed is not None and s.file is not None:
             record, tok = s.installed, s.installed.tokenizer or ""
             if not tok:
                 found = manager.tokenizer_path(s.id)
                 tok = str(found) if found else ""
-            if record.commit:          # converted from Hugging Face: grouped under its repository
+            if record.commit and record.origin == "huggingface":   # converted: grouped under its repository
                 facts = dict(quant=record.output_type, fmt=sniff_format(s.file), group=record.repo,
                              info=provenance(record))
                 label = f"{record.revision} · {record.output_type}"
+            elif record.commit:        # a GGUF file of the hub: with its catalog facts, else under its repository
+                info = (f"{record.repo} / {record.path} @ {record.revision}\ncommit {record.commit}\n"
+                        f"SHA-256 {record.sha256}\ninstalled {record.installed_at}")
+                if e is None:
+                    facts = dict(quant=record.output_type or "", fmt=sniff_format(s.file), group=record.repo)
+                    label = record.path or s.id
+                facts["info"] = info
             elif e is None:
                 facts = dict(fmt=sniff_format(s.file), info=f"{s.id}\n{s.file}\nimported {record.installed_at[:10]}")
             return Row("installed", s.id, label, record.size, str(s.file), tok, **facts)
         if e is None:
             return None
         size = e.size or e.approx_size
-        return Row("catalog", s.id, label, size, approx=not e.size, **facts)
+        return Row("catalog", s.id, label, size, approx=not e.size, refused=e.refused, **facts)
 
     def _section(self, title: str) -> QTreeWidgetItem:
         section = QTreeWidgetItem([title])
@@ -218,8 +240,8 @@ class ModelPicker(QWidget):
         sections = {"installed": self._section("Installed"), "catalog": self._section("Download")}
         groups: dict = {}
         for row in rows:
-            item = QTreeWidgetItem([row.label, row.quant, row.fmt, ("~" if row.approx else "") + human_bytes(row.size)
-                                    if row.size else "?", human_bytes(row.ram) if row.ram else "", ""])
+            item = QTreeWidgetItem([row.label, row.quant, row.fmt, size_text(row),
+                                    human_bytes(row.ram) if row.ram else "", ""])
             item.setData(0, Qt.UserRole, (row.kind, row.id, row.path, row.tok))
             item.setToolTip(NAME, row.info or f"{row.group} {row.label}".strip() + f"\n{row.path or row.id}")
             item.setToolTip(RAM, "Memory needed to run it with the full context (estimate)")
@@ -235,8 +257,10 @@ class ModelPicker(QWidget):
     def _show_summary(self, error: str = "") -> None:
         rows = self._rows.values()
         failed = [f"{model_id}: {message}" for model_id, (_, message) in self._failures.items()]
+        refused = sum(r.kind == "catalog" and bool(r.refused) for r in rows)
         self.status.setText("\n".join([error or f"{sum(r.kind == 'installed' for r in rows)} installed, "
-                                                 f"{sum(r.kind == 'catalog' for r in rows)} to download", *failed]))
+                                                 f"{sum(r.kind == 'catalog' for r in rows) - refused} to download"
+                                                 + (f", {refused} not supported" if refused else ""), *failed]))
 
     def _show_state(self, model_id: str, progress: str = "") -> None:
         """A row's action and state: Load / Loaded, Download, Cancel with the progress, or the
@@ -248,6 +272,8 @@ class ModelPicker(QWidget):
         cause = self._failures.get(model_id, ("", ""))[0]
         if row.kind == "installed":
             action, tip = ("Loaded" if loaded else "Load"), "Load this model"
+        elif row.refused:
+            action, tip = "Not supported", f"{row.quant}: {row.refused}"
         elif model_id in self._controls:
             action, tip = "Cancel", "Cancel the download (what arrived is deleted)"
         else:
@@ -255,17 +281,18 @@ class ModelPicker(QWidget):
         item.setText(ACTION, action)
         item.setToolTip(ACTION, tip)
         state = progress or (f"⚠ {cause}" if cause and model_id not in self._controls else "")
-        item.setText(SIZE, state or (("~" if row.approx else "") + human_bytes(row.size) if row.size else "?"))
+        item.setText(SIZE, state or size_text(row))
         if cause and not progress:
             item.setToolTip(SIZE, self._failures[model_id][1])
             item.setForeground(SIZE, QColor("#d14b4b"))
         else:
             item.setData(SIZE, Qt.ForegroundRole, None)
-        item.setForeground(ACTION, QColor(self.palette().color(QPalette.Link)))
+        role = QPalette.PlaceholderText if row.refused and row.kind != "installed" else QPalette.Link
+        item.setForeground(ACTION, QColor(self.palette().color(role)))
         for column in range(len(COLUMNS)):
             font = item.font(column)
             font.setBold(bool(loaded))
-            font.setUnderline(column == ACTION and not loaded)
+            font.setUnderline(column == ACTION and not loaded and action != "Not supported")
             item.setFont(column, font)
         item.setText(NAME, ("● " if loaded else "") + row.label)
 
@@ -295,7 +322,7 @@ class ModelPicker(QWidget):
         kind, model_id, path, tok = data
         if kind == "installed":
             self.modelChosen.emit(path, tok)
-        else:
+        elif not getattr(self._rows.get(model_id), "refused", ""):
             self.toggle_download(model_id)
 
     def eventFilter(self, watched, event) -> bool:
