@@ -207,6 +207,17 @@ def write_catalog_seeds(folder: Path, cache_folder: Path) -> None:
                                   "files": {}})
         path = f"{d['folder'].rstrip('/')}/pythia-70m-deduped-{d['quants'][0]}.bin"
         listings[key]["files"][path] = {"size": 50_000_000, "sha256": "e" * 64, "git_oid": "f" * 40}
+    for g in doc.get("gguf", [])[:2]:
+        key = f"{g['repo']}@{g.get('revision', 'main')}"
+        listings.setdefault(key, {"fetched_at": "2026-01-01T00:00:00Z", "endpoint": "https://huggingface.co",
+                                  "files": {}})
+        listings[key]["files"][g["file"]] = {"size": 49_300_000, "sha256": "a" * 64, "git_oid": "b" * 40}
+    for g in doc.get("gguf_discover", [])[:1]:     # files only the listing names, one of a refused type
+        key = f"{g['repo']}@{g.get('revision', 'main')}"
+        listings.setdefault(key, {"fetched_at": "2026-01-01T00:00:00Z", "endpoint": "https://huggingface.co",
+                                  "files": {}})
+        for name in ("found.Q4_K_M.gguf", "found.i1-IQ3_M.gguf", "README.md"):
+            listings[key]["files"][name] = {"size": 1000, "sha256": "9" * 64, "git_oid": "8" * 40}
     (cache_folder / "catalog-hub.json").write_text(json.dumps({"format": 1, "listings": listings}, indent=1,
                                                               sort_keys=True) + "\n")
 
