@@ -267,3 +267,19 @@ def test_a_gguf_entry_without_a_tokenizer_model_is_fine_but_a_legacy_one_needs_i
 def test_unknown_usage_is_a_usage_error(manager):
     with pytest.raises(UsageError, match="not the path of a .gguf file"):
         manager.add_gguf(REPO, "weights.bin")
+
+
+def test_a_crash_after_the_rename_is_recorded_with_its_commit_on_the_next_start(manager, hub, gguf_bytes, monkeypatch,
+                                                                                 tmp_path):
+    def crash(record):
+        raise RuntimeError("power cut")
+    monkeypatch.setattr(manager, "_record", crash)
+    with pytest.raises(RuntimeError, match="power cut"):
+        manager.add_gguf(REPO, FILE)
+    assert manager.manifest.get(MODEL_ID) is None and (manager.models_dir / f"{MODEL_ID}.gguf").is_file()
+    again = ModelManager(manager.models_dir, hub.endpoint, catalog_path=manager.catalog_path,
+                         cache_dir=tmp_path / "cache")
+    assert again.recover() == [f"{MODEL_ID}: finished the download interrupted after it was verified"]
+    record = again.manifest.get(MODEL_ID)
+    assert (record.commit, record.path, record.output_type) == (hub.commit_of(REPO, "main"), FILE, "Q5_1")
+    assert record.sha256 == hashlib.sha256(gguf_bytes).hexdigest()
