@@ -232,7 +232,7 @@ def test_a_refresh_fills_in_sizes_and_the_discovered_repositories_files(hub, tmp
     found = {e.path: e for e in catalog if e.repo == "test/found-GGUF"}
     assert set(found) == {"demo.Q4_K_M.gguf", "demo.i1-IQ2_M.gguf"}
     assert found["demo.Q4_K_M.gguf"].size == 100 and not found["demo.Q4_K_M.gguf"].refused
-    assert "IQ2" in found["demo.i1-IQ2_M.gguf"].refused
+    assert "IQ2" in found["demo.i1-IQ2_M.gguf"].refused and found["demo.i1-IQ2_M.gguf"].name.endswith("(test, imatrix)")
 
 
 @pytest.mark.parametrize("change, message", [

@@ -414,9 +414,10 @@ def _gguf_entry(e, shapes: dict, displays: dict) -> CatalogEntry:
 
 
 def _gguf(repo, revision, path, quant, model, license, shapes, displays, size=None, sha256=None) -> CatalogEntry:
-    owner = repo.partition("/")[0]
+    # mradermacher's "-i1-GGUF" repositories hold importance-matrix quants of the same names
+    source = repo.partition("/")[0] + (", imatrix" if ".i1-" in path.lower() else "")
     return CatalogEntry(
-        id=gguf_model_id(repo, path, revision), name=f"{displays[model]} {quant} GGUF ({owner})", repo=repo,
+        id=gguf_model_id(repo, path, revision), name=f"{displays[model]} {quant} GGUF ({source})", repo=repo,
         revision=revision, path=path, size=size, sha256=sha256, era="GGUF", quant=quant, qnt_version=0,
         license=license, model=model, shape=shapes[model], tokenizer=None, format="gguf",
         refused=gguf_refusal(quant))
