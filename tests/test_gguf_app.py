@@ -113,6 +113,11 @@ def test_the_list_shows_the_catalogs_gguf_files_and_downloads_one_with_progress(
         assert item.parent().text(NAME) == "Demo Austen" and item.text(NAME) == "Q5_1 GGUF (test)"
         assert (item.text(QUANT), item.text(FORMAT), item.text(SIZE)) == ("Q5_1", "GGUF", "—")   # not known yet
         assert item.text(RAM) and item.text(ACTION) == "Download"
+        missing = picker.item_for("test--demo-austen.Q8_0")        # listed, but not in the repository
+        with qtbot.waitSignal(picker.downloadFinished, timeout=WAIT):
+            picker.tree.itemClicked.emit(missing, ACTION)
+        missing = picker.item_for("test--demo-austen.Q8_0")
+        assert missing.text(SIZE) == "⚠ not found" and "has no file 'demo-austen.Q8_0.gguf'" in missing.toolTip(SIZE)
         refused = picker.item_for("test--demo-austen.IQ3_M")
         assert refused.text(ACTION) == "Not supported" and "IQ3_S" in refused.toolTip(ACTION)
         with qtbot.assertNotEmitted(picker.downloadProgress, wait=200):

@@ -47,7 +47,8 @@ def write_catalog(path: Path) -> Path:
     """A catalog of the fixture repository: the demo file, a refused type, and a discovered repo."""
     shape = {"display": "Demo Austen", "n_vocab": 4096, "n_ctx": 256, "n_embd": 256, "n_head": 4, "n_layer": 4}
     common = {"repo": REPO, "model": "demo", "license": "apache-2.0"}
-    gguf = [dict(common, file=FILE, type="Q5_1"), dict(common, file="demo-austen.IQ3_M.gguf", type="IQ3_M")]
+    gguf = [dict(common, file=FILE, type="Q5_1"), dict(common, file="demo-austen.IQ3_M.gguf", type="IQ3_M"),
+            dict(common, file="demo-austen.Q8_0.gguf", type="Q8_0")]        # listed, but not in the repository
     path.write_text(json.dumps({"format": 1, "models": {"demo": shape}, "entries": [], "gguf": gguf,
                                 "gguf_discover": [{"repo": "test/found-GGUF", "model": "demo",
                                                    "license": "apache-2.0"}]}))

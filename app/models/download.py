@@ -516,6 +516,8 @@ def failure_cause(exc: BaseException) -> str:
     to the hub", "not found", ...): the first transport or status error in the exception's chain."""
     seen = exc
     while seen is not None:
+        if getattr(seen, "row_cause", ""):     # an error that says it in few words itself
+            return seen.row_cause
         if isinstance(seen, (NetworkError, RedirectRefused)):
             return "no connection to the hub"
         if isinstance(seen, HttpStatusError):

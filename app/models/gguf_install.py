@@ -19,6 +19,14 @@ from app.models.hub import Hub, HubFile
 class GGUFError(Exception):
     """The file cannot be installed from the hub; the message names the file and the problem."""
 
+    row_cause = "cannot be verified"        # for the model list's row (download.failure_cause)
+
+
+class NotInTree(GGUFError):
+    """The commit's tree has no such file."""
+
+    row_cause = "not found"
+
 
 @dataclass(frozen=True)
 class GGUFPlan:
@@ -59,7 +67,7 @@ def plan_gguf(hub: Hub, repo: str, path: str, revision: str = "main") -> GGUFPla
         others = sorted(p for p in tree if p.lower().endswith(".gguf"))
         listed = (f"; its GGUF files are {', '.join(others[:8])}{' …' if len(others) > 8 else ''}" if others
                   else "; it has no GGUF files")
-        raise GGUFError(f"{repo}@{revision} (commit {commit[:12]}) has no file {path!r}{listed}")
+        raise NotInTree(f"{repo}@{revision} (commit {commit[:12]}) has no file {path!r}{listed}")
     if file.sha256 is None or file.size is None:
         raise GGUFError(f"{repo}@{revision} (commit {commit[:12]}): the tree API gives no LFS SHA-256 and size "
                         f"for {path}, so it cannot be verified; nothing installed")
