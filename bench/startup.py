@@ -1,6 +1,6 @@
 """Time from process start (or window shown) to the first generated token, with numba's cache warm and empty.
 
-    python bench/startup.py [MODEL ...] [--threads 2] [--runs 3] [--cold] [--window]
+    python bench/startup.py [MODEL ...] [--threads 2] [--runs 3] [--cold] [--window] [--python PY]
 
 For each model, starts ``python -c`` processes that load it with ``engine.load_model`` and
 evaluate a 16-token prompt and pick the first token; the parent measures from just before it
@@ -13,7 +13,9 @@ kernel first: the old first start) and ``staged`` (the program's: the starter wr
 child compiles). For staged it also reports when the fast kernels were ready. ``--window`` adds
 the window: ``neox-writer`` started with an empty cache (offscreen), from the moment the window is
 shown to the first token of the story's first Generate, and when the status bar said full speed.
-Default model: the bundled demo model.
+Default model: the bundled demo model. ``--python`` runs the children with another interpreter, from
+a temporary folder, so they import the program installed there (a wheel in a fresh virtual
+environment) rather than this source tree.
 """
 from __future__ import annotations
 
@@ -73,11 +75,15 @@ window.shutdown()
 """
 
 
+# the interpreter of the children and their folder: this tree's, or (--python) an installation's
+CHILD_PYTHON = {"python": sys.executable, "cwd": str(ROOT)}
+
+
 def run_child(args: list[str], env: dict) -> tuple[float, list[str]]:
     """Seconds from start to the child's first line, and all its lines."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([CHILD_PYTHON["python"], *args], cwd=CHILD_PYTHON["cwd"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = proc.stdout.readline()
     elapsed = time.perf_counter() - start
     rest, err = proc.communicate()
@@ -115,7 +121,11 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--cold", action="store_true", help="time first starts with an empty numba cache")
     ap.add_argument("--window", action="store_true", help="with --cold: also the window's first start")
+    ap.add_argument("--backends", default="staged,fast", help="with --cold: the engine's starts to time")
+    ap.add_argument("--python", help="the interpreter of an installation to time (run from a temporary folder)")
     args = ap.parse_args(argv)
+    if args.python:
+        CHILD_PYTHON.update(python=args.python, cwd=tempfile.mkdtemp(prefix="neox-startup-"))
     sys.path.insert(0, str(ROOT))
     from app.bundled import demo_model
     models = args.models or [str(demo_model())]
@@ -125,7 +135,7 @@ def main(argv=None) -> int:
         print("| --- | --- | --- | --- | --- | --- |")
         for model in models:
             name = Path(model).name
-            for backend in ("staged", "fast"):
+            for backend in args.backends.split(","):
                 with tempfile.TemporaryDirectory() as home:
                     seconds, on, fast = engine_start(model, args.threads, backend, cold_env(home))
                 print(f"| {name} | engine, {backend}, from process start | {seconds:.2f} | {on} | "
