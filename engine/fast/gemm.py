@@ -20,7 +20,8 @@ from numba.extending import overload
 
 from engine.fast.matvec import Q8_UNSIGNED, QK, _nibble_groups, _q8_groups, _quantize, matvec, widen, x_bytes
 from engine.fast.repack import LANES, TILE
-from engine.fast.simd import (FEATURES, MODE, abs_bytes, broadcast4, dot4, load_bytes, load_floats, mul, mul_add,
+from engine.fast.rows import rows_product
+from engine.fast.simd import (FEATURES, MODE, ROWS512, abs_bytes, broadcast4, dot4, load_bytes, load_floats, mul, mul_add,
                               offset_bytes, sign_bytes, splat, store_floats, to_floats, zero_floats, zero_ints)
 
 TOKEN_SLICE = 32      # tokens whose int8 activations stay in L2 while every group passes over them
@@ -249,10 +250,11 @@ def matmat(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
     """Rows of tiles t0..t1-1 of out[j] = W[layer] @ x[j] for every row j of out, any weight type.
 
     The rows are a few tokens (one per sequence of a batched generation), each made ready for the
-    matrix by ``matvec.prepare(w, x[j], xs[j])``. The work goes tile by tile, so each tile's weights
-    come from memory once and from the core's cache for the other rows: the lanes layout's types
-    through ``gemm`` (4 tokens per pass over the widened weights), the others through the one-token
-    kernel of ``matvec`` once per row.
+    matrix by ``matvec.prepare(w, x[j], xs[j])``. The lanes layout's types take the 512-bit kernels
+    of ``rows.py`` where the CPU has them (``simd.ROWS512``: each block widened once for up to 8
+    rows); otherwise the work goes tile by tile, so each tile's weights come from memory once and
+    from the core's cache for the other rows: the lanes types through ``gemm`` (4 tokens per pass
+    over the widened weights), the others through the one-token kernel of ``matvec`` once per row.
     """
 
 
@@ -262,6 +264,9 @@ def _matmat(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
         def lanes(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
             if out.shape[0] == 1:      # one row: the token kernel, streaming with its prefetches
                 matvec(a0, a1, a2, a3, layer, x[0], xs[0], out[0], t0, t1)
+                return
+            if ROWS512:
+                rows_product(a0, a1, a2, a3, layer, xs, out, t0, t1)
                 return
             for t in range(t0, t1):
                 gemm(a0, a1, a2, a3, layer, xs, out, t, t + 1)

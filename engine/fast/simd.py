@@ -60,6 +60,10 @@ _V16I16 = ir.VectorType(_I16, 16)
 _V8I32 = ir.VectorType(_I32, 8)
 _V8F = ir.VectorType(_F32, 8)
 _V8H = ir.VectorType(ir.HalfType(), 8)
+_V64I8 = ir.VectorType(_I8, 64)
+_V16I32 = ir.VectorType(_I32, 16)
+_V16F = ir.VectorType(_F32, 16)
+_V16H = ir.VectorType(ir.HalfType(), 16)
 
 
 class VectorType(types.Type):
@@ -79,6 +83,9 @@ class _VectorModel(PrimitiveModel):
 Bytes32 = VectorType("Bytes32", _V32I8)
 Ints8 = VectorType("Ints8", _V8I32)
 Floats8 = VectorType("Floats8", _V8F)
+Bytes64 = VectorType("Bytes64", _V64I8)
+Ints16 = VectorType("Ints16", _V16I32)
+Floats16 = VectorType("Floats16", _V16F)
 
 
 def _is_index(t) -> bool:
@@ -128,26 +135,35 @@ def broadcast4(typingctx, array, index):
     return Bytes32(array, index), codegen
 
 
+def _bytes(v) -> bool:
+    return v in (Bytes32, Bytes64)
+
+
+def _each(vector_type, value):
+    """A constant vector of ``vector_type`` (an LLVM vector type) with ``value`` in every element."""
+    return ir.Constant(vector_type, [value] * vector_type.count)
+
+
 @intrinsic
 def low_nibbles(typingctx, v):
     """Each byte & 15."""
-    if v != Bytes32:
+    if not _bytes(v):
         return None
 
     def codegen(context, builder, sig, args):
-        return builder.and_(args[0], ir.Constant(_V32I8, [15] * 32))
-    return Bytes32(Bytes32), codegen
+        return builder.and_(args[0], _each(args[0].type, 15))
+    return v(v), codegen
 
 
 @intrinsic
 def high_nibbles(typingctx, v):
     """Each byte >> 4 (unsigned)."""
-    if v != Bytes32:
+    if not _bytes(v):
         return None
 
     def codegen(context, builder, sig, args):
-        return builder.lshr(args[0], ir.Constant(_V32I8, [4] * 32))
-    return Bytes32(Bytes32), codegen
+        return builder.lshr(args[0], _each(args[0].type, 4))
+    return v(v), codegen
 
 
 @intrinsic
@@ -157,27 +173,28 @@ def fifth_bits(typingctx, bits, k, high):
     ``bits`` are the bytes of ``repack._fifth_bit_bytes``; k and high must be constants after
     inlining (LLVM then emits one 16-bit shift and one mask).
     """
-    if bits != Bytes32 or not _is_index(k) or not _is_index(high):
+    if not _bytes(bits) or not _is_index(k) or not _is_index(high):
         return None
 
     def codegen(context, builder, sig, args):
+        vt = args[0].type
         k8 = builder.trunc(args[1], _I8)
-        left = builder.shl(args[0], _splat(builder, builder.sub(ir.Constant(_I8, 4), k8), _V32I8))
-        right = builder.lshr(args[0], _splat(builder, k8, _V32I8))
+        left = builder.shl(args[0], _splat(builder, builder.sub(ir.Constant(_I8, 4), k8), vt))
+        right = builder.lshr(args[0], _splat(builder, k8, vt))
         high_ = builder.icmp_unsigned("!=", args[2], ir.Constant(args[2].type, 0))
         moved = builder.select(high_, right, left)
-        return builder.and_(moved, ir.Constant(_V32I8, [16] * 32))
-    return Bytes32(Bytes32, k, high), codegen
+        return builder.and_(moved, _each(vt, 16))
+    return bits(bits, k, high), codegen
 
 
 @intrinsic
 def or_bytes(typingctx, a, b):
-    if a != Bytes32 or b != Bytes32:
+    if not _bytes(a) or a != b:
         return None
 
     def codegen(context, builder, sig, args):
         return builder.or_(args[0], args[1])
-    return Bytes32(Bytes32, Bytes32), codegen
+    return a(a, a), codegen
 
 
 @intrinsic
@@ -211,6 +228,11 @@ def dot4(typingctx, acc, u, s):
     On AVX2 the pair sums pass through int16 with saturation: fine for u <= 31 (4/5-bit quants)
     or |u| <= 128 with |s| <= 127 (q8_0 by the sign trick), the only uses here.
     """
+    if (acc, u, s) == (Ints16, Bytes64, Bytes64):         # 512 bits: only rows.py calls it, where ROWS512
+        def codegen512(context, builder, sig, args):
+            fn = _intrinsic_fn(builder, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+            return builder.call(fn, list(args))
+        return Ints16(Ints16, Bytes64, Bytes64), codegen512
     if acc != Ints8 or u != Bytes32 or s != Bytes32:
         return None
 
@@ -268,12 +290,13 @@ def load_floats(typingctx, array, index):
 
 @intrinsic
 def to_floats(typingctx, v):
-    if v != Ints8:
+    if v not in (Ints8, Ints16):
         return None
+    result = Floats8 if v == Ints8 else Floats16
 
     def codegen(context, builder, sig, args):
-        return builder.sitofp(args[0], _V8F)
-    return Floats8(Ints8), codegen
+        return builder.sitofp(args[0], result.llvm_type)
+    return result(v), codegen
 
 
 @intrinsic
@@ -290,13 +313,13 @@ def splat(typingctx, value):
 @intrinsic
 def mul_add(typingctx, a, b, c):
     """a * b + c lane by lane (contracted to one FMA)."""
-    if not (a == b == c == Floats8):
+    if not (a == b == c and a in (Floats8, Floats16)):
         return None
 
     def codegen(context, builder, sig, args):
         product = builder.fmul(args[0], args[1], flags=("contract",))
         return builder.fadd(product, args[2], flags=("contract",))
-    return Floats8(Floats8, Floats8, Floats8), codegen
+    return a(a, a, a), codegen
 
 
 @intrinsic
@@ -314,12 +337,12 @@ def store_floats(typingctx, array, index, v):
 @intrinsic
 def mul(typingctx, a, b):
     """a * b lane by lane."""
-    if not (a == b == Floats8):
+    if not (a == b and a in (Floats8, Floats16)):
         return None
 
     def codegen(context, builder, sig, args):
         return builder.fmul(args[0], args[1])
-    return Floats8(Floats8, Floats8), codegen
+    return a(a, a), codegen
 
 
 @intrinsic
@@ -339,9 +362,113 @@ def prefetch(typingctx, array, index):
 @intrinsic
 def offset_bytes(typingctx, v):
     """Signed bytes w -> unsigned w + 128 (the sign bit flipped)."""
-    if v != Bytes32:
+    if not _bytes(v):
         return None
 
     def codegen(context, builder, sig, args):
-        return builder.xor(args[0], ir.Constant(_V32I8, [0x80] * 32))
-    return Bytes32(Bytes32), codegen
+        return builder.xor(args[0], _each(args[0].type, 0x80))
+    return v(v), codegen
+
+
+# 512-bit values for the kernels of rows.py (N sequences' tokens against one pass over the weights).
+# There two groups of 8 weight rows share a vector (16 int32 lanes), so one vpdpbusd does 64
+# multiply-adds and each broadcast of x serves 16 rows; the elementwise operations above take
+# these types as well. LLVM emits zmm code for them whatever its preferred vector width.
+ROWS512 = MODE == "vnni" and all(FEATURES.get(f) for f in ("avx512f", "avx512bw", "avx512vnni"))
+
+
+def _concat(builder, a, b):
+    """<n x T> a, <n x T> b -> <2n x T> [a | b]."""
+    n = a.type.count
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n))))
+
+
+@intrinsic
+def load_bytes_pair(typingctx, array, i, j):
+    """32 bytes from ``i`` on, then 32 from ``j`` on (two groups' runs), as one 64-byte vector."""
+    if not (_is_c_array(array) and array.dtype in (types.uint8, types.int8) and _is_index(i) and _is_index(j)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1], _V32I8), align=1)
+        b = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[2], _V32I8), align=1)
+        return _concat(builder, a, b)
+    return Bytes64(array, i, j), codegen
+
+
+@intrinsic
+def broadcast4_wide(typingctx, array, index):
+    """The 4 bytes array[index:index+4] repeated in all 16 lanes (one vpbroadcastd from memory)."""
+    if not (_is_c_array(array) and array.dtype in (types.uint8, types.int8) and _is_index(index)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        word = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1], _I32), align=1)
+        return builder.bitcast(_splat(builder, word, _V16I32), _V64I8)
+    return Bytes64(array, index), codegen
+
+
+@intrinsic
+def zero_ints16(typingctx):
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_V16I32, [0] * 16)
+    return Ints16(), codegen
+
+
+@intrinsic
+def zero_floats16(typingctx):
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_V16F, [0.0] * 16)
+    return Floats16(), codegen
+
+
+@intrinsic
+def load_floats_pair(typingctx, array, i, j):
+    """8 scales from ``i`` on, then 8 from ``j`` on: fp16 bits (widened by one vcvtph2ps) or float32."""
+    if not (_is_c_array(array) and array.dtype in (types.uint16, types.float32) and _is_index(i)
+            and _is_index(j)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        half = sig.args[0].dtype == types.uint16
+        vt = _V8H if half else _V8F
+        a = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1], vt), align=2)
+        b = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[2], vt), align=2)
+        both = _concat(builder, a, b)
+        return builder.fpext(both, _V16F) if half else both
+    return Floats16(array, i, j), codegen
+
+
+@intrinsic
+def load_splat(typingctx, array, index):
+    """array[index] (float32) in all 16 lanes: one vbroadcastss from memory, no index checks."""
+    if not (_is_c_array(array, types.float32) and _is_index(index)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        value = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1], _F32), align=4)
+        return _splat(builder, value, _V16F)
+    return Floats16(array, index), codegen
+
+
+@intrinsic
+def splat_wide(typingctx, value):
+    """A float32 in all 16 lanes."""
+    if not isinstance(value, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _splat(builder, context.cast(builder, args[0], sig.args[0], types.float32), _V16F)
+    return Floats16(value), codegen
+
+
+@intrinsic
+def store_floats_wide(typingctx, array, index, v):
+    """array[index:index+16] = v (a 1-D float32 array; the caller keeps it in bounds)."""
+    if not (_is_c_array(array, types.float32) and _is_index(index) and v == Floats16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        builder.store(args[2], _element_pointer(context, builder, sig.args[0], args[0], args[1], _V16F), align=4)
+        return context.get_dummy_value()
+    return types.none(array, index, Floats16), codegen

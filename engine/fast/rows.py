@@ -1,0 +1,228 @@
+"""512-bit kernels for a few token rows (2..8) against one pass over a lanes-layout matrix.
+
+A batched generation (``session.branch``, ``forward.forward_rows``) multiplies each weight matrix
+by one new token of each of N sequences. The prompt path's ``gemm`` serves 4 tokens per widening
+of the weights with 256-bit vectors, and fewer than 4 through the one-token kernel once each, so
+N = 2, 3 paid N widenings and N = 8 two. Here each block of weights is widened (nibbles to bytes,
+the 5th bits or'ed in, q8_0 made unsigned) once into registers and multiplied with every row's
+int8 activations:
+
+* One 512-bit vector holds the same run of two groups of 8 rows (``load_bytes_pair``: 16 rows,
+  one per int32 lane), so one ``vpdpbusd`` is 64 multiply-adds and one broadcast of 4 bytes of x
+  serves 16 rows. A block's 32 values of the 16 rows are 8 such vectors (the low nibbles of runs
+  0-3, then the high ones, which hold values 16-31: so run k always meets x bytes 4k..4k+3, for
+  the nibble types and q8_0 alike), 8 of the 32 zmm registers.
+* Per row and block one int32 accumulator (a single chain of 8 ``vpdpbusd``), converted once and
+  scaled in float with the block's per-row scales; a float accumulator per row for the whole row
+  of blocks. With 8 rows that is about 20 live vectors: no spills.
+* The rows are a run-time count, but all 8 rows' code is written out with ``if n > j`` guards on
+  loop-invariant conditions (cheap, perfectly predicted branches) rather than a kernel per count:
+  one compiled kernel per weight type, as for ``gemm``.
+* The offset term of the types without minimums (q4_0's -8 sum(x), q5_0's -16, q8_0's -128 of
+  the unsigned weights) is a table per row and block made once per call and read by a broadcast;
+  the per-row scalars are read with ``load_splat`` (no numba index checks in the hot loop).
+
+The integer sums are exactly those of ``gemm`` and ``matvec``; only the order of the float
+additions differs (within rounding). Used where ``simd.ROWS512`` (AVX-512 F, BW and VNNI, and the
+kernel choice not lowered to avx2 by NEOX_WRITER_KERNELS), from ``gemm.matmat``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+from engine.fast.matvec import QK, x_bytes
+from engine.fast.repack import LANES, TILE
+from engine.fast.simd import (broadcast4_wide, dot4, fifth_bits, high_nibbles, load_bytes_pair, load_floats_pair,
+                              load_splat, low_nibbles, mul, mul_add, offset_bytes, or_bytes, prefetch,
+                              store_floats_wide, to_floats, zero_floats16, zero_ints16)
+
+MAX_ROWS = 8          # rows per pass (float accumulators + 8 widened vectors fit 32 registers)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _row_dot(w, xb, o):
+    """One row's int32 sums of a block: run k of the widened weights times x bytes o+4k..o+4k+3."""
+    w0, w1, w2, w3, w4, w5, w6, w7 = w
+    dot = dot4(zero_ints16(), w0, broadcast4_wide(xb, o))
+    dot = dot4(dot, w1, broadcast4_wide(xb, o + 4))
+    dot = dot4(dot, w2, broadcast4_wide(xb, o + 8))
+    dot = dot4(dot, w3, broadcast4_wide(xb, o + 12))
+    dot = dot4(dot, w4, broadcast4_wide(xb, o + 16))
+    dot = dot4(dot, w5, broadcast4_wide(xb, o + 20))
+    dot = dot4(dot, w6, broadcast4_wide(xb, o + 24))
+    return dot4(dot, w7, broadcast4_wide(xb, o + 28))
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _row_block(acc, w, xb, xrow, b, nb, scales, mins, table, t, has_min):
+    """acc + block b of one row: d dx sum(q xq) + m dx sum(xq) (has_min), else d (dx sum(q xq) + table[t])
+    where table[t] is the type's offset times dx sum(xq)."""
+    dot = to_floats(_row_dot(w, xb, b * QK))
+    if has_min:
+        acc = mul_add(mins, load_splat(xrow, nb + b), acc)
+        return mul_add(scales, mul(dot, load_splat(xrow, b)), acc)
+    return mul_add(scales, mul_add(dot, load_splat(xrow, b), load_splat(table, t)), acc)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _offset_table(xq, r0, n, nb, offset, table):
+    """table[j * nb + b] = offset * dx sum(xq) of row r0 + j, block b (``matvec._quantize``'s sums)."""
+    for j in range(n):
+        x = xq[r0 + j]
+        for b in range(nb):
+            table[j * nb + b] = offset * x[nb + b]
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _widen_nibbles(q, h, ia, ib, ha, hb, has_qh):
+    """The block of two groups whose quant bytes start at q[ia] and q[ib] (5th bits at h[ha], h[hb]) as
+    8 vectors of bytes: the low nibbles of runs 0-3 (values 4k..), then the high ones (16 + 4k..)."""
+    w0 = load_bytes_pair(q, ia, ib)
+    w1 = load_bytes_pair(q, ia + 32, ib + 32)
+    w2 = load_bytes_pair(q, ia + 64, ib + 64)
+    w3 = load_bytes_pair(q, ia + 96, ib + 96)
+    if has_qh:
+        bits = load_bytes_pair(h, ha, hb)
+        return (or_bytes(low_nibbles(w0), fifth_bits(bits, 0, 0)), or_bytes(low_nibbles(w1), fifth_bits(bits, 1, 0)),
+                or_bytes(low_nibbles(w2), fifth_bits(bits, 2, 0)), or_bytes(low_nibbles(w3), fifth_bits(bits, 3, 0)),
+                or_bytes(high_nibbles(w0), fifth_bits(bits, 0, 1)),
+                or_bytes(high_nibbles(w1), fifth_bits(bits, 1, 1)),
+                or_bytes(high_nibbles(w2), fifth_bits(bits, 2, 1)),
+                or_bytes(high_nibbles(w3), fifth_bits(bits, 3, 1)))
+    return (low_nibbles(w0), low_nibbles(w1), low_nibbles(w2), low_nibbles(w3),
+            high_nibbles(w0), high_nibbles(w1), high_nibbles(w2), high_nibbles(w3))
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _widen_q8(q, ia, ib):
+    """A q8_0 block of two groups (8 runs of 4 bytes per row) made unsigned: w + 128 (``matvec.Q8_UNSIGNED``)."""
+    return (offset_bytes(load_bytes_pair(q, ia, ib)), offset_bytes(load_bytes_pair(q, ia + 32, ib + 32)),
+            offset_bytes(load_bytes_pair(q, ia + 64, ib + 64)), offset_bytes(load_bytes_pair(q, ia + 96, ib + 96)),
+            offset_bytes(load_bytes_pair(q, ia + 128, ib + 128)),
+            offset_bytes(load_bytes_pair(q, ia + 160, ib + 160)),
+            offset_bytes(load_bytes_pair(q, ia + 192, ib + 192)),
+            offset_bytes(load_bytes_pair(q, ia + 224, ib + 224)))
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, offset, has_min, has_qh, is_q8):
+    """Rows r0..r1-1 (at most MAX_ROWS) of out[r] = W[layer] @ x_r over tiles t0..t1-1, two groups at a time."""
+    nb = qs.shape[2]
+    n = r1 - r0
+    block = qs.shape[3]                        # quant bytes per block and group: 128, or 256 for q8_0
+    q = qs[layer].ravel()
+    dd = d[layer].ravel()
+    mm = m[layer].ravel() if has_min else dd
+    h = qh[layer].ravel() if has_qh else q
+    table = np.empty(MAX_ROWS * nb, np.float32)
+    if not has_min:
+        _offset_table(xq, r0, n, nb, offset, table)
+    last = r1 - 1                              # rows past n read the last row's x; their work is skipped
+    x0, x1, x2, x3 = xq[r0], xq[min(r0 + 1, last)], xq[min(r0 + 2, last)], xq[min(r0 + 3, last)]
+    x4, x5, x6, x7 = xq[min(r0 + 4, last)], xq[min(r0 + 5, last)], xq[min(r0 + 6, last)], xq[min(r0 + 7, last)]
+    b0, b1, b2, b3 = x_bytes(x0, nb), x_bytes(x1, nb), x_bytes(x2, nb), x_bytes(x3, nb)
+    b4, b5, b6, b7 = x_bytes(x4, nb), x_bytes(x5, nb), x_bytes(x6, nb), x_bytes(x7, nb)
+    g0, g1 = t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])     # whole tiles: an even count
+    ahead = 2 * nb * block                     # prefetch distance: one pair of groups
+    for g in range(g0, g1, 2):
+        a0, a1, a2, a3 = zero_floats16(), zero_floats16(), zero_floats16(), zero_floats16()
+        a4, a5, a6, a7 = zero_floats16(), zero_floats16(), zero_floats16(), zero_floats16()
+        qa, qb = g * nb * block, (g + 1) * nb * block
+        sa, sb = g * nb * LANES, (g + 1) * nb * LANES
+        for b in range(nb):
+            ia, ib = qa + b * block, qb + b * block
+            # the same block of the next pair (past the last pair: a hint, it never faults)
+            prefetch(q, ia + ahead)
+            prefetch(q, ib + ahead)
+            prefetch(q, ia + ahead + 64)
+            prefetch(q, ib + ahead + 64)
+            if is_q8:
+                prefetch(q, ia + ahead + 128)
+                prefetch(q, ib + ahead + 128)
+                prefetch(q, ia + ahead + 192)
+                prefetch(q, ib + ahead + 192)
+                w = _widen_q8(q, ia, ib)
+            else:
+                w = _widen_nibbles(q, h, ia, ib, (g * nb + b) * 32, ((g + 1) * nb + b) * 32, has_qh)
+            scales = load_floats_pair(dd, sa + b * LANES, sb + b * LANES)
+            mins = load_floats_pair(mm, sa + b * LANES, sb + b * LANES) if has_min else scales
+            a0 = _row_block(a0, w, b0, x0, b, nb, scales, mins, table, b, has_min)
+            if n > 1:
+                a1 = _row_block(a1, w, b1, x1, b, nb, scales, mins, table, nb + b, has_min)
+            if n > 2:
+                a2 = _row_block(a2, w, b2, x2, b, nb, scales, mins, table, 2 * nb + b, has_min)
+            if n > 3:
+                a3 = _row_block(a3, w, b3, x3, b, nb, scales, mins, table, 3 * nb + b, has_min)
+            if n > 4:
+                a4 = _row_block(a4, w, b4, x4, b, nb, scales, mins, table, 4 * nb + b, has_min)
+            if n > 5:
+                a5 = _row_block(a5, w, b5, x5, b, nb, scales, mins, table, 5 * nb + b, has_min)
+            if n > 6:
+                a6 = _row_block(a6, w, b6, x6, b, nb, scales, mins, table, 6 * nb + b, has_min)
+            if n > 7:
+                a7 = _row_block(a7, w, b7, x7, b, nb, scales, mins, table, 7 * nb + b, has_min)
+        at = g * LANES
+        store_floats_wide(out[r0], at, a0)
+        if n > 1:
+            store_floats_wide(out[r0 + 1], at, a1)
+        if n > 2:
+            store_floats_wide(out[r0 + 2], at, a2)
+        if n > 3:
+            store_floats_wide(out[r0 + 3], at, a3)
+        if n > 4:
+            store_floats_wide(out[r0 + 4], at, a4)
+        if n > 5:
+            store_floats_wide(out[r0 + 5], at, a5)
+        if n > 6:
+            store_floats_wide(out[r0 + 6], at, a6)
+        if n > 7:
+            store_floats_wide(out[r0 + 7], at, a7)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _rows_nibbles(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1):
+    """q4_0/q4_1/q5_0/q5_1: each variant inlined with constant flags (as ``gemm._gemm_nibbles``)."""
+    if qh.size > 1:
+        if m.size > 1:
+            _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, True, False)
+        else:
+            _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(-16.0), False, True, False)
+    elif m.size > 1:
+        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, False, False)
+    else:
+        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(-8.0), False, False, False)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _rows_q8_0(qs, d, layer, xq, r0, r1, out, t0, t1):
+    _rows_pass(qs, d, d, d, layer, xq, r0, r1, out, t0, t1, np.float32(-128.0), False, False, True)
+
+
+def rows_product(a0, a1, a2, a3, layer, xq, out, t0, t1):
+    """Rows of tiles t0..t1-1 of out[r] = W[layer] @ x_r for every row r of out (x_r quantized in xq[r]
+    by ``matvec.prepare``), MAX_ROWS rows per pass over the weights; a lanes-layout matrix."""
+
+
+@overload(rows_product)
+def _rows_product(a0, a1, a2, a3, layer, xq, out, t0, t1):
+    if a0.ndim != 4:
+        return None
+    q8 = a0.dtype == types.int8
+
+    def product(a0, a1, a2, a3, layer, xq, out, t0, t1):
+        n = out.shape[0]
+        for r0 in range(0, n, MAX_ROWS):
+            r1 = min(r0 + MAX_ROWS, n)
+            if q8:
+                _rows_q8_0(a0, a1, layer, xq, r0, r1, out, t0, t1)
+            else:
+                _rows_nibbles(a0, a1, a2, a3, layer, xq, r0, r1, out, t0, t1)
+    return product
+
+
+@njit(nogil=True, cache=True)
+def rows_lanes(a0, a1, a2, a3, layer, xq, out, t0, t1):
+    """The compiled entry point of ``rows_product`` (tests and benchmarks call it directly)."""
+    rows_product(a0, a1, a2, a3, layer, xq, out, t0, t1)
