@@ -404,6 +404,28 @@ def test_float32_erf_of_the_gelu_is_within_a_few_ulp_of_erf():
     assert np.max(np.abs(got - exact)) < 5e-7
 
 
+def test_softmax_exp_is_within_a_few_ulp_of_exp_and_zero_below_its_floor():
+    """forward.exp_nonpositive, the softmax's vectorisable exp(score - max), against float64 exp."""
+    from numba import njit
+
+    from engine.fast.forward import EXP_FLOOR, exp_nonpositive
+
+    @njit
+    def exp_all(x, out):
+        for i in range(x.size):
+            out[i] = exp_nonpositive(x[i])
+
+    x = np.concatenate([-np.linspace(0, 90, 900001), [0.0, -0.0, -1e-30, -86.99, -87.0, -87.01, -1e4,
+                                                      -np.inf]]).astype(np.float32)
+    got = np.empty_like(x)
+    exp_all(x, got)
+    exact = np.exp(x.astype(np.float64))
+    kept = x >= EXP_FLOOR
+    assert np.max(np.abs(got[kept] - exact[kept]) / exact[kept]) < 5e-7
+    assert np.all(got[~kept] == 0.0)
+    assert got[0] == 1.0
+
+
 def test_long_prompt_attention_slices_match_token_by_token(tmp_path):
     """A prompt longer than an attention slice, after cached tokens, equals the token-by-token path."""
     from engine.fast.prompt import ATTENTION_SLICE

@@ -85,6 +85,28 @@ def erf32(v):
     return x * p / q
 
 
+# e**x for x <= 0 in float32 (the softmax's exp(score - max)): x = n ln2 + r, |r| <= ln2 / 2, e**r by
+# cephes' expf polynomial, 2**n made from its exponent bits. Plain arithmetic and one select, so the
+# softmax loop vectorises (np.exp is a libm call per position: half the attention's time); within
+# 3e-7 of e**x (checked in tests/test_fast.py); 0 below -87, where e**x leaves the normal floats.
+LOG2E = np.float32(1.4426950408889634)
+LN2_HI, LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)
+E0, E1, E2, E3, E4, E5 = (np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
+                                                  4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
+EXP_FLOOR = np.float32(-87.0)
+
+
+@njit(nogil=True, fastmath=SAFE_FAST, cache=True, inline="always")
+def exp_nonpositive(x):
+    c = max(x, EXP_FLOOR)
+    n = np.floor(c * LOG2E + np.float32(0.5))
+    r = c - n * LN2_HI - n * LN2_LO
+    p = ((((E0 * r + E1) * r + E2) * r + E3) * r + E4) * r + E5
+    p = p * (r * r) + r + np.float32(1.0)
+    two_n = np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32)
+    return p * two_n if x >= EXP_FLOOR else np.float32(0.0)
+
+
 @njit(nogil=True, fastmath=SAFE_FAST, cache=True, inline="always")
 def _gelu(v):
     """x * Phi(x), the exact-erf GELU of GPT-NeoX, in float32."""
@@ -118,22 +140,35 @@ def _rotate(v, cos, sin, half):
         v[k + half] = b * cos[k] + a * sin[k]
 
 
+@njit(nogil=True, inline="always")
+def _rope_head(qkv_row, h, hd, pos, cos, sin, half, k_out, v_out):
+    """Rotate the q and k of head h in place; copy its k and v into k_out, v_out (hd values each)."""
+    base = h * 3 * hd
+    q = qkv_row[base:base + hd]
+    k = qkv_row[base + hd:base + 2 * hd]
+    v = qkv_row[base + 2 * hd:base + 3 * hd]
+    if half > 0:
+        _rotate(q, cos[pos], sin[pos], half)
+        _rotate(k, cos[pos], sin[pos], half)
+    for d in range(hd):      # loops, not slice assignment: no shape check to compile
+        k_out[d] = k[d]
+        v_out[d] = v[d]
+
+
 @njit(nogil=True, cache=True)
 def rope_row(qkv_row, pos, cos, sin, n_head, n_rot, k_out, v_out):
     """Rotate the q and k of one token at position pos in place; copy its k and v into k_out, v_out."""
     hd = k_out.size // n_head
-    half = n_rot // 2
     for h in range(n_head):
-        base = h * 3 * hd
-        q = qkv_row[base:base + hd]
-        k = qkv_row[base + hd:base + 2 * hd]
-        v = qkv_row[base + 2 * hd:base + 3 * hd]
-        if half > 0:
-            _rotate(q, cos[pos], sin[pos], half)
-            _rotate(k, cos[pos], sin[pos], half)
-        for d in range(hd):      # loops, not slice assignment: no shape check to compile
-            k_out[h * hd + d] = k[d]
-            v_out[h * hd + d] = v[d]
+        _rope_head(qkv_row, h, hd, pos, cos, sin, n_rot // 2, k_out[h * hd:(h + 1) * hd], v_out[h * hd:(h + 1) * hd])
+
+
+@njit(nogil=True, cache=True)
+def rope_row_heads(qkv_row, pos, cos, sin, n_head, n_rot, k_heads, v_heads, at):
+    """rope_row for a branch's own cache, laid out head-major: k and v of head h into k_heads[h, at]."""
+    hd = k_heads.shape[2]
+    for h in range(n_head):
+        _rope_head(qkv_row, h, hd, pos, cos, sin, n_rot // 2, k_heads[h, at], v_heads[h, at])
 
 
 @njit(nogil=True, cache=True)
@@ -148,8 +183,24 @@ def rope_and_store(qkv, n, n_past, cos, sin, n_head, n_rot, kc, vc):
 
 @njit(nogil=True, fastmath=SAFE_FAST, inline="always")
 def _scores(q, keys, count, lo, hi, scale, sc, at, top):
-    """sc[at + j] = q . keys[j, lo:hi] * scale for j < count; returns the running maximum."""
-    for j in range(count):
+    """sc[at + j] = q . keys[j, lo:hi] * scale for j < count; returns the running maximum.
+
+    Four keys per pass: each vectorised dot ends in a horizontal sum, and four independent sums
+    per pass of q keep the FMA units busy where one would wait on its own chain.
+    """
+    n4 = count - count % 4
+    for j in range(0, n4, 4):
+        k0, k1, k2, k3 = keys[j, lo:hi], keys[j + 1, lo:hi], keys[j + 2, lo:hi], keys[j + 3, lo:hi]
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for d in range(hi - lo):
+            qd = q[d]
+            s0 += qd * k0[d]
+            s1 += qd * k1[d]
+            s2 += qd * k2[d]
+            s3 += qd * k3[d]
+        sc[at + j], sc[at + j + 1], sc[at + j + 2], sc[at + j + 3] = s0 * scale, s1 * scale, s2 * scale, s3 * scale
+        top = max(top, max(max(s0, s1), max(s2, s3)) * scale)
+    for j in range(n4, count):
         key = keys[j, lo:hi]
         s = np.float32(0.0)
         for d in range(hi - lo):
@@ -162,8 +213,14 @@ def _scores(q, keys, count, lo, hi, scale, sc, at, top):
 
 @njit(nogil=True, fastmath=SAFE_FAST, inline="always")
 def _weigh(o, sc, at, inv, values, count, lo, hi):
-    """o += sum over j < count of sc[at + j] * inv * values[j, lo:hi]."""
-    for j in range(count):
+    """o += sum over j < count of sc[at + j] * inv * values[j, lo:hi], four positions per pass over o."""
+    n4 = count - count % 4
+    for j in range(0, n4, 4):
+        p0, p1, p2, p3 = sc[at + j] * inv, sc[at + j + 1] * inv, sc[at + j + 2] * inv, sc[at + j + 3] * inv
+        v0, v1, v2, v3 = values[j, lo:hi], values[j + 1, lo:hi], values[j + 2, lo:hi], values[j + 3, lo:hi]
+        for d in range(hi - lo):
+            o[d] += (p0 * v0[d] + p1 * v1[d]) + (p2 * v2[d] + p3 * v3[d])
+    for j in range(n4, count):
         p = sc[at + j] * inv
         val = values[j, lo:hi]
         for d in range(hi - lo):
@@ -171,25 +228,26 @@ def _weigh(o, sc, at, inv, values, count, lo, hi):
 
 
 @njit(nogil=True, fastmath=SAFE_FAST, cache=True)
-def _attend(qkv_row, h, n_head, kc, vc, n_shared, kb, vb, n_own, sc, out_row):
-    """Head h of one token: softmax(q k / sqrt(hd)) v over positions 0..n_shared-1 of kc/vc, then
-    0..n_own-1 of kb/vb (a branch's own tokens after a shared prefix; n_own 0 for a session)."""
+def _attend(qkv_row, h, n_head, kc, vc, n_shared, kb, vb, own_lo, n_own, sc, out_row):
+    """Head h of one token: softmax(q k / sqrt(hd)) v over positions 0..n_shared-1 of kc/vc (the head's
+    columns), then 0..n_own-1 of kb/vb, columns own_lo..own_lo+hd (a branch's own tokens after a shared
+    prefix, one head's keys contiguous: own_lo 0; n_own 0 for a session)."""
     hd = kc.shape[1] // n_head
     scale = np.float32(1.0 / math.sqrt(hd))
     q = qkv_row[h * 3 * hd:h * 3 * hd + hd]
     lo, hi = h * hd, (h + 1) * hd
     top = _scores(q, kc, n_shared, lo, hi, scale, sc, 0, np.float32(-3.0e38))
-    top = _scores(q, kb, n_own, lo, hi, scale, sc, n_shared, top)
+    top = _scores(q, kb, n_own, own_lo, own_lo + hd, scale, sc, n_shared, top)
     total = np.float32(0.0)
     for j in range(n_shared + n_own):
-        e = np.exp(sc[j] - top)
+        e = exp_nonpositive(sc[j] - top)
         sc[j] = e
         total += e
     inv = np.float32(1.0) / total
     o = out_row[lo:hi]
     o[:] = 0.0
     _weigh(o, sc, 0, inv, vc, n_shared, lo, hi)
-    _weigh(o, sc, n_shared, inv, vb, n_own, lo, hi)
+    _weigh(o, sc, n_shared, inv, vb, n_own, own_lo, own_lo + hd)
 
 
 @njit(nogil=True, cache=True)
@@ -273,7 +331,7 @@ def attention(parts, qkv, length, n_head, kc, vc, scores, out):
     for p in prange(parts):
         h0, h1 = _share(n_head, np.int64(p), parts)
         for h in range(h0, h1):
-            _attend(qkv, h, n_head, kc, vc, length, kc, vc, 0, scores[h], out)
+            _attend(qkv, h, n_head, kc, vc, length, kc, vc, 0, 0, scores[h], out)
 
 
 @njit(nogil=True, cache=True)
@@ -336,14 +394,15 @@ def forward_token(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel
 @njit(nogil=True, cache=True, parallel=True)
 def row_attention(parts, qkv, seqs, lengths, n_shared, n_head, kc, vc, kb, vb, scores, out):
     """Row j (the next token of sequence seqs[j]) over the n_shared prefix positions of kc/vc and
-    its sequence's own lengths[seqs[j]] + 1 positions of kb/vb; the (row, head) pairs shared by ``parts`` threads."""
+    its sequence's own lengths[seqs[j]] + 1 positions of kb/vb ([sequence, head, position, head_dim]:
+    one head's own keys contiguous); the (row, head) pairs shared by ``parts`` threads."""
     n = seqs.size
     for p in prange(parts):
         i0, i1 = _share(n * n_head, np.int64(p), parts)
         for i in range(i0, i1):
             j, h = i // n_head, i % n_head
             s = seqs[j]
-            _attend(qkv[j], h, n_head, kc, vc, n_shared, kb[s], vb[s], lengths[s] + 1, scores[i], out[j])
+            _attend(qkv[j], h, n_head, kc, vc, n_shared, kb[s, h], vb[s, h], 0, lengths[s] + 1, scores[i], out[j])
 
 
 @njit(nogil=True, cache=True)
@@ -352,8 +411,8 @@ def forward_rows(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_
     """One new token for each of n sequences through every layer and the head: logits[j] for row j.
 
     Row j continues sequence seqs[j]: the n_shared positions of kcache/vcache are the prefix all
-    sequences share, and kb/vb[layer, s] hold sequence s's own lengths[s] tokens, after which this
-    row's key and value are stored (the caller then counts them in lengths). x [n, n_embd] holds
+    sequences share, and kb/vb[layer, s] ([head, position, head_dim]) hold sequence s's own
+    lengths[s] tokens, after which this row's key and value are stored (the caller then counts them in lengths). x [n, n_embd] holds
     the embeddings and is overwritten; bufs are forward_token's buffers with a row per sequence.
     """
     h, h2, qkv, att, attn_out, up, down, xs1, xs2 = bufs
@@ -375,8 +434,8 @@ def forward_rows(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_
         add_bias(qkv, n, bqkv[layer])
         for j in range(n):
             s = seqs[j]
-            rope_row(qkv[j], n_shared + lengths[s], cos, sin, n_head, n_rot, kb[layer, s, lengths[s]],
-                     vb[layer, s, lengths[s]])
+            rope_row_heads(qkv[j], n_shared + lengths[s], cos, sin, n_head, n_rot, kb[layer, s], vb[layer, s],
+                           lengths[s])
         row_attention(parts, qkv, seqs, lengths, n_shared, n_head, kcache[layer], vcache[layer], kb[layer],
                       vb[layer], scores, att)
         if parallel_residual:
