@@ -463,12 +463,16 @@ def splat_wide(typingctx, value):
 
 
 @intrinsic
-def store_floats_wide(typingctx, array, index, v):
-    """array[index:index+16] = v (a 1-D float32 array; the caller keeps it in bounds)."""
-    if not (_is_c_array(array, types.float32) and _is_index(index) and v == Floats16):
+def store_floats_pair(typingctx, array, i, j, v):
+    """array[i:i+8] = the first 8 lanes of v, array[j:j+8] = the last 8 (two groups' rows; a 1-D float32
+    array, the caller keeps both in bounds)."""
+    if not (_is_c_array(array, types.float32) and _is_index(i) and _is_index(j) and v == Floats16):
         return None
 
     def codegen(context, builder, sig, args):
-        builder.store(args[2], _element_pointer(context, builder, sig.args[0], args[0], args[1], _V16F), align=4)
+        for half, index in enumerate(args[1:3]):
+            part = builder.shuffle_vector(args[3], args[3], ir.Constant(ir.VectorType(_I32, 8),
+                                                                        list(range(8 * half, 8 * half + 8))))
+            builder.store(part, _element_pointer(context, builder, sig.args[0], args[0], index, _V8F), align=4)
         return context.get_dummy_value()
-    return types.none(array, index, Floats16), codegen
+    return types.none(array, i, j, Floats16), codegen
