@@ -85,12 +85,19 @@ def rebuild_tensor(storage, storage_offset, size, stride, *_ignored, widen_bf16:
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
         raise ValueError(f"tensor offset {storage_offset}, size {size}, stride {stride} must be non-negative ints")
     n = len(storage.values)
+    largest = max(storage.limit, n)
     elements = 1
     for s in size:
         elements *= s
-    if elements > max(storage.limit, n):
+    if elements > largest:
         raise ValueError(f"tensor of size {size} has {elements} elements, more than the "
                          f"{storage.limit}-byte archive could hold")
+    # a dimension or a stride past the archive's size is no real tensor's: a size-1 dimension's
+    # stride never moves the view, so the bound below would pass it, and numpy's byte strides
+    # overflow a C long (fuzz finding)
+    if any(v > largest for v in size + stride):
+        raise ValueError(f"tensor of size {size}, stride {stride} has a dimension or stride larger than "
+                         f"the {storage.limit}-byte archive")
     if 0 not in size:
         last = storage_offset + sum((s - 1) * st for s, st in zip(size, stride))
         if last >= n:

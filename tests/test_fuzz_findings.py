@@ -223,6 +223,16 @@ def test_a_view_with_more_elements_than_the_archive_has_bytes_is_refused(tmp_pat
     assert load_torch_state_dict(path)["t"].shape == (1, 2)
 
 
+@pytest.mark.parametrize("size, stride", [((1, 2), (1 << 62, 1)), ((0, 1 << 62), (1, 1))])
+def test_a_stride_or_dimension_past_the_archive_is_refused(tmp_path, size, stride):
+    # a size-1 dimension's stride never moves the view, so the bounds check passed it and numpy's
+    # byte strides overflowed a C long (fuzz finding: OverflowError); an empty view's other
+    # dimensions went to np.zeros unchecked
+    path = one_tensor_archive(tmp_path, size=size, stride=stride)
+    with pytest.raises(ModelFormatError, match="dimension or stride larger than"):
+        load_torch_state_dict(path)
+
+
 # -- the manifest, the catalog and its cache ------------------------------------------------------
 
 @pytest.mark.parametrize("record", [

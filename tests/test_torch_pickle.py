@@ -31,7 +31,9 @@ def _str(s: str) -> bytes:
 
 
 def _int(i: int) -> bytes:
-    return pickle.BININT + struct.pack("<i", i)
+    if -(1 << 31) <= i < 1 << 31:
+        return pickle.BININT + struct.pack("<i", i)
+    return pickle.LONG1 + bytes([8]) + struct.pack("<q", i)      # what pickle writes past 32 bits
 
 
 def _tuple(items) -> bytes:
