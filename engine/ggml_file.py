@@ -275,18 +275,18 @@ class MappedModelFile:
                 fail(f"tensor {info.display_name!r} ({info.type_label}) holds {where} of {bad[1]!r} at byte "
                      f"{bad[0]} of its data: weights must be finite and within +-{WEIGHT_LIMIT:g} (the fp16 range)",
                      info.offset + bad[0])
-            self._release_pages(info.offset, info.data.size)
+            self.release_pages(info.offset, info.data.size)
 
-    def _release_pages(self, offset: int, nbytes: int) -> None:
-        """Drop the pages the weight check touched from this process's resident memory.
+    def release_pages(self, offset: int, nbytes: int) -> None:
+        """Drop the mapping's pages in [offset, offset + nbytes) from this process's resident memory.
 
-        The check reads every weight through the mapping, and touched pages of a file mapping count
-        as the process's own; without this, a 1.4B q4_0 model held its 0.8 GB file resident on top
-        of the backend's repacked copy. The pages stay in the page cache, so the repack (or a later
-        read through the mapping, as the embedding lookups do) finds them there. Windows has no
-        madvise; the OS trims a read-only mapping's pages under pressure there.
+        The weight check reads every weight through the mapping, and touched pages of a file mapping
+        count as the process's own; without this, a 1.4B q4_0 model held its 0.8 GB file resident
+        on top of the backend's repacked copy. The pages stay in the page cache, so the repack (or a
+        later read through the mapping, as the embedding lookups do) finds them there. Windows has
+        no madvise; the OS trims a read-only mapping's pages under pressure there.
         """
-        if not hasattr(self._map, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        if self._map is None or not hasattr(self._map, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
             return
         start = offset - offset % mmap.PAGESIZE
         end = min(offset + nbytes, self.file_size)

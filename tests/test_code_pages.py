@@ -1,7 +1,7 @@
-"""LLVM's code pages are handed back once the kernels are loaded, and LLVM still works afterwards.
+"""LLVM's clean pages are handed back once the kernels are loaded, and LLVM still works afterwards.
 
 Run in a child process (the test process's own numba state must not matter): after a fast
-model's first token the executable mapping of libllvmlite holds almost nothing resident, and a
+model's first token the code and read-only data of libllvmlite hold almost nothing resident, and a
 function compiled afterwards (LLVM running again, reading its pages back) gives the right answer.
 """
 from __future__ import annotations
@@ -20,20 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, sys
 from engine import load_model
-from engine.fast.memory import code_mappings
+from engine.resident_memory import library_mappings
 
 def resident_kib():
-    total, inside = 0, False
-    spans = code_mappings()
-    with open("/proc/self/smaps") as smaps:
-        for line in smaps:
-            head = line.split()[0]
-            if "-" in head and len(line.split()) >= 5 and ":" not in head:
-                start = int(head.split("-")[0], 16)
-                inside = any(s == start for s, _ in spans)
-            elif inside and line.startswith("Rss:"):
-                total += int(line.split()[1])
-    return total
+    # the clean file-backed pages: code and read-only data (written copies are never handed back)
+    return sum(m.get("Rss", 0) for m in library_mappings("libllvmlite") if "w" not in m["perms"] and not m.get("Anonymous"))
 
 import numba
 before_load = resident_kib()
@@ -47,8 +38,8 @@ after_tokens = resident_kib()
 def twice_plus_one(x):
     return 2 * x + 1
 
-print(json.dumps(dict(before_load=before_load, after_tokens=after_tokens, mapped=sum(e - s for s, e in code_mappings()) // 1024,
-                      compiled=twice_plus_one(20))))
+mapped = sum(m["end"] - m["start"] for m in library_mappings("libllvmlite")) // 1024
+print(json.dumps(dict(before_load=before_load, after_tokens=after_tokens, mapped=mapped, compiled=twice_plus_one(20))))
 """
 
 

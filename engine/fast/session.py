@@ -13,10 +13,10 @@ import numpy as np
 
 from engine.fast.forward import forward_rows, forward_token, products, rope_tables
 from engine.fast.matvec import xsum_floats
-from engine.fast.memory import after_first_use
 from engine.fast.prompt import TileDecoder, forward_prompt
 from engine.fast.repack import pack_matrices
 from engine.fast.threads import ThreadChooser, apply_threads, resolve_threads, single_threaded_blas
+from engine.resident_memory import after_first_use, lazy_zeros
 from engine.session import Branches, Session
 
 BATCH_MIN = 6          # from this many new tokens on, the batched (GEMM) path is faster
@@ -60,6 +60,8 @@ class FastModel:
         self.lnf = np.stack([tensors["gpt_neox.final_layer_norm.weight"].to_float32(),
                              tensors["gpt_neox.final_layer_norm.bias"].to_float32()]).astype(np.float32)
         self.load_seconds = time.perf_counter() - t0
+        # the file's pages loading touched (vocabulary, small tensors); embedding rows page back in as used
+        ggml_file.release_pages(0, ggml_file.file_size)
         after_first_use("repack")
 
     def _layer_tensors(self, suffix: str) -> list:
@@ -126,8 +128,8 @@ class FastSession(Session):
         c = model.config
         self.model = model
         e = c.n_embd
-        self.kcache = np.zeros((c.n_layer, 0, e), np.float32)
-        self.vcache = np.zeros((c.n_layer, 0, e), np.float32)
+        self.kcache = lazy_zeros((c.n_layer, 0, e))
+        self.vcache = lazy_zeros((c.n_layer, 0, e))
         self.reserve(1)
         self.cos, self.sin = rope_tables(n_ctx, c.n_rot)
         self._x = np.zeros(e, np.float32)
@@ -148,10 +150,11 @@ class FastSession(Session):
         if n <= have:
             return
         size = min(self.n_ctx, -(-max(n, have + have // 2) // KV_CHUNK) * KV_CHUNK)
+        held = min(have, len(self.tokens))      # copying the room past them would make it resident
         for name in ("kcache", "vcache"):
             old = getattr(self, name)
-            new = np.zeros((old.shape[0], size, old.shape[2]), np.float32)
-            new[:, :have] = old
+            new = lazy_zeros((old.shape[0], size, old.shape[2]))     # resident where written only
+            new[:, :held] = old[:, :held]
             setattr(self, name, new)
 
     def eval(self, tokens, all_logits: bool = False) -> np.ndarray:
@@ -216,9 +219,9 @@ class FastBranches(Branches):
     def __init__(self, session: FastSession, n: int, max_new: int):
         super().__init__(session, n, max_new)
         model, c = session.model, session.config
-        # np.zeros maps pages lazily: memory grows with the tokens evaluated, not with max_new
-        self.kb = np.zeros((c.n_layer, n, c.n_head, max_new, c.n_embd // c.n_head), np.float32)
-        self.vb = np.zeros_like(self.kb)
+        # resident where written only: memory grows with the tokens evaluated, not with max_new
+        self.kb = lazy_zeros((c.n_layer, n, c.n_head, max_new, c.n_embd // c.n_head))
+        self.vb = lazy_zeros(self.kb.shape)
         self._x = np.zeros((n, c.n_embd), np.float32)
         self._bufs = token_buffers(model, (n,))
         self._scores = np.zeros((n * c.n_head, self.n_prefix + max_new), np.float32)
