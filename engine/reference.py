@@ -14,6 +14,7 @@ import numpy as np
 
 from engine.ggml_file import MappedModelFile
 from engine.config import Config
+from engine.resident_memory import lazy_zeros
 from engine.session import Branches, Session
 
 LN_EPS = 1e-5
@@ -83,9 +84,10 @@ class ReferenceSession(Session):
         super().__init__(backend.config, n_ctx)
         c = backend.config
         self.backend = backend
-        # np.zeros maps untouched pages lazily, so an unused long context costs no memory.
-        self.k = np.zeros((c.n_layer, n_ctx, c.n_head, c.head_dim), dtype=np.float32)
-        self.v = np.zeros((c.n_layer, n_ctx, c.n_head, c.head_dim), dtype=np.float32)
+        # resident where written only, so an unused long context costs no memory (np.zeros would
+        # ask for huge pages: 2 MiB of each layer's slice resident from its first position on)
+        self.k = lazy_zeros((c.n_layer, n_ctx, c.n_head, c.head_dim))
+        self.v = lazy_zeros((c.n_layer, n_ctx, c.n_head, c.head_dim))
 
     def eval(self, tokens, all_logits: bool = False) -> np.ndarray:
         """Run tokens after the cached ones; the logits of the last (or every) new position."""
@@ -111,8 +113,8 @@ class ReferenceBranches(Branches):
     def __init__(self, session: ReferenceSession, n: int, max_new: int):
         super().__init__(session, n, max_new)
         c = session.config
-        self.k = np.zeros((c.n_layer, n, max_new, c.n_head, c.head_dim), dtype=np.float32)
-        self.v = np.zeros_like(self.k)
+        self.k = lazy_zeros((c.n_layer, n, max_new, c.n_head, c.head_dim))
+        self.v = lazy_zeros(self.k.shape)
 
     def _forward(self, tokens: list[int], seqs: list[int]) -> np.ndarray:
         lengths = [len(self.tokens[s]) for s in seqs]
