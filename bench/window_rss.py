@@ -44,7 +44,7 @@ def where(model: str) -> list[tuple[str, float]]:
                     kind = "anonymous"
                 elif path == "[heap]":
                     kind = "heap (malloc)"
-                elif os.path.abspath(path) == os.path.abspath(model):
+                elif os.path.realpath(path) == os.path.realpath(model):
                     kind = "model file (mapped)"
                 elif "llvmlite" in name:
                     kind = "libllvmlite (LLVM)"
