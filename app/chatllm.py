@@ -25,7 +25,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
 from app.textsource import LocalSource, RemoteSource
 from app.threads import GilHandover
@@ -189,6 +189,12 @@ class LLMWorker(QObject):
             self._warm_timer.start()
 
     @Slot()
+    def on_thread_finished(self) -> None:
+        """Runs in the engine thread as it ends: its timer must stop there, not when the worker is
+        deleted from the GUI thread later (Qt: "Timers cannot be stopped from another thread")."""
+        self._warm_timer.stop()
+
+    @Slot()
     def on_warm_timer_timeout(self) -> None:
         """While the model warms up, notice (between generations) when it reached full speed."""
         self._check_backend()
@@ -340,6 +346,8 @@ class ChatLLM(QObject):
         self.thread.setObjectName("neox-engine")
         self.worker = LLMWorker(self.cancel, threads, backend)
         self.worker.moveToThread(self.thread)
+        # direct: QThread.finished is emitted in the ending thread itself, where the worker lives
+        self.thread.finished.connect(self.worker.on_thread_finished, Qt.ConnectionType.DirectConnection)
         self.loadRequested.connect(self.worker.on_load_requested)
         self.remoteRequested.connect(self.worker.on_remote_requested)
         self.generateRequested.connect(self.worker.on_generate_requested)

@@ -180,3 +180,27 @@ def test_the_worker_reports_the_move(qtbot, gated):
         llm.shutdown()
         if llm.worker.local is not None:
             llm.worker.local.close()
+
+
+def test_shutting_down_while_warming_leaves_no_timer_on_a_finished_thread(qtbot, gated):
+    # the self-test (wheel and bundle) printed "QObject::killTimer: Timers cannot be stopped from
+    # another thread" at exit: the worker's warm-up timer was still running when its thread ended
+    import gc
+
+    from PySide6.QtCore import qInstallMessageHandler
+
+    from app.chatllm import ChatLLM
+    messages = []
+    previous = qInstallMessageHandler(lambda _kind, _context, text: messages.append(text))
+    try:
+        llm = ChatLLM(backend="staged")
+        llm.load(str(DEMO))       # (not qtbot.waitSignal: its timer would be stopped from the engine thread)
+        qtbot.waitUntil(lambda: llm.worker._warm_timer.isActive(), timeout=120_000)
+        llm.shutdown()
+        assert not llm.worker._warm_timer.isActive()
+        llm.worker.local.close()
+        del llm
+        gc.collect()
+    finally:
+        qInstallMessageHandler(previous)
+    assert not [m for m in messages if "Timers cannot be stopped" in m], messages
