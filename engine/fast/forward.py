@@ -405,20 +405,30 @@ def row_attention(parts, qkv, seqs, lengths, n_shared, n_head, kc, vc, kb, vb, s
             _attend(qkv[j], h, n_head, kc, vc, n_shared, kb[s, h], vb[s, h], 0, lengths[s] + 1, scores[i], out[j])
 
 
-@njit(nogil=True, cache=True)
-def forward_rows(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual, n_head, n_rot,
-                 seqs, lengths, n_shared, cos, sin, kcache, vcache, kb, vb, x, bufs, scores, logits):
-    """One new token for each of n sequences through every layer and the head: logits[j] for row j.
+@njit(nogil=True, cache=True, parallel=True)
+def prompt_attention(parts, qkv, n, n_past, n_head, kc, vc, scores, out):
+    """Rows 0..n-1 of one sequence (positions n_past..), row j over cache positions 0..n_past+j (causal),
+    ``parts`` threads each with scores[p]. The (row, head) pairs are dealt out in turn, not in ranges: a
+    later row sees more positions, so ranges would leave the last thread the most work."""
+    for p in prange(parts):
+        q = np.int64(p)
+        for i in range(q, n * n_head, parts):
+            j, h = i // n_head, i % n_head
+            _attend(qkv[j], h, n_head, kc, vc, n_past + j + 1, kc, vc, 0, 0, scores[q], out[j])
 
-    Row j continues sequence seqs[j]: the n_shared positions of kcache/vcache are the prefix all
-    sequences share, and kb/vb[layer, s] ([head, position, head_dim]) hold sequence s's own
-    lengths[s] tokens, after which this row's key and value are stored (the caller then counts them in lengths). x [n, n_embd] holds
-    the embeddings and is overwritten; bufs are forward_token's buffers with a row per sequence.
+
+@njit(nogil=True, cache=True)
+def _row_layers(parts, wq, wo, wu, wd, ln, bqkv, bo, bu, bd, parallel_residual, n_head, n_rot, prompt,
+                seqs, lengths, n_shared, cos, sin, kcache, vcache, kb, vb, x, bufs, scores):
+    """The n rows of x through every layer (forward_token's structure on [n, width] buffers).
+
+    With ``prompt`` the rows are the next tokens of one sequence at positions n_shared..n_shared+n-1:
+    their keys and values go into kcache/vcache and each row attends causally (seqs, lengths, kb, vb
+    unused). Otherwise row j is the next token of sequence seqs[j] (``forward_rows``).
     """
     h, h2, qkv, att, attn_out, up, down, xs1, xs2 = bufs
     no_bias = bu[0, :0]
     skip = np.int64(-1)
-    zero = np.int64(0)
     n = x.shape[0]
     n_layer = ln.shape[0]
     e = x.shape[1]
@@ -432,12 +442,16 @@ def forward_rows(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_
         else:
             products(parts, wq, layer, h, xs1, qkv, wu, skip, h2, xs2, up, no_bias)
         add_bias(qkv, n, bqkv[layer])
-        for j in range(n):
-            s = seqs[j]
-            rope_row_heads(qkv[j], n_shared + lengths[s], cos, sin, n_head, n_rot, kb[layer, s], vb[layer, s],
-                           lengths[s])
-        row_attention(parts, qkv, seqs, lengths, n_shared, n_head, kcache[layer], vcache[layer], kb[layer],
-                      vb[layer], scores, att)
+        if prompt:
+            rope_and_store(qkv, n, n_shared, cos, sin, n_head, n_rot, kcache[layer], vcache[layer])
+            prompt_attention(parts, qkv, n, n_shared, n_head, kcache[layer], vcache[layer], scores, att)
+        else:
+            for j in range(n):
+                s = seqs[j]
+                rope_row_heads(qkv[j], n_shared + lengths[s], cos, sin, n_head, n_rot, kb[layer, s],
+                               vb[layer, s], lengths[s])
+            row_attention(parts, qkv, seqs, lengths, n_shared, n_head, kcache[layer], vcache[layer], kb[layer],
+                          vb[layer], scores, att)
         if parallel_residual:
             products(parts, wo, layer, att, xs1, attn_out, wd, layer, up_in, xs2, down, no_bias)
             b, b2 = bo[layer], bd[layer]
@@ -458,5 +472,40 @@ def forward_rows(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_
             for j in range(n):
                 for i in range(e):
                     x[j, i] = (down[j, i] + b[i]) + x[j, i]
-    layer_norm_rows(x, n, lnf[0], lnf[1], h)
-    products(parts, wh, zero, h, xs1, logits, wh, skip, h, xs1, logits, no_bias)
+
+
+@njit(nogil=True, cache=True)
+def forward_rows(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_residual, n_head, n_rot,
+                 seqs, lengths, n_shared, cos, sin, kcache, vcache, kb, vb, x, bufs, scores, logits):
+    """One new token for each of n sequences through every layer and the head: logits[j] for row j.
+
+    Row j continues sequence seqs[j]: the n_shared positions of kcache/vcache are the prefix all
+    sequences share, and kb/vb[layer, s] ([head, position, head_dim]) hold sequence s's own
+    lengths[s] tokens, after which this row's key and value are stored (the caller then counts them in lengths). x [n, n_embd] holds
+    the embeddings and is overwritten; bufs are forward_token's buffers with a row per sequence.
+    """
+    _row_layers(parts, wq, wo, wu, wd, ln, bqkv, bo, bu, bd, parallel_residual, n_head, n_rot, False,
+                seqs, lengths, n_shared, cos, sin, kcache, vcache, kb, vb, x, bufs, scores)
+    h, xs1 = bufs[0], bufs[7]
+    layer_norm_rows(x, x.shape[0], lnf[0], lnf[1], h)
+    products(parts, wh, np.int64(0), h, xs1, logits, wh, np.int64(-1), h, xs1, logits, bu[0, :0])
+
+
+# A short prompt (engine.fast.session.SHORT_PROMPT): its tokens are n rows of one sequence, run in one
+# call like forward_rows, where the batched path of prompt.py pays Python, a thread pool's hand-offs
+# and numpy temporaries per matrix and layer (most of a 32-token prompt's time at 70M).
+NO_SEQS = np.zeros(0, np.int64)
+NO_OWN = np.zeros((1, 1, 1, 1, 1), np.float32)
+
+
+@njit(nogil=True, cache=True)
+def forward_prompt_rows(parts, wq, wo, wu, wd, ln, bqkv, bo, bu, bd, lnf, parallel_residual, n_head, n_rot,
+                        n_past, cos, sin, kcache, vcache, x, bufs, scores, no_seqs, no_own):
+    """The n rows of x (token embeddings, positions n_past..n_past+n-1 of one sequence) through every
+    layer: their keys and values into kcache/vcache at those positions, each row attending to the
+    positions up to its own. bufs[0][:n] ends as the final-LayerNorm output (the caller applies the
+    head to the rows it needs); x is overwritten. scores is [parts, at least n_past + n];
+    no_seqs and no_own are NO_SEQS and NO_OWN (the unused branch arguments, typed)."""
+    _row_layers(parts, wq, wo, wu, wd, ln, bqkv, bo, bu, bd, parallel_residual, n_head, n_rot, True,
+                no_seqs, no_seqs, n_past, cos, sin, kcache, vcache, no_own, no_own, x, bufs, scores)
+    layer_norm_rows(x, x.shape[0], lnf[0], lnf[1], bufs[0])

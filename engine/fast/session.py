@@ -11,15 +11,16 @@ import time
 
 import numpy as np
 
-from engine.fast.forward import forward_rows, forward_token, products, rope_tables
+from engine.fast.forward import NO_OWN, NO_SEQS, forward_prompt_rows, forward_rows, forward_token, products, rope_tables
 from engine.fast.matvec import xsum_floats
 from engine.fast.prompt import TileDecoder, forward_prompt
 from engine.fast.repack import pack_matrices
-from engine.fast.threads import ThreadChooser, apply_threads, resolve_threads, single_threaded_blas
+from engine.fast.threads import PromptThreadChooser, ThreadChooser, apply_threads, resolve_threads, single_threaded_blas
 from engine.resident_memory import after_first_use, lazy_zeros
 from engine.session import Branches, Session
 
 BATCH_MIN = 6          # from this many new tokens on, the batched (GEMM) path is faster
+SHORT_PROMPT = 64      # up to this many new tokens, the one-call compiled path (forward_prompt_rows)
 PROMPT_CHUNK = 512     # tokens per batched pass (bounds the activation memory)
 KV_CHUNK = 256         # the key and value caches grow by whole chunks of positions (or by half their size)
 
@@ -59,6 +60,9 @@ class FastModel:
         self.b_down = stack("mlp.dense_4h_to_h.bias")
         self.lnf = np.stack([tensors["gpt_neox.final_layer_norm.weight"].to_float32(),
                              tensors["gpt_neox.final_layer_norm.bias"].to_float32()]).astype(np.float32)
+        # one for the model, not per session: a new session (a new story, the bench's) starts from what
+        # the earlier prompts measured, the warm-up's included
+        self.prompt_chooser = PromptThreadChooser(self.threads)
         self.load_seconds = time.perf_counter() - t0
         # the file's pages loading touched (vocabulary, small tensors); embedding rows page back in as used
         ggml_file.release_pages(0, ggml_file.file_size)
@@ -137,6 +141,7 @@ class FastSession(Session):
         self._scores = np.zeros((c.n_head, n_ctx), np.float32)
         self._logits = np.zeros(model.head.padded_rows, np.float32)
         self._decoder = TileDecoder(model.threads)
+        self._rows_bufs = self._rows_scores = None      # for short prompts, made on the first
         self._chooser = ThreadChooser(model.threads)
 
     @property
@@ -163,7 +168,9 @@ class FastSession(Session):
         n = len(tokens)
         self.reserve(n_past + n)
         apply_threads(self.model.threads)
-        if n >= BATCH_MIN:
+        if 2 <= n <= SHORT_PROMPT:
+            logits = self._eval_short(tokens, n_past, all_logits)
+        elif n >= BATCH_MIN:
             logits = self._eval_batched(tokens, n_past, all_logits)
         else:
             rows = [self._eval_token(t, n_past + i) for i, t in enumerate(tokens)]
@@ -186,6 +193,39 @@ class FastSession(Session):
         self._chooser.record(threads, time.perf_counter() - start)
         after_first_use("token")
         return self._logits[:m.config.n_vocab].copy()
+
+    def _eval_short(self, tokens: list[int], n_past: int, all_logits: bool) -> np.ndarray:
+        """A few tokens in one compiled call (``forward_prompt_rows``), then the head for the rows asked."""
+        m, c = self.model, self.config
+        n = len(tokens)
+        if self._rows_bufs is None:      # np.zeros maps pages lazily: a prompt of n rows touches n rows' worth
+            self._rows_bufs = token_buffers(m, (SHORT_PROMPT,))
+            self._rows_scores = np.zeros((m.threads, self.n_ctx), np.float32)
+        bufs = tuple(b[:n] for b in self._rows_bufs)       # C-contiguous views: one compiled signature for any n
+        x = m.embed.rows(tokens).astype(np.float32)
+        # threads chosen as for tokens, from the prompts' own timings (PromptThreadChooser)
+        threads = self.model.prompt_chooser.choose()
+        apply_threads(threads)
+        start = time.perf_counter()
+        forward_prompt_rows(threads, m.qkv.arrays, m.dense.arrays, m.up.arrays, m.down.arrays, m.ln, m.b_qkv,
+                            m.b_dense, m.b_up, m.b_down, m.lnf, c.parallel_residual, c.n_head, c.n_rot, n_past,
+                            self.cos, self.sin, self.kcache, self.vcache, x, bufs, self._rows_scores,
+                            NO_SEQS, NO_OWN)
+        self.model.prompt_chooser.record(threads, (time.perf_counter() - start) / n)
+        after_first_use("short prompt")
+        h, xs = bufs[0], bufs[7]
+        no_bias = m.b_up[0, :0]
+        if all_logits:         # forward_rows' head call, the same argument types
+            logits = np.empty((n, m.head.padded_rows), np.float32)
+            products(threads, m.head.arrays, 0, h, xs, logits, m.head.arrays, -1, h, xs, logits, no_bias)
+            logits = logits[:, :c.n_vocab]
+        else:
+            last = np.ascontiguousarray(h[n - 1])
+            products(threads, m.head.arrays, 0, last, self._bufs[7], self._logits,
+                     m.head.arrays, -1, last, self._bufs[7], self._logits, no_bias)
+            logits = self._logits[:c.n_vocab].copy()
+        apply_threads(m.threads)
+        return logits
 
     def _eval_batched(self, tokens: list[int], n_past: int, all_logits: bool) -> np.ndarray:
         m = self.model
