@@ -74,7 +74,7 @@ def test_logits_match_reference_every_type(converted, type_name, version):
     ref = load_model(path, backend="reference").logits(tokens)
     fast = load_model(path, backend="fast")
     assert fast.info()["backend"] == "fast"
-    assert rel_err(fast.logits(tokens), ref) < tol(type_name)    # batched prompt path
+    assert rel_err(fast.logits(tokens), ref) < tol(type_name)    # 40 tokens: the short-prompt path (test_short_prompt.py)
     session = fast.new_session()
     stepped = np.stack([session.eval([t]) for t in tokens])      # compiled per-token path
     assert rel_err(stepped, ref) < tol(type_name)

@@ -8,6 +8,7 @@ continuing from that cache picks the same tokens as after the old paths.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
@@ -86,12 +87,15 @@ def test_generation_after_a_short_prompt_matches_the_old_paths(converted, name, 
         logits_new = new.eval([token])
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("threads", range(1, min(3, numba.config.NUMBA_NUM_THREADS) + 1))
 def test_short_prompt_any_thread_count(converted, threads, monkeypatch):
     """The attention deals (row, head) pairs out to the threads in turn: every count covers each once."""
     path = converted("tiny-sequential", "q4_0", 2)
     fast = load_model(path, backend="fast", threads=threads)
+    chooser = fast._backend.prompt_chooser
+    monkeypatch.setattr(chooser, "choose", lambda: threads)      # not a probe of the other mode
     tokens = prompt_tokens(fast, 50, seed=9)
     ref = load_model(path, backend="reference").logits(tokens)
     new, _ = evaluate(fast, tokens, 10, 40, monkeypatch, short=True)
     assert rel_err(new, ref[10:50]) < tol("q4_0")
+    assert chooser.average[threads] is not None        # the prompt's time was recorded for its mode

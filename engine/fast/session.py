@@ -1,9 +1,11 @@
 """FastModel (the repacked weights) and FastSession (a KV cache plus preallocated buffers).
 
-A session evaluates short inputs (generation) one token at a time through the compiled
-``forward_token`` and longer ones (a prompt) through the batched path of ``prompt.py``. Between
-tokens the Python work is one embedding lookup and one call; every compiled kernel releases the
-GIL, so a generation on a worker thread never blocks the GUI thread for long.
+A session evaluates one token (generation) through the compiled ``forward_token``, 2 to
+``SHORT_PROMPT`` tokens as rows of one sequence in one compiled call (``forward_prompt_rows``:
+no Python between layers, which was most of a short prompt's time at 70M) and longer prompts
+through the batched path of ``prompt.py``. Between tokens the Python work is one embedding lookup
+and one call; every compiled kernel releases the GIL, so a generation on a worker thread never
+blocks the GUI thread for long.
 """
 from __future__ import annotations
 
@@ -98,11 +100,17 @@ class FastModel:
         return FastSession(self, n_ctx)
 
     def warm_up(self) -> float:
-        """Compile (or load from numba's cache) both evaluation paths; returns the seconds it took."""
+        """Compile (or load from numba's cache) the evaluation paths: a prompt over SHORT_PROMPT tokens
+        (where the context holds one), a short one and a token; returns the seconds it took."""
         t0 = time.perf_counter()
-        session = self.new_session(min(self.config.n_ctx, BATCH_MIN + 1))
+        long_prompt = SHORT_PROMPT + 1
+        session = self.new_session(min(self.config.n_ctx, max(long_prompt, BATCH_MIN + 1)))
+        if session.n_ctx >= long_prompt:
+            session.eval([0] * long_prompt)
+            session.truncate(0)
         session.eval([0] * BATCH_MIN)
         session.eval([0])
+        self.prompt_chooser = PromptThreadChooser(self.threads)    # its first timing included compiling
         return time.perf_counter() - t0
 
 
