@@ -98,4 +98,5 @@ def test_short_prompt_any_thread_count(converted, threads, monkeypatch):
     ref = load_model(path, backend="reference").logits(tokens)
     new, _ = evaluate(fast, tokens, 10, 40, monkeypatch, short=True)
     assert rel_err(new, ref[10:50]) < tol("q4_0")
-    assert chooser.average[threads] is not None        # the prompt's time was recorded for its mode
+    if threads > 1:          # (one thread has nothing to choose)
+        assert chooser.average[threads] is not None      # the prompt's time was recorded for its mode
