@@ -114,11 +114,11 @@ class FastModel:
         return time.perf_counter() - t0
 
 
-def token_buffers(model: FastModel, rows: tuple) -> tuple:
+def token_buffers(model: FastModel, rows: tuple, zeros=np.zeros) -> tuple:
     """The buffers of forward_token (rows ()) or forward_rows (rows (n,)): h, h2 (LayerNorm outputs),
     qkv, att, attn_out, up, down, and two for the inputs made ready for a matrix (``prepare``)."""
     e = model.config.n_embd
-    vector = lambda n: np.zeros(rows + (max(n, e),), np.float32)      # noqa: E731
+    vector = lambda n: zeros(rows + (max(n, e),), np.float32)      # noqa: E731
     # block sums of the longest input (the MLP's 4h), plus the 5th-bit tables of q5 matrices
     xsum = xsum_floats(model.up.rows, any(m.layout == "tiles" and m.arrays[3].size > 1 for m in model.matrices))
     return (vector(e), vector(e), vector(model.qkv.padded_rows), vector(e), vector(model.dense.padded_rows),
@@ -206,8 +206,8 @@ class FastSession(Session):
         """A few tokens in one compiled call (``forward_prompt_rows``), then the head for the rows asked."""
         m, c = self.model, self.config
         n = len(tokens)
-        if self._rows_bufs is None:      # np.zeros maps pages lazily: a prompt of n rows touches n rows' worth
-            self._rows_bufs = token_buffers(m, (SHORT_PROMPT,))
+        if self._rows_bufs is None:      # resident where written: a prompt of n rows holds n rows' worth
+            self._rows_bufs = token_buffers(m, (SHORT_PROMPT,), lazy_zeros)
             self._rows_scores = np.zeros((m.threads, self.n_ctx), np.float32)
         bufs = tuple(b[:n] for b in self._rows_bufs)       # C-contiguous views: one compiled signature for any n
         x = m.embed.rows(tokens).astype(np.float32)
