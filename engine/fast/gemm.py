@@ -262,11 +262,11 @@ def matmat(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
 def _matmat(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
     if a0.ndim == 4:           # the lanes layout (see matvec.matvec)
         def lanes(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
+            if ROWS512:    # one row too: its two far-apart streams read faster than matvec's one
+                rows_product(a0, a1, a2, a3, layer, xs, out, t0, t1)
+                return
             if out.shape[0] == 1:      # one row: the token kernel, streaming with its prefetches
                 matvec(a0, a1, a2, a3, layer, x[0], xs[0], out[0], t0, t1)
-                return
-            if ROWS512:
-                rows_product(a0, a1, a2, a3, layer, xs, out, t0, t1)
                 return
             for t in range(t0, t1):
                 gemm(a0, a1, a2, a3, layer, xs, out, t, t + 1)
