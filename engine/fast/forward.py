@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
 from numba.extending import overload
 
 from engine.fast.gemm import matmat
@@ -263,14 +263,16 @@ def _product(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
     ``gemm.matmat`` for a row per token (out a matrix).
 
     Where ``simd.ROWS512``, one token of a lanes-layout matrix goes through ``rows.rows_product``
-    as a single row: it reads two streams of groups half the range apart, which this machine
-    reads at full memory speed, and streams a 410M q4_0 matrix in 67 instead of matvec's 87 us
-    of CPU (q5_1 92 vs 145, q8_0 140 vs 164; bench/rows_kernels.py --n 1)."""
+    as a single row (the 4/5-bit types): it reads two streams of groups half the range apart,
+    which this machine reads at full memory speed, and streams a 410M q4_0 matrix in 67 instead
+    of matvec's 87 us of CPU (q5_1 92 vs 145; bench/rows_kernels.py --n 1). Not q8_0: its
+    blocks are twice the bytes, and at 1.4B the rows kernel took 662-683 us against 590-616."""
 
 
 @overload(_product, inline="always")
 def _product_kernel(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
-    if out.ndim == 1 and a0.ndim == 4 and ROWS512 and xs.layout == "C" and out.layout == "C":
+    if (out.ndim == 1 and a0.ndim == 4 and a0.dtype != types.int8 and ROWS512 and xs.layout == "C"
+            and out.layout == "C"):
         return lambda a0, a1, a2, a3, layer, x, xs, out, t0, t1: rows_product(
             a0, a1, a2, a3, layer, xs.reshape((1, xs.size)), out.reshape((1, out.size)), t0, t1)
     if out.ndim == 1:

@@ -261,8 +261,10 @@ def matmat(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
 @overload(matmat)
 def _matmat(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
     if a0.ndim == 4:           # the lanes layout (see matvec.matvec)
+        q8 = a0.dtype == types.int8
+
         def lanes(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
-            if ROWS512:    # one row too: its two far-apart streams read faster than matvec's one
+            if ROWS512 and (out.shape[0] > 1 or not q8):   # one 4/5-bit row too: see forward._product
                 rows_product(a0, a1, a2, a3, layer, xs, out, t0, t1)
                 return
             if out.shape[0] == 1:      # one row: the token kernel, streaming with its prefetches
