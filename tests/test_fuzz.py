@@ -40,3 +40,49 @@ def test_mutated_files_load_or_are_refused_by_the_reader(name, tmp_path):
         run_case(target, blob, tmp_path, ch, seed)
 
     case()
+
+
+def test_numba_compiling_during_a_case_is_not_the_files_time(tmp_path):
+    # a mutated file mixing weight types compiles a new specialisation on its first forward pass
+    # (a minute on a loaded machine): that must not read as a slow reader, yet the case's own
+    # work must still count
+    import time as clock
+
+    from numba import njit
+
+    from fuzz.harness import COMPILE_CLOCK, Outcome
+    from fuzz.targets import Target
+
+    @njit
+    def fresh(n):           # a new function: its first call compiles
+        total = 0
+        for i in range(n):
+            total += i * i
+        return total
+
+    class Compiles(Target):
+        name, errors = "compiles", (ValueError,)
+
+        def prepare(self, workdir, data):
+            return workdir / "x"
+
+        def read(self, path, ch):
+            before = COMPILE_CLOCK.seconds
+            fresh(10)
+            self.compiled = COMPILE_CLOCK.seconds - before
+            busy = clock.process_time() + 0.05
+            while clock.process_time() < busy:      # the reader's own work
+                pass
+            return None
+
+        def use(self, obj, path, ch):
+            pass
+
+        def close(self, obj):
+            pass
+
+    target = Compiles()
+    outcome = run_case(target, b"", tmp_path, RandomChooser(random.Random(0)))
+    assert isinstance(outcome, Outcome) and outcome.kind == "loaded"
+    assert target.compiled > 0.01                       # the clock saw the compilation
+    assert 0.04 <= outcome.seconds < 0.05 + target.compiled / 2

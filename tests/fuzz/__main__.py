@@ -36,7 +36,9 @@ STORY_NAMES = {"story", "autosave"}
 REPORT_EVERY = 2.0        # seconds between a worker's count lines
 # A worker is hung when it has computed this many CPU seconds without a line (a case in a loop),
 # or been silent this long however busy the machine is (a case blocked).
-SILENT_CPU = 3 * MAX_SECONDS
+# silence allowed before a worker counts as hung: a case's limit plus a first compilation of a
+# specialisation the seeds did not need (up to a couple of minutes on a loaded machine)
+SILENT_CPU = 3 * MAX_SECONDS + 180
 SILENT_WALL = 10 * MAX_WALL_SECONDS
 
 
