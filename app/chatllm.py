@@ -87,14 +87,13 @@ def make_piece(event, alternatives) -> TokenPiece:
 
 
 def warm_up(model, generator) -> None:
-    """Run everything a generation touches once while the model is loading: both evaluation
-    paths (a batch, then one token) so a JIT backend compiles now, and a two-token generation
-    so first-use imports (numpy submodules, sampler tables) happen now. Either would otherwise
-    hold the GIL for tens of milliseconds at the start of the user's first generation."""
+    """Run everything a generation touches once while the model is loading: every evaluation
+    path (long and short prompts, one token, several sequences) so a JIT backend compiles now,
+    and a two-token generation so first-use imports (numpy submodules, sampler tables) happen
+    now. Either would otherwise hold the GIL (a long prompt's kernels: about half a second) at
+    the start of the user's first generation."""
     from engine.sampling import SamplerSettings
-    session = model.new_session(min(int(model.info()["n_ctx"]), 16))
-    session.eval([0] * 8)
-    session.eval([0])
+    model.warm_up()
     for _ in generator.generate("", SamplerSettings(seed=0), max_tokens=2):
         pass
     generator.reset()

@@ -76,6 +76,20 @@ class Model:
             raise ValueError(f"context size {n_ctx} must be within 1..{self.config.n_ctx}")
         return self._backend.new_session(n_ctx)
 
+    def warm_up(self) -> None:
+        """Run every evaluation path once, so that a JIT backend compiles (or loads from numba's
+        cache) now rather than inside the first generation, where compiling holds the GIL: the fast
+        backend's long prompt, short prompt, one token and several sequences in one pass."""
+        if self._name == "fast":
+            from engine.fast.prepare import warm_up
+            warm_up(self._backend)
+            return
+        # the staged backend warms its fast model in its own thread; the others compile nothing
+        session = self.new_session(min(self.config.n_ctx, 16))
+        session.eval([0] * min(8, session.n_ctx))
+        if session.n_ctx > len(session.tokens):
+            session.eval([0])
+
     def logits(self, tokens) -> np.ndarray:
         """float32 [len(tokens), n_vocab]: the logits at every position, in a fresh context."""
         tokens = [int(t) for t in tokens]

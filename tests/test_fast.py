@@ -186,9 +186,7 @@ def test_generation_leaves_the_gil(tmp_path):
     write_random_model(path, dict(n_embd=256, n_head=4, n_layer=4, n_vocab=4096, n_ctx=256), ftype="q4_0",
                        qnt_version=2)
     model = load_model(path, backend="fast")
-    warm = model.new_session()                        # compile both paths first: compiling holds the GIL
-    warm.eval(list(range(8)))
-    warm.eval([1])
+    model.warm_up()                                   # compile every path first: compiling holds the GIL
     gaps, stop = [], threading.Event()
 
     def tick():
@@ -440,3 +438,19 @@ def test_long_prompt_attention_slices_match_token_by_token(tmp_path):
     stepped = model.new_session()
     want = np.stack([stepped.eval([t]) for t in tokens])[first:]
     assert rel_err(got, want) < 1e-4
+
+
+def test_warm_up_runs_on_every_backend(tmp_path):
+    """Model.warm_up is what the app calls while loading: it must work whatever the backend,
+    including a context too short for the long-prompt path."""
+    path = tmp_path / "warm.bin"
+    for n_ctx in (1, 2, 6):
+        write_random_model(path, dict(n_embd=64, n_head=2, n_layer=1, n_vocab=300, n_ctx=n_ctx), ftype="q4_0",
+                           qnt_version=2)
+        for backend in ("reference", "fast"):
+            model = load_model(path, backend=backend)
+            try:
+                model.warm_up()
+                assert model.new_session().eval([1]).shape == (300,)
+            finally:
+                model.close()

@@ -49,9 +49,10 @@ def child_command(model_path) -> list[str]:
 def warm_up(model) -> None:
     """Run every evaluation path of a FastModel once: a batched prompt, one token, sequences in one pass."""
     model.warm_up()
-    session = model.new_session(min(model.config.n_ctx, 3))
-    session.eval([0])
-    session.branch(2, 2).eval([0, 0])
+    if model.config.n_ctx >= 2:               # the prompt's token and one for each sequence
+        session = model.new_session(2)
+        session.eval([0])
+        session.branch(2, 1).eval([0, 0])
 
 
 def prepare(model_path) -> str:

@@ -108,7 +108,8 @@ class FastModel:
         if session.n_ctx >= long_prompt:
             session.eval([0] * long_prompt)
             session.truncate(0)
-        session.eval([0] * BATCH_MIN)
+        if session.n_ctx > 1:                       # a context of n_ctx holds no prompt over n_ctx - 1 before a token
+            session.eval([0] * min(BATCH_MIN, session.n_ctx - 1))
         session.eval([0])
         self.prompt_chooser = PromptThreadChooser(self.threads)    # its first timing included compiling
         return time.perf_counter() - t0
