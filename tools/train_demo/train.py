@@ -57,6 +57,9 @@ def parse_args() -> argparse.Namespace:
                         "constant lr, then a linear decay over the last --decay-frac of the steps")
     p.add_argument("--decay-frac", type=float, default=0.2, help="wsd: share of the steps spent decaying")
     p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="attention and hidden dropout while training (the corpus is small: a run of "
+                        "several epochs overfits without it); the exported model has none")
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=1234)
@@ -104,8 +107,8 @@ def make_model(args, vocab_size: int) -> GPTNeoXForCausalLM:
         hidden_act="gelu",
         layer_norm_eps=1e-5,
         tie_word_embeddings=False,
-        attention_dropout=0.0,
-        hidden_dropout=0.0,
+        attention_dropout=getattr(args, "dropout", 0.0),
+        hidden_dropout=getattr(args, "dropout", 0.0),
         bos_token_id=0,
         eos_token_id=0,
         initializer_range=0.02,
