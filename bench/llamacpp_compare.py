@@ -2,7 +2,7 @@
 
     python bench/llamacpp_compare.py [--llama-bin /work/scratch/llama/bin] [--out DIR]
                                      [--sizes 410M,1.4B] [--types q4_0,q8_0,q4_K_M,q5_K_M,q6_K]
-                                     [--threads 2] [--reps 3] [--rounds 1]
+                                     [--threads 2] [--reps 3] [--rounds 1] [--legacy]
 
 llama.cpp is the one vendored in the llama-cpp-python 0.3.36 source package (llama.cpp of
 2026-10-01), built as docs/benchmarks.md says (Release, GGML_NATIVE=ON, no CUDA, static). The
@@ -15,6 +15,11 @@ has a Q6_K output). For each file, llama-bench runs ``-t 2 -p 32 -n 64`` and ``-
 tokens and a 512-token prompt, each in a fresh process, one after the other, so both see about
 the same load; the table shows the best of ``--rounds`` of each and the load average at the end of
 the row.
+
+With ``--legacy`` our side runs the legacy version-2 file of the same shape and type instead
+(``bench/speed.py``'s, for q4_0, q4_1, q5_0, q5_1, q8_0 and f16), beside llama.cpp on the GGUF: the
+comparison of issue 19 part 2 (our engine as the writer runs the 2023 files, llama.cpp as it runs
+today's).
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.speed import SHAPES, bench_command, json_or_error, random_raw  # noqa: E402
+from bench.speed import SHAPES, bench_command, json_or_error, random_raw, write_model  # noqa: E402
 from engine.ggml_file import expected_tensors  # noqa: E402
 from engine.gguf_constants import tensor_name_map  # noqa: E402
 from engine.gguf_convert import gguf_metadata  # noqa: E402
@@ -43,6 +48,9 @@ DEFAULT_BIN = os.environ.get("NEOX_LLAMA_CPP_BIN", "/work/scratch/llama/bin")
 # Byte offsets of the fp16 super-block scale (and min scale) in each K-quant / IQ4 block.
 SCALE_OFFSETS = {"q2_K": (80, 82), "q3_K": (108,), "q4_K": (0, 2), "q5_K": (0, 2), "q6_K": (208,),
                  "iq4_nl": (0,), "iq4_xs": (0,)}
+
+
+LEGACY_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16")
 
 
 def random_gguf_raw(type_name: str, shape, rng) -> np.ndarray:
@@ -114,6 +122,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3, help="llama-bench -r")
     ap.add_argument("--rounds", type=int, default=1, help="runs of each side per file; the best is shown")
     ap.add_argument("--write-only", action="store_true", help="only write the GGUF files")
+    ap.add_argument("--legacy", action="store_true",
+                    help="our side on the legacy version-2 file of the same shape and type (issue 19 part 2)")
     args = ap.parse_args(argv)
     binary = Path(args.llama_bin) / "llama-bench"
     if not args.write_only and not binary.exists():
@@ -121,7 +131,11 @@ def main(argv=None) -> int:
         return 2
 
     presets = [preset_name(t) for t in args.types.split(",")]
-    print(f"threads {args.threads}; llama-bench -r {args.reps} (mean), ours best of {args.rounds}; tokens/s")
+    if args.legacy and any(p not in LEGACY_TYPES for p in presets):
+        print(f"--legacy takes the types {', '.join(LEGACY_TYPES)}", file=sys.stderr)
+        return 2
+    print(f"threads {args.threads}; llama-bench -r {args.reps} (mean), ours best of {args.rounds}"
+          f"{' on the legacy v2 files' if args.legacy else ''}; tokens/s")
     print("| model | type | MiB | ours gen | llama.cpp gen | ratio | ours prompt 32 | llama.cpp pp32 | "
           "ours prompt 512 | llama.cpp pp512 | ratio | load average |")
     print("| --- " * 12 + "|")
@@ -132,8 +146,9 @@ def main(argv=None) -> int:
                 print(path)
                 continue
             mine, theirs, errors = [], [], []
+            our_path = write_model(size, preset, 2) if args.legacy else path
             for _ in range(args.rounds):
-                short, long = ours(path, args.threads, 32, 64), ours(path, args.threads, 512, 1)
+                short, long = ours(our_path, args.threads, 32, 64), ours(our_path, args.threads, 512, 1)
                 if "error" in short or "error" in long:
                     errors.append("ours: " + short.get("error", long.get("error", "")))
                 else:

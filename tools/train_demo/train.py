@@ -70,10 +70,17 @@ def parse_args() -> argparse.Namespace:
                    help="end after this step without changing the schedule (reproduces a run the "
                         "--max-minutes stop ended early)")
     p.add_argument("--resume", action="store_true", help="continue from WORKDIR/hf/train_state.pt")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="a second stage: start from the weights and AdamW moments of this checkpoint "
+                        "folder (a finished run's hf/, copied aside) with a new schedule counted from "
+                        "step 0 (warm up again, hold, decay) and new random windows from --seed; the "
+                        "log goes to train_log-<seed>.jsonl")
     args = p.parse_args()
     args.train_ctx = args.train_ctx or args.n_ctx
     if not 16 <= args.train_ctx <= args.n_ctx:
         p.error(f"--train-ctx {args.train_ctx} must be between 16 and --n-ctx {args.n_ctx}")
+    if args.init_from is not None and args.resume:
+        p.error("--init-from starts a new stage; --resume continues the current one: give one")
     return args
 
 
@@ -167,8 +174,22 @@ def main() -> None:
     print(f"train tokens {len(train)}, val tokens " + ", ".join(f"{k} {len(v)}" for k, v in val.items()), flush=True)
 
     start_step = 0
-    log_path = args.work / "train_log.jsonl"
-    if args.resume:
+    log_path = args.work / ("train_log.jsonl" if args.init_from is None else f"train_log-{args.seed}.jsonl")
+    if args.init_from is not None:
+        # The moments carry on, so the rewarmed steps do not start from a blank AdamW state; the
+        # schedule, the step count and the random windows start again.
+        model = GPTNeoXForCausalLM.from_pretrained(args.init_from)
+        model.config.attention_dropout = model.config.hidden_dropout = args.dropout
+        model.gpt_neox.emb_dropout.p = args.dropout
+        for layer in model.gpt_neox.layers:
+            layer.post_attention_dropout.p = layer.post_mlp_dropout.p = args.dropout
+            layer.attention.attention_dropout = args.dropout
+        optimizer = make_optimizer(model, args)
+        state = torch.load(args.init_from / "train_state.pt", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        log_path.unlink(missing_ok=True)
+        print(f"stage 2 from {args.init_from} (its step {state['step']})", flush=True)
+    elif args.resume:
         state_dir = args.work / "hf"
         model = GPTNeoXForCausalLM.from_pretrained(state_dir)
         optimizer = make_optimizer(model, args)
@@ -177,6 +198,8 @@ def main() -> None:
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         start_step = state["step"]
+        if state["args"].get("init_from", "None") != "None":  # resuming a second stage: its own log
+            log_path = args.work / f"train_log-{state['args']['seed']}.jsonl"
         print(f"resumed at step {start_step}", flush=True)
     else:
         model = make_model(args, tokenizer.get_vocab_size())
