@@ -28,10 +28,12 @@ def parse_shape(text: str) -> tuple[int, int]:
 
 
 def tokens_per_second(train: np.ndarray, n_vocab: int, n_embd: int, n_layer: int, train_ctx: int,
-                      batch_tokens: int, seconds: float, dropout: float) -> tuple[float, int]:
+                      batch_tokens: int, seconds: float, dropout: float, bf16: bool = False,
+                      attn_dropout: float | None = None) -> tuple[float, int]:
     """(training tokens per second, parameters) for one shape."""
     args = SimpleNamespace(n_embd=n_embd, n_layer=n_layer, n_head=max(1, n_embd // 64), n_ctx=512,
-                           lr=1e-3, weight_decay=0.1, dropout=dropout)
+                           lr=1e-3, weight_decay=0.1, dropout=dropout,
+                           attn_dropout=attn_dropout)
     model = make_model(args, n_vocab)
     optimizer = make_optimizer(model, args)
     rng = np.random.default_rng(0)
@@ -40,8 +42,9 @@ def tokens_per_second(train: np.ndarray, n_vocab: int, n_embd: int, n_layer: int
     def step() -> None:
         starts = rng.integers(0, len(train) - train_ctx - 1, size=batch)
         ids = torch.from_numpy(np.stack([train[s:s + train_ctx + 1] for s in starts]).astype(np.int64))
-        logits = model(input_ids=ids[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(input_ids=ids[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -65,6 +68,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dropout", type=float, default=0.0,
                         help="as train.py's: dropout costs time (384x6 at 0.1: 2 threads 1748 -> about 1190 tokens/s)")
+    parser.add_argument("--attn-dropout", type=float, default=None, help="as train.py's")
+    parser.add_argument("--bf16", action="store_true", help="as train.py's: autocast to bfloat16")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -77,7 +82,7 @@ def main() -> None:
         n_embd, n_layer = parse_shape(shape)
         for train_ctx in args.train_ctx:
             rate, params = tokens_per_second(train, tokenizer.get_vocab_size(), n_embd, n_layer, train_ctx,
-                                             args.batch_tokens, args.seconds, args.dropout)
+                                             args.batch_tokens, args.seconds, args.dropout, args.bf16, args.attn_dropout)
             print(f"| {n_embd}x{n_layer} | {params / 1e6:.2f}M | {train_ctx} | {rate:.0f} |", flush=True)
 
 

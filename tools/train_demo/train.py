@@ -60,10 +60,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dropout", type=float, default=0.0,
                    help="attention and hidden dropout while training (the corpus is small: a run of "
                         "several epochs overfits without it); the exported model has none")
+    p.add_argument("--attn-dropout", type=float, default=None,
+                   help="dropout on the attention weights (default: --dropout); 0 keeps SDPA's fused kernel, "
+                        "about three times faster a step with --bf16 (384x6: 1144 -> about 3500 tokens/s)")
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (part of what makes a run reproducible)")
+    p.add_argument("--bf16", action="store_true",
+                   help="forward and backward under CPU autocast to bfloat16 (weights, AdamW and the loss stay "
+                        "float32): on a CPU with AMX or AVX512-BF16 the products run several times faster")
     p.add_argument("--max-minutes", type=float, default=70.0,
                    help="safety stop: checkpoint and end after this much wall time")
     p.add_argument("--stop-after", type=int, default=None,
@@ -114,7 +120,10 @@ def make_model(args, vocab_size: int) -> GPTNeoXForCausalLM:
         hidden_act="gelu",
         layer_norm_eps=1e-5,
         tie_word_embeddings=False,
-        attention_dropout=args.dropout,
+        # Dropout on the attention weights costs three times the step (it takes SDPA off its fused
+        # kernel), so it has its own switch; the hidden dropout is a cheap elementwise mask.
+        attention_dropout=getattr(args, "attn_dropout", None) if getattr(args, "attn_dropout", None) is not None
+        else args.dropout,
         hidden_dropout=args.dropout,
         bos_token_id=0,
         eos_token_id=0,
@@ -221,8 +230,9 @@ def main() -> None:
             starts = rng.integers(0, len(train) - window, size=args.batch)
             batch = torch.from_numpy(np.stack([train[s:s + window] for s in starts]).astype(np.int64))
             # Inputs are the first train_ctx tokens, targets the next token at every position.
-            logits = model(input_ids=batch[:, :-1]).logits
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                logits = model(input_ids=batch[:, :-1]).logits
+            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
                                                      batch[:, 1:].reshape(-1))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
