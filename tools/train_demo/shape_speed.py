@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from train import make_model, make_optimizer, tokenize_corpus
+from train import make_model, make_optimizer, tokenize_corpus, training_loss
 
 
 def parse_shape(text: str) -> tuple[int, int]:
@@ -42,9 +42,7 @@ def tokens_per_second(train: np.ndarray, n_vocab: int, n_embd: int, n_layer: int
     def step() -> None:
         starts = rng.integers(0, len(train) - train_ctx - 1, size=batch)
         ids = torch.from_numpy(np.stack([train[s:s + train_ctx + 1] for s in starts]).astype(np.int64))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(input_ids=ids[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        loss = training_loss(model, ids, bf16)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
