@@ -27,6 +27,11 @@ class HFInstall(QObject):
         super().__init__(parent)
         self._factory = manager_factory
         self._thread: threading.Thread | None = None
+        # Busy from start() until just before `finished` is emitted, not while the thread lives:
+        # the thread outlives its last emit by a moment, and an install started from the slot of
+        # `finished` (or a click right after it) must not be dropped for that (it was, under load,
+        # leaving the dialog's Install button disabled with nothing running).
+        self._busy = False
         self._download = None
         self._conversion = None
         self.last = None                        # the HFInstall result of the last success
@@ -34,18 +39,20 @@ class HFInstall(QObject):
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._busy
 
-    def start(self, repo: str, revision: str, out_type: str | None, keep_checkpoint: bool) -> None:
-        """Begin installing `repo@revision`; ignored while another install runs."""
-        if self.running:
-            return
+    def start(self, repo: str, revision: str, out_type: str | None, keep_checkpoint: bool) -> bool:
+        """Begin installing `repo@revision`; False (and nothing started) while another install runs."""
+        if self._busy:
+            return False
+        self._busy = True
         from app.models.download import DownloadControl
         from engine.convert import ConversionControl
         self._download, self._conversion = DownloadControl(), ConversionControl()
         self._thread = threading.Thread(target=self._run, args=(repo, revision, out_type, keep_checkpoint),
                                         name="neox-hf-install", daemon=True)
         self._thread.start()
+        return True
 
     def cancel(self) -> None:
         if self._download is not None:
@@ -81,8 +88,10 @@ class HFInstall(QObject):
                                     control=self._download, on_convert=on_convert, conversion=self._conversion,
                                     keep_checkpoint=keep_checkpoint, plan=plan)
         except Exception as exc:   # noqa: BLE001 - every failure is shown to the user as text
+            self._busy = False
             emit_from_thread(self.finished, "", str(exc) or type(exc).__name__)
             return
         self.last = result
         self.checkpoint_bytes = plan.download_bytes
+        self._busy = False
         emit_from_thread(self.finished, result.record.id, "")

@@ -86,6 +86,26 @@ def test_refusals_and_deleting_the_checkpoint(qtbot, picker):
     assert picker.saved == []                               # not remembered: asked again next time
 
 
+def test_an_install_right_after_the_last_one_finished_starts(qtbot, picker, monkeypatch):
+    """The install thread outlives its `finished` signal by a moment (here 1 s): an install asked
+    for meanwhile must start, not be dropped with the Install button left disabled (seen in CI)."""
+    import time
+
+    import app.hfinstall as hfinstall
+    emit = hfinstall.emit_from_thread
+
+    def emit_then_linger(signal, *args):
+        emit(signal, *args)
+        if len(args) == 2:           # `finished`: the thread's last act before it returns
+            time.sleep(1.0)
+    monkeypatch.setattr(hfinstall, "emit_from_thread", emit_then_linger)
+    dialog = picker.open_hf_dialog()
+    install(qtbot, dialog, REPO, "step999")
+    assert "has no revision 'step999'" in dialog.status.text()
+    assert install(qtbot, dialog, REPO, "step1000") == ["pythia-tiny@step1000-f16", ""]
+    assert dialog.install_button.isEnabled()
+
+
 def test_compare_three_revisions_side_by_side_and_export(qtbot, picker, tmp_path):
     dialog = picker.open_hf_dialog()
     for revision in ("step1000", "step2000", "step3000"):

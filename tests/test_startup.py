@@ -38,11 +38,14 @@ def start(until, argv=()):
     from app.window.application import run_window
     from app.window.mainwindow import MainWindow
     app = QApplication.instance()
-    before = set(map(id, QApplication.topLevelWidgets()))
+    # The widgets themselves, held, not their id()s: a wrapper made for this list alone is freed at
+    # once, and the new window's wrapper could then get its id and be taken for an old window
+    # (the test would wait its whole WAIT and fail, as it did now and then in full runs).
+    before = QApplication.topLevelWidgets()
     found = {}
 
     def poll():
-        new = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and id(w) not in before]
+        new = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and not any(w is b for b in before)]
         if new and until(new[0]):
             found["window"] = new[0]
             app.exit(0)

@@ -110,7 +110,9 @@ class HFAddDialog(QDialog):
         self.bar.setVisible(True)
         self.bar.setRange(0, 0)
         self.status.setText(f"Resolving {repo}@{revision}…")
-        self.installer.start(repo, revision, self.chosen_type(), keep_checkpoint=self.policy() != "delete")
+        if not self.installer.start(repo, revision, self.chosen_type(), keep_checkpoint=self.policy() != "delete"):
+            self.install_button.setEnabled(True)
+            self.status.setText("Another install is still running")
 
     def on_cancel_button_clicked(self) -> None:
         self.installer.cancel()
