@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine import load_model
-from engine.fast.kquant_repack import STAND_IN, convert_rows, stand_in
+from engine.fast.kquant_repack import K_NATIVE, STAND_IN, convert_rows, stand_in
 from engine.fast.repack import layout_of, pack_matrices
 from engine.kquants import BLOCK_SIZES, K_TYPES
 from engine.quants import block_format, dequantize, quantize
@@ -37,8 +37,8 @@ def test_rewritten_blocks_hold_the_same_weights(type_name):
     rows, cols = 4, 512
     x = gaussian(rows * cols, seed=K_TYPES.index(type_name))
     raw = quantize(type_name, 2, x).reshape(rows, -1)
-    target = stand_in([(type_name, 2)])
-    assert target == (STAND_IN[type_name], 2)
+    target = (STAND_IN[type_name], 2)       # what a CPU without the integer kernels runs
+    assert stand_in([(type_name, 2)]) == ((type_name, 2) if type_name in K_NATIVE else target)
     out = convert_rows(type_name, 2, raw, target)
     assert out.shape == (rows, cols // 32 * block_format(target[0], 2).nbytes)
     want = dequantize(type_name, 2, raw.reshape(-1), rows * cols)
@@ -55,7 +55,7 @@ def test_rewritten_blocks_hold_the_same_weights(type_name):
 
 
 def test_layers_of_mixed_types_share_one_kernel_type():
-    assert stand_in([("q4_K", 2), ("q4_K", 2)]) == ("q4_1", 2)
+    assert stand_in([("q4_K", 2), ("q4_K", 2)]) == (("q4_K", 2) if K_NATIVE else ("q4_1", 2))
     assert stand_in([("q4_K", 2), ("q6_K", 2)]) == ("q8_0", 2)
     assert stand_in([("q4_0", 0), ("q4_0", 0)]) == ("q4_0", 0)
     assert stand_in([("f16", 2), ("f32", 0)]) == ("f32", 0)

@@ -18,7 +18,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from engine.fast.matvec import Q8_UNSIGNED, QK, _nibble_groups, _q8_groups, _quantize, matvec, widen, x_bytes
+from engine.fast.matvec import (Q8_UNSIGNED, QK, _nibble_groups, _q6_groups, _q8_groups, _quantize, block_scales,
+                                matvec, q6_block, q6_offsets, q6_scales, widen, widen_q6, x_bytes)
 from engine.fast.repack import LANES, TILE
 from engine.fast.rows import rows_product
 from engine.fast.simd import (FEATURES, MODE, ROWS512, abs_bytes, broadcast4, dot4, load_bytes, load_floats, mul, mul_add,
@@ -47,7 +48,7 @@ def _acc_block(acc, dot, scales, mins, dx, s, offset, has_min):
 
 
 @njit(nogil=True, fastmath=True, inline="always")
-def _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
+def _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh, is_k):
     """One group (8 rows) times 4 tokens per pass."""
     nb = qs.shape[2]
     n_tok = xq.shape[0]
@@ -74,8 +75,7 @@ def _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
                         dot1 = dot4(dot4(dot1, lo, broadcast4(b1, o)), hi, broadcast4(b1, o + 16))
                         dot2 = dot4(dot4(dot2, lo, broadcast4(b2, o)), hi, broadcast4(b2, o + 16))
                         dot3 = dot4(dot4(dot3, lo, broadcast4(b3, o)), hi, broadcast4(b3, o + 16))
-                    scales = load_floats(dd, b * LANES)
-                    mins = load_floats(mm, b * LANES) if has_min else scales
+                    scales, mins = block_scales(dd, mm, b, has_min, is_k)
                     acc0 = _acc_block(acc0, dot0, scales, mins, x0[b], x0[nb + b], offset, has_min)
                     acc1 = _acc_block(acc1, dot1, scales, mins, x1[b], x1[nb + b], offset, has_min)
                     acc2 = _acc_block(acc2, dot2, scales, mins, x2[b], x2[nb + b], offset, has_min)
@@ -85,11 +85,11 @@ def _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
                 store_floats(out[n + 2], g * LANES, acc2)
                 store_floats(out[n + 3], g * LANES, acc3)
     for n in range(full, n_tok):         # the last 1-3 tokens: the generation kernel
-        _nibble_groups(qs, d, m, qh, layer, xq[n], out[n], t0, t1, has_min, has_qh)
+        _nibble_groups(qs, d, m, qh, layer, xq[n], out[n], t0, t1, has_min, has_qh, is_k)
 
 
 @njit(nogil=True, fastmath=True, inline="always")
-def _nibble_gemm_pairs(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
+def _nibble_gemm_pairs(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh, is_k):
     """Two groups (16 rows) times 4 tokens per pass: each broadcast of x serves both groups.
 
     That takes 8 int32 and 8 float accumulators besides the widened weights, which fit the 32
@@ -136,9 +136,8 @@ def _nibble_gemm_pairs(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
                         lx, hx = broadcast4(b3, o), broadcast4(b3, o + 16)
                         d3a = dot4(dot4(d3a, loa, lx), hia, hx)
                         d3b = dot4(dot4(d3b, lob, lx), hib, hx)
-                    sa, sb = load_floats(da, b * LANES), load_floats(db, b * LANES)
-                    mna = load_floats(ma, b * LANES) if has_min else sa
-                    mnb = load_floats(mb, b * LANES) if has_min else sb
+                    sa, mna = block_scales(da, ma, b, has_min, is_k)
+                    sb, mnb = block_scales(db, mb, b, has_min, is_k)
                     a0a = _acc_block(a0a, d0a, sa, mna, x0[b], x0[nb + b], offset, has_min)
                     a0b = _acc_block(a0b, d0b, sb, mnb, x0[b], x0[nb + b], offset, has_min)
                     a1a = _acc_block(a1a, d1a, sa, mna, x1[b], x1[nb + b], offset, has_min)
@@ -156,7 +155,62 @@ def _nibble_gemm_pairs(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
                 store_floats(out[n + 3], g * LANES, a3a)
                 store_floats(out[n + 3], (g + 1) * LANES, a3b)
     for n in range(full, n_tok):         # the last 1-3 tokens: the generation kernel
-        _nibble_groups(qs, d, m, qh, layer, xq[n], out[n], t0, t1, has_min, has_qh)
+        _nibble_groups(qs, d, m, qh, layer, xq[n], out[n], t0, t1, has_min, has_qh, is_k)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _gemm_k(qs, d, m, qh, layer, xq, out, t0, t1):
+    """q4_K/q5_K (``matvec.block_scales``): q5_K one group a pass, q4_K two where ``PAIRS``, as q5_1/q4_1."""
+    if qh.size > 1:
+        _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, True, True, True)
+    elif PAIRS:
+        _nibble_gemm_pairs(qs, d, m, qh, layer, xq, out, t0, t1, True, False, True)
+    else:
+        _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, True, False, True)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _gemm_q6(qs, d, m, qh, layer, xq, out, t0, t1):
+    """q6_K (``matvec.q6_offsets``): one group times 4 tokens per pass, two int32 sums per block and token."""
+    nb = qs.shape[2]
+    n_tok = xq.shape[0]
+    g0, g1 = t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])
+    full = n_tok - n_tok % 4
+    offsets = np.empty(2 * nb * max(full, 1), np.float32)
+    for n in range(full):
+        q6_offsets(xq[n], nb, offsets, 2 * nb * n)
+    for n0 in range(0, full, TOKEN_SLICE):
+        for g in range(g0, g1):
+            q = qs[layer, g].ravel()
+            dd = d[layer, g].ravel()
+            mm = m[layer, g].ravel()
+            hh = qh[layer, g].ravel()
+            for n in range(n0, min(n0 + TOKEN_SLICE, full), 4):
+                x0, x1, x2, x3 = xq[n], xq[n + 1], xq[n + 2], xq[n + 3]
+                b0, b1, b2, b3 = x_bytes(x0, nb), x_bytes(x1, nb), x_bytes(x2, nb), x_bytes(x3, nb)
+                o0, o1, o2, o3 = 2 * nb * n, 2 * nb * (n + 1), 2 * nb * (n + 2), 2 * nb * (n + 3)
+                acc0, acc1, acc2, acc3 = zero_floats(), zero_floats(), zero_floats(), zero_floats()
+                for b in range(nb):
+                    l0, l1, l2, l3 = zero_ints(), zero_ints(), zero_ints(), zero_ints()
+                    h0, h1, h2, h3 = zero_ints(), zero_ints(), zero_ints(), zero_ints()
+                    for k in range(4):
+                        lo, hi = widen_q6(q, hh, b, k)
+                        o = b * QK + 4 * k
+                        l0, h0 = dot4(l0, lo, broadcast4(b0, o)), dot4(h0, hi, broadcast4(b0, o + 16))
+                        l1, h1 = dot4(l1, lo, broadcast4(b1, o)), dot4(h1, hi, broadcast4(b1, o + 16))
+                        l2, h2 = dot4(l2, lo, broadcast4(b2, o)), dot4(h2, hi, broadcast4(b2, o + 16))
+                        l3, h3 = dot4(l3, lo, broadcast4(b3, o)), dot4(h3, hi, broadcast4(b3, o + 16))
+                    s_lo, s_hi = q6_scales(dd, mm, b)
+                    acc0 = q6_block(acc0, l0, h0, s_lo, s_hi, x0[b], offsets[o0 + 2 * b], offsets[o0 + 2 * b + 1])
+                    acc1 = q6_block(acc1, l1, h1, s_lo, s_hi, x1[b], offsets[o1 + 2 * b], offsets[o1 + 2 * b + 1])
+                    acc2 = q6_block(acc2, l2, h2, s_lo, s_hi, x2[b], offsets[o2 + 2 * b], offsets[o2 + 2 * b + 1])
+                    acc3 = q6_block(acc3, l3, h3, s_lo, s_hi, x3[b], offsets[o3 + 2 * b], offsets[o3 + 2 * b + 1])
+                store_floats(out[n], g * LANES, acc0)
+                store_floats(out[n + 1], g * LANES, acc1)
+                store_floats(out[n + 2], g * LANES, acc2)
+                store_floats(out[n + 3], g * LANES, acc3)
+    for n in range(full, n_tok):         # the last 1-3 tokens: the generation kernel
+        _q6_groups(qs, d, m, qh, layer, xq[n], out[n], t0, t1)
 
 
 @njit(nogil=True, fastmath=True, cache=True)
@@ -164,18 +218,18 @@ def _gemm_nibbles(qs, d, m, qh, layer, xq, out, t0, t1):
     """q4_0/q4_1/q5_0/q5_1: each variant inlined with constant flags, as in matvec._lanes_nibbles."""
     if qh.size > 1:
         if m.size > 1:
-            _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, True, True)
+            _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, True, True, False)
         else:
-            _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, False, True)
+            _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, False, True, False)
     elif PAIRS:
         if m.size > 1:
-            _nibble_gemm_pairs(qs, d, m, qh, layer, xq, out, t0, t1, True, False)
+            _nibble_gemm_pairs(qs, d, m, qh, layer, xq, out, t0, t1, True, False, False)
         else:
-            _nibble_gemm_pairs(qs, d, m, qh, layer, xq, out, t0, t1, False, False)
+            _nibble_gemm_pairs(qs, d, m, qh, layer, xq, out, t0, t1, False, False, False)
     elif m.size > 1:
-        _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, True, False)
+        _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, True, False, False)
     else:
-        _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, False, False)
+        _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, False, False, False)
 
 
 @njit(nogil=True, fastmath=True, cache=True)
@@ -237,6 +291,10 @@ def _gemm(a0, a1, a2, a3, layer, xq, out, t0, t1):
         return None
     if a0.dtype == types.int8:
         return lambda a0, a1, a2, a3, layer, xq, out, t0, t1: _gemm_q8_0(a0, a1, layer, xq, out, t0, t1)
+    if a1.dtype == types.uint8:
+        return lambda a0, a1, a2, a3, layer, xq, out, t0, t1: _gemm_k(a0, a1, a2, a3, layer, xq, out, t0, t1)
+    if a1.dtype == types.int8:
+        return lambda a0, a1, a2, a3, layer, xq, out, t0, t1: _gemm_q6(a0, a1, a2, a3, layer, xq, out, t0, t1)
     return lambda a0, a1, a2, a3, layer, xq, out, t0, t1: _gemm_nibbles(a0, a1, a2, a3, layer, xq, out, t0, t1)
 
 

@@ -1,4 +1,11 @@
-"""K-quant and IQ4 matrices (GGUF) rewritten at load as blocks of 32 that the integer kernels run.
+"""K-quant and IQ4 matrices (GGUF) that the kernels do not run as they are, rewritten at load as
+blocks of 32 of a type they run.
+
+Where the integer kernels are (AVX2 or VNNI), q4_K, q5_K and q6_K matrices are not rewritten: the
+kernels take their quants and integer sub-block scales as they are (``K_NATIVE``; the layouts in
+``repack.py``, the scale arithmetic in ``matvec.block_scales`` and ``matvec.q6_offsets``). What
+follows is the rest: those three on a CPU without the integer kernels, q2_K, q3_K and the IQ4
+types everywhere, and a kind of matrix whose layers mix types.
 
 The lanes kernels of ``matvec.py`` and ``gemm.py`` compute on 8-bit activations per block of 32,
 as ggml does; a K-quant super-block is 8 (or 16) such sub-blocks whose scale is an integer times
@@ -24,8 +31,11 @@ import numpy as np
 from numba import njit
 
 from engine import kquants
+from engine.fast.simd import INT8_DOT
 from engine.quants import block_format, dequantize_blocks
 
+# run as they are by the integer kernels where there are those (repack.K_LANE_TYPES): not rewritten
+K_NATIVE = ("q4_K", "q5_K", "q6_K") if INT8_DOT else ()
 STAND_IN = {"q4_K": "q4_1", "q5_K": "q5_1", "iq4_nl": "q8_0", "iq4_xs": "q8_0",
             "q2_K": "q8_0", "q3_K": "q8_0", "q6_K": "q8_0"}
 
@@ -38,7 +48,8 @@ def stand_in(types: list) -> tuple[str, int]:
     (type, version) pairs: a legacy type itself, a K-quant's stand-in, and q8_0 where the layers'
     stand-ins differ (a "q4_K_M" file keeps attn_qkv and ffn_down in q6_K in some layers, q4_K in the others;
     one PackedMatrix holds every layer in one layout)."""
-    kinds = {(STAND_IN[t], 2) if t in STAND_IN else (t, 0 if t in FLOAT_TYPES else v) for t, v in types}
+    kinds = {(t, 2) if t in K_NATIVE else (STAND_IN[t], 2) if t in STAND_IN else (t, 0 if t in FLOAT_TYPES else v)
+             for t, v in types}
     if len(kinds) == 1:
         return kinds.pop()
     if all(t in FLOAT_TYPES for t, _ in kinds):

@@ -44,10 +44,11 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-from engine.fast.repack import LANES, TILE   # global ints: compile-time constants in the kernels
+from engine.fast.repack import (K_SCALE_BYTES, K_SUPER, LANES, Q6_BITS_BYTES,   # global ints: compile-time
+                                TILE)                                           # constants in the kernels
 from engine.fast.simd import (INT8_DOT, abs_bytes, broadcast4, dot4, fifth_bits, high_nibbles, load_bytes,
                               load_floats, low_nibbles, mul, mul_add, offset_bytes, or_bytes, prefetch,
-                              sign_bytes, splat,
+                              sign_bytes, sixth_bits, splat,
                               store_floats, to_floats, zero_floats, zero_ints)
 
 QK = 32          # values per block of the 32-value types
@@ -315,6 +316,112 @@ def widen(q, bits, b, k, has_qh):
     return lo, hi
 
 
+# The K-quants q4_K and q5_K in the lanes layout (``repack.py``): the quants as q4_1 / q5_1 hold them,
+# and in place of an fp16 scale and minimum per block and row, the super-block's 6-bit integer
+# ones (d: uint8 [L, G, nb, K_SCALE_BYTES], the 8 rows' scales then their minimums) and per
+# super-block of K_SUPER blocks its fp16 d and -dmin (m: uint16 [L, G, nb / K_SUPER, 16]): a
+# block's scale is then d sc and its minimum -dmin m, made in 8 lanes from the two (exactly the
+# file's factors). 4.625 bits a weight for q4_K's 4.5 in the file (the q4_1 stand-in took 5).
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def block_scales(dd, mm, b, has_min, is_k):
+    """The 8 rows' scale and minimum of block b of one group: a type's own, or a K-quant's made up."""
+    if is_k:
+        s = (b // K_SUPER) * 16
+        return (mul(load_floats(dd, b * K_SCALE_BYTES), load_floats(mm, s)),
+                mul(load_floats(dd, b * K_SCALE_BYTES + 8), load_floats(mm, s + 8)))
+    scales = load_floats(dd, b * LANES)
+    return scales, (load_floats(mm, b * LANES) if has_min else scales)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _lanes_k(qs, d, m, qh, layer, xq, out, t0, t1):
+    """q4_K and q5_K in the lanes layout (see ``block_scales``)."""
+    if qh.size > 1:
+        _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, True, True, True)
+    else:
+        _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, True, False, True)
+
+
+# q6_K in the lanes layout: the low 4 bits of the quants as q4_1 holds its nibbles, the high 2
+# bits per block and group in 64 bytes (``repack._high_crumb_bytes``: 32 for the low nibbles'
+# values, 32 for the high ones), the int8 scale of each half block (values 0-15 and 16-31, the
+# q6_K sub-blocks of 16) as d: int8 [L, G, nb, 16] (the 8 rows' first halves, then the second
+# halves), and the super-block's fp16 d as m: uint16 [L, G, nb / K_SUPER, 8]. The quants are
+# unsigned (0..63, the file's q + 32), so each half's sum carries -32 dx sum(xq of the half),
+# which ``q6_offsets`` makes once per call: 6.5625 bits a weight, the file's own.
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def q6_offsets(xq, nb, table, at):
+    """table[at + 2b], table[at + 2b + 1] = -32 dx sum(xq) over values 0-15 and 16-31 of block b."""
+    xb = x_bytes(xq, nb)
+    for b in range(nb):
+        lo, hi = 0, 0
+        for j in range(16):
+            lo += np.int32(xb[b * QK + j])
+            hi += np.int32(xb[b * QK + 16 + j])
+        table[at + 2 * b] = np.float32(-32.0) * xq[b] * np.float32(lo)
+        table[at + 2 * b + 1] = np.float32(-32.0) * xq[b] * np.float32(hi)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def widen_q6(q, bits, b, k):
+    """Run k of block b of a group (lanes layout, q6_K): low-nibble and high-nibble values with their
+    high 2 bits (``bits``: the block's 64 bytes) in bits 4-5."""
+    w = load_bytes(q, b * 128 + k * 32)
+    return (or_bytes(low_nibbles(w), sixth_bits(load_bytes(bits, b * Q6_BITS_BYTES), k)),
+            or_bytes(high_nibbles(w), sixth_bits(load_bytes(bits, b * Q6_BITS_BYTES + 32), k)))
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def q6_scales(dd, mm, b):
+    """The 8 rows' scales of the two halves of block b: d sc (q6_K)."""
+    sup = load_floats(mm, (b // K_SUPER) * LANES)
+    return mul(load_floats(dd, b * 16), sup), mul(load_floats(dd, b * 16 + 8), sup)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def q6_block(acc, dot_lo, dot_hi, s_lo, s_hi, dx, off_lo, off_hi):
+    """acc + s_lo (dx dot_lo + off_lo) + s_hi (dx dot_hi + off_hi): one block of one token."""
+    acc = mul_add(s_lo, mul_add(to_floats(dot_lo), splat(dx), splat(off_lo)), acc)
+    return mul_add(s_hi, mul_add(to_floats(dot_hi), splat(dx), splat(off_hi)), acc)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _q6_groups(qs, d, m, qh, layer, xq, out, t0, t1):
+    nb = qs.shape[2]
+    dxs = xq[:nb]
+    xb = x_bytes(xq, nb)
+    offsets = np.empty(2 * nb, np.float32)
+    q6_offsets(xq, nb, offsets, 0)
+    for g in range(t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])):
+        q = qs[layer, g].ravel()
+        dd = d[layer, g].ravel()
+        mm = m[layer, g].ravel()
+        hh = qh[layer, g].ravel()
+        acc = zero_floats()
+        for b in range(nb):
+            prefetch(q, b * 128 + PREFETCH)
+            prefetch(q, b * 128 + PREFETCH + 64)
+            prefetch(hh, b * Q6_BITS_BYTES + PREFETCH // 2)
+            lo_dot, hi_dot = zero_ints(), zero_ints()
+            for k in range(4):
+                lo, hi = widen_q6(q, hh, b, k)
+                lo_dot = dot4(lo_dot, lo, broadcast4(xb, b * QK + 4 * k))
+                hi_dot = dot4(hi_dot, hi, broadcast4(xb, b * QK + 16 + 4 * k))
+            s_lo, s_hi = q6_scales(dd, mm, b)
+            acc = q6_block(acc, lo_dot, hi_dot, s_lo, s_hi, dxs[b], offsets[2 * b], offsets[2 * b + 1])
+        store_floats(out, g * LANES, acc)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _lanes_q6(qs, d, m, qh, layer, xq, out, t0, t1):
+    """q6_K in the lanes layout (see ``q6_offsets``)."""
+    _q6_groups(qs, d, m, qh, layer, xq, out, t0, t1)
+
+
 @njit(nogil=True, fastmath=True, cache=True)
 def _lanes_nibbles(qs, d, m, qh, layer, xq, out, t0, t1):
     """q4_0, q4_1, q5_0, q5_1 in the lanes layout, times x quantized by ``_quantize``.
@@ -324,17 +431,17 @@ def _lanes_nibbles(qs, d, m, qh, layer, xq, out, t0, t1):
     """
     if m.size > 1:
         if qh.size > 1:
-            _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, True, True)
+            _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, True, True, False)
         else:
-            _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, True, False)
+            _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, True, False, False)
     elif qh.size > 1:
-        _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, False, True)
+        _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, False, True, False)
     else:
-        _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, False, False)
+        _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, False, False, False)
 
 
 @njit(nogil=True, fastmath=True, inline="always")
-def _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
+def _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh, is_k):
     """Per group of 8 rows and block: 4 loads of 32 bytes, each giving values 4k..4k+3 (low nibbles)
     and 16+4k.. (high nibbles) of the 8 rows, multiplied by 4 broadcast bytes of x.
     """
@@ -358,9 +465,9 @@ def _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, has_min, has_qh):
                 lo, hi = widen(q, bits, b, k, has_qh)
                 dot = dot4(dot, lo, broadcast4(xb, b * QK + 4 * k))
                 dot = dot4(dot, hi, broadcast4(xb, b * QK + 16 + 4 * k))
-            scales = load_floats(dd, b * LANES)
+            scales, mins = block_scales(dd, mm, b, has_min, is_k)
             if has_min:      # d dx sum(q xq) + m dx sum(xq)
-                acc = mul_add(load_floats(mm, b * LANES), splat(sums[b]), acc)
+                acc = mul_add(mins, splat(sums[b]), acc)
                 acc = mul_add(scales, mul(to_floats(dot), splat(dxs[b])), acc)
             else:            # d dx (sum(q xq) + offset sum(xq))
                 acc = mul_add(scales, mul_add(to_floats(dot), splat(dxs[b]), splat(offset * sums[b])), acc)
@@ -412,6 +519,12 @@ def _matvec(a0, a1, a2, a3, layer, x, xsum, out, t0, t1):
     if a0.ndim == 4:                                 # the lanes layout: integer kernels on x quantized in xsum
         if a0.dtype == types.int8:
             return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _lanes_q8_0(a0, a1, layer, xsum, out, t0, t1)
+        if a1.dtype == types.int8:                   # q6_K (see q6_offsets)
+            return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _lanes_q6(a0, a1, a2, a3, layer, xsum,
+                                                                              out, t0, t1)
+        if a1.dtype == types.uint8:                  # q4_K, q5_K (see block_scales)
+            return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _lanes_k(a0, a1, a2, a3, layer, xsum,
+                                                                             out, t0, t1)
         return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _lanes_nibbles(a0, a1, a2, a3, layer, xsum,
                                                                                    out, t0, t1)
     if a0.dtype == types.int8:                       # q8_0

@@ -23,8 +23,12 @@ the "lanes" layout of the integer kernels instead: groups of 8 rows (one per int
 of 8 rows: what ``vpdpbusd`` / ``vpmaddubsw`` multiply by 4 broadcast activations. Scales, mins
 and 5th-bit fields are ``[layer, group, block, row]``. Rows are still padded to a whole TILE.
 
-GGUF's K-quant and IQ4 matrices are rewritten while they are read as blocks of one of those
-types (``kquant_repack.py``), so every kernel below runs them.
+GGUF's q4_K, q5_K and q6_K matrices take lanes layouts of their own where the integer kernels
+are (``K_LANE_TYPES``): q4_K/q5_K the quants as q4_1/q5_1 with the 6-bit scales and mins as bytes
+and the super-blocks' d and -dmin; q6_K the low nibbles as q4_1, its high 2 bits in 64 bytes a
+block and group, int8 half-block scales and the super-blocks' d (``matvec.block_scales``,
+``matvec.q6_offsets``): the file's bits a weight, or 1/8 bit more. Other K-quant and IQ4 matrices
+are rewritten while they are read as blocks of one of the 32-value types (``kquant_repack.py``).
 """
 from __future__ import annotations
 
@@ -34,8 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from engine import kquants
 from engine.errors import ModelFormatError
-from engine.fast.kquant_repack import convert_rows, stand_in
+from engine.fast.kquant_repack import K_NATIVE, convert_rows, stand_in
 from engine.fast.simd import INT8_DOT
 from engine.quants import block_format
 
@@ -44,7 +49,12 @@ LANES = 8                      # rows per group of the lanes layout (int32 lanes
 CHUNK_BYTES = 8 << 20          # read the file in pieces of about this size
 
 NIBBLE_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q4_2", "q4_3")
-LANE_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0") if INT8_DOT else ()
+K_LANE_TYPES = K_NATIVE        # K-quants the integer kernels run as they are (``matvec.block_scales``)
+LANE_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0") + K_LANE_TYPES if INT8_DOT else ()
+K_QK = 256                     # values per K-quant super-block
+K_SUPER = K_QK // 32           # blocks of 32 per super-block
+K_SCALE_BYTES = 2 * LANES      # q4_K/q5_K: per block and group, the 8 rows' scales then their mins
+Q6_BITS_BYTES = 8 * LANES      # q6_K: per block and group, the high 2 bits of 8 rows' 32 values
 
 
 def layout_of(type_name: str) -> str:
@@ -168,6 +178,16 @@ def _fifth_bit_bytes(src, start, out):
                 out[r, b, i] = np.uint8(v)
 
 
+def _high_crumb_bytes(crumbs: np.ndarray) -> np.ndarray:
+    """q6_K's high 2 bits [rows, nb, 32] (values 0..3) -> [rows, nb, 8]: byte i (0-3) holds in bits
+    2k, 2k+1 those of value 4k + i (the low nibble of byte i of run k), byte 4 + i those of value
+    16 + 4k + i (its high nibble), so that ``simd.sixth_bits`` moves run k's into place with one shift."""
+    c = crumbs.reshape(*crumbs.shape[:2], 2, 4, 4)                # [rows, nb, half, k, i]
+    shifts = (2 * np.arange(4, dtype=np.uint8)).reshape(1, 1, 1, 4, 1)
+    packed = np.bitwise_or.reduce(c << shifts, axis=3)            # [rows, nb, half, i]
+    return np.ascontiguousarray(packed.reshape(*crumbs.shape[:2], 8))
+
+
 class _Packer:
     """Builds the arrays of one PackedMatrix layer by layer, reading each tensor in chunks."""
 
@@ -183,6 +203,16 @@ class _Packer:
         self.nb = cols // fmt.values
         self.lanes = layout_of(type_name) == "lanes"
         T = -(-rows // TILE)
+        if type_name == "q6_K" and type_name in K_LANE_TYPES:
+            G, nb = T * (TILE // LANES), cols // 32
+            self.arrays = (np.zeros((n_layers, G, nb, 16 * LANES), np.uint8),
+                           np.zeros((n_layers, G, nb, 2 * LANES), np.int8),
+                           np.zeros((n_layers, G, cols // K_QK, LANES), np.uint16),
+                           np.zeros((n_layers, G, nb, Q6_BITS_BYTES), np.uint8))
+            return
+        if type_name in K_LANE_TYPES:
+            self._k_arrays(n_layers, T * (TILE // LANES), cols)
+            return
         sdt = np.uint16 if fmt.scale_dtype == "f2" else np.float32
         qdt = np.int8 if type_name == "q8_0" else np.uint8
         qbytes = 32 if type_name == "q8_0" else fmt.values // 2       # quant bytes per block and row
@@ -198,6 +228,16 @@ class _Packer:
             qh_shape, qh_dtype = d.shape, np.uint32
         m = np.zeros_like(d) if fmt.has_min else _dummy(sdt, 4)
         qh = np.zeros(qh_shape, qh_dtype) if fmt.has_qh else _dummy(qh_dtype, 4)
+        self.arrays = (qs, d, m, qh)
+
+    def _k_arrays(self, n_layers: int, groups: int, cols: int) -> None:
+        """q4_K / q5_K: the quants of q4_1 / q5_1, the 6-bit scales and mins as bytes, and per
+        super-block d and -dmin (see ``matvec.block_scales``)."""
+        nb, nsb = cols // 32, cols // K_QK
+        qs = np.zeros((n_layers, groups, nb, 16 * LANES), np.uint8)
+        d = np.zeros((n_layers, groups, nb, 2 * LANES), np.uint8)
+        m = np.zeros((n_layers, groups, nsb, 2 * LANES), np.uint16)
+        qh = np.zeros((n_layers, groups, nb, 4 * LANES), np.uint8) if self.type == "q5_K" else _dummy(np.uint8, 4)
         self.arrays = (qs, d, m, qh)
 
     def add(self, fh, path: str, layer: int, info, scratch: list) -> None:
@@ -228,6 +268,12 @@ class _Packer:
         if pad:
             raw = np.concatenate([raw, np.zeros((pad, raw.shape[1]), np.uint8)])
         blocks = raw.reshape(raw.shape[0], self.nb, fmt.nbytes)
+        if self.type == "q6_K" and self.lanes:
+            self._add_q6_blocks(layer, r0, blocks)
+            return
+        if self.type in K_LANE_TYPES:
+            self._add_k_blocks(layer, r0, blocks)
+            return
         if self.lanes:
             self._add_lane_blocks(layer, r0, blocks)
             return
@@ -274,6 +320,46 @@ class _Packer:
             _gather_runs(_split_order(blocks[:, :, pos:]), 0, fmt.nbytes - pos, 4, dst)
         else:
             _gather_runs(blocks, pos, fmt.nbytes - pos, 4, dst)
+
+    def _add_k_blocks(self, layer: int, r0: int, blocks: np.ndarray) -> None:
+        """Scatter q4_K / q5_K super-blocks [rows, nsb, 144 or 176] into their lanes arrays."""
+        qs, d, m, qh = self.arrays
+        n, nsb = blocks.shape[0], blocks.shape[1]
+        s0, s1 = r0 // LANES, (r0 + n) // LANES
+        flat = blocks.reshape(n * nsb, -1)
+        # per super-block: d and -dmin (fp16 bits; the sign bit flipped makes -dmin exactly)
+        sup = np.ascontiguousarray(flat[:, 0:4]).view("<u2").copy()
+        sup[:, 1] ^= np.uint16(0x8000)
+        _gather_runs(sup.view(np.uint8).reshape(n, nsb, 4), 0, 4, 2, m[layer, s0:s1].view(np.uint8))
+        # per block of 32: the scale and the min as bytes
+        sc, mn = kquants.k4_scales(flat[:, kquants.Q4_SCALES:kquants.Q4_QS])
+        scales = np.stack([sc.reshape(n, nsb * 8), mn.reshape(n, nsb * 8)], axis=-1)
+        _gather_runs(np.ascontiguousarray(scales), 0, 2, 1, d[layer, s0:s1])
+        five = self.type == "q5_K"
+        q = kquants.nibbles_by_32(flat[:, kquants.Q5_QS if five else kquants.Q4_QS:]).reshape(n, nsb * 8, 32)
+        halves = q[..., :16] | (q[..., 16:] << np.uint8(4))     # value j low, j + 16 high: q4_1's order
+        _gather_runs(np.ascontiguousarray(halves), 0, 16, 4, qs[layer, s0:s1])
+        if five:
+            bits = kquants.high_bits(flat[:, kquants.Q5_QH:kquants.Q5_QS]).reshape(n, nsb * 8, 32)
+            field = np.packbits(bits, axis=-1, bitorder="little")      # q5_1's 32-bit field, bit j: value j
+            fifth = np.empty((n, nsb * 8, 4), np.uint8)
+            _fifth_bit_bytes(np.ascontiguousarray(field), 0, fifth)
+            _gather_runs(fifth, 0, 4, 4, qh[layer, s0:s1])
+
+    def _add_q6_blocks(self, layer: int, r0: int, blocks: np.ndarray) -> None:
+        """Scatter q6_K super-blocks [rows, nsb, 210] into their lanes arrays (``matvec.q6_offsets``)."""
+        qs, d, m, qh = self.arrays
+        n, nsb = blocks.shape[0], blocks.shape[1]
+        s0, s1 = r0 // LANES, (r0 + n) // LANES
+        flat = blocks.reshape(n * nsb, -1)
+        sup = np.ascontiguousarray(flat[:, kquants.Q6_D:kquants.Q6_D + 2]).reshape(n, nsb, 2)
+        _gather_runs(sup, 0, 2, 2, m[layer, s0:s1].view(np.uint8))
+        halves = np.ascontiguousarray(flat[:, kquants.Q6_SCALES:kquants.Q6_D]).reshape(n, nsb * 8, 2)
+        _gather_runs(halves, 0, 2, 1, d[layer, s0:s1].view(np.uint8))
+        v = (kquants.q6_values(flat).astype(np.int16) + 32).astype(np.uint8).reshape(n, nsb * 8, 32)
+        low = v & np.uint8(15)
+        _gather_runs(np.ascontiguousarray(low[..., :16] | (low[..., 16:] << np.uint8(4))), 0, 16, 4, qs[layer, s0:s1])
+        _gather_runs(_high_crumb_bytes(v >> np.uint8(4)), 0, 8, 4, qh[layer, s0:s1])
 
     def result(self) -> PackedMatrix:
         return PackedMatrix(self.type, self.rows, self.cols, self.L, self.arrays)

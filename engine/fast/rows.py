@@ -34,11 +34,11 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from engine.fast.matvec import QK, x_bytes
-from engine.fast.repack import LANES, TILE
+from engine.fast.matvec import QK, q6_offsets, x_bytes
+from engine.fast.repack import K_SCALE_BYTES, K_SUPER, LANES, Q6_BITS_BYTES, TILE
 from engine.fast.simd import (broadcast4_wide, dot4, fifth_bits, high_nibbles, load_bytes_pair, load_floats_pair,
                               load_splat, low_nibbles, mul, mul_add, offset_bytes, or_bytes, prefetch,
-                              store_floats_pair, to_floats, zero_floats16, zero_ints16)
+                              sixth_bits, store_floats_pair, to_floats, zero_floats16, zero_ints16)
 
 MAX_ROWS = 8          # rows per pass (float accumulators + 8 widened vectors fit 32 registers)
 
@@ -109,10 +109,11 @@ def _widen_q8(q, ia, ib):
 
 
 @njit(nogil=True, fastmath=True, inline="always")
-def _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, offset, has_min, has_qh, is_q8):
+def _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, offset, has_min, has_qh, is_q8, is_k):
     """Rows r0..r1-1 (at most MAX_ROWS) of out[r] = W[layer] @ x_r over tiles t0..t1-1, two groups at a time:
     group g of the range's first half with group g + half of its second."""
     nb = qs.shape[2]
+    nsb = m.shape[2]                           # super-blocks per row (K-quants: ``matvec.block_scales``)
     n = r1 - r0
     block = qs.shape[3]                        # quant bytes per block and group: 128, or 256 for q8_0
     q = qs[layer].ravel()
@@ -151,8 +152,14 @@ def _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, offset, has_min, ha
                 w = _widen_q8(q, ia, ib)
             else:
                 w = _widen_nibbles(q, h, ia, ib, (ga * nb + b) * 32, (gb * nb + b) * 32, has_qh)
-            scales = load_floats_pair(dd, sa + b * LANES, sb + b * LANES)
-            mins = load_floats_pair(mm, sa + b * LANES, sb + b * LANES) if has_min else scales
+            if is_k:
+                ka, kb = (ga * nb + b) * K_SCALE_BYTES, (gb * nb + b) * K_SCALE_BYTES
+                za, zb = (ga * nsb + b // K_SUPER) * 16, (gb * nsb + b // K_SUPER) * 16
+                scales = mul(load_floats_pair(dd, ka, kb), load_floats_pair(mm, za, zb))
+                mins = mul(load_floats_pair(dd, ka + 8, kb + 8), load_floats_pair(mm, za + 8, zb + 8))
+            else:
+                scales = load_floats_pair(dd, sa + b * LANES, sb + b * LANES)
+                mins = load_floats_pair(mm, sa + b * LANES, sb + b * LANES) if has_min else scales
             a0 = _row_block(a0, w, b0, x0, b, nb, scales, mins, table, b, has_min)
             if n > 1:
                 a1 = _row_block(a1, w, b1, x1, b, nb, scales, mins, table, nb + b, has_min)
@@ -168,22 +175,112 @@ def _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, offset, has_min, ha
                 a6 = _row_block(a6, w, b6, x6, b, nb, scales, mins, table, 6 * nb + b, has_min)
             if n > 7:
                 a7 = _row_block(a7, w, b7, x7, b, nb, scales, mins, table, 7 * nb + b, has_min)
-        at, bt = ga * LANES, gb * LANES
-        store_floats_pair(out[r0], at, bt, a0)
-        if n > 1:
-            store_floats_pair(out[r0 + 1], at, bt, a1)
-        if n > 2:
-            store_floats_pair(out[r0 + 2], at, bt, a2)
-        if n > 3:
-            store_floats_pair(out[r0 + 3], at, bt, a3)
-        if n > 4:
-            store_floats_pair(out[r0 + 4], at, bt, a4)
-        if n > 5:
-            store_floats_pair(out[r0 + 5], at, bt, a5)
-        if n > 6:
-            store_floats_pair(out[r0 + 6], at, bt, a6)
-        if n > 7:
-            store_floats_pair(out[r0 + 7], at, bt, a7)
+        _store_rows(out, r0, n, ga * LANES, gb * LANES, a0, a1, a2, a3, a4, a5, a6, a7)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _row_block_q6(acc, w, xb, xrow, b, s_lo, s_hi, table, t):
+    """acc + block b of one row of q6_K: two int32 sums (values 0-15, 16-31), each with its half's scale
+    and offset (``matvec.q6_offsets``: table[2t], table[2t + 1])."""
+    w0, w1, w2, w3, w4, w5, w6, w7 = w
+    o = b * QK
+    lo = dot4(zero_ints16(), w0, broadcast4_wide(xb, o))
+    lo = dot4(lo, w1, broadcast4_wide(xb, o + 4))
+    lo = dot4(lo, w2, broadcast4_wide(xb, o + 8))
+    lo = dot4(lo, w3, broadcast4_wide(xb, o + 12))
+    hi = dot4(zero_ints16(), w4, broadcast4_wide(xb, o + 16))
+    hi = dot4(hi, w5, broadcast4_wide(xb, o + 20))
+    hi = dot4(hi, w6, broadcast4_wide(xb, o + 24))
+    hi = dot4(hi, w7, broadcast4_wide(xb, o + 28))
+    dx = load_splat(xrow, b)
+    acc = mul_add(s_lo, mul_add(to_floats(lo), dx, load_splat(table, 2 * t)), acc)
+    return mul_add(s_hi, mul_add(to_floats(hi), dx, load_splat(table, 2 * t + 1)), acc)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _widen_q6(q, h, ia, ib, ha, hb):
+    """A q6_K block of two groups as 8 vectors of bytes (as ``_widen_nibbles``), the high 2 bits
+    (64 bytes a block and group, ``matvec.Q6_BITS_BYTES``) in bits 4-5."""
+    w0, w1 = load_bytes_pair(q, ia, ib), load_bytes_pair(q, ia + 32, ib + 32)
+    w2, w3 = load_bytes_pair(q, ia + 64, ib + 64), load_bytes_pair(q, ia + 96, ib + 96)
+    lo, hi = load_bytes_pair(h, ha, hb), load_bytes_pair(h, ha + 32, hb + 32)
+    return (or_bytes(low_nibbles(w0), sixth_bits(lo, 0)), or_bytes(low_nibbles(w1), sixth_bits(lo, 1)),
+            or_bytes(low_nibbles(w2), sixth_bits(lo, 2)), or_bytes(low_nibbles(w3), sixth_bits(lo, 3)),
+            or_bytes(high_nibbles(w0), sixth_bits(hi, 0)), or_bytes(high_nibbles(w1), sixth_bits(hi, 1)),
+            or_bytes(high_nibbles(w2), sixth_bits(hi, 2)), or_bytes(high_nibbles(w3), sixth_bits(hi, 3)))
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _rows_q6(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1):
+    """q6_K: rows r0..r1-1 over tiles t0..t1-1, two groups at a time (as ``_rows_pass``)."""
+    nb = qs.shape[2]
+    nsb = m.shape[2]
+    n = r1 - r0
+    q, dd, mm, h = qs[layer].ravel(), d[layer].ravel(), m[layer].ravel(), qh[layer].ravel()
+    table = np.empty(2 * MAX_ROWS * nb, np.float32)
+    for j in range(n):
+        q6_offsets(xq[r0 + j], nb, table, 2 * j * nb)
+    last = r1 - 1
+    x0, x1, x2, x3 = xq[r0], xq[min(r0 + 1, last)], xq[min(r0 + 2, last)], xq[min(r0 + 3, last)]
+    x4, x5, x6, x7 = xq[min(r0 + 4, last)], xq[min(r0 + 5, last)], xq[min(r0 + 6, last)], xq[min(r0 + 7, last)]
+    b0, b1, b2, b3 = x_bytes(x0, nb), x_bytes(x1, nb), x_bytes(x2, nb), x_bytes(x3, nb)
+    b4, b5, b6, b7 = x_bytes(x4, nb), x_bytes(x5, nb), x_bytes(x6, nb), x_bytes(x7, nb)
+    g0, g1 = t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])
+    half = (g1 - g0) // 2
+    ahead = nb * 128
+    for ga in range(g0, g0 + half):
+        gb = ga + half
+        a0, a1, a2, a3 = zero_floats16(), zero_floats16(), zero_floats16(), zero_floats16()
+        a4, a5, a6, a7 = zero_floats16(), zero_floats16(), zero_floats16(), zero_floats16()
+        for b in range(nb):
+            ia, ib = (ga * nb + b) * 128, (gb * nb + b) * 128
+            prefetch(q, ia + ahead)
+            prefetch(q, ib + ahead)
+            prefetch(q, ia + ahead + 64)
+            prefetch(q, ib + ahead + 64)
+            prefetch(h, (ia + ahead) // 2)
+            prefetch(h, (ib + ahead) // 2)
+            w = _widen_q6(q, h, ia, ib, (ga * nb + b) * Q6_BITS_BYTES, (gb * nb + b) * Q6_BITS_BYTES)
+            ka, kb = (ga * nb + b) * 16, (gb * nb + b) * 16
+            sup = load_floats_pair(mm, (ga * nsb + b // K_SUPER) * LANES, (gb * nsb + b // K_SUPER) * LANES)
+            s_lo = mul(load_floats_pair(dd, ka, kb), sup)
+            s_hi = mul(load_floats_pair(dd, ka + 8, kb + 8), sup)
+            a0 = _row_block_q6(a0, w, b0, x0, b, s_lo, s_hi, table, b)
+            if n > 1:
+                a1 = _row_block_q6(a1, w, b1, x1, b, s_lo, s_hi, table, nb + b)
+            if n > 2:
+                a2 = _row_block_q6(a2, w, b2, x2, b, s_lo, s_hi, table, 2 * nb + b)
+            if n > 3:
+                a3 = _row_block_q6(a3, w, b3, x3, b, s_lo, s_hi, table, 3 * nb + b)
+            if n > 4:
+                a4 = _row_block_q6(a4, w, b4, x4, b, s_lo, s_hi, table, 4 * nb + b)
+            if n > 5:
+                a5 = _row_block_q6(a5, w, b5, x5, b, s_lo, s_hi, table, 5 * nb + b)
+            if n > 6:
+                a6 = _row_block_q6(a6, w, b6, x6, b, s_lo, s_hi, table, 6 * nb + b)
+            if n > 7:
+                a7 = _row_block_q6(a7, w, b7, x7, b, s_lo, s_hi, table, 7 * nb + b)
+        _store_rows(out, r0, n, ga * LANES, gb * LANES, a0, a1, a2, a3, a4, a5, a6, a7)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _store_rows(out, r0, n, at, bt, a0, a1, a2, a3, a4, a5, a6, a7):
+    """The n rows' accumulators of one pair of groups into out[r0 ..]."""
+    store_floats_pair(out[r0], at, bt, a0)
+    if n > 1:
+        store_floats_pair(out[r0 + 1], at, bt, a1)
+    if n > 2:
+        store_floats_pair(out[r0 + 2], at, bt, a2)
+    if n > 3:
+        store_floats_pair(out[r0 + 3], at, bt, a3)
+    if n > 4:
+        store_floats_pair(out[r0 + 4], at, bt, a4)
+    if n > 5:
+        store_floats_pair(out[r0 + 5], at, bt, a5)
+    if n > 6:
+        store_floats_pair(out[r0 + 6], at, bt, a6)
+    if n > 7:
+        store_floats_pair(out[r0 + 7], at, bt, a7)
 
 
 @njit(nogil=True, fastmath=True, cache=True)
@@ -191,18 +288,27 @@ def _rows_nibbles(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1):
     """q4_0/q4_1/q5_0/q5_1: each variant inlined with constant flags (as ``gemm._gemm_nibbles``)."""
     if qh.size > 1:
         if m.size > 1:
-            _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, True, False)
+            _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, True, False, False)
         else:
-            _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(-16.0), False, True, False)
+            _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(-16.0), False, True, False, False)
     elif m.size > 1:
-        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, False, False)
+        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, False, False, False)
     else:
-        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(-8.0), False, False, False)
+        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(-8.0), False, False, False, False)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _rows_k(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1):
+    """q4_K/q5_K: the scales made from the super-blocks' (``matvec.block_scales``)."""
+    if qh.size > 1:
+        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, True, False, True)
+    else:
+        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, False, False, True)
 
 
 @njit(nogil=True, fastmath=True, cache=True)
 def _rows_q8_0(qs, d, layer, xq, r0, r1, out, t0, t1):
-    _rows_pass(qs, d, d, d, layer, xq, r0, r1, out, t0, t1, np.float32(-128.0), False, False, True)
+    _rows_pass(qs, d, d, d, layer, xq, r0, r1, out, t0, t1, np.float32(-128.0), False, False, True, False)
 
 
 def rows_product(a0, a1, a2, a3, layer, xq, out, t0, t1):
@@ -215,6 +321,8 @@ def _rows_product(a0, a1, a2, a3, layer, xq, out, t0, t1):
     if a0.ndim != 4:
         return None
     q8 = a0.dtype == types.int8
+    k = a1.dtype == types.uint8
+    q6 = a1.dtype == types.int8
 
     def product(a0, a1, a2, a3, layer, xq, out, t0, t1):
         n = out.shape[0]
@@ -222,6 +330,10 @@ def _rows_product(a0, a1, a2, a3, layer, xq, out, t0, t1):
             r1 = min(r0 + MAX_ROWS, n)
             if q8:
                 _rows_q8_0(a0, a1, layer, xq, r0, r1, out, t0, t1)
+            elif k:
+                _rows_k(a0, a1, a2, a3, layer, xq, r0, r1, out, t0, t1)
+            elif q6:
+                _rows_q6(a0, a1, a2, a3, layer, xq, r0, r1, out, t0, t1)
             else:
                 _rows_nibbles(a0, a1, a2, a3, layer, xq, r0, r1, out, t0, t1)
     return product

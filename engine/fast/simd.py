@@ -60,6 +60,8 @@ _V16I16 = ir.VectorType(_I16, 16)
 _V8I32 = ir.VectorType(_I32, 8)
 _V8F = ir.VectorType(_F32, 8)
 _V8H = ir.VectorType(ir.HalfType(), 8)
+_V8I8 = ir.VectorType(_I8, 8)
+SCALE_DTYPES = (types.uint16, types.float32, types.uint8, types.int8)
 _V64I8 = ir.VectorType(_I8, 64)
 _V16I32 = ir.VectorType(_I32, 16)
 _V16F = ir.VectorType(_F32, 16)
@@ -188,6 +190,25 @@ def fifth_bits(typingctx, bits, k, high):
 
 
 @intrinsic
+def sixth_bits(typingctx, bits, k):
+    """The q6_K high bits of run k as bits 4-5 of each byte: bits 2k, 2k+1 of ``bits`` (the bytes of
+    ``repack._high_crumb_bytes``) moved there; k must be a constant after inlining."""
+    if not _bytes(bits) or not _is_index(k):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vt = args[0].type
+        k8 = builder.trunc(args[1], _I8)
+        twice = builder.add(k8, k8)
+        seven = ir.Constant(_I8, 7)          # shift amounts kept in range: the arm not selected is never poison
+        left = builder.shl(args[0], _splat(builder, builder.and_(builder.sub(ir.Constant(_I8, 4), twice), seven), vt))
+        right = builder.lshr(args[0], _splat(builder, builder.and_(builder.sub(twice, ir.Constant(_I8, 4)), seven), vt))
+        moved = builder.select(builder.icmp_unsigned("<=", k8, ir.Constant(_I8, 2)), left, right)
+        return builder.and_(moved, _each(vt, 48))
+    return bits(bits, k), codegen
+
+
+@intrinsic
 def or_bytes(typingctx, a, b):
     if not _bytes(a) or a != b:
         return None
@@ -276,13 +297,17 @@ def load_uints(typingctx, array, index):
 
 @intrinsic
 def load_floats(typingctx, array, index):
-    """8 scales from ``index`` on: fp16 bits (uint16, widened by vcvtph2ps) or float32."""
-    if not (_is_c_array(array) and array.dtype in (types.uint16, types.float32) and _is_index(index)):
+    """8 scales from ``index`` on: fp16 bits (uint16, widened by vcvtph2ps), float32, or bytes
+    (uint8, int8: the K-quants' integer sub-block scales, widened and converted)."""
+    if not (_is_c_array(array) and array.dtype in SCALE_DTYPES and _is_index(index)):
         return None
 
     def codegen(context, builder, sig, args):
         if sig.args[0].dtype == types.float32:
             return builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1], _V8F), align=4)
+        if sig.args[0].dtype in (types.uint8, types.int8):
+            u = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1], _V8I8), align=1)
+            return (builder.uitofp if sig.args[0].dtype == types.uint8 else builder.sitofp)(u, _V8F)
         halves = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1], _V8H), align=2)
         return builder.fpext(halves, _V8F)
     return Floats8(array, index), codegen
@@ -424,12 +449,17 @@ def zero_floats16(typingctx):
 
 @intrinsic
 def load_floats_pair(typingctx, array, i, j):
-    """8 scales from ``i`` on, then 8 from ``j`` on: fp16 bits (widened by one vcvtph2ps) or float32."""
-    if not (_is_c_array(array) and array.dtype in (types.uint16, types.float32) and _is_index(i)
-            and _is_index(j)):
+    """8 scales from ``i`` on, then 8 from ``j`` on: fp16 bits (widened by one vcvtph2ps), float32 or
+    unsigned bytes (as ``load_floats``)."""
+    if not (_is_c_array(array) and array.dtype in SCALE_DTYPES and _is_index(i) and _is_index(j)):
         return None
 
     def codegen(context, builder, sig, args):
+        if sig.args[0].dtype in (types.uint8, types.int8):
+            a = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1], _V8I8), align=1)
+            b = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[2], _V8I8), align=1)
+            convert = builder.uitofp if sig.args[0].dtype == types.uint8 else builder.sitofp
+            return convert(_concat(builder, a, b), _V16F)
         half = sig.args[0].dtype == types.uint16
         vt = _V8H if half else _V8F
         a = builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1], vt), align=2)
