@@ -156,3 +156,39 @@ def test_token_and_prompt_kernels_on_a_k_quant_matrix(tmp_path, type_name):
     for n, scale in enumerate((1, -1, 2, 1, 1)):
         assert np.max(np.abs(got[n, :pm.rows] - scale * expected)) < 2e-5 * np.max(np.abs(expected))
     model.close()
+
+
+_AVX2_SCRIPT = """
+import sys
+from engine import fast
+from test_kquant_fast import all_paths, rel_err
+assert fast.KERNELS == "avx2", fast.KERNELS
+worst = 0.0
+for path in sys.argv[1:]:
+    expected, prompt, stepped, rows, ref_rows = all_paths(path)
+    worst = max(worst, rel_err(prompt, expected), rel_err(stepped, expected), rel_err(rows, ref_rows))
+print(worst)
+"""
+
+
+def test_the_native_k_quant_kernels_on_avx2(tmp_path):
+    """q4_K, q5_K and q6_K on the 256-bit kernels (NEOX_WRITER_KERNELS=avx2: vpmaddubsw, and the
+    batched rows through ``gemm`` per tile, not the 512-bit rows kernel): every path as with VNNI."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from engine.fast import simd
+    if simd._MODES.index(simd.MODE) < simd._MODES.index("avx2"):
+        pytest.skip("this CPU cannot run the avx2 kernels")
+    paths = []
+    for t in ("q4_K", "q5_K", "q6_K"):
+        (tmp_path / t).mkdir()
+        paths.append(str(kquant_gguf(tmp_path / t, lambda name, t=t: t, seed=3)))
+    tests = Path(__file__).resolve().parent
+    env = dict(os.environ, NEOX_WRITER_KERNELS="avx2", PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]))
+    done = subprocess.run([sys.executable, "-c", _AVX2_SCRIPT, *paths], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.split()[-1]) < INT8_TOL
