@@ -117,7 +117,13 @@ def test_a_q4_k_m_mix_matches_the_reference(tmp_path):
     assert tensors["gpt_neox.layers.1.mlp.dense_4h_to_h.weight"].type == "q4_K"
     down = pack_matrices(model.file.path, [tensors[f"gpt_neox.layers.{i}.mlp.dense_4h_to_h.weight"] for i in range(2)])
     model.close()
-    assert down.type == "q8_0"
+    if K_NATIVE:       # each layer in its own type: layer 0 the first of the q6_K ones, layer 1 the first q4_K
+        assert down.type == "q6_K+q4_K" and down.select.tolist() == [0, -1]
+        assert down.for_layer(1) == (down.second.arrays, 0)
+        assert down.nbytes < 1.04 * sum(tensors[f"gpt_neox.layers.{i}.mlp.dense_4h_to_h.weight"].nbytes
+                                        for i in range(2))
+    else:
+        assert down.type == "q8_0"
     expected, prompt, stepped, rows, ref_rows = all_paths(path)
     assert rel_err(prompt, expected) < INT8_TOL
     assert rel_err(stepped, expected) < INT8_TOL
@@ -172,7 +178,7 @@ print(worst)
 
 
 def test_the_native_k_quant_kernels_on_avx2(tmp_path):
-    """q4_K, q5_K and q6_K on the 256-bit kernels (NEOX_WRITER_KERNELS=avx2: vpmaddubsw, and the
+    """q4_K, q5_K, q6_K, iq4_nl and iq4_xs on the 256-bit kernels (NEOX_WRITER_KERNELS=avx2: vpmaddubsw, and the
     batched rows through ``gemm`` per tile, not the 512-bit rows kernel): every path as with VNNI."""
     import os
     import subprocess
@@ -183,7 +189,7 @@ def test_the_native_k_quant_kernels_on_avx2(tmp_path):
     if simd._MODES.index(simd.MODE) < simd._MODES.index("avx2"):
         pytest.skip("this CPU cannot run the avx2 kernels")
     paths = []
-    for t in ("q4_K", "q5_K", "q6_K"):
+    for t in K_NATIVE:
         (tmp_path / t).mkdir()
         paths.append(str(kquant_gguf(tmp_path / t, lambda name, t=t: t, seed=3)))
     tests = Path(__file__).resolve().parent

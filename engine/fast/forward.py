@@ -296,6 +296,25 @@ def _product_kernel(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
     return lambda a0, a1, a2, a3, layer, x, xs, out, t0, t1: matmat(a0, a1, a2, a3, layer, x, xs, out, t0, t1)
 
 
+def _product_of(w, layer, x, xs, out, t0, t1):
+    """``_product`` of a kind of matrix: its four arrays, or the nine of a ``repack.MixedMatrix``
+    (the layer's own type chosen by its ``select`` entry)."""
+
+
+@overload(_product_of, inline="always")
+def _product_of_kernel(w, layer, x, xs, out, t0, t1):
+    if len(w.types) == 4:
+        return lambda w, layer, x, xs, out, t0, t1: _product(w[0], w[1], w[2], w[3], layer, x, xs, out, t0, t1)
+
+    def mixed(w, layer, x, xs, out, t0, t1):
+        i = w[8][layer]
+        if i >= 0:
+            _product(w[0], w[1], w[2], w[3], i, x, xs, out, t0, t1)
+        else:
+            _product(w[4], w[5], w[6], w[7], -1 - i, x, xs, out, t0, t1)
+    return mixed
+
+
 def _prepare_rows(w, x, xs):
     """``prepare`` of one token's x, or of every row of a matrix of them."""
 
@@ -325,10 +344,10 @@ def _two_matvecs(part, parts, wa, la, xa, sa, oa, wb, lb, xb, sb, ob, b_gelu):
     cb = (wb[0][0].size * wb[0].itemsize + wb[1][0].size * wb[1].itemsize) // tb if tb > 0 else 0
     s, e = _cut(part, parts, ta, ca, tb, cb), _cut(part + 1, parts, ta, ca, tb, cb)
     if s < ta:
-        _product(wa[0], wa[1], wa[2], wa[3], la, xa, sa, oa, s, min(e, ta))
+        _product_of(wa, la, xa, sa, oa, s, min(e, ta))
     if e > ta:
         t0, t1 = max(s, ta) - ta, e - ta
-        _product(wb[0], wb[1], wb[2], wb[3], lb, xb, sb, ob, t0, t1)
+        _product_of(wb, lb, xb, sb, ob, t0, t1)
         if b_gelu.size > 0:
             rows = ob.reshape((-1, ob.shape[-1]))
             bias_gelu(rows, t0 * TILE, min(b_gelu.size, t1 * TILE), b_gelu)

@@ -18,8 +18,9 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from engine.fast.matvec import (Q8_UNSIGNED, QK, _nibble_groups, _q6_groups, _q8_groups, _quantize, block_scales,
-                                matvec, q6_block, q6_offsets, q6_scales, widen, widen_q6, x_bytes)
+from engine.fast.matvec import (Q8_UNSIGNED, QK, _iq4_groups, _nibble_groups, _q6_groups, _q8_groups, _quantize,
+                                block_scales, iq4_block, iq4_dot, iq4_lookup, iq4_scales, matvec, q6_block, q6_offsets,
+                                q6_scales, widen, widen_q6, x_bytes)
 from engine.fast.repack import LANES, TILE
 from engine.fast.rows import rows_product
 from engine.fast.simd import (FEATURES, MODE, ROWS512, abs_bytes, broadcast4, dot4, load_bytes, load_floats, mul, mul_add,
@@ -213,6 +214,53 @@ def _gemm_q6(qs, d, m, qh, layer, xq, out, t0, t1):
         _q6_groups(qs, d, m, qh, layer, xq[n], out[n], t0, t1)
 
 
+@njit(nogil=True, fastmath=True, inline="always")
+def _iq4_gemm(qs, d, m, layer, xq, out, t0, t1, is_xs):
+    """iq4_nl / iq4_xs (``matvec.iq4_lookup``): one group times 4 tokens per pass, each run's levels
+    looked up once for the 4."""
+    nb = qs.shape[2]
+    n_tok = xq.shape[0]
+    g0, g1 = t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])
+    full = n_tok - n_tok % 4
+    for n0 in range(0, full, TOKEN_SLICE):
+        for g in range(g0, g1):
+            q = qs[layer, g].ravel()
+            dd = d[layer, g].ravel()
+            mm = m[layer, g].ravel() if is_xs else dd
+            for n in range(n0, min(n0 + TOKEN_SLICE, full), 4):
+                x0, x1, x2, x3 = xq[n], xq[n + 1], xq[n + 2], xq[n + 3]
+                b0, b1, b2, b3 = x_bytes(x0, nb), x_bytes(x1, nb), x_bytes(x2, nb), x_bytes(x3, nb)
+                acc0, acc1, acc2, acc3 = zero_floats(), zero_floats(), zero_floats(), zero_floats()
+                for b in range(nb):
+                    dot0, dot1, dot2, dot3 = zero_ints(), zero_ints(), zero_ints(), zero_ints()
+                    for k in range(4):
+                        lo, hi = iq4_lookup(load_bytes(q, b * 128 + k * 32))
+                        o = b * QK + 4 * k
+                        dot0 = iq4_dot(dot0, lo, hi, b0, o)
+                        dot1 = iq4_dot(dot1, lo, hi, b1, o)
+                        dot2 = iq4_dot(dot2, lo, hi, b2, o)
+                        dot3 = iq4_dot(dot3, lo, hi, b3, o)
+                    scales = iq4_scales(dd, mm, b, is_xs)
+                    acc0 = iq4_block(acc0, dot0, scales, x0[b], x0[nb + b])
+                    acc1 = iq4_block(acc1, dot1, scales, x1[b], x1[nb + b])
+                    acc2 = iq4_block(acc2, dot2, scales, x2[b], x2[nb + b])
+                    acc3 = iq4_block(acc3, dot3, scales, x3[b], x3[nb + b])
+                store_floats(out[n], g * LANES, acc0)
+                store_floats(out[n + 1], g * LANES, acc1)
+                store_floats(out[n + 2], g * LANES, acc2)
+                store_floats(out[n + 3], g * LANES, acc3)
+    for n in range(full, n_tok):
+        _iq4_groups(qs, d, m, layer, xq[n], out[n], t0, t1, is_xs)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _gemm_iq4(qs, d, m, qh, layer, xq, out, t0, t1):
+    if m.size > 1:
+        _iq4_gemm(qs, d, m, layer, xq, out, t0, t1, True)
+    else:
+        _iq4_gemm(qs, d, m, layer, xq, out, t0, t1, False)
+
+
 @njit(nogil=True, fastmath=True, cache=True)
 def _gemm_nibbles(qs, d, m, qh, layer, xq, out, t0, t1):
     """q4_0/q4_1/q5_0/q5_1: each variant inlined with constant flags, as in matvec._lanes_nibbles."""
@@ -291,6 +339,8 @@ def _gemm(a0, a1, a2, a3, layer, xq, out, t0, t1):
         return None
     if a0.dtype == types.int8:
         return lambda a0, a1, a2, a3, layer, xq, out, t0, t1: _gemm_q8_0(a0, a1, layer, xq, out, t0, t1)
+    if a3.dtype == types.int8:
+        return lambda a0, a1, a2, a3, layer, xq, out, t0, t1: _gemm_iq4(a0, a1, a2, a3, layer, xq, out, t0, t1)
     if a1.dtype == types.uint8:
         return lambda a0, a1, a2, a3, layer, xq, out, t0, t1: _gemm_k(a0, a1, a2, a3, layer, xq, out, t0, t1)
     if a1.dtype == types.int8:

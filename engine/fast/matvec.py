@@ -46,7 +46,8 @@ from numba.extending import intrinsic, overload
 
 from engine.fast.repack import (K_SCALE_BYTES, K_SUPER, LANES, Q6_BITS_BYTES,   # global ints: compile-time
                                 TILE)                                           # constants in the kernels
-from engine.fast.simd import (INT8_DOT, abs_bytes, broadcast4, dot4, fifth_bits, high_nibbles, load_bytes,
+from engine.fast.simd import (INT8_DOT, abs_bytes, broadcast4, dot4, fifth_bits, high_nibbles, iq4_levels,
+                              iq4_levels_unsigned, load_bytes,
                               load_floats, low_nibbles, mul, mul_add, offset_bytes, or_bytes, prefetch,
                               sign_bytes, sixth_bits, splat,
                               store_floats, to_floats, zero_floats, zero_ints)
@@ -422,6 +423,79 @@ def _lanes_q6(qs, d, m, qh, layer, xq, out, t0, t1):
     _q6_groups(qs, d, m, qh, layer, xq, out, t0, t1)
 
 
+# iq4_nl and iq4_xs in the lanes layout: the 4-bit indices where q4_0 holds its nibbles (their
+# value order is q4_0's), looked up in the 16 levels by one vpshufb a vector and
+# multiplied as q8_0's bytes are (``iq4_lookup``: unsigned + 128 with VNNI). iq4_nl keeps its fp16 d per block
+# (d as q4_0's); iq4_xs its 6-bit block scales, less 32, as int8 (d: int8 [L, G, nb, 8]) and the
+# super-block's fp16 d (m: uint16 [L, G, nb / K_SUPER, 8]). The fourth array is an int8 dummy:
+# the mark of the iq4 layouts (``matvec`` chooses kernels by the arrays' types).
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def iq4_lookup(w):
+    """32 bytes of indices (run k of a block) -> the levels of their low and high nibbles (values
+    4k.. and 16 + 4k..): + 128 as unsigned bytes with VNNI, signed otherwise."""
+    if Q8_UNSIGNED:
+        return iq4_levels_unsigned(low_nibbles(w)), iq4_levels_unsigned(high_nibbles(w))
+    return iq4_levels(low_nibbles(w)), iq4_levels(high_nibbles(w))
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def iq4_dot(dot, lo, hi, xb, o):
+    """dot + levels lo times x bytes o.., hi times o + 16.. (``iq4_lookup``'s; q8_0's sign trick on AVX2)."""
+    if Q8_UNSIGNED:
+        return dot4(dot4(dot, lo, broadcast4(xb, o)), hi, broadcast4(xb, o + 16))
+    dot = dot4(dot, abs_bytes(lo), sign_bytes(broadcast4(xb, o), lo))
+    return dot4(dot, abs_bytes(hi), sign_bytes(broadcast4(xb, o + 16), hi))
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def iq4_scales(dd, mm, b, is_xs):
+    """The 8 rows' scales of block b: iq4_nl's fp16 d, or iq4_xs's int8 scale times the super-block's d."""
+    if is_xs:
+        return mul(load_floats(dd, b * LANES), load_floats(mm, (b // K_SUPER) * LANES))
+    return load_floats(dd, b * LANES)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def iq4_block(acc, dot, scales, dx, s):
+    """acc + d dx (sum(level xq) [- 128 sum(xq) for the unsigned levels]); s = dx sum(xq)."""
+    if Q8_UNSIGNED:
+        return mul_add(scales, mul_add(to_floats(dot), splat(dx), splat(np.float32(-128.0) * s)), acc)
+    return mul_add(scales, mul(to_floats(dot), splat(dx)), acc)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _iq4_groups(qs, d, m, layer, xq, out, t0, t1, is_xs):
+    nb = qs.shape[2]
+    dxs = xq[:nb]
+    sums = xq[nb:2 * nb]
+    xb = x_bytes(xq, nb)
+    for g in range(t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])):
+        q = qs[layer, g].ravel()
+        dd = d[layer, g].ravel()
+        mm = m[layer, g].ravel() if is_xs else dd
+        acc = zero_floats()
+        for b in range(nb):
+            prefetch(q, b * 128 + PREFETCH)
+            prefetch(q, b * 128 + PREFETCH + 64)
+            dot = zero_ints()
+            for k in range(4):
+                lo, hi = iq4_lookup(load_bytes(q, b * 128 + k * 32))
+                dot = iq4_dot(dot, lo, hi, xb, b * QK + 4 * k)
+            acc = iq4_block(acc, dot, iq4_scales(dd, mm, b, is_xs), dxs[b], sums[b])
+        store_floats(out, g * LANES, acc)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _lanes_iq4(qs, d, m, qh, layer, xq, out, t0, t1):
+    """iq4_nl (fp16 d) and iq4_xs (int8 block scales): see ``iq4_lookup``."""
+    if m.size > 1:
+        _iq4_groups(qs, d, m, layer, xq, out, t0, t1, True)
+    else:
+        _iq4_groups(qs, d, m, layer, xq, out, t0, t1, False)
+
+
 @njit(nogil=True, fastmath=True, cache=True)
 def _lanes_nibbles(qs, d, m, qh, layer, xq, out, t0, t1):
     """q4_0, q4_1, q5_0, q5_1 in the lanes layout, times x quantized by ``_quantize``.
@@ -519,6 +593,9 @@ def _matvec(a0, a1, a2, a3, layer, x, xsum, out, t0, t1):
     if a0.ndim == 4:                                 # the lanes layout: integer kernels on x quantized in xsum
         if a0.dtype == types.int8:
             return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _lanes_q8_0(a0, a1, layer, xsum, out, t0, t1)
+        if a3.dtype == types.int8:                   # iq4_nl, iq4_xs (see iq4_lookup)
+            return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _lanes_iq4(a0, a1, a2, a3, layer, xsum,
+                                                                               out, t0, t1)
         if a1.dtype == types.int8:                   # q6_K (see q6_offsets)
             return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _lanes_q6(a0, a1, a2, a3, layer, xsum,
                                                                               out, t0, t1)

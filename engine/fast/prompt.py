@@ -83,7 +83,8 @@ class TileDecoder:
             dequant_f16_rows(pm.arrays[0], layer, r0, r1, w)
             out[:, r0:r1] = x @ w.T
         elif pm.layout == "lanes":      # x is the quantized token matrix
-            gemm_lanes(*pm.arrays, layer, x, out, r0 // TILE, -(-r1 // TILE))
+            arrays, index = pm.for_layer(layer)      # a MixedMatrix: the layer's own type
+            gemm_lanes(*arrays, index, x, out, r0 // TILE, -(-r1 // TILE))
         else:
             t0, t1 = r0 // TILE, -(-r1 // TILE)
             wt = np.empty((pm.cols, (t1 - t0) * TILE), np.float32)

@@ -23,12 +23,13 @@ the "lanes" layout of the integer kernels instead: groups of 8 rows (one per int
 of 8 rows: what ``vpdpbusd`` / ``vpmaddubsw`` multiply by 4 broadcast activations. Scales, mins
 and 5th-bit fields are ``[layer, group, block, row]``. Rows are still padded to a whole TILE.
 
-GGUF's q4_K, q5_K and q6_K matrices take lanes layouts of their own where the integer kernels
-are (``K_LANE_TYPES``): q4_K/q5_K the quants as q4_1/q5_1 with the 6-bit scales and mins as bytes
-and the super-blocks' d and -dmin; q6_K the low nibbles as q4_1, its high 2 bits in 64 bytes a
-block and group, int8 half-block scales and the super-blocks' d (``matvec.block_scales``,
-``matvec.q6_offsets``): the file's bits a weight, or 1/8 bit more. Other K-quant and IQ4 matrices
-are rewritten while they are read as blocks of one of the 32-value types (``kquant_repack.py``).
+GGUF's q4_K, q5_K, q6_K, iq4_nl and iq4_xs matrices take lanes layouts of their own where the
+integer kernels are (``K_LANE_TYPES``): q4_K/q5_K the quants as q4_1/q5_1 with the 6-bit scales and
+mins as bytes and the super-blocks' d and -dmin; q6_K the low nibbles as q4_1, its high 2 bits in
+64 bytes a block and group, int8 half-block scales and the super-blocks' d; the IQ4 types their
+indices as q4_0's nibbles (``matvec.block_scales``, ``matvec.q6_offsets``, ``matvec.iq4_lookup``):
+the file's bits a weight, or 1/8 bit more. q2_K and q3_K matrices are rewritten while they are
+read as blocks of q8_0 (``kquant_repack.py``).
 """
 from __future__ import annotations
 
@@ -77,6 +78,12 @@ class PackedMatrix:
       m like d or a dummy, hb uint8 [L, G, nb, 32] or a dummy), G = 8 groups per tile; hb holds
       the 5th bits of the q5 types rearranged to match the quant runs (``_fifth_bit_bytes``)
     * f16 / f32: (w uint16 (fp16 bits) or float32 [L, rows, cols], dummies)
+    * the K-quants' and IQ4's own lanes layouts (``K_LANE_TYPES``), told apart by the arrays' types:
+      q4_K/q5_K (qs as q4_1, d uint8 [L, G, nb, 16] scales and mins, m uint16 [L, G, nsb, 16] the
+      super-blocks' d and -dmin, hb as q5_1 or a dummy); q6_K (qs as q4_1, d int8 [L, G, nb, 16]
+      half-block scales, m uint16 [L, G, nsb, 8], hb uint8 [L, G, nb, 64] the high 2 bits);
+      iq4_nl (q4_0's arrays with an int8 dummy as hb); iq4_xs (qs, d int8 [L, G, nb, 8], m uint16
+      [L, G, nsb, 8], an int8 dummy), nsb = nb / K_SUPER super-blocks a row
     """
 
     type: str
@@ -101,6 +108,48 @@ class PackedMatrix:
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays)
+
+    def for_layer(self, layer: int) -> tuple[tuple, int]:
+        """(the four arrays that hold ``layer``, its index in them)."""
+        return self.arrays, layer
+
+
+@dataclass
+class MixedMatrix:
+    """One kind of weight matrix whose layers come in two types (a "q4_K_M" file keeps ffn_down in
+    q6_K in some layers, q4_K in the others), each type's layers in a PackedMatrix of their own.
+
+    ``arrays`` is the first's four arrays, the second's four and ``select`` (int64 [n_layers]:
+    i >= 0 for layer i of the first, -1 - i for layer i of the second): the compiled forward pass
+    takes that tuple of nine where it takes four for one type (``forward._product_of``). Both are
+    lanes layouts, so x is prepared the same way for either."""
+
+    first: PackedMatrix
+    second: PackedMatrix
+    select: np.ndarray
+
+    @property
+    def type(self) -> str:
+        return f"{self.first.type}+{self.second.type}"
+
+    rows = property(lambda self: self.first.rows)
+    cols = property(lambda self: self.first.cols)
+    n_layers = property(lambda self: self.select.size)
+    tiled = property(lambda self: True)
+    layout = property(lambda self: "lanes")
+    padded_rows = property(lambda self: self.first.padded_rows)
+
+    @property
+    def arrays(self) -> tuple:
+        return (*self.first.arrays, *self.second.arrays, self.select)
+
+    @property
+    def nbytes(self) -> int:
+        return self.first.nbytes + self.second.nbytes + self.select.nbytes
+
+    def for_layer(self, layer: int) -> tuple[tuple, int]:
+        i = int(self.select[layer])
+        return (self.first.arrays, i) if i >= 0 else (self.second.arrays, -1 - i)
 
 
 def _dummy(dtype, ndim: int) -> np.ndarray:
@@ -210,7 +259,12 @@ class _Packer:
                            np.zeros((n_layers, G, cols // K_QK, LANES), np.uint16),
                            np.zeros((n_layers, G, nb, Q6_BITS_BYTES), np.uint8))
             return
-        if type_name in K_LANE_TYPES:
+        if type_name == "iq4_xs" and type_name in K_LANE_TYPES:
+            G, nb = T * (TILE // LANES), cols // 32
+            self.arrays = (np.zeros((n_layers, G, nb, 16 * LANES), np.uint8), np.zeros((n_layers, G, nb, LANES), np.int8),
+                           np.zeros((n_layers, G, cols // K_QK, LANES), np.uint16), _dummy(np.int8, 4))
+            return
+        if type_name in ("q4_K", "q5_K") and type_name in K_LANE_TYPES:
             self._k_arrays(n_layers, T * (TILE // LANES), cols)
             return
         sdt = np.uint16 if fmt.scale_dtype == "f2" else np.float32
@@ -228,6 +282,8 @@ class _Packer:
             qh_shape, qh_dtype = d.shape, np.uint32
         m = np.zeros_like(d) if fmt.has_min else _dummy(sdt, 4)
         qh = np.zeros(qh_shape, qh_dtype) if fmt.has_qh else _dummy(qh_dtype, 4)
+        if type_name == "iq4_nl":     # q4_0's arrays; an int8 dummy marks the iq4 layouts (matvec.iq4_lookup)
+            qh = _dummy(np.int8, 4)
         self.arrays = (qs, d, m, qh)
 
     def _k_arrays(self, n_layers: int, groups: int, cols: int) -> None:
@@ -271,7 +327,10 @@ class _Packer:
         if self.type == "q6_K" and self.lanes:
             self._add_q6_blocks(layer, r0, blocks)
             return
-        if self.type in K_LANE_TYPES:
+        if self.type == "iq4_xs" and self.lanes:
+            self._add_xs_blocks(layer, r0, blocks)
+            return
+        if self.type in ("q4_K", "q5_K") and self.lanes:
             self._add_k_blocks(layer, r0, blocks)
             return
         if self.lanes:
@@ -346,6 +405,19 @@ class _Packer:
             _fifth_bit_bytes(np.ascontiguousarray(field), 0, fifth)
             _gather_runs(fifth, 0, 4, 4, qh[layer, s0:s1])
 
+    def _add_xs_blocks(self, layer: int, r0: int, blocks: np.ndarray) -> None:
+        """Scatter iq4_xs super-blocks [rows, nsb, 136]: indices as q4_0's nibbles, int8 block scales,
+        the super-blocks' d."""
+        qs, d, m, _ = self.arrays
+        n, nsb = blocks.shape[0], blocks.shape[1]
+        s0, s1 = r0 // LANES, (r0 + n) // LANES
+        flat = blocks.reshape(n * nsb, -1)
+        _gather_runs(np.ascontiguousarray(flat[:, kquants.XS_D:kquants.XS_D + 2]).reshape(n, nsb, 2), 0, 2, 2,
+                     m[layer, s0:s1].view(np.uint8))
+        scales = kquants.xs_scales(flat).view(np.uint8).reshape(n, nsb * 8, 1)
+        _gather_runs(np.ascontiguousarray(scales), 0, 1, 1, d[layer, s0:s1].view(np.uint8))
+        _gather_runs(np.ascontiguousarray(flat[:, kquants.XS_QS:]).reshape(n, nsb * 8, 16), 0, 16, 4, qs[layer, s0:s1])
+
     def _add_q6_blocks(self, layer: int, r0: int, blocks: np.ndarray) -> None:
         """Scatter q6_K super-blocks [rows, nsb, 210] into their lanes arrays (``matvec.q6_offsets``)."""
         qs, d, m, qh = self.arrays
@@ -365,16 +437,34 @@ class _Packer:
         return PackedMatrix(self.type, self.rows, self.cols, self.L, self.arrays)
 
 
-def pack_matrices(path: str, infos: list, threads: int = 1) -> PackedMatrix:
+def pack_matrices(path: str, infos: list, threads: int = 1) -> PackedMatrix | MixedMatrix:
     """Repack the same matrix of every layer (``infos[layer]``: the file's TensorInfo records).
 
+    Layers of two types that both have a lanes layout (a K-quant mix) are packed as a MixedMatrix,
+    each type as it is; other mixes take one stand-in type for every layer (``kquant_repack.stand_in``).
     With ``threads`` > 1 the layers are shared between threads (file reads and the compiled
     scatter release the GIL), each with its own file handle and read buffer.
     """
     first = infos[0]
     if len(first.shape) != 2:
         raise ModelFormatError(path, first.offset, f"tensor {first.name!r} is not a matrix")
-    rows, cols = first.shape
+    kinds = [stand_in([(i.type, i.qnt_version)]) for i in infos]
+    distinct = sorted(set(kinds), key=kinds.index)
+    if len(distinct) == 2 and all(layout_of(t) == "lanes" for t, _ in distinct):
+        groups = [[i for i, k in enumerate(kinds) if k == kind] for kind in distinct]
+        select = np.empty(len(infos), np.int64)
+        for n, layer in enumerate(groups[0]):
+            select[layer] = n
+        for n, layer in enumerate(groups[1]):
+            select[layer] = -1 - n
+        a, b = (_pack_uniform(path, [infos[i] for i in g], threads) for g in groups)
+        return MixedMatrix(a, b, select)
+    return _pack_uniform(path, infos, threads)
+
+
+def _pack_uniform(path: str, infos: list, threads: int) -> PackedMatrix:
+    """Every layer in the one type ``stand_in`` chooses for them all."""
+    rows, cols = infos[0].shape
     packer = _Packer(*stand_in([(i.type, i.qnt_version) for i in infos]), rows, cols, len(infos))
 
     def pack_layers(part: int, parts: int) -> None:

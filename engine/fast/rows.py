@@ -36,7 +36,8 @@ from numba.extending import overload
 
 from engine.fast.matvec import QK, q6_offsets, x_bytes
 from engine.fast.repack import K_SCALE_BYTES, K_SUPER, LANES, Q6_BITS_BYTES, TILE
-from engine.fast.simd import (broadcast4_wide, dot4, fifth_bits, high_nibbles, load_bytes_pair, load_floats_pair,
+from engine.fast.simd import (broadcast4_wide, dot4, fifth_bits, high_nibbles, iq4_levels_unsigned, load_bytes_pair,
+                              load_floats_pair,
                               load_splat, low_nibbles, mul, mul_add, offset_bytes, or_bytes, prefetch,
                               sixth_bits, store_floats_pair, to_floats, zero_floats16, zero_ints16)
 
@@ -109,7 +110,7 @@ def _widen_q8(q, ia, ib):
 
 
 @njit(nogil=True, fastmath=True, inline="always")
-def _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, offset, has_min, has_qh, is_q8, is_k):
+def _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, offset, has_min, has_qh, is_q8, is_k, is_iq4, is_xs):
     """Rows r0..r1-1 (at most MAX_ROWS) of out[r] = W[layer] @ x_r over tiles t0..t1-1, two groups at a time:
     group g of the range's first half with group g + half of its second."""
     nb = qs.shape[2]
@@ -118,7 +119,7 @@ def _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, offset, has_min, ha
     block = qs.shape[3]                        # quant bytes per block and group: 128, or 256 for q8_0
     q = qs[layer].ravel()
     dd = d[layer].ravel()
-    mm = m[layer].ravel() if has_min else dd
+    mm = m[layer].ravel() if has_min or is_xs else dd
     h = qh[layer].ravel() if has_qh else q
     table = np.empty(MAX_ROWS * nb, np.float32)
     if not has_min:
@@ -150,6 +151,8 @@ def _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, offset, has_min, ha
                 prefetch(q, ia + ahead + 192)
                 prefetch(q, ib + ahead + 192)
                 w = _widen_q8(q, ia, ib)
+            elif is_iq4:
+                w = _widen_iq4(q, ia, ib)
             else:
                 w = _widen_nibbles(q, h, ia, ib, (ga * nb + b) * 32, (gb * nb + b) * 32, has_qh)
             if is_k:
@@ -157,6 +160,10 @@ def _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, offset, has_min, ha
                 za, zb = (ga * nsb + b // K_SUPER) * 16, (gb * nsb + b // K_SUPER) * 16
                 scales = mul(load_floats_pair(dd, ka, kb), load_floats_pair(mm, za, zb))
                 mins = mul(load_floats_pair(dd, ka + 8, kb + 8), load_floats_pair(mm, za + 8, zb + 8))
+            elif is_xs:          # iq4_xs: int8 block scales times the super-block's d
+                za, zb = (ga * nsb + b // K_SUPER) * LANES, (gb * nsb + b // K_SUPER) * LANES
+                scales = mul(load_floats_pair(dd, sa + b * LANES, sb + b * LANES), load_floats_pair(mm, za, zb))
+                mins = scales
             else:
                 scales = load_floats_pair(dd, sa + b * LANES, sb + b * LANES)
                 mins = load_floats_pair(mm, sa + b * LANES, sb + b * LANES) if has_min else scales
@@ -288,27 +295,50 @@ def _rows_nibbles(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1):
     """q4_0/q4_1/q5_0/q5_1: each variant inlined with constant flags (as ``gemm._gemm_nibbles``)."""
     if qh.size > 1:
         if m.size > 1:
-            _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, True, False, False)
+            _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, True, False, False, False, False)
         else:
-            _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(-16.0), False, True, False, False)
+            _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(-16.0), False, True, False, False, False, False)
     elif m.size > 1:
-        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, False, False, False)
+        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, False, False, False, False, False)
     else:
-        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(-8.0), False, False, False, False)
+        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(-8.0), False, False, False, False, False, False)
 
 
 @njit(nogil=True, fastmath=True, cache=True)
 def _rows_k(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1):
     """q4_K/q5_K: the scales made from the super-blocks' (``matvec.block_scales``)."""
     if qh.size > 1:
-        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, True, False, True)
+        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, True, False, True, False, False)
     else:
-        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, False, False, True)
+        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(0.0), True, False, False, True, False, False)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _widen_iq4(q, ia, ib):
+    """An iq4 block of two groups: its indices looked up as unsigned levels (+ 128, ``matvec.iq4_lookup``),
+    the low nibbles of runs 0-3, then the high ones."""
+    w0, w1 = load_bytes_pair(q, ia, ib), load_bytes_pair(q, ia + 32, ib + 32)
+    w2, w3 = load_bytes_pair(q, ia + 64, ib + 64), load_bytes_pair(q, ia + 96, ib + 96)
+    return (iq4_levels_unsigned(low_nibbles(w0)), iq4_levels_unsigned(low_nibbles(w1)),
+            iq4_levels_unsigned(low_nibbles(w2)), iq4_levels_unsigned(low_nibbles(w3)),
+            iq4_levels_unsigned(high_nibbles(w0)), iq4_levels_unsigned(high_nibbles(w1)),
+            iq4_levels_unsigned(high_nibbles(w2)), iq4_levels_unsigned(high_nibbles(w3)))
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _rows_iq4(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1):
+    """iq4_nl / iq4_xs: the levels less 128 (the offset table, as q8_0's), fp16 or int8 x super-block scales."""
+    if m.size > 1:
+        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(-128.0), False, False, False, False,
+                   True, True)
+    else:
+        _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, np.float32(-128.0), False, False, False, False,
+                   True, False)
 
 
 @njit(nogil=True, fastmath=True, cache=True)
 def _rows_q8_0(qs, d, layer, xq, r0, r1, out, t0, t1):
-    _rows_pass(qs, d, d, d, layer, xq, r0, r1, out, t0, t1, np.float32(-128.0), False, False, True, False)
+    _rows_pass(qs, d, d, d, layer, xq, r0, r1, out, t0, t1, np.float32(-128.0), False, False, True, False, False, False)
 
 
 def rows_product(a0, a1, a2, a3, layer, xq, out, t0, t1):
@@ -322,7 +352,8 @@ def _rows_product(a0, a1, a2, a3, layer, xq, out, t0, t1):
         return None
     q8 = a0.dtype == types.int8
     k = a1.dtype == types.uint8
-    q6 = a1.dtype == types.int8
+    iq4 = a3.dtype == types.int8
+    q6 = a1.dtype == types.int8 and not iq4
 
     def product(a0, a1, a2, a3, layer, xq, out, t0, t1):
         n = out.shape[0]
@@ -330,6 +361,8 @@ def _rows_product(a0, a1, a2, a3, layer, xq, out, t0, t1):
             r1 = min(r0 + MAX_ROWS, n)
             if q8:
                 _rows_q8_0(a0, a1, layer, xq, r0, r1, out, t0, t1)
+            elif iq4:
+                _rows_iq4(a0, a1, a2, a3, layer, xq, r0, r1, out, t0, t1)
             elif k:
                 _rows_k(a0, a1, a2, a3, layer, xq, r0, r1, out, t0, t1)
             elif q6:

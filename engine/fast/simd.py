@@ -208,6 +208,30 @@ def sixth_bits(typingctx, bits, k):
     return bits(bits, k), codegen
 
 
+# The 16 int8 levels of iq4_nl / iq4_xs (kquants.IQ4_LEVELS), as a table vpshufb looks up per
+# 128-bit lane; signed, or offset by 128 to unsigned bytes (what vpdpbusd takes as the weights).
+_IQ4_LEVELS = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
+
+
+def _iq4_lookup(offset):
+    """An intrinsic: bytes 0..15 -> the iq4 levels plus ``offset``, one vpshufb per vector."""
+    def typer(typingctx, idx):
+        if not _bytes(idx):
+            return None
+
+        def codegen(context, builder, sig, args):
+            vt = args[0].type
+            table = ir.Constant(vt, [ir.Constant(_I8, (v + offset) & 255) for v in _IQ4_LEVELS] * (vt.count // 16))
+            name = "llvm.x86.avx512.pshuf.b.512" if vt.count == 64 else "llvm.x86.avx2.pshuf.b"
+            return builder.call(_intrinsic_fn(builder, name, vt, [vt, vt]), [table, args[0]])
+        return idx(idx), codegen
+    return intrinsic(typer)
+
+
+iq4_levels = _iq4_lookup(0)             # the signed levels (AVX2: |w| x sign(x, w), as q8_0)
+iq4_levels_unsigned = _iq4_lookup(128)  # + 128 (VNNI: as q8_0's unsigned weights, 128 sum(x) taken off)
+
+
 @intrinsic
 def or_bytes(typingctx, a, b):
     if not _bytes(a) or a != b:
