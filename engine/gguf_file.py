@@ -122,13 +122,12 @@ class GGUFTensor(TensorInfo):
         x = self._stored_float32(self.data, self.n_values).reshape(self.shape)
         return x if self.row_order is None else x[self.row_order]
 
-    def rows(self, indices) -> np.ndarray:
+    def _stored_rows(self, indices) -> tuple[np.ndarray, int]:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if self.row_order is not None:
-            idx = self.row_order[idx]
-        rows, cols = self.shape
-        raw = self.data.reshape(rows, self.stored_row_bytes)[idx]
-        return self._stored_float32(raw, idx.size * cols).reshape(idx.size, cols)
+        return (idx if self.row_order is None else self.row_order[idx]), self.stored_row_bytes
+
+    def _row_values(self, raw: np.ndarray, n_values: int) -> np.ndarray:
+        return self._stored_float32(raw, n_values)
 
     def read_rows(self, fh, path: str, r0: int, r1: int, scratch: list) -> np.ndarray:
         stored = self.stored_row_bytes

@@ -80,8 +80,13 @@ def test_loading_hands_the_file_pages_back(model_path):
     model = load_model(model_path, backend="fast")
     assert file_resident_bytes(model_path) == 0         # vocabulary, small tensors, checked weights
     session = model.new_session(64)
-    session.eval([3, 1, 4])                                  # the embedding rows page back in as read
-    assert 0 < file_resident_bytes(model_path) < os.path.getsize(model_path) // 4
+    logits = session.eval([3, 1, 4])
+    session.eval([int(np.argmax(logits))])
+    assert file_resident_bytes(model_path) == 0              # the embedding rows are read, not mapped
+    ref = load_model(model_path, backend="reference")
+    embed = ref.file.tensors["gpt_neox.embed_in.weight"]
+    assert np.array_equal(model._backend.embed_rows([3, 1, 4]), embed.rows([3, 1, 4]))
+    ref.close()
     model.close()
 
 
@@ -96,3 +101,22 @@ def test_release_library_pages_keeps_the_written_pages(model_path):
     clean = sum(m.get("Rss", 0) for m in after if "w" not in m["perms"] and not m.get("Anonymous"))
     assert clean < 1024                                      # KiB: code and read-only data handed back
     assert isinstance(trim_heap(), bool)
+
+
+def test_a_file_cut_short_after_loading_gives_a_clear_error(model_path, tmp_path):
+    """The embedding rows are read as tokens come: a file truncated meanwhile (a download being
+    replaced, a full disk) is named in a ModelFormatError, not a crash."""
+    import shutil
+
+    from engine.errors import ModelFormatError
+    copy = tmp_path / "copy.bin"
+    shutil.copyfile(model_path, copy)
+    model = load_model(copy, backend="fast")
+    embed = model.file.tensors["gpt_neox.embed_in.weight"]
+    with open(copy, "r+b") as fh:
+        fh.truncate(embed.offset + embed.row_bytes)          # only token 0's row is left
+    session = model.new_session(16)
+    session.eval([0])
+    with pytest.raises(ModelFormatError, match="truncated while reading tensor 'gpt_neox.embed_in.weight'"):
+        session.eval([5])
+    model.close()

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from engine import kquants
 from engine.errors import ModelFormatError
 from engine.fast.kquant_repack import K_NATIVE, convert_rows, stand_in
 from engine.fast.simd import INT8_DOT
@@ -227,14 +226,110 @@ def _fifth_bit_bytes(src, start, out):
                 out[r, b, i] = np.uint8(v)
 
 
-def _high_crumb_bytes(crumbs: np.ndarray) -> np.ndarray:
-    """q6_K's high 2 bits [rows, nb, 32] (values 0..3) -> [rows, nb, 8]: byte i (0-3) holds in bits
-    2k, 2k+1 those of value 4k + i (the low nibble of byte i of run k), byte 4 + i those of value
-    16 + 4k + i (its high nibble), so that ``simd.sixth_bits`` moves run k's into place with one shift."""
-    c = crumbs.reshape(*crumbs.shape[:2], 2, 4, 4)                # [rows, nb, half, k, i]
-    shifts = (2 * np.arange(4, dtype=np.uint8)).reshape(1, 1, 1, 4, 1)
-    packed = np.bitwise_or.reduce(c << shifts, axis=3)            # [rows, nb, half, i]
-    return np.ascontiguousarray(packed.reshape(*crumbs.shape[:2], 8))
+# The K-quant and IQ4 super-blocks scattered into their lanes layouts (see PackedMatrix), compiled
+# and without temporaries: numpy's unpacking of a chunk left tens of MiB of freed temporaries in
+# malloc's heap (50 MiB more resident after loading a 1.4B Q4_K_M file than a legacy q4_0 one).
+# Each writes, for row r of the chunk (group r // LANES, lane r % LANES) and block b, the byte of
+# run k and byte i at qs[g, b, 32 k + 4 lane + i]: values 4k + i (low nibble) and 16 + 4k + i (high).
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _put_nibbles(vals, qs, g, b, lane):
+    """32 values 0..15 of one block -> their 16 bytes in the lanes layout (q4_1's nibble order)."""
+    for k in range(4):
+        for i in range(4):
+            qs[g, b, 32 * k + 4 * lane + i] = (vals[4 * k + i] & 15) | ((vals[16 + 4 * k + i] & 15) << 4)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _fp16_bits(blk, at):
+    return np.uint16(blk[at]) | (np.uint16(blk[at + 1]) << np.uint16(8))
+
+
+@njit(nogil=True, cache=True)
+def _scatter_k4(blocks, five, qs, d, m, qh):
+    """q4_K / q5_K super-blocks [rows, nsb, 144 or 176]: quants, the 6-bit scales and mins as bytes,
+    d and -dmin (the sign bit flipped), and q5_K's 5th bits as ``_fifth_bit_bytes`` lays them out."""
+    vals = np.empty(32, np.uint8)
+    qoff = 48 if five else 16
+    for r in range(blocks.shape[0]):
+        g, lane = r // LANES, r % LANES
+        for s in range(blocks.shape[1]):
+            blk = blocks[r, s]
+            m[g, s, lane] = _fp16_bits(blk, 0)
+            m[g, s, LANES + lane] = _fp16_bits(blk, 2) ^ np.uint16(0x8000)
+            for j in range(K_SUPER):
+                if j < 4:                      # get_scale_min_k4
+                    sc, mn = blk[4 + j] & 63, blk[8 + j] & 63
+                else:
+                    sc = (blk[8 + j] & 15) | ((blk[j] >> 6) << 4)
+                    mn = (blk[8 + j] >> 4) | ((blk[4 + j] >> 6) << 4)
+                b = s * K_SUPER + j
+                d[g, b, lane] = sc
+                d[g, b, LANES + lane] = mn
+                for v in range(32):
+                    byte = blk[qoff + 32 * (j // 2) + v]
+                    vals[v] = byte & 15 if j % 2 == 0 else byte >> 4
+                _put_nibbles(vals, qs, g, b, lane)
+                if five:                       # bit k of byte i: value 4k + i; bit 4 + k: value 16 + 4k + i
+                    for i in range(4):
+                        bits = 0
+                        for k in range(4):
+                            bits |= ((blk[16 + 4 * k + i] >> j) & 1) << k
+                            bits |= ((blk[16 + 16 + 4 * k + i] >> j) & 1) << (4 + k)
+                        qh[g, b, 4 * lane + i] = bits
+
+
+@njit(nogil=True, cache=True)
+def _scatter_q6(blocks, qs, d, m, qh):
+    """q6_K super-blocks [rows, nsb, 210]: the low nibbles of the unsigned quants (q + 32), the high
+    2 bits of value 4k + i (half h: + 16 h) in bits 2k, 2k + 1 of qh byte 32 h + 4 lane + i (what
+    ``simd.sixth_bits`` moves into place), the int8 half-block scales and d."""
+    vals = np.empty(256, np.uint8)
+    for r in range(blocks.shape[0]):
+        g, lane = r // LANES, r % LANES
+        for s in range(blocks.shape[1]):
+            blk = blocks[r, s]
+            m[g, s, lane] = _fp16_bits(blk, 208)
+            for h in range(2):                 # dequantize_row_q6_K's element order
+                for v in range(32):
+                    a, c, hb = blk[64 * h + v], blk[64 * h + 32 + v], blk[128 + 32 * h + v]
+                    e = 128 * h + v
+                    vals[e] = (a & 15) | ((hb & 3) << 4)
+                    vals[e + 32] = (c & 15) | (((hb >> 2) & 3) << 4)
+                    vals[e + 64] = (a >> 4) | (((hb >> 4) & 3) << 4)
+                    vals[e + 96] = (c >> 4) | (((hb >> 6) & 3) << 4)
+            for j in range(K_SUPER):
+                b = s * K_SUPER + j
+                block = vals[32 * j:32 * j + 32]
+                d[g, b, lane] = np.int8(blk[192 + 2 * j])
+                d[g, b, LANES + lane] = np.int8(blk[192 + 2 * j + 1])
+                _put_nibbles(block, qs, g, b, lane)
+                for half in range(2):
+                    for i in range(4):
+                        bits = 0
+                        for k in range(4):
+                            bits |= ((block[16 * half + 4 * k + i] >> 4) & 3) << (2 * k)
+                        qh[g, b, 32 * half + 4 * lane + i] = bits
+
+
+@njit(nogil=True, cache=True)
+def _scatter_xs(blocks, qs, d, m):
+    """iq4_xs super-blocks [rows, nsb, 136]: the indices as they are (each block's 16 bytes hold value
+    l low, l + 16 high: the lanes order), the 6-bit block scales less 32 as int8, d."""
+    for r in range(blocks.shape[0]):
+        g, lane = r // LANES, r % LANES
+        for s in range(blocks.shape[1]):
+            blk = blocks[r, s]
+            m[g, s, lane] = _fp16_bits(blk, 0)
+            high = _fp16_bits(blk, 2)
+            for j in range(K_SUPER):
+                b = s * K_SUPER + j
+                low = (blk[4 + j // 2] >> (4 * (j % 2))) & 15
+                d[g, b, lane] = np.int8(np.int32(low | (((high >> (2 * j)) & 3) << 4)) - 32)
+                for k in range(4):
+                    for i in range(4):
+                        qs[g, b, 32 * k + 4 * lane + i] = blk[8 + 16 * j + 4 * k + i]
 
 
 class _Packer:
@@ -381,57 +476,20 @@ class _Packer:
             _gather_runs(blocks, pos, fmt.nbytes - pos, 4, dst)
 
     def _add_k_blocks(self, layer: int, r0: int, blocks: np.ndarray) -> None:
-        """Scatter q4_K / q5_K super-blocks [rows, nsb, 144 or 176] into their lanes arrays."""
         qs, d, m, qh = self.arrays
-        n, nsb = blocks.shape[0], blocks.shape[1]
-        s0, s1 = r0 // LANES, (r0 + n) // LANES
-        flat = blocks.reshape(n * nsb, -1)
-        # per super-block: d and -dmin (fp16 bits; the sign bit flipped makes -dmin exactly)
-        sup = np.ascontiguousarray(flat[:, 0:4]).view("<u2").copy()
-        sup[:, 1] ^= np.uint16(0x8000)
-        _gather_runs(sup.view(np.uint8).reshape(n, nsb, 4), 0, 4, 2, m[layer, s0:s1].view(np.uint8))
-        # per block of 32: the scale and the min as bytes
-        sc, mn = kquants.k4_scales(flat[:, kquants.Q4_SCALES:kquants.Q4_QS])
-        scales = np.stack([sc.reshape(n, nsb * 8), mn.reshape(n, nsb * 8)], axis=-1)
-        _gather_runs(np.ascontiguousarray(scales), 0, 2, 1, d[layer, s0:s1])
+        s0, s1 = r0 // LANES, (r0 + blocks.shape[0]) // LANES
         five = self.type == "q5_K"
-        q = kquants.nibbles_by_32(flat[:, kquants.Q5_QS if five else kquants.Q4_QS:]).reshape(n, nsb * 8, 32)
-        halves = q[..., :16] | (q[..., 16:] << np.uint8(4))     # value j low, j + 16 high: q4_1's order
-        _gather_runs(np.ascontiguousarray(halves), 0, 16, 4, qs[layer, s0:s1])
-        if five:
-            bits = kquants.high_bits(flat[:, kquants.Q5_QH:kquants.Q5_QS]).reshape(n, nsb * 8, 32)
-            field = np.packbits(bits, axis=-1, bitorder="little")      # q5_1's 32-bit field, bit j: value j
-            fifth = np.empty((n, nsb * 8, 4), np.uint8)
-            _fifth_bit_bytes(np.ascontiguousarray(field), 0, fifth)
-            _gather_runs(fifth, 0, 4, 4, qh[layer, s0:s1])
+        _scatter_k4(blocks, five, qs[layer, s0:s1], d[layer, s0:s1], m[layer, s0:s1], qh[layer, s0:s1] if five else qh)
 
     def _add_xs_blocks(self, layer: int, r0: int, blocks: np.ndarray) -> None:
-        """Scatter iq4_xs super-blocks [rows, nsb, 136]: indices as q4_0's nibbles, int8 block scales,
-        the super-blocks' d."""
         qs, d, m, _ = self.arrays
-        n, nsb = blocks.shape[0], blocks.shape[1]
-        s0, s1 = r0 // LANES, (r0 + n) // LANES
-        flat = blocks.reshape(n * nsb, -1)
-        _gather_runs(np.ascontiguousarray(flat[:, kquants.XS_D:kquants.XS_D + 2]).reshape(n, nsb, 2), 0, 2, 2,
-                     m[layer, s0:s1].view(np.uint8))
-        scales = kquants.xs_scales(flat).view(np.uint8).reshape(n, nsb * 8, 1)
-        _gather_runs(np.ascontiguousarray(scales), 0, 1, 1, d[layer, s0:s1].view(np.uint8))
-        _gather_runs(np.ascontiguousarray(flat[:, kquants.XS_QS:]).reshape(n, nsb * 8, 16), 0, 16, 4, qs[layer, s0:s1])
+        s0, s1 = r0 // LANES, (r0 + blocks.shape[0]) // LANES
+        _scatter_xs(blocks, qs[layer, s0:s1], d[layer, s0:s1], m[layer, s0:s1])
 
     def _add_q6_blocks(self, layer: int, r0: int, blocks: np.ndarray) -> None:
-        """Scatter q6_K super-blocks [rows, nsb, 210] into their lanes arrays (``matvec.q6_offsets``)."""
         qs, d, m, qh = self.arrays
-        n, nsb = blocks.shape[0], blocks.shape[1]
-        s0, s1 = r0 // LANES, (r0 + n) // LANES
-        flat = blocks.reshape(n * nsb, -1)
-        sup = np.ascontiguousarray(flat[:, kquants.Q6_D:kquants.Q6_D + 2]).reshape(n, nsb, 2)
-        _gather_runs(sup, 0, 2, 2, m[layer, s0:s1].view(np.uint8))
-        halves = np.ascontiguousarray(flat[:, kquants.Q6_SCALES:kquants.Q6_D]).reshape(n, nsb * 8, 2)
-        _gather_runs(halves, 0, 2, 1, d[layer, s0:s1].view(np.uint8))
-        v = (kquants.q6_values(flat).astype(np.int16) + 32).astype(np.uint8).reshape(n, nsb * 8, 32)
-        low = v & np.uint8(15)
-        _gather_runs(np.ascontiguousarray(low[..., :16] | (low[..., 16:] << np.uint8(4))), 0, 16, 4, qs[layer, s0:s1])
-        _gather_runs(_high_crumb_bytes(v >> np.uint8(4)), 0, 8, 4, qh[layer, s0:s1])
+        s0, s1 = r0 // LANES, (r0 + blocks.shape[0]) // LANES
+        _scatter_q6(blocks, qs[layer, s0:s1], d[layer, s0:s1], m[layer, s0:s1], qh[layer, s0:s1])
 
     def result(self) -> PackedMatrix:
         return PackedMatrix(self.type, self.rows, self.cols, self.L, self.arrays)

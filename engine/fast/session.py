@@ -66,9 +66,14 @@ class FastModel:
         # the earlier prompts measured, the warm-up's included
         self.prompt_chooser = PromptThreadChooser(self.threads)
         self.load_seconds = time.perf_counter() - t0
-        # the file's pages loading touched (vocabulary, small tensors); embedding rows page back in as used
+        # the file's pages loading touched (vocabulary, small tensors); embedding rows are read, not mapped
         ggml_file.release_pages(0, ggml_file.file_size)
         after_first_use("repack")
+
+    def embed_rows(self, tokens) -> np.ndarray:
+        """The tokens' embedding rows as float32, read from the file (not the mapping: see
+        ``TensorInfo.read_row_values``), a read of one row each."""
+        return self.embed.read_row_values(self.file.read_into, tokens)
 
     def _layer_tensors(self, suffix: str) -> list:
         return [self.file.tensors[f"gpt_neox.layers.{i}.{suffix}"] for i in range(self.config.n_layer)]
@@ -190,7 +195,7 @@ class FastSession(Session):
 
     def _eval_token(self, token: int, pos: int) -> np.ndarray:
         m = self.model
-        self._x[:] = m.embed.rows([token])[0]
+        self._x[:] = m.embed_rows([token])[0]
         args = (m.qkv.arrays, m.dense.arrays, m.up.arrays, m.down.arrays, m.head.arrays,
                 m.ln, m.b_qkv, m.b_dense, m.b_up, m.b_down, m.lnf, m.config.parallel_residual,
                 m.config.n_head, m.config.n_rot, pos, self.cos, self.sin, self.kcache, self.vcache,
@@ -211,7 +216,7 @@ class FastSession(Session):
             self._rows_bufs = token_buffers(m, (SHORT_PROMPT,), lazy_zeros)
             self._rows_scores = np.zeros((m.threads, self.n_ctx), np.float32)
         bufs = tuple(b[:n] for b in self._rows_bufs)       # C-contiguous views: one compiled signature for any n
-        x = m.embed.rows(tokens).astype(np.float32)
+        x = m.embed_rows(tokens).astype(np.float32)
         # threads chosen as for tokens, from the prompts' own timings (PromptThreadChooser)
         threads = self.model.prompt_chooser.choose()
         apply_threads(threads)
@@ -242,7 +247,7 @@ class FastSession(Session):
         out = []
         for start in range(0, len(tokens), PROMPT_CHUNK):
             chunk = tokens[start:start + PROMPT_CHUNK]
-            x = m.embed.rows(chunk).astype(np.float32)
+            x = m.embed_rows(chunk).astype(np.float32)
             h = forward_prompt(m, self._decoder, x, n_past + start, self.cos, self.sin,
                                self.kcache, self.vcache)
             if all_logits:
@@ -281,7 +286,7 @@ class FastBranches(Branches):
         m, s = self.session.model, self.session
         n = len(tokens)
         x = self._x[:n]
-        x[:] = m.embed.rows(tokens)
+        x[:] = m.embed_rows(tokens)
         rows = np.array(seqs, np.int64)
         lengths = np.array([len(t) for t in self.tokens], np.int64)
         bufs = tuple(b[:n] for b in self._bufs)       # C-contiguous views: one compiled signature for any n
