@@ -20,6 +20,8 @@ from engine.fast.gemm import gemm_lanes, quantize_rows
 from engine.fast.matvec import xsum_floats
 from engine.fast.forward import bias_gelu, layer_norm_rows, rope_and_store
 from engine.fast.repack import TILE, PackedMatrix
+from engine.fast.rows import rows_lanes
+from engine.fast.simd import ROWS512
 from engine.fast.threads import apply_threads
 
 SCRATCH_FLOATS = 2 << 20      # 8 MiB of decoded weights per BLAS call
@@ -84,7 +86,10 @@ class TileDecoder:
             out[:, r0:r1] = x @ w.T
         elif pm.layout == "lanes":      # x is the quantized token matrix
             arrays, index = pm.for_layer(layer)      # a MixedMatrix: the layer's own type
-            gemm_lanes(*arrays, index, x, out, r0 // TILE, -(-r1 // TILE))
+            # with 512-bit VNNI the rows kernel (8 tokens a pass, each block widened once for the 8,
+            # the group's weights staying in L2 from pass to pass) beat gemm's 4 tokens a pass on
+            # 256-bit vectors: 410M q4_0 512-token prompt 205 -> see docs/benchmarks.md
+            (rows_lanes if ROWS512 else gemm_lanes)(*arrays, index, x, out, r0 // TILE, -(-r1 // TILE))
         else:
             t0, t1 = r0 // TILE, -(-r1 // TILE)
             wt = np.empty((pm.cols, (t1 - t0) * TILE), np.float32)
