@@ -2,8 +2,8 @@
 
 Per layer the work is a handful of calls on [N, width] activation matrices, so the Python
 between them is negligible next to the matrix products. The lanes layout's types (q4_0, q4_1,
-q5_0, q5_1, q8_0 on a CPU with AVX2) multiply the token matrix, quantized to 8 bits, with the
-integer kernels of ``gemm.py``; the other types decode a few MiB of weights at a time
+q5_0, q5_1, q8_0 and the natively run K-quants and IQ4 on a CPU with AVX2) multiply the token
+matrix, quantized to 8 bits, with the integer kernels of ``rows.py`` (512-bit VNNI) or ``gemm.py``; the other types decode a few MiB of weights at a time
 (``dequant.py``) and multiply the whole token matrix with numpy's BLAS. The worker that computed
 a block of outputs also adds their bias (and GELU for the MLP), while they are in its cache. Attention is per head through BLAS too (scores = Q K^T, masked softmax, P V),
 the heads shared by the same workers. LayerNorm and RoPE are the compiled ones of ``forward.py``.
@@ -88,7 +88,8 @@ class TileDecoder:
             arrays, index = pm.for_layer(layer)      # a MixedMatrix: the layer's own type
             # with 512-bit VNNI the rows kernel (8 tokens a pass, each block widened once for the 8,
             # the group's weights staying in L2 from pass to pass) beat gemm's 4 tokens a pass on
-            # 256-bit vectors: 410M q4_0 512-token prompt 205 -> see docs/benchmarks.md
+            # 256-bit vectors: 410M 512-token prompts q6_K 143 -> 193-203 tokens/s, q4_K_M 200 ->
+            # 228-242, q4_0 about the same (docs/benchmarks.md, sixth session)
             (rows_lanes if ROWS512 else gemm_lanes)(*arrays, index, x, out, r0 // TILE, -(-r1 // TILE))
         else:
             t0, t1 = r0 // TILE, -(-r1 // TILE)
