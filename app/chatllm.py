@@ -34,6 +34,8 @@ GIL_SWITCH_INTERVAL = 0.001     # seconds (Python's default is 0.005); see ChatL
 
 WARM_POLL_MS = 500            # how often an idle worker looks whether a warming model reached full speed
 BATCH_SECONDS = 0.04          # at most ~25 token batches a second reach the GUI
+SPEED_SECONDS = 0.25          # the speed shown is updated at most 4 times a second: each update
+                              # is a call into Python in the GUI thread, a wait for the GIL
 
 
 @dataclass
@@ -254,7 +256,7 @@ class LLMWorker(QObject):
             return
         self.tokens_generated = 0
         try:
-            self._stream(rid, source, source.generate(request, self.cancel), request.n)
+            self._stream(rid, source, source.generate(request, self.cancel))
         except ValueError as e:          # a setting the user can change (SettingsError is one)
             self.generationFailed.emit(rid, _message(e))
         except Exception as e:   # noqa: BLE001 - unexpected or a network failure
@@ -268,12 +270,14 @@ class LLMWorker(QObject):
             if not source.remote:
                 self.engine_lock.release()
 
-    def _stream(self, rid: int, source, events, n: int = 1) -> None:
-        """Emit the events of `n` continuations: token batches, and each continuation's DoneEvent."""
+    def _stream(self, rid: int, source, events) -> None:
+        """Emit the events of a generation (one or several continuations): token batches, and
+        each continuation's DoneEvent."""
         batch: list[TokenPiece] = []
         last_emit = float("-inf")      # the first token goes out at once: it shows the model is writing
+        last_speed = float("-inf")
         started = None
-        n = 0
+        tokens = 0
         handover = GilHandover()     # the GUI thread would otherwise wait for the GIL tens of ms
         try:
             for event in events:
@@ -283,20 +287,18 @@ class LLMWorker(QObject):
                         self.tokensReady.emit(rid, batch)
                         batch = []
                     self.generationFinished.emit(rid, event)     # frozen: safe to hand across threads
-                    n -= 1
-                    if n <= 0:
-                        return
                     continue
                 now = time.perf_counter()
                 if started is None:
                     started = now
-                n += 1
-                self.tokens_generated = n
+                tokens += 1
+                self.tokens_generated = tokens
                 batch.append(make_piece(event, source.alternatives(event)))
                 if now - last_emit >= BATCH_SECONDS:
                     self.tokensReady.emit(rid, batch)
-                    if n > 1 and now > started:
-                        self.speedChanged.emit((n - 1) / (now - started))
+                    if tokens > 1 and now > started and now - last_speed >= SPEED_SECONDS:
+                        self.speedChanged.emit((tokens - 1) / (now - started))
+                        last_speed = now
                     if not source.remote:
                         self._check_backend()
                     batch = []

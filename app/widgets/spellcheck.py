@@ -37,7 +37,8 @@ class SpellHighlighter(QSyntaxHighlighter):
         self.timer.timeout.connect(self.check_visible)
         editor.document().contentsChange.connect(self.on_document_contents_change)
         editor.verticalScrollBar().valueChanged.connect(lambda value: self.timer.start())   # not start(value) ms
-        editor.viewport().installEventFilter(self)      # a taller view shows more blocks
+        editor.installEventFilter(self)      # a taller view shows more blocks (the editor, not its
+                                             # viewport: that one has a paint event every streamed batch)
 
     def set_speller(self, speller) -> None:
         """Check with `speller` (an app.spelling.Speller), or stop underlining (None)."""
@@ -51,7 +52,7 @@ class SpellHighlighter(QSyntaxHighlighter):
         self.rehighlight()
 
     def on_document_contents_change(self, position: int, removed: int, added: int) -> None:
-        if removed or added:
+        if (removed or added) and not self.editor.isReadOnly():   # a stream: checked when it ends
             self.timer.start()
 
     def check_visible(self) -> None:

@@ -48,6 +48,8 @@ class MainWindow(QMainWindow):
     storySaved = Signal(str)             # path
     errorShown = Signal(str)             # every error dialog's text (tests listen here)
     contextShown = Signal(object)        # the Context the context view now shows
+    resized = Signal()                   # (not an event filter: that runs in Python at every paint,
+                                         # five a streamed batch, each a wait for the engine's GIL)
 
     def __init__(self, settings: Settings | None = None, *, check_recovery: bool = True, backend: str = "auto"):
         """`backend` is the engine's ("auto", "fast", "reference" or "staged": the program's, which
@@ -312,6 +314,10 @@ class MainWindow(QMainWindow):
 
     def _confirm_discard(self) -> str | None:
         return self.dialogs.confirm_discard(self.document.dirty, self.dialogs.save)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.resized.emit()
 
     # --- closing -----------------------------------------------------------------------------------
     def closeEvent(self, event) -> None:

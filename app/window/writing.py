@@ -70,7 +70,7 @@ class WritingTools(QObject):
         self.view.setAutoFillBackground(True)      # the margins beside the page: the window's colour,
         self.view.setBackgroundRole(QPalette.Window)   # the page itself (the viewport) the text's
         self.view.installEventFilter(self)
-        window.installEventFilter(self)
+        window.resized.connect(self.on_window_resized)
         self.apply_look()
         self.on_count_timer_timeout()
 
@@ -335,9 +335,10 @@ class WritingTools(QObject):
         kind = event.type()
         if watched is self.view and kind in (QEvent.Resize, QEvent.FontChange):
             self.apply_page()
-        elif watched is self.window and kind == QEvent.PaletteChange:
+        elif watched is self.view and kind == QEvent.PaletteChange:    # the application's, passed on
             self.apply_look()                                # a theme switch: the sheet in its colours
-        elif watched is self.window and kind == QEvent.Resize:
-            QTimer.singleShot(0, self, self.keep_story_room)      # after the layout has placed the docks
-            QTimer.singleShot(0, self, self.focus.update_tab_tips)
         return False
+
+    def on_window_resized(self) -> None:
+        QTimer.singleShot(0, self, self.keep_story_room)      # after the layout has placed the docks
+        QTimer.singleShot(0, self, self.focus.update_tab_tips)
