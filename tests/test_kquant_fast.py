@@ -164,6 +164,27 @@ def test_token_and_prompt_kernels_on_a_k_quant_matrix(tmp_path, type_name):
     model.close()
 
 
+# bits a weight in the kernels' layouts where the integer kernels run each type as it is (the file's
+# own in parentheses): the 6-bit scales and mins of q4_K/q5_K, and q2_K's 4-bit ones, take a byte each,
+# and q3_K's and q2_K's super-block scales are float32 (d / 16: the kernels widen their quants to 16 u)
+NATIVE_BITS = {"q2_K": 3.25, "q3_K": 3.625, "q4_K": 4.625, "q5_K": 5.625, "q6_K": 6.5625,   # 2.625 3.4375 4.5 5.5
+               "iq4_nl": 4.5, "iq4_xs": 4.3125}                                             # 6.5625 4.5 4.25
+
+
+@pytest.mark.skipif(not K_NATIVE, reason="this CPU has no AVX2: the float kernels run")
+@pytest.mark.parametrize("type_name", K_TYPES)
+def test_the_native_layouts_hold_about_the_files_bits(tmp_path, type_name):
+    """No K-quant is widened at load where the integer kernels are: q2_K and q3_K took q8_0's 8.5 bits a
+    weight before they had kernels of their own."""
+    model = load_model(kquant_gguf(tmp_path, lambda name: type_name, seed=5), backend="reference")
+    info = model.file.tensors["gpt_neox.layers.0.mlp.dense_h_to_4h.weight"]
+    pm = pack_matrices(model.file.path, [info])
+    model.close()
+    assert pm.type == type_name
+    assert pm.nbytes * 8 / info.n_values <= NATIVE_BITS[type_name] * 1.01 + 0.001
+    assert info.nbytes * 8 / info.n_values <= NATIVE_BITS[type_name]
+
+
 _AVX2_SCRIPT = """
 import sys
 from engine import fast

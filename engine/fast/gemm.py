@@ -18,9 +18,9 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from engine.fast.matvec import (Q8_UNSIGNED, QK, _iq4_groups, _nibble_groups, _q6_groups, _q8_groups, _quantize,
-                                block_scales, iq4_block, iq4_dot, iq4_lookup, iq4_scales, matvec, q6_block, q6_offsets,
-                                q6_scales, widen, widen_q6, x_bytes)
+from engine.fast.matvec import (Q2, Q3, Q6, Q8_UNSIGNED, QK, _iq4_groups, _nibble_groups, _q8_groups, _quantize,
+                                block_scales, half_block, half_groups, half_offsets, half_scales, iq4_block, iq4_dot,
+                                iq4_lookup, iq4_scales, kind_of, matvec, widen, widen_halves, x_bytes)
 from engine.fast.repack import LANES, TILE
 from engine.fast.rows import rows_product
 from engine.fast.simd import (FEATURES, MODE, ROWS512, abs_bytes, broadcast4, dot4, load_bytes, load_floats, mul, mul_add,
@@ -170,22 +170,23 @@ def _gemm_k(qs, d, m, qh, layer, xq, out, t0, t1):
         _nibble_gemm_one(qs, d, m, qh, layer, xq, out, t0, t1, True, False, True)
 
 
-@njit(nogil=True, fastmath=True, cache=True)
-def _gemm_q6(qs, d, m, qh, layer, xq, out, t0, t1):
-    """q6_K (``matvec.q6_offsets``): one group times 4 tokens per pass, two int32 sums per block and token."""
+@njit(nogil=True, fastmath=True, inline="always")
+def _gemm_halves(qs, d, m, qh, layer, xq, out, t0, t1, kind):
+    """q6_K, q3_K, q2_K (``matvec.half_offsets``): one group times 4 tokens per pass, two int32 sums per
+    block and token."""
     nb = qs.shape[2]
     n_tok = xq.shape[0]
     g0, g1 = t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])
     full = n_tok - n_tok % 4
     offsets = np.empty(2 * nb * max(full, 1), np.float32)
     for n in range(full):
-        q6_offsets(xq[n], nb, offsets, 2 * nb * n)
+        half_offsets(xq[n], nb, offsets, 2 * nb * n, kind)
     for n0 in range(0, full, TOKEN_SLICE):
         for g in range(g0, g1):
             q = qs[layer, g].ravel()
             dd = d[layer, g].ravel()
             mm = m[layer, g].ravel()
-            hh = qh[layer, g].ravel()
+            hh = qh[layer, g].ravel() if kind != Q2 else q
             for n in range(n0, min(n0 + TOKEN_SLICE, full), 4):
                 x0, x1, x2, x3 = xq[n], xq[n + 1], xq[n + 2], xq[n + 3]
                 b0, b1, b2, b3 = x_bytes(x0, nb), x_bytes(x1, nb), x_bytes(x2, nb), x_bytes(x3, nb)
@@ -195,23 +196,38 @@ def _gemm_q6(qs, d, m, qh, layer, xq, out, t0, t1):
                     l0, l1, l2, l3 = zero_ints(), zero_ints(), zero_ints(), zero_ints()
                     h0, h1, h2, h3 = zero_ints(), zero_ints(), zero_ints(), zero_ints()
                     for k in range(4):
-                        lo, hi = widen_q6(q, hh, b, k)
+                        lo, hi = widen_halves(q, hh, b, k, kind)
                         o = b * QK + 4 * k
                         l0, h0 = dot4(l0, lo, broadcast4(b0, o)), dot4(h0, hi, broadcast4(b0, o + 16))
                         l1, h1 = dot4(l1, lo, broadcast4(b1, o)), dot4(h1, hi, broadcast4(b1, o + 16))
                         l2, h2 = dot4(l2, lo, broadcast4(b2, o)), dot4(h2, hi, broadcast4(b2, o + 16))
                         l3, h3 = dot4(l3, lo, broadcast4(b3, o)), dot4(h3, hi, broadcast4(b3, o + 16))
-                    s_lo, s_hi = q6_scales(dd, mm, b)
-                    acc0 = q6_block(acc0, l0, h0, s_lo, s_hi, x0[b], offsets[o0 + 2 * b], offsets[o0 + 2 * b + 1])
-                    acc1 = q6_block(acc1, l1, h1, s_lo, s_hi, x1[b], offsets[o1 + 2 * b], offsets[o1 + 2 * b + 1])
-                    acc2 = q6_block(acc2, l2, h2, s_lo, s_hi, x2[b], offsets[o2 + 2 * b], offsets[o2 + 2 * b + 1])
-                    acc3 = q6_block(acc3, l3, h3, s_lo, s_hi, x3[b], offsets[o3 + 2 * b], offsets[o3 + 2 * b + 1])
+                    s = half_scales(dd, mm, b, kind)
+                    acc0 = half_block(acc0, l0, h0, s, x0[b], offsets[o0 + 2 * b], offsets[o0 + 2 * b + 1], kind)
+                    acc1 = half_block(acc1, l1, h1, s, x1[b], offsets[o1 + 2 * b], offsets[o1 + 2 * b + 1], kind)
+                    acc2 = half_block(acc2, l2, h2, s, x2[b], offsets[o2 + 2 * b], offsets[o2 + 2 * b + 1], kind)
+                    acc3 = half_block(acc3, l3, h3, s, x3[b], offsets[o3 + 2 * b], offsets[o3 + 2 * b + 1], kind)
                 store_floats(out[n], g * LANES, acc0)
                 store_floats(out[n + 1], g * LANES, acc1)
                 store_floats(out[n + 2], g * LANES, acc2)
                 store_floats(out[n + 3], g * LANES, acc3)
     for n in range(full, n_tok):         # the last 1-3 tokens: the generation kernel
-        _q6_groups(qs, d, m, qh, layer, xq[n], out[n], t0, t1)
+        half_groups(qs, d, m, qh, layer, xq[n], out[n], t0, t1, kind)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _gemm_q6(qs, d, m, qh, layer, xq, out, t0, t1):
+    _gemm_halves(qs, d, m, qh, layer, xq, out, t0, t1, Q6)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _gemm_q3(qs, d, m, qh, layer, xq, out, t0, t1):
+    _gemm_halves(qs, d, m, qh, layer, xq, out, t0, t1, Q3)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _gemm_q2(qs, d, m, qh, layer, xq, out, t0, t1):
+    _gemm_halves(qs, d, m, qh, layer, xq, out, t0, t1, Q2)
 
 
 @njit(nogil=True, fastmath=True, inline="always")
@@ -341,10 +357,12 @@ def _gemm(a0, a1, a2, a3, layer, xq, out, t0, t1):
         return lambda a0, a1, a2, a3, layer, xq, out, t0, t1: _gemm_q8_0(a0, a1, layer, xq, out, t0, t1)
     if a3.dtype == types.int8:
         return lambda a0, a1, a2, a3, layer, xq, out, t0, t1: _gemm_iq4(a0, a1, a2, a3, layer, xq, out, t0, t1)
+    kind = kind_of(a1, a2)
+    if kind:
+        halves = _gemm_q6 if kind == Q6 else _gemm_q3 if kind == Q3 else _gemm_q2
+        return lambda a0, a1, a2, a3, layer, xq, out, t0, t1: halves(a0, a1, a2, a3, layer, xq, out, t0, t1)
     if a1.dtype == types.uint8:
         return lambda a0, a1, a2, a3, layer, xq, out, t0, t1: _gemm_k(a0, a1, a2, a3, layer, xq, out, t0, t1)
-    if a1.dtype == types.int8:
-        return lambda a0, a1, a2, a3, layer, xq, out, t0, t1: _gemm_q6(a0, a1, a2, a3, layer, xq, out, t0, t1)
     return lambda a0, a1, a2, a3, layer, xq, out, t0, t1: _gemm_nibbles(a0, a1, a2, a3, layer, xq, out, t0, t1)
 
 

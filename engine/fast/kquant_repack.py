@@ -1,12 +1,12 @@
 """K-quant and IQ4 matrices (GGUF) that the kernels do not run as they are, rewritten at load as
 blocks of 32 of a type they run.
 
-Where the integer kernels are (AVX2 or VNNI), q4_K, q5_K, q6_K, iq4_nl and iq4_xs matrices are not
-rewritten: the kernels take their quants (or indices) and integer sub-block scales as they are
+Where the integer kernels are (AVX2 or VNNI), the K-quants (q2_K..q6_K), iq4_nl and iq4_xs matrices
+are not rewritten: the kernels take their quants (or indices) and integer sub-block scales as they are
 (``K_NATIVE``; the layouts in ``repack.py``, the arithmetic in ``matvec.block_scales``,
-``matvec.q6_offsets`` and ``matvec.iq4_lookup``), and a matrix whose layers come in two of the
-kernels' types keeps each layer's (``repack.MixedMatrix``). What follows is the rest: those five
-on a CPU without the integer kernels, q2_K and q3_K everywhere, and other mixes.
+``matvec.half_offsets`` and ``matvec.iq4_lookup``), and a matrix whose layers come in two of the
+kernels' types keeps each layer's (``repack.MixedMatrix``). What follows is the rest: those seven
+on a CPU without the integer kernels, and other mixes.
 
 The lanes kernels of ``matvec.py`` and ``gemm.py`` compute on 8-bit activations per block of 32,
 as ggml does; a K-quant super-block is 8 (or 16) such sub-blocks whose scale is an integer times
@@ -36,7 +36,7 @@ from engine.fast.simd import INT8_DOT
 from engine.quants import block_format, dequantize_blocks
 
 # run as they are by the integer kernels where there are those (repack.K_LANE_TYPES): not rewritten
-K_NATIVE = ("q4_K", "q5_K", "q6_K", "iq4_nl", "iq4_xs") if INT8_DOT else ()
+K_NATIVE = ("q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_nl", "iq4_xs") if INT8_DOT else ()
 STAND_IN = {"q4_K": "q4_1", "q5_K": "q5_1", "iq4_nl": "q8_0", "iq4_xs": "q8_0",
             "q2_K": "q8_0", "q3_K": "q8_0", "q6_K": "q8_0"}
 

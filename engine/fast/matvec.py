@@ -48,6 +48,7 @@ from engine.fast.repack import (K_SCALE_BYTES, K_SUPER, LANES, Q6_BITS_BYTES,   
                                 TILE)                                           # constants in the kernels
 from engine.fast.simd import (INT8_DOT, abs_bytes, broadcast4, dot4, fifth_bits, high_nibbles, iq4_levels,
                               iq4_levels_unsigned, load_bytes,
+                              move_bit,
                               load_floats, low_nibbles, mul, mul_add, offset_bytes, or_bytes, prefetch,
                               sign_bytes, sixth_bits, splat,
                               store_floats, to_floats, zero_floats, zero_ints)
@@ -345,82 +346,148 @@ def _lanes_k(qs, d, m, qh, layer, xq, out, t0, t1):
         _nibble_groups(qs, d, m, qh, layer, xq, out, t0, t1, True, False, True)
 
 
-# q6_K in the lanes layout: the low 4 bits of the quants as q4_1 holds its nibbles, the high 2
-# bits per block and group in 64 bytes (``repack._high_crumb_bytes``: 32 for the low nibbles'
-# values, 32 for the high ones), the int8 scale of each half block (values 0-15 and 16-31, the
-# q6_K sub-blocks of 16) as d: int8 [L, G, nb, 16] (the 8 rows' first halves, then the second
-# halves), and the super-block's fp16 d as m: uint16 [L, G, nb / K_SUPER, 8]. The quants are
-# unsigned (0..63, the file's q + 32), so each half's sum carries -32 dx sum(xq of the half),
-# which ``q6_offsets`` makes once per call: 6.5625 bits a weight, the file's own.
+# q6_K, q3_K and q2_K in the lanes layout: the K-quants whose sub-blocks are 16 values (two to a
+# block of 32), each with an integer scale, times the super-block's d. The widened weights are
+# unsigned bytes, and each half block's int32 sum is scaled and offset on its own:
+#
+# * q6_K (kind Q6): the low 4 bits of the quants as q4_1 holds its nibbles (qs), the high 2 bits
+#   per block and group in 64 bytes (qh, ``repack._scatter_q6``: 32 for the low nibbles' values, 32
+#   for the high ones, widened into bits 4-5 by ``simd.sixth_bits``), the int8 scale of each half
+#   block as d: int8 [L, G, nb, 16] (the 8 rows' first halves, then the second halves), and the
+#   super-block's fp16 d as m: uint16 [L, G, nb / K_SUPER, 8]. The quants are unsigned (0..63, the
+#   file's q + 32), so each half's sum carries -32 dx sum(xq of the half): 6.5625 bits a weight.
+# * q3_K (kind Q3): its 2 low bits in qs as q6_K's high bits are in qh (64 bytes a block and group),
+#   its third bits in qh as the q5 5th bits are laid out (32 bytes), widened to 16 u (u = 0..7, bits
+#   4-6; the file's q = u - 4), so each half carries -64 dx sum(xq); the 6-bit scales less 32 as
+#   int8 d, and m float32 [L, G, nb / K_SUPER, 8] the super-block's d / 16 (exact): 3.625 bits.
+# * q2_K (kind Q2): its 2-bit quants in qs as q3_K's, widened to 16 u (u = 0..3), qh a dummy; d
+#   uint8 [L, G, nb, 32] the 4-bit scales of the 8 rows' first halves, second halves, then the 4-bit
+#   mins likewise, and m float32 [L, G, nb / K_SUPER, 16] d / 16, then -dmin: each half adds
+#   -dmin m dx sum(xq of the half): 3.25 bits a weight (the file's 2.625).
+#
+# ``half_offsets`` makes the per-half terms once per call: the offset times dx sum(xq of the half)
+# (q6_K, q3_K), or dx sum(xq of the half) for q2_K's mins. The arrays' types tell the three apart
+# (``kind_of``): q6_K's m is fp16 bits, q3_K's and q2_K's float32; q2_K's d unsigned.
+
+Q6, Q3, Q2 = 6, 3, 2
+Q3_BITS_BYTES = 4 * LANES      # q3_K: the third bits of a block and group (as the q5 5th bits)
+Q2_SCALE_BYTES = 4 * LANES     # q2_K: per block and group, two halves' scales then their mins
+
+
+def kind_of(a1, a2) -> int:
+    """Q6, Q3 or Q2 from the numba types of a sixteens matrix's scale arrays (d, m); 0 for another."""
+    if a2.dtype == types.float32 and a1.dtype in (types.int8, types.uint8):
+        return Q3 if a1.dtype == types.int8 else Q2
+    if a1.dtype == types.int8 and a2.dtype == types.uint16:
+        return Q6
+    return 0
 
 
 @njit(nogil=True, fastmath=True, inline="always")
-def q6_offsets(xq, nb, table, at):
-    """table[at + 2b], table[at + 2b + 1] = -32 dx sum(xq) over values 0-15 and 16-31 of block b."""
+def half_offsets(xq, nb, table, at, kind):
+    """table[at + 2b], table[at + 2b + 1] = the kind's offset times dx sum(xq) over values 0-15 and
+    16-31 of block b: -32 (q6_K), -64 (q3_K: its widened quants are 16 u), 1 (q2_K's mins)."""
+    offset = np.float32(-32.0) if kind == Q6 else np.float32(-64.0) if kind == Q3 else np.float32(1.0)
     xb = x_bytes(xq, nb)
     for b in range(nb):
         lo, hi = 0, 0
         for j in range(16):
             lo += np.int32(xb[b * QK + j])
             hi += np.int32(xb[b * QK + 16 + j])
-        table[at + 2 * b] = np.float32(-32.0) * xq[b] * np.float32(lo)
-        table[at + 2 * b + 1] = np.float32(-32.0) * xq[b] * np.float32(hi)
+        table[at + 2 * b] = offset * xq[b] * np.float32(lo)
+        table[at + 2 * b + 1] = offset * xq[b] * np.float32(hi)
 
 
 @njit(nogil=True, fastmath=True, inline="always")
-def widen_q6(q, bits, b, k):
-    """Run k of block b of a group (lanes layout, q6_K): low-nibble and high-nibble values with their
-    high 2 bits (``bits``: the block's 64 bytes) in bits 4-5."""
-    w = load_bytes(q, b * 128 + k * 32)
-    return (or_bytes(low_nibbles(w), sixth_bits(load_bytes(bits, b * Q6_BITS_BYTES), k)),
-            or_bytes(high_nibbles(w), sixth_bits(load_bytes(bits, b * Q6_BITS_BYTES + 32), k)))
+def widen_halves(q, bits, b, k, kind):
+    """Run k of block b of a group: the values of the first half (4k..) and of the second (16 + 4k..)
+    as unsigned bytes, q6_K's 0..63, q3_K's and q2_K's 16 u."""
+    if kind == Q6:
+        w = load_bytes(q, b * 128 + k * 32)
+        return (or_bytes(low_nibbles(w), sixth_bits(load_bytes(bits, b * Q6_BITS_BYTES), k)),
+                or_bytes(high_nibbles(w), sixth_bits(load_bytes(bits, b * Q6_BITS_BYTES + 32), k)))
+    lo = sixth_bits(load_bytes(q, b * Q6_BITS_BYTES), k)
+    hi = sixth_bits(load_bytes(q, b * Q6_BITS_BYTES + 32), k)
+    if kind == Q3:
+        third = load_bytes(bits, b * Q3_BITS_BYTES)
+        return or_bytes(lo, move_bit(third, k, 6)), or_bytes(hi, move_bit(third, 4 + k, 6))
+    return lo, hi
 
 
 @njit(nogil=True, fastmath=True, inline="always")
-def q6_scales(dd, mm, b):
-    """The 8 rows' scales of the two halves of block b: d sc (q6_K)."""
+def half_scales(dd, mm, b, kind):
+    """The 8 rows' scales of the two halves of block b, and (q2_K) their mins: d sc, -dmin m."""
+    if kind == Q2:
+        s = (b // K_SUPER) * 16
+        sup, dmin = load_floats(mm, s), load_floats(mm, s + 8)
+        return (mul(load_floats(dd, b * Q2_SCALE_BYTES), sup), mul(load_floats(dd, b * Q2_SCALE_BYTES + 8), sup),
+                mul(load_floats(dd, b * Q2_SCALE_BYTES + 16), dmin),
+                mul(load_floats(dd, b * Q2_SCALE_BYTES + 24), dmin))
     sup = load_floats(mm, (b // K_SUPER) * LANES)
-    return mul(load_floats(dd, b * 16), sup), mul(load_floats(dd, b * 16 + 8), sup)
+    s_lo, s_hi = mul(load_floats(dd, b * 16), sup), mul(load_floats(dd, b * 16 + 8), sup)
+    return s_lo, s_hi, s_lo, s_hi
 
 
 @njit(nogil=True, fastmath=True, inline="always")
-def q6_block(acc, dot_lo, dot_hi, s_lo, s_hi, dx, off_lo, off_hi):
-    """acc + s_lo (dx dot_lo + off_lo) + s_hi (dx dot_hi + off_hi): one block of one token."""
-    acc = mul_add(s_lo, mul_add(to_floats(dot_lo), splat(dx), splat(off_lo)), acc)
-    return mul_add(s_hi, mul_add(to_floats(dot_hi), splat(dx), splat(off_hi)), acc)
+def half_block(acc, dot_lo, dot_hi, s, dx, t_lo, t_hi, kind):
+    """acc + one block of one token: s_lo (dx dot_lo + t_lo) + s_hi (dx dot_hi + t_hi), or for q2_K
+    s_lo dx dot_lo + n_lo t_lo + s_hi dx dot_hi + n_hi t_hi (s: ``half_scales``)."""
+    s_lo, s_hi, n_lo, n_hi = s
+    if kind == Q2:
+        acc = mul_add(s_lo, mul(to_floats(dot_lo), splat(dx)), acc)
+        acc = mul_add(n_lo, splat(t_lo), acc)
+        acc = mul_add(s_hi, mul(to_floats(dot_hi), splat(dx)), acc)
+        return mul_add(n_hi, splat(t_hi), acc)
+    acc = mul_add(s_lo, mul_add(to_floats(dot_lo), splat(dx), splat(t_lo)), acc)
+    return mul_add(s_hi, mul_add(to_floats(dot_hi), splat(dx), splat(t_hi)), acc)
 
 
 @njit(nogil=True, fastmath=True, inline="always")
-def _q6_groups(qs, d, m, qh, layer, xq, out, t0, t1):
+def half_groups(qs, d, m, qh, layer, xq, out, t0, t1, kind):
+    """One token: q6_K, q3_K or q2_K groups of tiles t0..t1-1."""
     nb = qs.shape[2]
+    block = qs.shape[3]
     dxs = xq[:nb]
     xb = x_bytes(xq, nb)
     offsets = np.empty(2 * nb, np.float32)
-    q6_offsets(xq, nb, offsets, 0)
+    half_offsets(xq, nb, offsets, 0, kind)
     for g in range(t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])):
         q = qs[layer, g].ravel()
         dd = d[layer, g].ravel()
         mm = m[layer, g].ravel()
-        hh = qh[layer, g].ravel()
+        hh = qh[layer, g].ravel() if kind != Q2 else q
         acc = zero_floats()
         for b in range(nb):
-            prefetch(q, b * 128 + PREFETCH)
-            prefetch(q, b * 128 + PREFETCH + 64)
-            prefetch(hh, b * Q6_BITS_BYTES + PREFETCH // 2)
+            prefetch(q, b * block + PREFETCH)
+            if kind == Q6:
+                prefetch(q, b * block + PREFETCH + 64)
+                prefetch(hh, b * Q6_BITS_BYTES + PREFETCH // 2)
+            elif kind == Q3:
+                prefetch(hh, b * Q3_BITS_BYTES + PREFETCH // 2)
             lo_dot, hi_dot = zero_ints(), zero_ints()
             for k in range(4):
-                lo, hi = widen_q6(q, hh, b, k)
+                lo, hi = widen_halves(q, hh, b, k, kind)
                 lo_dot = dot4(lo_dot, lo, broadcast4(xb, b * QK + 4 * k))
                 hi_dot = dot4(hi_dot, hi, broadcast4(xb, b * QK + 16 + 4 * k))
-            s_lo, s_hi = q6_scales(dd, mm, b)
-            acc = q6_block(acc, lo_dot, hi_dot, s_lo, s_hi, dxs[b], offsets[2 * b], offsets[2 * b + 1])
+            acc = half_block(acc, lo_dot, hi_dot, half_scales(dd, mm, b, kind), dxs[b], offsets[2 * b],
+                             offsets[2 * b + 1], kind)
         store_floats(out, g * LANES, acc)
 
 
 @njit(nogil=True, fastmath=True, cache=True)
 def _lanes_q6(qs, d, m, qh, layer, xq, out, t0, t1):
-    """q6_K in the lanes layout (see ``q6_offsets``)."""
-    _q6_groups(qs, d, m, qh, layer, xq, out, t0, t1)
+    """q6_K in the lanes layout (see ``half_offsets``)."""
+    half_groups(qs, d, m, qh, layer, xq, out, t0, t1, Q6)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _lanes_q3(qs, d, m, qh, layer, xq, out, t0, t1):
+    half_groups(qs, d, m, qh, layer, xq, out, t0, t1, Q3)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _lanes_q2(qs, d, m, qh, layer, xq, out, t0, t1):
+    half_groups(qs, d, m, qh, layer, xq, out, t0, t1, Q2)
 
 
 # iq4_nl and iq4_xs in the lanes layout: the 4-bit indices where q4_0 holds its nibbles (their
@@ -596,9 +663,10 @@ def _matvec(a0, a1, a2, a3, layer, x, xsum, out, t0, t1):
         if a3.dtype == types.int8:                   # iq4_nl, iq4_xs (see iq4_lookup)
             return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _lanes_iq4(a0, a1, a2, a3, layer, xsum,
                                                                                out, t0, t1)
-        if a1.dtype == types.int8:                   # q6_K (see q6_offsets)
-            return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _lanes_q6(a0, a1, a2, a3, layer, xsum,
-                                                                              out, t0, t1)
+        kind = kind_of(a1, a2)                       # q6_K, q3_K, q2_K (see half_offsets)
+        if kind:
+            lanes = _lanes_q6 if kind == Q6 else _lanes_q3 if kind == Q3 else _lanes_q2
+            return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: lanes(a0, a1, a2, a3, layer, xsum, out, t0, t1)
         if a1.dtype == types.uint8:                  # q4_K, q5_K (see block_scales)
             return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _lanes_k(a0, a1, a2, a3, layer, xsum,
                                                                              out, t0, t1)

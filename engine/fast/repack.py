@@ -23,13 +23,14 @@ the "lanes" layout of the integer kernels instead: groups of 8 rows (one per int
 of 8 rows: what ``vpdpbusd`` / ``vpmaddubsw`` multiply by 4 broadcast activations. Scales, mins
 and 5th-bit fields are ``[layer, group, block, row]``. Rows are still padded to a whole TILE.
 
-GGUF's q4_K, q5_K, q6_K, iq4_nl and iq4_xs matrices take lanes layouts of their own where the
+GGUF's K-quants (q2_K..q6_K), iq4_nl and iq4_xs matrices take lanes layouts of their own where the
 integer kernels are (``K_LANE_TYPES``): q4_K/q5_K the quants as q4_1/q5_1 with the 6-bit scales and
 mins as bytes and the super-blocks' d and -dmin; q6_K the low nibbles as q4_1, its high 2 bits in
-64 bytes a block and group, int8 half-block scales and the super-blocks' d; the IQ4 types their
-indices as q4_0's nibbles (``matvec.block_scales``, ``matvec.q6_offsets``, ``matvec.iq4_lookup``):
-the file's bits a weight, or 1/8 bit more. q2_K and q3_K matrices are rewritten while they are
-read as blocks of q8_0 (``kquant_repack.py``).
+64 bytes a block and group, int8 half-block scales and the super-blocks' d; q3_K and q2_K their
+2-bit fields as q6_K's high bits (and q3_K's third bits as the q5 5th bits), their half-block scales
+(and q2_K's mins) as bytes; the IQ4 types their indices as q4_0's nibbles (``matvec.block_scales``,
+``matvec.half_offsets``, ``matvec.iq4_lookup``): the file's bits a weight, or 1/8 to 3/16 bit more (q2_K
+5/8 more: its 4-bit scales and mins take a byte each).
 """
 from __future__ import annotations
 
@@ -82,7 +83,10 @@ class PackedMatrix:
       super-blocks' d and -dmin, hb as q5_1 or a dummy); q6_K (qs as q4_1, d int8 [L, G, nb, 16]
       half-block scales, m uint16 [L, G, nsb, 8], hb uint8 [L, G, nb, 64] the high 2 bits);
       iq4_nl (q4_0's arrays with an int8 dummy as hb); iq4_xs (qs, d int8 [L, G, nb, 8], m uint16
-      [L, G, nsb, 8], an int8 dummy), nsb = nb / K_SUPER super-blocks a row
+      [L, G, nsb, 8], an int8 dummy); q3_K (qs uint8 [L, G, nb, 64] the low 2 bits, d int8 [L, G, nb, 16],
+      m float32 [L, G, nsb, 8] d / 16, hb uint8 [L, G, nb, 32] the third bits); q2_K (qs as q3_K's,
+      d uint8 [L, G, nb, 32] scales and mins, m float32 [L, G, nsb, 16] d / 16 and -dmin, a uint8
+      dummy), nsb = nb / K_SUPER super-blocks a row (``matvec.kind_of`` tells q6_K, q3_K, q2_K apart)
     """
 
     type: str
@@ -305,12 +309,92 @@ def _scatter_q6(blocks, qs, d, m, qh):
                 d[g, b, lane] = np.int8(blk[192 + 2 * j])
                 d[g, b, LANES + lane] = np.int8(blk[192 + 2 * j + 1])
                 _put_nibbles(block, qs, g, b, lane)
+                _put_crumbs(block, qh, g, b, lane, 4)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _put_crumbs(vals, qs, g, b, lane, shift):
+    """Bits shift, shift + 1 of 32 values of one block -> 2 bits of value 16 h + 4k + i in bits 2k, 2k + 1
+    of byte 32 h + 4 lane + i (``simd.sixth_bits`` moves them into bits 4-5)."""
+    for half in range(2):
+        for i in range(4):
+            bits = 0
+            for k in range(4):
+                bits |= ((vals[16 * half + 4 * k + i] >> shift) & 3) << (2 * k)
+            qs[g, b, 32 * half + 4 * lane + i] = bits
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _crumb_values(blk, at, vals):
+    """The 2-bit fields of a q2_K / q3_K super-block (64 bytes at ``at``) -> vals[256] in element order
+    (``kquants.crumbs``: byte l of half h holds elements 128 h + l, + 32, + 64, + 96)."""
+    for e in range(256):
+        vals[e] = (blk[at + 32 * (e // 128) + e % 32] >> (2 * ((e % 128) // 32))) & 3
+
+
+@njit(nogil=True, cache=True)
+def _scatter_q3(blocks, qs, d, m, qh):
+    """q3_K super-blocks [rows, nsb, 110]: the unsigned quants u = q + 4 (0..7), their low 2 bits as
+    ``_put_crumbs`` lays them out, their third bits as ``_fifth_bit_bytes`` does, the 6-bit scales less
+    32 as int8 (values 0-15 of block b: scale 2b, 16-31: 2b + 1) and d / 16 as float32 (the kernels
+    widen the quants to 16 u)."""
+    vals = np.empty(256, np.uint8)
+    for r in range(blocks.shape[0]):
+        g, lane = r // LANES, r % LANES
+        for s in range(blocks.shape[1]):
+            blk = blocks[r, s]
+            m[g, s, lane] = np.float32(_fp16_value(_fp16_bits(blk, 108))) / np.float32(16.0)
+            _crumb_values(blk, 32, vals)
+            for e in range(256):               # hmask: bit e // 32 of byte e % 32
+                vals[e] |= ((blk[e % 32] >> (e // 32)) & 1) << 2
+            for j in range(K_SUPER):
+                b = s * K_SUPER + j
                 for half in range(2):
-                    for i in range(4):
-                        bits = 0
-                        for k in range(4):
-                            bits |= ((block[16 * half + 4 * k + i] >> 4) & 3) << (2 * k)
-                        qh[g, b, 32 * half + 4 * lane + i] = bits
+                    sub = 2 * j + half
+                    sc = ((blk[96 + sub % 8] >> (4 * (sub // 8))) & 15) | (((blk[104 + sub % 4] >> (2 * (sub // 4))) & 3) << 4)
+                    d[g, b, LANES * half + lane] = np.int8(np.int32(sc) - 32)
+                block = vals[32 * j:32 * j + 32]
+                _put_crumbs(block, qs, g, b, lane, 0)
+                for i in range(4):
+                    bits = 0
+                    for k in range(4):
+                        bits |= ((block[4 * k + i] >> 2) & 1) << k
+                        bits |= ((block[16 + 4 * k + i] >> 2) & 1) << (4 + k)
+                    qh[g, b, 4 * lane + i] = bits
+
+
+@njit(nogil=True, cache=True)
+def _scatter_q2(blocks, qs, d, m):
+    """q2_K super-blocks [rows, nsb, 84]: the 2-bit quants as ``_put_crumbs`` lays them out, the 4-bit
+    scales and mins of the two halves of each block as bytes, d / 16 and -dmin as float32."""
+    vals = np.empty(256, np.uint8)
+    for r in range(blocks.shape[0]):
+        g, lane = r // LANES, r % LANES
+        for s in range(blocks.shape[1]):
+            blk = blocks[r, s]
+            m[g, s, lane] = np.float32(_fp16_value(_fp16_bits(blk, 80))) / np.float32(16.0)
+            m[g, s, LANES + lane] = -np.float32(_fp16_value(_fp16_bits(blk, 82)))
+            _crumb_values(blk, 16, vals)
+            for j in range(K_SUPER):
+                b = s * K_SUPER + j
+                for half in range(2):
+                    sc = blk[2 * j + half]
+                    d[g, b, LANES * half + lane] = sc & 15
+                    d[g, b, 2 * LANES + LANES * half + lane] = sc >> 4
+                _put_crumbs(vals[32 * j:32 * j + 32], qs, g, b, lane, 0)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _fp16_value(bits):
+    """IEEE half-precision bits -> float64 (numba has no float16 type)."""
+    sign = -1.0 if bits & 0x8000 else 1.0
+    exponent = (bits >> 10) & 31
+    mantissa = bits & 1023
+    if exponent == 0:
+        return sign * mantissa * 2.0 ** -24
+    if exponent == 31:
+        return sign * np.inf if mantissa == 0 else np.nan
+    return sign * (1024 + mantissa) * 2.0 ** (exponent - 25)
 
 
 @njit(nogil=True, cache=True)
@@ -353,6 +437,14 @@ class _Packer:
                            np.zeros((n_layers, G, nb, 2 * LANES), np.int8),
                            np.zeros((n_layers, G, cols // K_QK, LANES), np.uint16),
                            np.zeros((n_layers, G, nb, Q6_BITS_BYTES), np.uint8))
+            return
+        if type_name in ("q3_K", "q2_K") and type_name in K_LANE_TYPES:
+            G, nb, nsb = T * (TILE // LANES), cols // 32, cols // K_QK
+            q3 = type_name == "q3_K"
+            self.arrays = (np.zeros((n_layers, G, nb, Q6_BITS_BYTES), np.uint8),
+                           np.zeros((n_layers, G, nb, (2 if q3 else 4) * LANES), np.int8 if q3 else np.uint8),
+                           np.zeros((n_layers, G, nsb, (1 if q3 else 2) * LANES), np.float32),
+                           np.zeros((n_layers, G, nb, 4 * LANES), np.uint8) if q3 else _dummy(np.uint8, 4))
             return
         if type_name == "iq4_xs" and type_name in K_LANE_TYPES:
             G, nb = T * (TILE // LANES), cols // 32
@@ -424,6 +516,14 @@ class _Packer:
             return
         if self.type == "iq4_xs" and self.lanes:
             self._add_xs_blocks(layer, r0, blocks)
+            return
+        if self.type in ("q3_K", "q2_K") and self.lanes:
+            qs, d, m, qh = self.arrays
+            s0, s1 = r0 // LANES, (r0 + blocks.shape[0]) // LANES
+            if self.type == "q3_K":
+                _scatter_q3(blocks, qs[layer, s0:s1], d[layer, s0:s1], m[layer, s0:s1], qh[layer, s0:s1])
+            else:
+                _scatter_q2(blocks, qs[layer, s0:s1], d[layer, s0:s1], m[layer, s0:s1])
             return
         if self.type in ("q4_K", "q5_K") and self.lanes:
             self._add_k_blocks(layer, r0, blocks)

@@ -34,11 +34,11 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from engine.fast.matvec import QK, q6_offsets, x_bytes
+from engine.fast.matvec import Q2, Q2_SCALE_BYTES, Q3, Q3_BITS_BYTES, Q6, QK, half_offsets, kind_of, x_bytes
 from engine.fast.repack import K_SCALE_BYTES, K_SUPER, LANES, Q6_BITS_BYTES, TILE
 from engine.fast.simd import (broadcast4_wide, dot4, fifth_bits, high_nibbles, iq4_levels_unsigned, load_bytes_pair,
                               load_floats_pair,
-                              load_splat, low_nibbles, mul, mul_add, offset_bytes, or_bytes, prefetch,
+                              load_splat, low_nibbles, move_bit, mul, mul_add, offset_bytes, or_bytes, prefetch,
                               sixth_bits, store_floats_pair, to_floats, zero_floats16, zero_ints16)
 
 MAX_ROWS = 8          # rows per pass (float accumulators + 8 widened vectors fit 32 registers)
@@ -186,10 +186,11 @@ def _rows_pass(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, offset, has_min, ha
 
 
 @njit(nogil=True, fastmath=True, inline="always")
-def _row_block_q6(acc, w, xb, xrow, b, s_lo, s_hi, table, t):
-    """acc + block b of one row of q6_K: two int32 sums (values 0-15, 16-31), each with its half's scale
-    and offset (``matvec.q6_offsets``: table[2t], table[2t + 1])."""
+def _row_block_halves(acc, w, xb, xrow, b, s, table, t, kind):
+    """acc + block b of one row of q6_K, q3_K or q2_K: two int32 sums (values 0-15, 16-31), each with its
+    half's scale and term (``matvec.half_offsets``: table[2t], table[2t + 1]; ``matvec.half_block``)."""
     w0, w1, w2, w3, w4, w5, w6, w7 = w
+    s_lo, s_hi, n_lo, n_hi = s
     o = b * QK
     lo = dot4(zero_ints16(), w0, broadcast4_wide(xb, o))
     lo = dot4(lo, w1, broadcast4_wide(xb, o + 4))
@@ -200,33 +201,69 @@ def _row_block_q6(acc, w, xb, xrow, b, s_lo, s_hi, table, t):
     hi = dot4(hi, w6, broadcast4_wide(xb, o + 24))
     hi = dot4(hi, w7, broadcast4_wide(xb, o + 28))
     dx = load_splat(xrow, b)
+    if kind == Q2:
+        acc = mul_add(s_lo, mul(to_floats(lo), dx), acc)
+        acc = mul_add(n_lo, load_splat(table, 2 * t), acc)
+        acc = mul_add(s_hi, mul(to_floats(hi), dx), acc)
+        return mul_add(n_hi, load_splat(table, 2 * t + 1), acc)
     acc = mul_add(s_lo, mul_add(to_floats(lo), dx, load_splat(table, 2 * t)), acc)
     return mul_add(s_hi, mul_add(to_floats(hi), dx, load_splat(table, 2 * t + 1)), acc)
 
 
 @njit(nogil=True, fastmath=True, inline="always")
-def _widen_q6(q, h, ia, ib, ha, hb):
-    """A q6_K block of two groups as 8 vectors of bytes (as ``_widen_nibbles``), the high 2 bits
-    (64 bytes a block and group, ``matvec.Q6_BITS_BYTES``) in bits 4-5."""
-    w0, w1 = load_bytes_pair(q, ia, ib), load_bytes_pair(q, ia + 32, ib + 32)
-    w2, w3 = load_bytes_pair(q, ia + 64, ib + 64), load_bytes_pair(q, ia + 96, ib + 96)
-    lo, hi = load_bytes_pair(h, ha, hb), load_bytes_pair(h, ha + 32, hb + 32)
-    return (or_bytes(low_nibbles(w0), sixth_bits(lo, 0)), or_bytes(low_nibbles(w1), sixth_bits(lo, 1)),
-            or_bytes(low_nibbles(w2), sixth_bits(lo, 2)), or_bytes(low_nibbles(w3), sixth_bits(lo, 3)),
-            or_bytes(high_nibbles(w0), sixth_bits(hi, 0)), or_bytes(high_nibbles(w1), sixth_bits(hi, 1)),
-            or_bytes(high_nibbles(w2), sixth_bits(hi, 2)), or_bytes(high_nibbles(w3), sixth_bits(hi, 3)))
+def _widen_halves(q, h, a, bb, kind):
+    """Block a of one group and block bb of the other (their indices in the layer's blocks) as 8 vectors of
+    bytes (as ``_widen_nibbles``): q6_K with its high 2 bits in bits 4-5, q3_K and q2_K as 16 u."""
+    if kind == Q6:
+        ia, ib = a * 128, bb * 128
+        w0, w1 = load_bytes_pair(q, ia, ib), load_bytes_pair(q, ia + 32, ib + 32)
+        w2, w3 = load_bytes_pair(q, ia + 64, ib + 64), load_bytes_pair(q, ia + 96, ib + 96)
+        ha, hb = a * Q6_BITS_BYTES, bb * Q6_BITS_BYTES
+        lo, hi = load_bytes_pair(h, ha, hb), load_bytes_pair(h, ha + 32, hb + 32)
+        return (or_bytes(low_nibbles(w0), sixth_bits(lo, 0)), or_bytes(low_nibbles(w1), sixth_bits(lo, 1)),
+                or_bytes(low_nibbles(w2), sixth_bits(lo, 2)), or_bytes(low_nibbles(w3), sixth_bits(lo, 3)),
+                or_bytes(high_nibbles(w0), sixth_bits(hi, 0)), or_bytes(high_nibbles(w1), sixth_bits(hi, 1)),
+                or_bytes(high_nibbles(w2), sixth_bits(hi, 2)), or_bytes(high_nibbles(w3), sixth_bits(hi, 3)))
+    ia, ib = a * Q6_BITS_BYTES, bb * Q6_BITS_BYTES
+    lo, hi = load_bytes_pair(q, ia, ib), load_bytes_pair(q, ia + 32, ib + 32)
+    if kind == Q3:
+        t = load_bytes_pair(h, a * Q3_BITS_BYTES, bb * Q3_BITS_BYTES)
+        return (or_bytes(sixth_bits(lo, 0), move_bit(t, 0, 6)), or_bytes(sixth_bits(lo, 1), move_bit(t, 1, 6)),
+                or_bytes(sixth_bits(lo, 2), move_bit(t, 2, 6)), or_bytes(sixth_bits(lo, 3), move_bit(t, 3, 6)),
+                or_bytes(sixth_bits(hi, 0), move_bit(t, 4, 6)), or_bytes(sixth_bits(hi, 1), move_bit(t, 5, 6)),
+                or_bytes(sixth_bits(hi, 2), move_bit(t, 6, 6)), or_bytes(sixth_bits(hi, 3), move_bit(t, 7, 6)))
+    return (sixth_bits(lo, 0), sixth_bits(lo, 1), sixth_bits(lo, 2), sixth_bits(lo, 3),
+            sixth_bits(hi, 0), sixth_bits(hi, 1), sixth_bits(hi, 2), sixth_bits(hi, 3))
 
 
-@njit(nogil=True, fastmath=True, cache=True)
-def _rows_q6(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1):
-    """q6_K: rows r0..r1-1 over tiles t0..t1-1, two groups at a time (as ``_rows_pass``)."""
+@njit(nogil=True, fastmath=True, inline="always")
+def _half_scales_pair(dd, mm, a, bb, sa, sb, kind):
+    """``matvec.half_scales`` of block a of one group and block bb of the other (sa, sb: their super-blocks)."""
+    if kind == Q2:
+        ka, kb = a * Q2_SCALE_BYTES, bb * Q2_SCALE_BYTES
+        sup = load_floats_pair(mm, sa * 16, sb * 16)
+        dmin = load_floats_pair(mm, sa * 16 + 8, sb * 16 + 8)
+        return (mul(load_floats_pair(dd, ka, kb), sup), mul(load_floats_pair(dd, ka + 8, kb + 8), sup),
+                mul(load_floats_pair(dd, ka + 16, kb + 16), dmin), mul(load_floats_pair(dd, ka + 24, kb + 24), dmin))
+    ka, kb = a * 16, bb * 16
+    sup = load_floats_pair(mm, sa * LANES, sb * LANES)
+    s_lo = mul(load_floats_pair(dd, ka, kb), sup)
+    s_hi = mul(load_floats_pair(dd, ka + 8, kb + 8), sup)
+    return s_lo, s_hi, s_lo, s_hi
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _rows_halves(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, kind):
+    """q6_K, q3_K, q2_K: rows r0..r1-1 over tiles t0..t1-1, two groups at a time (as ``_rows_pass``)."""
     nb = qs.shape[2]
     nsb = m.shape[2]
     n = r1 - r0
-    q, dd, mm, h = qs[layer].ravel(), d[layer].ravel(), m[layer].ravel(), qh[layer].ravel()
+    block = qs.shape[3]
+    q, dd, mm = qs[layer].ravel(), d[layer].ravel(), m[layer].ravel()
+    h = qh[layer].ravel() if kind != Q2 else q
     table = np.empty(2 * MAX_ROWS * nb, np.float32)
     for j in range(n):
-        q6_offsets(xq[r0 + j], nb, table, 2 * j * nb)
+        half_offsets(xq[r0 + j], nb, table, 2 * j * nb, kind)
     last = r1 - 1
     x0, x1, x2, x3 = xq[r0], xq[min(r0 + 1, last)], xq[min(r0 + 2, last)], xq[min(r0 + 3, last)]
     x4, x5, x6, x7 = xq[min(r0 + 4, last)], xq[min(r0 + 5, last)], xq[min(r0 + 6, last)], xq[min(r0 + 7, last)]
@@ -234,40 +271,57 @@ def _rows_q6(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1):
     b4, b5, b6, b7 = x_bytes(x4, nb), x_bytes(x5, nb), x_bytes(x6, nb), x_bytes(x7, nb)
     g0, g1 = t0 * (TILE // LANES), min(t1 * (TILE // LANES), qs.shape[1])
     half = (g1 - g0) // 2
-    ahead = nb * 128
+    ahead = nb * block
     for ga in range(g0, g0 + half):
         gb = ga + half
         a0, a1, a2, a3 = zero_floats16(), zero_floats16(), zero_floats16(), zero_floats16()
         a4, a5, a6, a7 = zero_floats16(), zero_floats16(), zero_floats16(), zero_floats16()
         for b in range(nb):
-            ia, ib = (ga * nb + b) * 128, (gb * nb + b) * 128
+            ba, bb = ga * nb + b, gb * nb + b
+            ia, ib = ba * block, bb * block
             prefetch(q, ia + ahead)
             prefetch(q, ib + ahead)
-            prefetch(q, ia + ahead + 64)
-            prefetch(q, ib + ahead + 64)
-            prefetch(h, (ia + ahead) // 2)
-            prefetch(h, (ib + ahead) // 2)
-            w = _widen_q6(q, h, ia, ib, (ga * nb + b) * Q6_BITS_BYTES, (gb * nb + b) * Q6_BITS_BYTES)
-            ka, kb = (ga * nb + b) * 16, (gb * nb + b) * 16
-            sup = load_floats_pair(mm, (ga * nsb + b // K_SUPER) * LANES, (gb * nsb + b // K_SUPER) * LANES)
-            s_lo = mul(load_floats_pair(dd, ka, kb), sup)
-            s_hi = mul(load_floats_pair(dd, ka + 8, kb + 8), sup)
-            a0 = _row_block_q6(a0, w, b0, x0, b, s_lo, s_hi, table, b)
+            if kind == Q6:
+                prefetch(q, ia + ahead + 64)
+                prefetch(q, ib + ahead + 64)
+                prefetch(h, (ia + ahead) // 2)
+                prefetch(h, (ib + ahead) // 2)
+            elif kind == Q3:
+                prefetch(h, (ia + ahead) // 2)
+                prefetch(h, (ib + ahead) // 2)
+            w = _widen_halves(q, h, ba, bb, kind)
+            s = _half_scales_pair(dd, mm, ba, bb, ga * nsb + b // K_SUPER, gb * nsb + b // K_SUPER, kind)
+            a0 = _row_block_halves(a0, w, b0, x0, b, s, table, b, kind)
             if n > 1:
-                a1 = _row_block_q6(a1, w, b1, x1, b, s_lo, s_hi, table, nb + b)
+                a1 = _row_block_halves(a1, w, b1, x1, b, s, table, nb + b, kind)
             if n > 2:
-                a2 = _row_block_q6(a2, w, b2, x2, b, s_lo, s_hi, table, 2 * nb + b)
+                a2 = _row_block_halves(a2, w, b2, x2, b, s, table, 2 * nb + b, kind)
             if n > 3:
-                a3 = _row_block_q6(a3, w, b3, x3, b, s_lo, s_hi, table, 3 * nb + b)
+                a3 = _row_block_halves(a3, w, b3, x3, b, s, table, 3 * nb + b, kind)
             if n > 4:
-                a4 = _row_block_q6(a4, w, b4, x4, b, s_lo, s_hi, table, 4 * nb + b)
+                a4 = _row_block_halves(a4, w, b4, x4, b, s, table, 4 * nb + b, kind)
             if n > 5:
-                a5 = _row_block_q6(a5, w, b5, x5, b, s_lo, s_hi, table, 5 * nb + b)
+                a5 = _row_block_halves(a5, w, b5, x5, b, s, table, 5 * nb + b, kind)
             if n > 6:
-                a6 = _row_block_q6(a6, w, b6, x6, b, s_lo, s_hi, table, 6 * nb + b)
+                a6 = _row_block_halves(a6, w, b6, x6, b, s, table, 6 * nb + b, kind)
             if n > 7:
-                a7 = _row_block_q6(a7, w, b7, x7, b, s_lo, s_hi, table, 7 * nb + b)
+                a7 = _row_block_halves(a7, w, b7, x7, b, s, table, 7 * nb + b, kind)
         _store_rows(out, r0, n, ga * LANES, gb * LANES, a0, a1, a2, a3, a4, a5, a6, a7)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _rows_q6(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1):
+    _rows_halves(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, Q6)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _rows_q3(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1):
+    _rows_halves(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, Q3)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def _rows_q2(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1):
+    _rows_halves(qs, d, m, qh, layer, xq, r0, r1, out, t0, t1, Q2)
 
 
 @njit(nogil=True, fastmath=True, inline="always")
@@ -351,9 +405,9 @@ def _rows_product(a0, a1, a2, a3, layer, xq, out, t0, t1):
     if a0.ndim != 4:
         return None
     q8 = a0.dtype == types.int8
-    k = a1.dtype == types.uint8
     iq4 = a3.dtype == types.int8
-    q6 = a1.dtype == types.int8 and not iq4
+    kind = 0 if iq4 else kind_of(a1, a2)           # q6_K, q3_K, q2_K (matvec.half_offsets)
+    k = a1.dtype == types.uint8 and not kind
 
     def product(a0, a1, a2, a3, layer, xq, out, t0, t1):
         n = out.shape[0]
@@ -365,8 +419,12 @@ def _rows_product(a0, a1, a2, a3, layer, xq, out, t0, t1):
                 _rows_iq4(a0, a1, a2, a3, layer, xq, r0, r1, out, t0, t1)
             elif k:
                 _rows_k(a0, a1, a2, a3, layer, xq, r0, r1, out, t0, t1)
-            elif q6:
+            elif kind == Q6:
                 _rows_q6(a0, a1, a2, a3, layer, xq, r0, r1, out, t0, t1)
+            elif kind == Q3:
+                _rows_q3(a0, a1, a2, a3, layer, xq, r0, r1, out, t0, t1)
+            elif kind == Q2:
+                _rows_q2(a0, a1, a2, a3, layer, xq, r0, r1, out, t0, t1)
             else:
                 _rows_nibbles(a0, a1, a2, a3, layer, xq, r0, r1, out, t0, t1)
     return product

@@ -208,6 +208,26 @@ def sixth_bits(typingctx, bits, k):
     return bits(bits, k), codegen
 
 
+@intrinsic
+def move_bit(typingctx, bits, src, dst):
+    """Bit ``src`` of each byte moved to bit ``dst``, the other bits cleared (q3_K's third bit, laid
+    out as the q5 5th bits are, into bit 6); src and dst must be constants after inlining, when
+    LLVM keeps one shift and one mask."""
+    if not _bytes(bits) or not _is_index(src) or not _is_index(dst):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vt = args[0].type
+        s8, d8 = builder.trunc(args[1], _I8), builder.trunc(args[2], _I8)
+        seven = ir.Constant(_I8, 7)          # shift amounts kept in range: the arm not selected is never poison
+        left = builder.shl(args[0], _splat(builder, builder.and_(builder.sub(d8, s8), seven), vt))
+        right = builder.lshr(args[0], _splat(builder, builder.and_(builder.sub(s8, d8), seven), vt))
+        moved = builder.select(builder.icmp_unsigned("<=", s8, d8), left, right)
+        mask = builder.shl(ir.Constant(_I8, 1), builder.and_(d8, seven))
+        return builder.and_(moved, _splat(builder, mask, vt))
+    return bits(bits, src, dst), codegen
+
+
 # The 16 int8 levels of iq4_nl / iq4_xs (kquants.IQ4_LEVELS), as a table vpshufb looks up per
 # 128-bit lane; signed, or offset by 128 to unsigned bytes (what vpdpbusd takes as the weights).
 _IQ4_LEVELS = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
