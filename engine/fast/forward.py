@@ -115,13 +115,18 @@ def _gelu(v):
     return np.float32(0.5) * v * (np.float32(1.0) + erf32(v * np.float32(0.7071067811865476)))
 
 
-@njit(nogil=True, fastmath=SAFE_FAST, cache=True)
+# error_model="numpy": numba's default checks every float division for a zero divisor (to raise
+# ZeroDivisionError), a branch that keeps LLVM from vectorising erf32's rational function; and the
+# loop runs over slices from 0, since an index from c0 might be negative (numba's wraparound select)
+# for all LLVM knows. Both together: 4.2 -> 0.56 ns a value (512 x 4096, bit-identical results).
+@njit(nogil=True, fastmath=SAFE_FAST, error_model="numpy", cache=True)
 def bias_gelu(x, c0, c1, bias):
     """x[:, c0:c1] = GELU(x[:, c0:c1] + bias[c0:c1]) in place (a prompt worker's columns)."""
+    b = bias[c0:c1]
     for i in range(x.shape[0]):
-        row = x[i]
-        for j in range(c0, c1):
-            row[j] = _gelu(row[j] + bias[j])
+        row = x[i, c0:c1]
+        for j in range(row.size):
+            row[j] = _gelu(row[j] + b[j])
 
 
 @njit(nogil=True, fastmath=SAFE_FAST, cache=True)
