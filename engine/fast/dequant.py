@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from engine.fast.matvec import HALF, QK, QK16_HALF, as_float, half_to_float
+from engine.fast.matvec import HALF, QK, QK16_HALF, as_float
+from engine.fast.simd import half_to_float
 
 
 @njit(nogil=True, cache=True)

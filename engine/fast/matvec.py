@@ -46,8 +46,8 @@ from numba.extending import intrinsic, overload
 
 from engine.fast.repack import (K_SCALE_BYTES, K_SUPER, LANES, Q6_BITS_BYTES,   # global ints: compile-time
                                 TILE)                                           # constants in the kernels
-from engine.fast.simd import (INT8_DOT, abs_bytes, broadcast4, dot4, fifth_bits, high_nibbles, iq4_levels,
-                              iq4_levels_unsigned, load_bytes, load_floats, low_nibbles, move_bit, mul, mul_add,
+from engine.fast.simd import (INT8_DOT, abs_bytes, broadcast4, dot4, fifth_bits, half_to_float, high_nibbles,
+                              iq4_levels, iq4_levels_unsigned, load_bytes, load_floats, low_nibbles, move_bit, mul, mul_add,
                               offset_bytes, or_bytes, prefetch, quantize_block, sign_bytes, sixth_bits, splat,
                               store_floats, to_floats, zero_floats, zero_ints)
 
@@ -60,55 +60,6 @@ PREFETCH = 1024
 # vpmaddubsw would saturate (255 * 127 * 2 > 32767), so there |w| times x with w's signs is used.
 Q8_UNSIGNED = INT8_DOT == "vnni"
 
-_TWO_POW_112 = np.float32(2.0 ** 112)
-
-
-def _host_has_f16c() -> bool:
-    try:
-        from llvmlite import binding
-        return bool(binding.get_host_cpu_features().get("f16c"))
-    except Exception:           # noqa: BLE001  (no feature list: take the portable path)
-        return False
-
-
-# numba caches code per CPU model and features, so a cache made here is never used on a CPU
-# without F16C (which would need a libgcc helper LLVM cannot link).
-HAS_F16C = _host_has_f16c()
-
-
-@intrinsic
-def _fpext_half(typingctx, h):
-    """fp16 bits -> float32 as one LLVM fpext, which becomes vcvtph2ps on a CPU with F16C."""
-    if h != types.uint16:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
-    return types.float32(types.uint16), codegen
-
-
-@njit(inline="always")
-def _half_to_float_f16c(h):
-    return _fpext_half(np.uint16(h))
-
-
-@njit(inline="always")
-def _half_to_float_bits(h):
-    """fp16 bits -> float32 by integer arithmetic (no F16C), exact for normals and subnormals.
-
-    The exponent and mantissa bits shifted into a float32 make a number 2**112 too small
-    (the exponent biases differ by 127 - 15), which one multiplication repairs; that also
-    turns fp16 subnormals into the right float32 normals. Weights hold no inf/nan.
-    """
-    u = np.uint32(h)
-    mag = np.float32(np.uint32((u & np.uint32(0x7FFF)) << np.uint32(13)).view(np.float32)) * _TWO_POW_112
-    sign = np.uint32((u & np.uint32(0x8000)) << np.uint32(16))
-    return np.uint32(np.float32(mag).view(np.uint32) | sign).view(np.float32)
-
-
-# fp16 bits (uint16) -> float32; numba has no float16 type on the CPU. With F16C an f16 row
-# kernel runs 40% faster (9.3 instead of 6.6 G weights per CPU-second here).
-half_to_float = _half_to_float_f16c if HAS_F16C else _half_to_float_bits
 
 
 def as_float(v):

@@ -42,7 +42,7 @@ from numba import njit
 
 from engine.errors import ModelFormatError
 from engine.fast.kquant_repack import K_NATIVE, convert_rows, stand_in
-from engine.fast.simd import INT8_DOT
+from engine.fast.simd import INT8_DOT, half_to_float
 from engine.quants import block_format
 
 TILE = 64                      # rows per tile: four AVX-512 or eight AVX2 float vectors
@@ -343,7 +343,7 @@ def _scatter_q3(blocks, qs, d, m, qh):
         g, lane = r // LANES, r % LANES
         for s in range(blocks.shape[1]):
             blk = blocks[r, s]
-            m[g, s, lane] = np.float32(_fp16_value(_fp16_bits(blk, 108))) / np.float32(16.0)
+            m[g, s, lane] = half_to_float(_fp16_bits(blk, 108)) / np.float32(16.0)
             _crumb_values(blk, 32, vals)
             for e in range(256):               # hmask: bit e // 32 of byte e % 32
                 vals[e] |= ((blk[e % 32] >> (e // 32)) & 1) << 2
@@ -372,8 +372,8 @@ def _scatter_q2(blocks, qs, d, m):
         g, lane = r // LANES, r % LANES
         for s in range(blocks.shape[1]):
             blk = blocks[r, s]
-            m[g, s, lane] = np.float32(_fp16_value(_fp16_bits(blk, 80))) / np.float32(16.0)
-            m[g, s, LANES + lane] = -np.float32(_fp16_value(_fp16_bits(blk, 82)))
+            m[g, s, lane] = half_to_float(_fp16_bits(blk, 80)) / np.float32(16.0)
+            m[g, s, LANES + lane] = -half_to_float(_fp16_bits(blk, 82))
             _crumb_values(blk, 16, vals)
             for j in range(K_SUPER):
                 b = s * K_SUPER + j
@@ -382,19 +382,6 @@ def _scatter_q2(blocks, qs, d, m):
                     d[g, b, LANES * half + lane] = sc & 15
                     d[g, b, 2 * LANES + LANES * half + lane] = sc >> 4
                 _put_crumbs(vals[32 * j:32 * j + 32], qs, g, b, lane, 0)
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _fp16_value(bits):
-    """IEEE half-precision bits -> float64 (numba has no float16 type)."""
-    sign = -1.0 if bits & 0x8000 else 1.0
-    exponent = (bits >> 10) & 31
-    mantissa = bits & 1023
-    if exponent == 0:
-        return sign * mantissa * 2.0 ** -24
-    if exponent == 31:
-        return sign * np.inf if mantissa == 0 else np.nan
-    return sign * (1024 + mantissa) * 2.0 ** (exponent - 25)
 
 
 @njit(nogil=True, cache=True)

