@@ -424,13 +424,13 @@ def test_softmax_exp_is_within_a_few_ulp_of_exp_and_zero_below_its_floor():
     assert got[0] == 1.0
 
 
-def test_long_prompt_attention_slices_match_token_by_token(tmp_path):
-    """A prompt longer than an attention slice, after cached tokens, equals the token-by-token path."""
-    from engine.fast.prompt import ATTENTION_SLICE
+def test_long_prompt_attention_matches_token_by_token(tmp_path):
+    """A long prompt after cached tokens (the batched path's causal attention over the cache and the
+    batch's own past, heads split over two workers) equals the token-by-token path."""
     path = tmp_path / "long.bin"
     write_random_model(path, dict(n_embd=64, n_head=4, n_layer=2, n_vocab=96, n_ctx=512), ftype="f32", seed=8)
-    model = load_model(path, backend="fast")
-    tokens = np.random.default_rng(3).integers(0, 96, 2 * ATTENTION_SLICE + 70).tolist()
+    model = load_model(path, backend="fast", threads=2)
+    tokens = np.random.default_rng(3).integers(0, 96, 326).tolist()
     first = 50
     batched = model.new_session()
     batched.eval(tokens[:first])
@@ -454,3 +454,43 @@ def test_warm_up_runs_on_every_backend(tmp_path):
                 assert model.new_session().eval([1]).shape == (300,)
             finally:
                 model.close()
+
+
+@pytest.mark.parametrize("hd,n_rot", [(8, 4), (32, 8), (80, 20)])
+@pytest.mark.parametrize("n_past,n", [(0, 1), (0, 7), (3, 2), (37, 5), (64, 33)])
+def test_prompt_attention_kernel_against_numpy(hd, n_rot, n_past, n):
+    """forward.attend_prompt_heads (RoPE, the cache rows, causal softmax attention; a short last block
+    of queries, a head width that is and is not a multiple of the 32-float vectors, positions already
+    cached) against the same arithmetic in float64 numpy, one head range at a time."""
+    from engine.fast.forward import attend_prompt_heads, rope_tables
+    n_head, n_ctx = 3, 128
+    e = n_head * hd
+    rng = np.random.default_rng(hd * 1000 + n_past * 10 + n)
+    qkv = rng.standard_normal((n, 3 * e)).astype(np.float32)
+    kc = np.zeros((n_ctx, e), np.float32)
+    vc = np.zeros((n_ctx, e), np.float32)
+    kc[:n_past] = rng.standard_normal((n_past, e))
+    vc[:n_past] = rng.standard_normal((n_past, e))
+    cos, sin = rope_tables(n_ctx, n_rot)
+    want_q = qkv.reshape(n, n_head, 3, hd)[:, :, 0].astype(np.float64).copy()
+    want_k = qkv.reshape(n, n_head, 3, hd)[:, :, 1].astype(np.float64).copy()
+    half = n_rot // 2
+    for arr in (want_q, want_k):
+        pos = np.arange(n_past, n_past + n)
+        c, s = cos[pos][:, None, :], sin[pos][:, None, :]
+        a, b = arr[:, :, :half].copy(), arr[:, :, half:n_rot].copy()
+        arr[:, :, :half], arr[:, :, half:n_rot] = a * c - b * s, b * c + a * s
+    out = np.zeros((n, e), np.float32)
+    attend_prompt_heads(qkv, n, n_past, cos, sin, n_head, n_rot, kc, vc, out, 0, 2)
+    attend_prompt_heads(qkv, n, n_past, cos, sin, n_head, n_rot, kc, vc, out, 2, 3)
+    keys = kc[:n_past + n].reshape(-1, n_head, hd).astype(np.float64)
+    values = vc[:n_past + n].reshape(-1, n_head, hd).astype(np.float64)
+    np.testing.assert_allclose(keys[n_past:], want_k, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(values[n_past:], qkv.reshape(n, n_head, 3, hd)[:, :, 2])
+    for i in range(n):
+        seen = n_past + i + 1
+        scores = np.einsum("hd,jhd->hj", want_q[i], keys[:seen]) / np.sqrt(hd)
+        p = np.exp(scores - scores.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        want = np.einsum("hj,jhd->hd", p, values[:seen]).reshape(e)
+        np.testing.assert_allclose(out[i], want, rtol=2e-4, atol=2e-5)

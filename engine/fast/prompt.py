@@ -5,12 +5,12 @@ between them is negligible next to the matrix products. The lanes layout's types
 q5_0, q5_1, q8_0 and the natively run K-quants and IQ4 on a CPU with AVX2) multiply the token
 matrix, quantized to 8 bits, with the integer kernels of ``rows.py`` (512-bit VNNI) or ``gemm.py``; the other types decode a few MiB of weights at a time
 (``dequant.py``) and multiply the whole token matrix with numpy's BLAS. The worker that computed
-a block of outputs also adds their bias (and GELU for the MLP), while they are in its cache. Attention is per head through BLAS too (scores = Q K^T, masked softmax, P V),
-the heads shared by the same workers. LayerNorm and RoPE are the compiled ones of ``forward.py``.
+a block of outputs also adds their bias (and GELU for the MLP), while they are in its cache.
+RoPE and causal attention are compiled (``forward.attend_prompt_heads``), the heads shared by the
+same workers; LayerNorm is the compiled one of ``forward.py``.
 """
 from __future__ import annotations
 
-import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -18,14 +18,13 @@ import numpy as np
 from engine.fast.dequant import TILE_DEQUANT, dequant_f16_rows
 from engine.fast.gemm import gemm_lanes, quantize_rows
 from engine.fast.matvec import xsum_floats
-from engine.fast.forward import bias_gelu, layer_norm_rows, rope_and_store
+from engine.fast.forward import attend_prompt_heads, bias_gelu, layer_norm_rows
 from engine.fast.repack import TILE, PackedMatrix
 from engine.fast.rows import rows_lanes
 from engine.fast.simd import ROWS512
 from engine.fast.threads import apply_threads
 
 SCRATCH_FLOATS = 2 << 20      # 8 MiB of decoded weights per BLAS call
-ATTENTION_SLICE = 128         # queries per attention step of a long prompt
 
 
 class TileDecoder:
@@ -101,38 +100,14 @@ class TileDecoder:
         elif bias is not None:
             out[:, r0:r1] += bias[r0:r1]
 
-    def attention(self, qkv: np.ndarray, n_past: int, n_head: int, kc: np.ndarray, vc: np.ndarray,
-                  out: np.ndarray) -> None:
-        """Causal attention of the rows of qkv (positions n_past..) over the cache, heads into out."""
-        hd = kc.shape[1] // n_head
-        parts = [(h0 * n_head // self.threads, (h0 + 1) * n_head // self.threads) for h0 in range(self.threads)]
-        self._run(lambda h0, h1: self._heads(qkv, n_past, hd, kc, vc, out, h0, h1), parts)
-
-    @staticmethod
-    def _heads(qkv, n_past, hd, kc, vc, out, h0, h1) -> None:
-        """Heads h0..h1-1 at once (batched matmuls: a few numpy calls per slice, not a few per head),
-        the queries in slices of ATTENTION_SLICE: a slice scores only the positions it may see
-        (the cache and the slice's own past), so the masked half of a long prompt's score
-        matrix is never computed."""
+    def attention(self, qkv: np.ndarray, n_past: int, n_head: int, n_rot: int, cos: np.ndarray,
+                  sin: np.ndarray, kc: np.ndarray, vc: np.ndarray, out: np.ndarray) -> None:
+        """RoPE, the cache's new rows and causal attention of the rows of qkv (positions n_past..),
+        the heads shared by the workers (``forward.attend_prompt_heads``), into out."""
         n = qkv.shape[0]
-        n_head = kc.shape[1] // hd
-        scale = np.float32(1.0 / math.sqrt(hd))
-        heads = qkv.reshape(n, n_head, 3, hd)[:, h0:h1]                # [n, H, q|k|v, hd]
-        for i0 in range(0, n, ATTENTION_SLICE):
-            i1 = min(n, i0 + ATTENTION_SLICE)
-            length = n_past + i1
-            q = heads[i0:i1, :, 0].transpose(1, 0, 2)                    # [H, m, hd]
-            k = kc[:length].reshape(length, n_head, hd)[:, h0:h1].transpose(1, 2, 0)   # [H, hd, L]
-            v = vc[:length].reshape(length, n_head, hd)[:, h0:h1].transpose(1, 0, 2)   # [H, L, hd]
-            scores = np.matmul(q, k)
-            scores *= scale
-            # query i (position n_past + i) must not see positions after n_past + i
-            future = np.triu(np.ones((i1 - i0, i1 - i0), bool), 1)
-            scores[:, :, n_past + i0:][:, future] = -np.inf
-            scores -= scores.max(axis=2, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=2, keepdims=True)
-            out[i0:i1].reshape(i1 - i0, n_head, hd)[:, h0:h1] = np.matmul(scores, v).transpose(1, 0, 2)
+        parts = [(n_head * i // self.threads, n_head * (i + 1) // self.threads) for i in range(self.threads)]
+        self._run(lambda h0, h1: attend_prompt_heads(qkv, n, n_past, cos, sin, n_head, n_rot, kc, vc, out, h0, h1),
+                  parts)
 
 
 def forward_prompt(weights, decoder: TileDecoder, x: np.ndarray, n_past: int, cos, sin,
@@ -162,8 +137,7 @@ def forward_prompt(weights, decoder: TileDecoder, x: np.ndarray, n_past: int, co
         ln = weights.ln[layer]
         layer_norm_rows(x, n, ln[0], ln[1], h)
         decoder.matmul(weights.qkv, layer, h, qkv_p, weights.b_qkv[layer])
-        rope_and_store(qkv, n, n_past, cos, sin, c.n_head, c.n_rot, kcache[layer], vcache[layer])
-        decoder.attention(qkv, n_past, c.n_head, kcache[layer], vcache[layer], att)
+        decoder.attention(qkv, n_past, c.n_head, c.n_rot, cos, sin, kcache[layer], vcache[layer], att)
         decoder.matmul(weights.dense, layer, att, attn_p, weights.b_dense[layer])
         y = x if c.parallel_residual else attn + x
         layer_norm_rows(y, n, ln[2], ln[3], h)

@@ -436,6 +436,30 @@ def mul_add(typingctx, a, b, c):
 
 
 @intrinsic
+def max_floats(typingctx, a, b):
+    """The larger of a and b lane by lane (llvm.maxnum: a NaN lane takes the other operand)."""
+    if not (a == b and a in (Floats8, Floats16)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vt = sig.return_type.llvm_type
+        return builder.call(_intrinsic_fn(builder, f"llvm.maxnum.v{vt.count}f32", vt, [vt, vt]), list(args))
+    return a(a, a), codegen
+
+
+@intrinsic
+def max_lane(typingctx, v):
+    """The largest lane of v, as a float32 (a horizontal reduction: once per row, not per value)."""
+    if v not in (Floats8, Floats16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vt = sig.args[0].llvm_type
+        return builder.call(_intrinsic_fn(builder, f"llvm.vector.reduce.fmax.v{vt.count}f32", _F32, [vt]), [args[0]])
+    return types.float32(v), codegen
+
+
+@intrinsic
 def store_floats(typingctx, array, index, v):
     """array[index:index+8] = v (a 1-D float32 array; the caller keeps it in bounds)."""
     if not (_is_c_array(array, types.float32) and _is_index(index) and v == Floats8):
