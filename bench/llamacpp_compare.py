@@ -14,7 +14,9 @@ has a Q6_K output). For each file, llama-bench runs ``-t 2 -p 32 -n 64`` and ``-
 (``-r`` reps, its mean) and ``python -m engine bench`` runs a 32-token prompt with 64 generated
 tokens and a 512-token prompt, each in a fresh process, one after the other, so both see about
 the same load; the table shows the best of ``--rounds`` of each and the load average at the end of
-the row.
+the row. Each row also gives the memory read bandwidth measured just after it (``bench/bandwidth.py``,
+the same threads) and each side's generation as a share of it: the bytes a token reads (the file's
+tensors less the token embedding) times tokens/s.
 
 With ``--legacy`` our side runs the legacy version-2 file of the same shape and type instead
 (``bench/speed.py``'s, for q4_0, q4_1, q5_0, q5_1, q8_0 and f16), beside llama.cpp on the GGUF: the
@@ -35,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bandwidth import bytes_per_token, read_bandwidth  # noqa: E402
 from bench.speed import SHAPES, bench_command, json_or_error, random_raw, write_model  # noqa: E402
 from engine.ggml_file import expected_tensors  # noqa: E402
 from engine.gguf_constants import tensor_name_map  # noqa: E402
@@ -137,8 +140,8 @@ def main(argv=None) -> int:
     print(f"threads {args.threads}; llama-bench -r {args.reps} (mean), ours best of {args.rounds}"
           f"{' on the legacy v2 files' if args.legacy else ''}; tokens/s")
     print("| model | type | MiB | ours gen | llama.cpp gen | ratio | ours prompt 32 | llama.cpp pp32 | "
-          "ours prompt 512 | llama.cpp pp512 | ratio | load average |")
-    print("| --- " * 12 + "|")
+          "ours prompt 512 | llama.cpp pp512 | ratio | read GB/s | ours % of it | llama.cpp % of it | load average |")
+    print("| --- " * 15 + "|")
     for size in args.sizes.split(","):
         for preset in presets:
             path = write_random_gguf(Path(args.out), size, preset)
@@ -171,10 +174,16 @@ def main(argv=None) -> int:
 
             g, p32, p512 = (best(mine, i) for i in range(3))
             lg, lp32, lp512 = (best(theirs, i) for i in range(3))
+            # generation against the memory read bandwidth measured now: bytes a token reads x tokens/s
+            bandwidth = read_bandwidth(args.threads)
+
+            def share(tokens_per_s, file):
+                return f"{tokens_per_s * bytes_per_token(file) / 1e9 / bandwidth:.0%}" if tokens_per_s else ""
+
             load = "/".join(f"{v:.1f}" for v in os.getloadavg())
             print(f"| {size} | {preset} | {path.stat().st_size / 2**20:.0f} | {cell(g)} | {cell(lg)} | {ratio(g, lg)} | "
-                  f"{cell(p32)} | {cell(lp32)} | {cell(p512)} | {cell(lp512)} | {ratio(p512, lp512)} | {load} |",
-                  flush=True)
+                  f"{cell(p32)} | {cell(lp32)} | {cell(p512)} | {cell(lp512)} | {ratio(p512, lp512)} | "
+                  f"{bandwidth:.1f} | {share(g, our_path)} | {share(lg, path)} | {load} |", flush=True)
             for e in dict.fromkeys(errors):
                 print(f"  {size} {preset}: {e}", file=sys.stderr)
     return 0
