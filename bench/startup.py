@@ -45,7 +45,7 @@ if staged is not None and staged.wait_ready(900):
 WINDOW = r"""
 import sys, time
 t0 = time.time()
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QObject, QTimer, Slot
 from PySide6.QtWidgets import QApplication
 from app.window.mainwindow import MainWindow
 app = QApplication(sys.argv[:1])
@@ -62,12 +62,19 @@ def on_pieces(*_):
     if "first" not in state:
         state["first"] = time.time()
         print(f"first {state['first'] - shown:.2f}", flush=True)
-def on_backend(name):
-    print(f"fast {time.time() - shown:.2f}", flush=True)
-    QTimer.singleShot(0, app.quit)
+# lives on the app's thread, so the worker's backendChanged reaches it queued (a plain function
+# would run on the worker's thread, whose event loop is busy generating)
+class Finish(QObject):
+    @Slot(str)
+    def on_backend(self, name):
+        print(f"fast {time.time() - shown:.2f}", flush=True)
+        window.generation.stop()
+        window.document.dirty = False      # the generated story is not to be saved: no "discard?" dialog
+        app.quit()
+finish = Finish()
 window.modelLoaded.connect(on_loaded)
 window.generation.piecesReady.connect(on_pieces)
-window.llm.worker.backendChanged.connect(on_backend)
+window.llm.worker.backendChanged.connect(finish.on_backend)
 window.open_model(sys.argv[1])
 QTimer.singleShot(900_000, app.quit)
 app.exec()
