@@ -19,7 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--story", metavar="FILE", help="story file (NeoX Writer or KoboldAI JSON) to open")
     parser.add_argument("--self-test", action="store_true",
                         help="load the demo (or --model) model offscreen, generate 16 tokens, print a report, exit")
-    parser.add_argument("--report", metavar="FILE", help="with --self-test: also write the report line to FILE")
+    parser.add_argument("--report", metavar="FILE",
+                        help="with --self-test or --time-first-token: also write the report to FILE")
+    parser.add_argument("--time-first-token", action="store_true",
+                        help="start the window as usual, press Generate once the model is loaded, print when "
+                             "the first token and full speed came (seconds after the window was shown), quit")
     parser.add_argument("--screenshot", metavar="PNG",
                         help="save a picture of the main window once the model is loaded, then quit "
                              "(a smoke test of the window, also offscreen)")

@@ -11,8 +11,10 @@ cache is the user's (warmed first), best of ``--runs``.
 which is what the first start after installing costs, once per backend: ``fast`` (compile every
 kernel first: the old first start) and ``staged`` (the program's: the starter writes while a
 child compiles). For staged it also reports when the fast kernels were ready. ``--window`` adds
-the window: ``neox-writer`` started with an empty cache (offscreen), from the moment the window is
-shown to the first token of the story's first Generate, and when the status bar said full speed.
+the window: ``neox-writer --time-first-token`` started with an empty cache (offscreen), from the
+moment the window is shown to the first token of the story's first Generate, and when the fast
+kernels took over; ``--bundle EXE`` times a PyInstaller bundle's window that way (``--backends ''``
+skips the engine rows, which need a Python).
 Default model: the bundled demo model. ``--python`` runs the children with another interpreter, from
 a temporary folder, so they import the program installed there (a wheel in a fresh virtual
 environment) rather than this source tree.
@@ -41,55 +43,14 @@ if staged is not None and staged.wait_ready(900):
     print(f"fast {time.time() - float(sys.argv[4]):.2f}", flush=True)
 """
 
-# the window, offscreen: shown -> model loaded -> Generate -> first token -> full speed
-WINDOW = r"""
-import sys, time
-t0 = time.time()
-from PySide6.QtCore import QObject, QTimer, Slot
-from PySide6.QtWidgets import QApplication
-from app.window.mainwindow import MainWindow
-app = QApplication(sys.argv[:1])
-window = MainWindow(backend="staged", check_recovery=False)
-window.show()
-app.processEvents()
-shown = time.time()
-print(f"shown {shown - float(sys.argv[2]):.2f}", flush=True)
-state = {}
-def on_loaded(*_):
-    print(f"loaded {time.time() - shown:.2f}", flush=True)
-    window.generation.generate()
-def on_pieces(*_):
-    if "first" not in state:
-        state["first"] = time.time()
-        print(f"first {state['first'] - shown:.2f}", flush=True)
-# lives on the app's thread, so the worker's backendChanged reaches it queued (a plain function
-# would run on the worker's thread, whose event loop is busy generating)
-class Finish(QObject):
-    @Slot(str)
-    def on_backend(self, name):
-        print(f"fast {time.time() - shown:.2f}", flush=True)
-        window.generation.stop()
-        window.document.dirty = False      # the generated story is not to be saved: no "discard?" dialog
-        app.quit()
-finish = Finish()
-window.modelLoaded.connect(on_loaded)
-window.generation.piecesReady.connect(on_pieces)
-window.llm.worker.backendChanged.connect(finish.on_backend)
-window.open_model(sys.argv[1])
-QTimer.singleShot(900_000, app.quit)
-app.exec()
-window.shutdown()
-"""
-
-
 # the interpreter of the children and their folder: this tree's, or (--python) an installation's
 CHILD_PYTHON = {"python": sys.executable, "cwd": str(ROOT)}
 
 
-def run_child(args: list[str], env: dict) -> tuple[float, list[str]]:
+def run_child(command: list[str], env: dict) -> tuple[float, list[str]]:
     """Seconds from start to the child's first line, and all its lines."""
     start = time.perf_counter()
-    proc = subprocess.Popen([CHILD_PYTHON["python"], *args], cwd=CHILD_PYTHON["cwd"], env=env,
+    proc = subprocess.Popen(command, cwd=CHILD_PYTHON["cwd"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = proc.stdout.readline()
     elapsed = time.perf_counter() - start
@@ -107,14 +68,23 @@ def cold_env(home: str) -> dict:
 
 def engine_start(model: str, threads: int, backend: str, env: dict) -> tuple[float, str, str]:
     """(seconds to the first token, the backend that made it, when the fast kernels were ready or '')."""
-    elapsed, lines = run_child(["-c", CHILD, model, str(threads), backend, repr(time.time())], env)
+    elapsed, lines = run_child([CHILD_PYTHON["python"], "-c", CHILD, model, str(threads), backend, repr(time.time())],
+                               env)
     fast = next((line.split()[1] for line in lines[1:] if line.startswith("fast ")), "")
     return elapsed, lines[0].split()[1], fast
 
 
-def window_start(model: str, env: dict) -> dict:
-    _, lines = run_child(["-c", WINDOW, model, repr(time.time())], env)
-    return {line.split()[0]: float(line.split()[1]) for line in lines}
+def window_start(model: str, env: dict, bundle: str | None = None) -> dict:
+    """The window's first start, timed by the program itself (``--time-first-token``): seconds from
+    the process start to the window shown, and from shown to the first token and to full speed."""
+    program = [os.path.abspath(bundle)] if bundle else [CHILD_PYTHON["python"], "-m", "app"]
+    started = time.time()
+    _, lines = run_child([*program, "--time-first-token", "--model", model], env)
+    times = {line.split()[0]: float(line.split()[1]) for line in lines if len(line.split()) == 2}
+    if "fast" not in times:
+        raise SystemExit("the window did not report its first token and full speed: " + " / ".join(lines))
+    times["shown"] = times.pop("shown_at") - started
+    return times
 
 
 def load_average() -> str:
@@ -130,9 +100,11 @@ def main(argv=None) -> int:
     ap.add_argument("--window", action="store_true", help="with --cold: also the window's first start")
     ap.add_argument("--backends", default="staged,fast", help="with --cold: the engine's starts to time")
     ap.add_argument("--python", help="the interpreter of an installation to time (run from a temporary folder)")
+    ap.add_argument("--bundle", metavar="EXE", help="with --cold --window: time this bundle's window (e.g. "
+                    "dist/NeoXWriter/neox-writer) instead of the source tree's or --python's")
     args = ap.parse_args(argv)
-    if args.python:
-        CHILD_PYTHON.update(python=args.python, cwd=tempfile.mkdtemp(prefix="neox-startup-"))
+    if args.python or args.bundle:
+        CHILD_PYTHON.update(python=args.python or sys.executable, cwd=tempfile.mkdtemp(prefix="neox-startup-"))
     sys.path.insert(0, str(ROOT))
     from app.bundled import demo_model
     models = args.models or [str(demo_model())]
@@ -142,15 +114,16 @@ def main(argv=None) -> int:
         print("| --- | --- | --- | --- | --- | --- |")
         for model in models:
             name = Path(model).name
-            for backend in args.backends.split(","):
+            for backend in filter(None, args.backends.split(",")):
                 with tempfile.TemporaryDirectory() as home:
                     seconds, on, fast = engine_start(model, args.threads, backend, cold_env(home))
                 print(f"| {name} | engine, {backend}, from process start | {seconds:.2f} | {on} | "
                       f"{fast or f'{seconds:.2f}'} | {load_average()} |", flush=True)
             if args.window:
                 with tempfile.TemporaryDirectory() as home:
-                    w = window_start(model, cold_env(home))
-                print(f"| {name} | window, from shown (shown {w['shown']:.2f} s after start) | {w['first']:.2f} | "
+                    w = window_start(model, cold_env(home), args.bundle)
+                where = "bundle window" if args.bundle else "window"
+                print(f"| {name} | {where}, from shown (shown {w['shown']:.2f} s after start) | {w['first']:.2f} | "
                       f"starter | {w.get('fast', float('nan')):.2f} | {load_average()} |", flush=True)
         return 0
     env = dict(os.environ)

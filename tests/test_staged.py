@@ -204,3 +204,39 @@ def test_shutting_down_while_warming_leaves_no_timer_on_a_finished_thread(qtbot,
     finally:
         qInstallMessageHandler(previous)
     assert not [m for m in messages if "Timers cannot be stopped" in m], messages
+
+
+def test_time_first_token_generates_on_the_starter_and_reports_full_speed(qtbot, gated, tmp_path, monkeypatch):
+    # `neox-writer --time-first-token` (issue 19's first-launch figure, also from a bundle): the
+    # window starts as usual, Generate is pressed once the model is loaded, the first token comes
+    # from the starter, the report says when, then when the fast kernels took over, and it quits.
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.__main__ import build_parser
+    from app.window.application import run_window
+    monkeypatch.setenv("NEOX_WRITER_HOME", str(tmp_path / "home"))
+    report = tmp_path / "timing.txt"
+
+    def release_after_the_first_token():
+        if "first " in (report.read_text() if report.exists() else ""):
+            gated()                            # only now may the fast kernels arrive
+        else:
+            poll.start()
+    poll = QTimer(singleShot=True, interval=20)
+    poll.timeout.connect(release_after_the_first_token)
+    give_up = QTimer(singleShot=True, interval=300_000)      # a failure ends the test, not the suite
+    give_up.timeout.connect(lambda: QApplication.instance().exit(2))
+    poll.start()
+    give_up.start()
+    try:
+        code = run_window(build_parser().parse_args(["--time-first-token", "--model", str(DEMO),
+                                                     "--report", str(report)]))
+    finally:
+        poll.stop()
+        give_up.stop()
+    lines = report.read_text().splitlines()
+    assert code == 0, lines
+    assert [line.split()[0] for line in lines] == ["shown_at", "loaded", "first", "fast"]
+    shown_at, loaded, first, fast = (float(line.split()[1]) for line in lines)
+    assert abs(shown_at - time.time()) < 600 and 0 <= loaded <= first <= fast

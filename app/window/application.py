@@ -53,11 +53,18 @@ def run_window(args) -> int:
     app.setDesktopFileName("neox-writer")          # matches the entry --install-desktop-entry writes
     window = MainWindow(backend="staged")     # a first start writes at once, full speed follows
     window.show()
+    if args.time_first_token:
+        from app.window.firsttoken import FirstTokenTimer
+        window.first_token_timer = FirstTokenTimer(window, app, args.report)
     open_at_start(window, args.model, args.story)
     if args.screenshot:
         _screenshot_when_ready(window, args.screenshot, app)
     code = app.exec()
     window.shutdown()            # after app.exit() the window may never have been closed
+    # What the engine thread sent before it ended (the last tokens of a generation that was running
+    # at the exit) is still queued for the story: deliver it while the autosave writer still takes
+    # writes, rather than losing it or meeting a closed writer on some later event loop.
+    app.sendPostedEvents()
     window.writer.shutdown()
     return code
 
