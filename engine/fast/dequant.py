@@ -3,8 +3,8 @@
 A prompt of N tokens multiplies each weight matrix by an [N, cols] activation matrix. Decoding
 each weight once per prompt chunk, a few MiB at a time, and handing the float tile to BLAS is far
 faster than N matrix x vector passes. The tiled types decode to ``Wt[cols, rows_of_tiles]``
-(x @ Wt gives the outputs), since that is the order the tiles store; f16 decodes rows to
-``W[rows, cols]`` (x @ W.T).
+(x @ Wt gives the outputs), since that is the order the tiles store. (f16 and f32 matrices are
+not decoded: ``floatgemm.py`` multiplies their rows as they are.)
 
 The functions are serial: the prompt path's workers each decode their own group of rows (one
 numba thread each), and a prange here would only cost compilation time (an outlined body per
@@ -16,7 +16,6 @@ import numpy as np
 from numba import njit
 
 from engine.fast.matvec import HALF, QK, QK16_HALF, as_float
-from engine.fast.simd import half_to_float
 
 
 @njit(nogil=True, cache=True)
@@ -78,17 +77,6 @@ def dequant_q8_0(qs, d, m, qh, layer, t0, t1, out):
                 row = out[b * QK + j, col0:col0 + tile]
                 for r in range(tile):
                     row[r] = as_float(d[layer, t, b, r]) * np.float32(qb[j, r])
-
-
-@njit(nogil=True, cache=True)
-def dequant_f16_rows(w, layer, r0, r1, out):
-    """Rows r0..r1-1 of an f16 matrix -> out[r1-r0, cols]."""
-    cols = w.shape[2]
-    for r in range(r0, r1):
-        src = w[layer, r]
-        dst = out[r - r0]
-        for k in range(cols):
-            dst[k] = half_to_float(src[k])
 
 
 TILE_DEQUANT = {

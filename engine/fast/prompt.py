@@ -3,8 +3,10 @@
 Per layer the work is a handful of calls on [N, width] activation matrices, so the Python
 between them is negligible next to the matrix products. The lanes layout's types (q4_0, q4_1,
 q5_0, q5_1, q8_0 and the natively run K-quants and IQ4 on a CPU with AVX2) multiply the token
-matrix, quantized to 8 bits, with the integer kernels of ``rows.py`` (512-bit VNNI) or ``gemm.py``; the other types decode a few MiB of weights at a time
-(``dequant.py``) and multiply the whole token matrix with numpy's BLAS. The worker that computed
+matrix, quantized to 8 bits, with the integer kernels of ``rows.py`` (512-bit VNNI) or ``gemm.py``;
+f16 and f32 go through the register-blocked float kernel of ``floatgemm.py`` on the file's rows;
+the other types decode a few MiB of weights at a time (``dequant.py``) and multiply the whole
+token matrix with numpy's BLAS. The worker that computed
 a block of outputs also adds their bias (and GELU for the MLP), while they are in its cache.
 RoPE and causal attention are compiled (``forward.attend_prompt_heads``), the heads shared by the
 same workers; LayerNorm is the compiled one of ``forward.py``.
@@ -15,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from engine.fast.dequant import TILE_DEQUANT, dequant_f16_rows
+from engine.fast.dequant import TILE_DEQUANT
+from engine.fast.floatgemm import gemm_rows
 from engine.fast.gemm import gemm_lanes, quantize_rows
 from engine.fast.matvec import xsum_floats
 from engine.fast.forward import attend_prompt_heads, bias_gelu, layer_norm_rows
@@ -77,12 +80,8 @@ class TileDecoder:
     def _group(self, pm: PackedMatrix, layer: int, x: np.ndarray, out: np.ndarray, r0: int, r1: int,
                bias, gelu) -> None:
         apply_threads(1)     # numba threads stay with the caller; parallelism is across groups
-        if pm.type == "f32":
-            out[:, r0:r1] = x @ pm.arrays[0][layer, r0:r1].T
-        elif pm.type == "f16":
-            w = np.empty((r1 - r0, pm.cols), np.float32)
-            dequant_f16_rows(pm.arrays[0], layer, r0, r1, w)
-            out[:, r0:r1] = x @ w.T
+        if pm.type in ("f16", "f32"):   # register-blocked FMA on the file's rows (floatgemm.py)
+            gemm_rows(pm.arrays[0], layer, x, out, r0, r1)
         elif pm.layout == "lanes":      # x is the quantized token matrix
             arrays, index = pm.for_layer(layer)      # a MixedMatrix: the layer's own type
             # with 512-bit VNNI the rows kernel (8 tokens a pass, each block widened once for the 8,

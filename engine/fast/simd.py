@@ -460,6 +460,25 @@ def max_lane(typingctx, v):
 
 
 @intrinsic
+def add_lanes(typingctx, v):
+    """The sum of v's lanes, as a float32: halves added pairwise (a horizontal sum: once per dot
+    product, not per value)."""
+    if v not in (Floats8, Floats16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        value, count = args[0], sig.args[0].llvm_type.count
+        while count > 1:
+            count //= 2
+            low = builder.shuffle_vector(value, value, ir.Constant(ir.VectorType(_I32, count), list(range(count))))
+            high = builder.shuffle_vector(value, value, ir.Constant(ir.VectorType(_I32, count),
+                                                                    list(range(count, 2 * count))))
+            value = builder.fadd(low, high)
+        return builder.extract_element(value, ir.Constant(_I32, 0))
+    return types.float32(v), codegen
+
+
+@intrinsic
 def store_floats(typingctx, array, index, v):
     """array[index:index+8] = v (a 1-D float32 array; the caller keeps it in bounds)."""
     if not (_is_c_array(array, types.float32) and _is_index(index) and v == Floats8):

@@ -1,0 +1,161 @@
+"""f16 and f32 weights times a matrix of tokens, held in registers: the float types' batched product.
+
+The weights keep their file's layout (``repack``'s "rows": row-major fp16 bits or float32), and
+out[n, r] = x[n] . W[layer, r] for every token row n and each weight row r of a range. Three
+weight rows and four tokens go at a time: twelve 8-lane accumulators plus the three rows' vectors
+fill the 16 AVX2 registers, so each 8 weights widened from fp16 (one ``vcvtph2ps``) serve four
+tokens and each 8 activations loaded serve three rows, and the loop runs on the FMA units rather
+than on loads. Four tokens' activations over ``COLUMN_BLOCK`` columns stay in L1 while a group of
+rows (``ROW_BLOCK_BYTES``, held in L2) passes by; then the next four tokens meet the same rows.
+
+This replaced decoding f16 tiles to float32 and multiplying with numpy's BLAS (a pass over memory
+for the decoded copy, and one thread's BLAS per group). For a few tokens (the sequences of a batched
+generation) it also replaces a one-token matvec per row per token. (Four rows by four tokens in
+16-lane values, 32 ymm halves, spilled on AVX2: a third of this speed.)
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from engine.fast.matvec import as_float
+from engine.fast.simd import add_lanes, load_floats, mul_add, zero_floats
+
+COLUMN_BLOCK = 1024       # columns per pass: four tokens' activations (16 KiB) stay in L1
+ROW_BLOCK_BYTES = 192 << 10   # weights per group of rows (fp16: 96 rows of 1024): they stay in L2
+WIDTH = 8                 # floats per vector
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _dot_tail(w, wi, x, xi, k0, cols):
+    """The products of columns k0..cols-1, one at a time (the last few columns of a row)."""
+    s = np.float32(0.0)
+    for k in range(k0, cols):
+        s += as_float(w[wi + k]) * x[xi + k]
+    return s
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _put(out, t, r, value, first):
+    if first:
+        out[t, r] = value
+    else:
+        out[t, r] += value
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _one_row_one_token(w, w0, x, x0, k0, k1, out, t, r, first):
+    c = zero_floats()
+    for k in range(k0, k1, WIDTH):
+        c = mul_add(load_floats(w, w0 + k), load_floats(x, x0 + k), c)
+    _put(out, t, r, add_lanes(c), first)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _three_rows_one_token(w, w0, cols, x, x0, k0, k1, out, t, r, first):
+    """out[t, r..r+2]: the rows' widened weights each used once (the last tokens)."""
+    c0 = zero_floats()
+    c1 = zero_floats()
+    c2 = zero_floats()
+    for k in range(k0, k1, WIDTH):
+        y = load_floats(x, x0 + k)
+        c0 = mul_add(load_floats(w, w0 + k), y, c0)
+        c1 = mul_add(load_floats(w, w0 + cols + k), y, c1)
+        c2 = mul_add(load_floats(w, w0 + 2 * cols + k), y, c2)
+    _put(out, t, r, add_lanes(c0), first)
+    _put(out, t, r + 1, add_lanes(c1), first)
+    _put(out, t, r + 2, add_lanes(c2), first)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _three_rows_four_tokens(w, w0, cols, x, x0, k0, k1, out, t, r, first):
+    """out[t..t+3, r..r+2]: 12 accumulators, each weight vector used four times, each token's three."""
+    c00 = zero_floats()
+    c01 = zero_floats()
+    c02 = zero_floats()
+    c10 = zero_floats()
+    c11 = zero_floats()
+    c12 = zero_floats()
+    c20 = zero_floats()
+    c21 = zero_floats()
+    c22 = zero_floats()
+    c30 = zero_floats()
+    c31 = zero_floats()
+    c32 = zero_floats()
+    for k in range(k0, k1, WIDTH):
+        a0 = load_floats(w, w0 + k)
+        a1 = load_floats(w, w0 + cols + k)
+        a2 = load_floats(w, w0 + 2 * cols + k)
+        y = load_floats(x, x0 + k)
+        c00 = mul_add(a0, y, c00)
+        c01 = mul_add(a1, y, c01)
+        c02 = mul_add(a2, y, c02)
+        y = load_floats(x, x0 + cols + k)
+        c10 = mul_add(a0, y, c10)
+        c11 = mul_add(a1, y, c11)
+        c12 = mul_add(a2, y, c12)
+        y = load_floats(x, x0 + 2 * cols + k)
+        c20 = mul_add(a0, y, c20)
+        c21 = mul_add(a1, y, c21)
+        c22 = mul_add(a2, y, c22)
+        y = load_floats(x, x0 + 3 * cols + k)
+        c30 = mul_add(a0, y, c30)
+        c31 = mul_add(a1, y, c31)
+        c32 = mul_add(a2, y, c32)
+    _put(out, t, r, add_lanes(c00), first)
+    _put(out, t, r + 1, add_lanes(c01), first)
+    _put(out, t, r + 2, add_lanes(c02), first)
+    _put(out, t + 1, r, add_lanes(c10), first)
+    _put(out, t + 1, r + 1, add_lanes(c11), first)
+    _put(out, t + 1, r + 2, add_lanes(c12), first)
+    _put(out, t + 2, r, add_lanes(c20), first)
+    _put(out, t + 2, r + 1, add_lanes(c21), first)
+    _put(out, t + 2, r + 2, add_lanes(c22), first)
+    _put(out, t + 3, r, add_lanes(c30), first)
+    _put(out, t + 3, r + 1, add_lanes(c31), first)
+    _put(out, t + 3, r + 2, add_lanes(c32), first)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def gemm_rows(w, layer, x, out, r0, r1):
+    """out[n, r] = x[n] . W[layer, r] for every row n of x and r0 <= r < r1.
+
+    w: [layers, rows, cols] fp16 bits (uint16) or float32, C-contiguous; x: [N, cols] float32,
+    C-contiguous; out: [N, >= r1] float32 (rows of any stride).
+
+    The loops: a block of columns (the four tokens' part in L1), then a group of rows (their
+    part in L2), then every four tokens, then the group's rows three at a time.
+    """
+    rows, cols = w.shape[1], w.shape[2]
+    n = x.shape[0]
+    wf = w.reshape(-1)
+    xf = x.reshape(-1)
+    wide = cols - cols % WIDTH
+    group = max(3, ROW_BLOCK_BYTES // (min(cols, COLUMN_BLOCK) * w.itemsize) // 3 * 3)
+    for k0 in range(0, max(wide, 1), COLUMN_BLOCK):
+        k1 = min(wide, k0 + COLUMN_BLOCK)
+        first = k0 == 0
+        for g0 in range(r0, r1, group):
+            g1 = min(r1, g0 + group)
+            t = 0
+            while t < n:
+                four = t + 4 <= n
+                r = g0
+                while r + 3 <= g1:
+                    w0 = (layer * rows + r) * cols
+                    if four:
+                        _three_rows_four_tokens(wf, w0, cols, xf, t * cols, k0, k1, out, t, r, first)
+                    else:
+                        _three_rows_one_token(wf, w0, cols, xf, t * cols, k0, k1, out, t, r, first)
+                    r += 3
+                while r < g1:            # the last one or two rows of the group
+                    w0 = (layer * rows + r) * cols
+                    for i in range(4 if four else 1):
+                        _one_row_one_token(wf, w0, xf, (t + i) * cols, k0, k1, out, t + i, r, first)
+                    r += 1
+                t += 4 if four else 1
+    if wide < cols:                      # a width that is not a multiple of 8 (never in Pythia's shapes)
+        for t in range(n):
+            for r in range(r0, r1):
+                w0 = (layer * rows + r) * cols
+                _put(out, t, r, _dot_tail(wf, w0, xf, t * cols, wide, cols), wide == 0)
