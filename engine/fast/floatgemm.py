@@ -6,7 +6,8 @@ weight rows and four tokens go at a time: twelve 8-lane accumulators plus the th
 fill the 16 AVX2 registers, so each 8 weights widened from fp16 (one ``vcvtph2ps``) serve four
 tokens and each 8 activations loaded serve three rows, and the loop runs on the FMA units rather
 than on loads. Four tokens' activations over ``COLUMN_BLOCK`` columns stay in L1 while a group of
-rows (``ROW_BLOCK_BYTES``, held in L2) passes by; then the next four tokens meet the same rows.
+rows (``ROW_BLOCK_BYTES``, held in L2) passes by; then the next four tokens of the block meet the
+same rows (blocks of ``TOKEN_BLOCK`` tokens, packed, so that theirs stay in L2 as well).
 
 This replaced decoding f16 tiles to float32 and multiplying with numpy's BLAS (a pass over memory
 for the decoded copy, and one thread's BLAS per group). For a few tokens (the sequences of a batched
@@ -19,10 +20,11 @@ import numpy as np
 from numba import njit
 
 from engine.fast.matvec import as_float
-from engine.fast.simd import add_lanes, load_floats, mul_add, zero_floats
+from engine.fast.simd import add_lanes, load_floats, mul_add, prefetch, zero_floats
 
+TOKEN_BLOCK = 64          # tokens per pass: their packed activations (256 KiB at 1024 columns) stay in L2
 COLUMN_BLOCK = 1024       # columns per pass: four tokens' activations (16 KiB) stay in L1
-ROW_BLOCK_BYTES = 192 << 10   # weights per group of rows (fp16: 96 rows of 1024): they stay in L2
+ROW_BLOCK_BYTES = 96 << 10    # weights per group of rows (fp16: 48 rows of 1024): they stay in L2 too
 WIDTH = 8                 # floats per vector
 
 
@@ -68,8 +70,14 @@ def _three_rows_one_token(w, w0, cols, x, x0, k0, k1, out, t, r, first):
 
 
 @njit(nogil=True, fastmath=True, inline="always")
-def _three_rows_four_tokens(w, w0, cols, x, x0, k0, k1, out, t, r, first):
-    """out[t..t+3, r..r+2]: 12 accumulators, each weight vector used four times, each token's three."""
+def _three_rows_four_tokens(w, w0, cols, xp, q0, k0, k1, out, t, r, first, ahead):
+    """out[t..t+3, r..r+2]: 12 accumulators, each weight vector used four times, each token's three.
+
+    The four tokens come packed (``_pack_four``): at q0 + 4 (k - k0) the 8 values of column k on
+    of each token in turn, so they are one stream. Read from x itself, four rows 4 KiB apart at
+    1024 columns fall in one L1 set with the weight rows, and evict each other between the group's
+    rows. ``ahead`` >= 0: also ask for the next three rows' weights from there on (the first pass
+    over a group, which reads them from memory)."""
     c00 = zero_floats()
     c01 = zero_floats()
     c02 = zero_floats()
@@ -83,22 +91,27 @@ def _three_rows_four_tokens(w, w0, cols, x, x0, k0, k1, out, t, r, first):
     c31 = zero_floats()
     c32 = zero_floats()
     for k in range(k0, k1, WIDTH):
+        if ahead >= 0:
+            prefetch(w, ahead + k)
+            prefetch(w, ahead + cols + k)
+            prefetch(w, ahead + 2 * cols + k)
         a0 = load_floats(w, w0 + k)
         a1 = load_floats(w, w0 + cols + k)
         a2 = load_floats(w, w0 + 2 * cols + k)
-        y = load_floats(x, x0 + k)
+        at = q0 + 4 * (k - k0)
+        y = load_floats(xp, at)
         c00 = mul_add(a0, y, c00)
         c01 = mul_add(a1, y, c01)
         c02 = mul_add(a2, y, c02)
-        y = load_floats(x, x0 + cols + k)
+        y = load_floats(xp, at + WIDTH)
         c10 = mul_add(a0, y, c10)
         c11 = mul_add(a1, y, c11)
         c12 = mul_add(a2, y, c12)
-        y = load_floats(x, x0 + 2 * cols + k)
+        y = load_floats(xp, at + 2 * WIDTH)
         c20 = mul_add(a0, y, c20)
         c21 = mul_add(a1, y, c21)
         c22 = mul_add(a2, y, c22)
-        y = load_floats(x, x0 + 3 * cols + k)
+        y = load_floats(xp, at + 3 * WIDTH)
         c30 = mul_add(a0, y, c30)
         c31 = mul_add(a1, y, c31)
         c32 = mul_add(a2, y, c32)
@@ -116,6 +129,21 @@ def _three_rows_four_tokens(w, w0, cols, x, x0, k0, k1, out, t, r, first):
     _put(out, t + 3, r + 2, add_lanes(c32), first)
 
 
+@njit(nogil=True, inline="always")
+def _pack_four(x, cols, b0, b1, k0, k1, xp):
+    """Columns k0..k1-1 of the whole fours of x's rows b0..b1-1, interleaved 8 at a time: the four
+    from token b0 + 4 q starts at 4 q (k1 - k0), and there column k0 + 8 s + lane of its token i is
+    at 32 s + 8 i + lane."""
+    span = 4 * (k1 - k0)
+    for q in range((b1 - b0) // 4):
+        for i in range(4):
+            src = (b0 + 4 * q + i) * cols + k0
+            for s in range(0, k1 - k0, WIDTH):
+                dst = q * span + 4 * s + i * WIDTH
+                for lane in range(WIDTH):
+                    xp[dst + lane] = x[src + s + lane]
+
+
 @njit(nogil=True, fastmath=True, cache=True)
 def gemm_rows(w, layer, x, out, r0, r1):
     """out[n, r] = x[n] . W[layer, r] for every row n of x and r0 <= r < r1.
@@ -123,8 +151,8 @@ def gemm_rows(w, layer, x, out, r0, r1):
     w: [layers, rows, cols] fp16 bits (uint16) or float32, C-contiguous; x: [N, cols] float32,
     C-contiguous; out: [N, >= r1] float32 (rows of any stride).
 
-    The loops: a block of columns (the four tokens' part in L1), then a group of rows (their
-    part in L2), then every four tokens, then the group's rows three at a time.
+    The loops: a block of tokens, a block of columns (packed: four tokens' part stays in L1, the
+    block's in L2), a group of rows (in L2), every four tokens, the group's rows three at a time.
     """
     rows, cols = w.shape[1], w.shape[2]
     n = x.shape[0]
@@ -132,28 +160,34 @@ def gemm_rows(w, layer, x, out, r0, r1):
     xf = x.reshape(-1)
     wide = cols - cols % WIDTH
     group = max(3, ROW_BLOCK_BYTES // (min(cols, COLUMN_BLOCK) * w.itemsize) // 3 * 3)
-    for k0 in range(0, max(wide, 1), COLUMN_BLOCK):
-        k1 = min(wide, k0 + COLUMN_BLOCK)
-        first = k0 == 0
-        for g0 in range(r0, r1, group):
-            g1 = min(r1, g0 + group)
-            t = 0
-            while t < n:
-                four = t + 4 <= n
-                r = g0
-                while r + 3 <= g1:
-                    w0 = (layer * rows + r) * cols
-                    if four:
-                        _three_rows_four_tokens(wf, w0, cols, xf, t * cols, k0, k1, out, t, r, first)
-                    else:
-                        _three_rows_one_token(wf, w0, cols, xf, t * cols, k0, k1, out, t, r, first)
-                    r += 3
-                while r < g1:            # the last one or two rows of the group
-                    w0 = (layer * rows + r) * cols
-                    for i in range(4 if four else 1):
-                        _one_row_one_token(wf, w0, xf, (t + i) * cols, k0, k1, out, t + i, r, first)
-                    r += 1
-                t += 4 if four else 1
+    xp = np.empty(min(n, TOKEN_BLOCK) // 4 * 4 * min(wide, COLUMN_BLOCK), np.float32)
+    for b0 in range(0, n, TOKEN_BLOCK):
+        b1 = min(n, b0 + TOKEN_BLOCK)
+        for k0 in range(0, max(wide, 1), COLUMN_BLOCK):
+            k1 = min(wide, k0 + COLUMN_BLOCK)
+            first = k0 == 0
+            _pack_four(xf, cols, b0, b1, k0, k1, xp)
+            for g0 in range(r0, r1, group):
+                g1 = min(r1, g0 + group)
+                t = b0
+                while t < b1:
+                    four = t + 4 <= b1
+                    r = g0
+                    while r + 3 <= g1:
+                        w0 = (layer * rows + r) * cols
+                        if four:
+                            ahead = w0 + 3 * cols if t == b0 and r + 6 <= g1 else -1
+                            _three_rows_four_tokens(wf, w0, cols, xp, (t - b0) * (k1 - k0), k0, k1, out, t, r,
+                                                    first, ahead)
+                        else:
+                            _three_rows_one_token(wf, w0, cols, xf, t * cols, k0, k1, out, t, r, first)
+                        r += 3
+                    while r < g1:            # the last one or two rows of the group
+                        w0 = (layer * rows + r) * cols
+                        for i in range(4 if four else 1):
+                            _one_row_one_token(wf, w0, xf, (t + i) * cols, k0, k1, out, t + i, r, first)
+                        r += 1
+                    t += 4 if four else 1
     if wide < cols:                      # a width that is not a multiple of 8 (never in Pythia's shapes)
         for t in range(n):
             for r in range(r0, r1):

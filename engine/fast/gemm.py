@@ -401,13 +401,13 @@ def _matmat(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
                 gemm(a0, a1, a2, a3, layer, xs, out, t, t + 1)
         return lanes
 
-    if a0.ndim == 3 and a0.layout == "C" and x.layout == "C":    # f16 / f32 rows: floatgemm.py
+    if a0.ndim == 3 and a0.layout == "C":    # f16 / f32 rows: floatgemm.py
 
         def float_rows(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
             if out.shape[0] == 1:
                 matvec(a0, a1, a2, a3, layer, x[0], xs[0], out[0], t0, t1)
-            else:
-                gemm_rows(a0, layer, x, out, t0 * TILE, min(a0.shape[1], t1 * TILE))
+            else:      # x may be the first columns of a wider buffer: a few rows, copied at no cost
+                gemm_rows(a0, layer, np.ascontiguousarray(x), out, t0 * TILE, min(a0.shape[1], t1 * TILE))
         return float_rows
 
     def per_row(a0, a1, a2, a3, layer, x, xs, out, t0, t1):

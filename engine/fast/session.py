@@ -50,10 +50,6 @@ class FastModel:
         tensors = ggml_file.tensors
         packed = {k: self._pack(s) for k, s in _MATRICES.items()}
         self.qkv, self.dense, self.up, self.down = (packed[k] for k in _MATRICES)
-        # the one-call path for a few tokens multiplies through ``gemm.matmat``, which for f16/f32
-        # matrices is a matvec per row of weights per token: a 32-token 410M f16 prompt took 2.1 s
-        # there against 0.15 s batched (BLAS on decoded tiles) and 0.5 s token by token
-        self.short_prompts = all(pm.tiled for pm in (self.qkv, self.dense, self.up, self.down))
         self.head = pack_matrices(ggml_file.path, [tensors["embed_out.weight"]])
         self.embed = tensors["gpt_neox.embed_in.weight"]
         stack = self._stack
@@ -186,7 +182,7 @@ class FastSession(Session):
         n = len(tokens)
         self.reserve(n_past + n)
         apply_threads(self.model.threads)
-        if 2 <= n <= SHORT_PROMPT and self.model.short_prompts:
+        if 2 <= n <= SHORT_PROMPT:
             logits = self._eval_short(tokens, n_past, all_logits)
         elif n >= BATCH_MIN:
             logits = self._eval_batched(tokens, n_past, all_logits)
