@@ -11,11 +11,11 @@ same rows (blocks of ``TOKEN_BLOCK`` tokens, packed, so that theirs stay in L2 a
 
 This replaced decoding f16 rows to float32 for numpy's BLAS (OpenBLAS's 256-bit kernels): about as
 fast on long prompts, much faster on short ones (410M f16, 32 tokens: 98-117 -> 137-170 tokens/s
-batched, 193 in the one-call path, which this made usable for f16), and with no decoded copy or
-OpenBLAS buffers (70M f16 peak RSS 329 -> 222 MiB). For a few tokens (the sequences of a batched
-generation) it also replaces a one-token matvec per row per token. (Four rows by four tokens in
-16-lane values, 32 ymm halves, spilled on AVX2: a third of this speed. On a CPU with AVX-512 the
-16-lane form would be the one to try, but LLVM splits 512-bit values on numba's default target.)
+batched, 193 in the one-call path, which this made usable for f16), with no decoded copy. For a
+few tokens (the sequences of a batched generation) it also replaces a one-token matvec per row per
+token. (Four rows by four tokens in 16-lane values, 32 ymm halves, spilled on AVX2: a third of
+this speed. On a CPU with AVX-512 the 16-lane form would be the one to try, but LLVM splits
+512-bit values on numba's default target.)
 """
 from __future__ import annotations
 
