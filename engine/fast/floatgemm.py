@@ -76,8 +76,8 @@ def _three_rows_one_token(w, w0, cols, x, x0, k0, k1, out, t, r, first):
 def _three_rows_four_tokens(w, w0, cols, xp, q0, k0, k1, out, t, r, first, ahead):
     """out[t..t+3, r..r+2]: 12 accumulators, each weight vector used four times, each token's three.
 
-    The four tokens come packed (``_pack_four``): at q0 + 4 (k - k0) the 8 values of column k on
-    of each token in turn, so they are one stream. Read from x itself, four rows 4 KiB apart at
+    The four tokens come packed (``_pack_four``): at q0 + 4 (k - k0) lie columns k..k+7 of each
+    token in turn, so the four are one stream. Read from x itself, four rows 4 KiB apart at
     1024 columns fall in one L1 set with the weight rows, and evict each other between the group's
     rows. ``ahead`` >= 0: also ask for the next three rows' weights from there on (the first pass
     over a group, which reads them from memory)."""
