@@ -27,14 +27,18 @@ from engine.fast.rows import rows_lanes
 from engine.fast.simd import ROWS512
 from engine.fast.threads import apply_threads
 
-SCRATCH_FLOATS = 2 << 20      # 8 MiB of decoded weights per BLAS call
+SCRATCH_FLOATS = 2 << 20      # 8 MiB of decoded weights per BLAS call; groups of rows of this size
 
 
 class TileDecoder:
-    """Multiplies token matrices by packed weight matrices, a few MiB of decoded weights at a time.
+    """Multiplies token matrices by packed weight matrices, a group of rows at a time.
 
-    The work is split by groups of rows over ``threads`` workers; each decodes its group with
-    numba on one thread and multiplies it with single-threaded BLAS (both release the GIL).
+    The work is split by groups of rows over ``threads`` workers, each on one thread (every kernel
+    releases the GIL): the integer kernels and floatgemm read the group in place; the other types
+    decode it with numba and multiply it with single-threaded BLAS. Groups hold at most
+    ``SCRATCH_FLOATS`` weights (the decoded copy's budget). floatgemm needs no copy and blocks its
+    rows in L2 itself, so for f16/f32 the size only deals the rows out: at 1.4B a few groups per
+    worker, so that one slowed by another program leaves more of them to the other.
     """
 
     def __init__(self, threads: int):
