@@ -9,7 +9,8 @@
 # (PROJECT_PY, default .venv/bin/python). Training uses two CPU threads with bfloat16 autocast: 79 + 13 minutes
 # on the project's 2-core AMD EPYC (Zen 4, AVX512-BF16) VM (about 2000 tokens/s), less with AMX; on a
 # CPU with neither, bfloat16 products are slow (1.3 GFLOP/s on Zen 3): drop --bf16 there (the weights
-# come out different, the quality about the same) and expect about twice the time.
+# come out different, the quality about the same) and raise both --max-minutes safety stops, as the
+# stages take about twice as long.
 set -eu
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${1:-/tmp/neox-demo}
