@@ -212,7 +212,7 @@ def main() -> None:
         state = torch.load(args.init_from / "train_state.pt", weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         log_path.unlink(missing_ok=True)
-        print(f"stage 2 from {args.init_from} (its step {state['step']})", flush=True)
+        print(f"a new stage from {args.init_from} (its step {state['step']})", flush=True)
     elif args.resume:
         state_dir = args.work / "hf"
         model = GPTNeoXForCausalLM.from_pretrained(state_dir)
