@@ -54,8 +54,9 @@ def main(out: str) -> int:
     wait_for(window.generationFinished)
     window.branching.probabilities.setChecked(True)
     window.branching.dock.raise_()
-    for _ in range(5):
-        app.processEvents()
+    settle = QEventLoop()                  # the status bar's word count waits for a pause, then counts on a thread
+    QTimer.singleShot(1500, settle.quit)
+    settle.exec()
     ok = window.grab().save(out)
     print(f"screenshot {'saved to ' + out if ok else 'could not be written to ' + out}")
     window.document.dirty = False          # nothing to ask about: the story is a throwaway
