@@ -498,13 +498,54 @@ def products(parts, wa, la, xa, sa, oa, wb, lb, xb, sb, ob, b_gelu):
         _two_matvecs(np.int64(p), parts, wa, la, xa, sa, oa, wb, lb, xb, sb, ob, b_gelu)
 
 
+ROW_BLOCK = 16     # cached positions a thread takes at a time, for all of its heads
+
+
+@njit(nogil=True, fastmath=SAFE_FAST, cache=True)
+def _attend_heads(qkv, h0, h1, n_head, kc, vc, length, scores, tops, out):
+    """Heads h0..h1-1 of one token over cache positions 0..length-1, ROW_BLOCK positions at a time.
+
+    A head's keys are 64 floats in every 4 KiB row of the cache (410M), so reading one head's
+    column of positions after another (``_attend``) strides through memory, and the cache of a long
+    story was read at about half the speed of a stream (410M, 1024 positions, 2 threads: 11.1 ms a
+    token for 24 layers, 18 GB/s). Here a block of rows is read for all the thread's heads before
+    the next (the block stays in L1 between heads), and two threads with half the heads each read
+    the rows' two halves side by side. ``tops`` holds each head's running maximum.
+    """
+    hd = kc.shape[1] // n_head
+    scale = np.float32(1.0 / math.sqrt(hd))
+    for h in range(h0, h1):
+        tops[h] = np.float32(-3.0e38)
+    for j in range(0, length, ROW_BLOCK):
+        count = min(ROW_BLOCK, length - j)
+        keys = kc[j:j + count]
+        for h in range(h0, h1):
+            q = qkv[h * 3 * hd:h * 3 * hd + hd]
+            tops[h] = _scores(q, keys, count, h * hd, (h + 1) * hd, scale, scores[h], j, tops[h])
+    for h in range(h0, h1):
+        sc = scores[h]
+        top = tops[h]
+        total = np.float32(0.0)
+        for j in range(length):
+            e = exp_nonpositive(sc[j] - top)
+            sc[j] = e
+            total += e
+        tops[h] = np.float32(1.0) / total
+        out[h * hd:(h + 1) * hd] = 0.0
+    for j in range(0, length, ROW_BLOCK):
+        count = min(ROW_BLOCK, length - j)
+        values = vc[j:j + count]
+        for h in range(h0, h1):
+            _weigh(out[h * hd:(h + 1) * hd], scores[h], j, tops[h], values, count, h * hd, (h + 1) * hd)
+
+
 @njit(nogil=True, cache=True, parallel=True)
 def attention(parts, qkv, length, n_head, kc, vc, scores, out):
     """Every head of one token over cache positions 0..length-1, the heads shared by ``parts`` threads."""
+    tops = np.empty(n_head, np.float32)
     for p in prange(parts):
         h0, h1 = _share(n_head, np.int64(p), parts)
-        for h in range(h0, h1):
-            _attend(qkv, h, n_head, kc, vc, length, kc, vc, 0, 0, scores[h], out)
+        _attend_heads(qkv, h0, h1, n_head, kc, vc, length, scores, tops, out)
 
 
 @njit(nogil=True, cache=True)
