@@ -199,5 +199,5 @@ def test_branch_memory_grows_with_the_tokens_evaluated(converted):
     session.eval(tokens_of("tiny-parallel")[:8])
     branches = session.branch(8, 100)
     c = model.config
-    # room for the own tokens only, no prefix copy (head-major: [layer, sequence, head, position, head_dim])
-    assert branches.kb.shape == (c.n_layer, 8, c.n_head, 100, c.n_embd // c.n_head)
+    # room for the own tokens only, no prefix copy ([layer, sequence, position, n_embd])
+    assert branches.kb.shape == (c.n_layer, 8, 100, c.n_embd)

@@ -172,14 +172,6 @@ def rope_row(qkv_row, pos, cos, sin, n_head, n_rot, k_out, v_out):
 
 
 @njit(nogil=True, cache=True)
-def rope_row_heads(qkv_row, pos, cos, sin, n_head, n_rot, k_heads, v_heads, at):
-    """rope_row for a branch's own cache, laid out head-major: k and v of head h into k_heads[h, at]."""
-    hd = k_heads.shape[2]
-    for h in range(n_head):
-        _rope_head(qkv_row, h, hd, pos, cos, sin, n_rot // 2, k_heads[h, at], v_heads[h, at])
-
-
-@njit(nogil=True, cache=True)
 def rope_and_store(qkv, n, n_past, cos, sin, n_head, n_rot, kc, vc):
     """Rotate the q and k of tokens 0..n-1 (positions n_past..) in place; copy k, v into the cache.
 
@@ -236,26 +228,23 @@ def _weigh(o, sc, at, inv, values, count, lo, hi):
 
 
 @njit(nogil=True, fastmath=SAFE_FAST, cache=True)
-def _attend(qkv_row, h, n_head, kc, vc, n_shared, kb, vb, own_lo, n_own, sc, out_row):
-    """Head h of one token: softmax(q k / sqrt(hd)) v over positions 0..n_shared-1 of kc/vc (the head's
-    columns), then 0..n_own-1 of kb/vb, columns own_lo..own_lo+hd (a branch's own tokens after a shared
-    prefix, one head's keys contiguous: own_lo 0; n_own 0 for a session)."""
+def _attend(qkv_row, h, n_head, kc, vc, length, sc, out_row):
+    """Head h of one token: softmax(q k / sqrt(hd)) v over positions 0..length-1 of kc/vc (the head's
+    columns): a prompt's row, whose positions end at its own."""
     hd = kc.shape[1] // n_head
     scale = np.float32(1.0 / math.sqrt(hd))
     q = qkv_row[h * 3 * hd:h * 3 * hd + hd]
     lo, hi = h * hd, (h + 1) * hd
-    top = _scores(q, kc, n_shared, lo, hi, scale, sc, 0, np.float32(-3.0e38))
-    top = _scores(q, kb, n_own, own_lo, own_lo + hd, scale, sc, n_shared, top)
+    top = _scores(q, kc, length, lo, hi, scale, sc, 0, np.float32(-3.0e38))
     total = np.float32(0.0)
-    for j in range(n_shared + n_own):
+    for j in range(length):
         e = exp_nonpositive(sc[j] - top)
         sc[j] = e
         total += e
     inv = np.float32(1.0) / total
     o = out_row[lo:hi]
     o[:] = 0.0
-    _weigh(o, sc, 0, inv, vc, n_shared, lo, hi)
-    _weigh(o, sc, n_shared, inv, vb, n_own, own_lo, own_lo + hd)
+    _weigh(o, sc, 0, inv, vc, length, lo, hi)
 
 
 @njit(nogil=True, fastmath=SAFE_FAST, error_model="numpy", cache=True)
@@ -502,50 +491,84 @@ ROW_BLOCK = 16     # cached positions a thread takes at a time, for all of its h
 
 
 @njit(nogil=True, fastmath=SAFE_FAST, cache=True)
-def _attend_heads(qkv, h0, h1, n_head, kc, vc, length, scores, tops, out):
-    """Heads h0..h1-1 of one token over cache positions 0..length-1, ROW_BLOCK positions at a time.
+def _attend_rows(qkv, h0, h1, n_head, kc, vc, n_shared, seqs, own, kb, vb, scores, tops, out):
+    """Heads h0..h1-1 of rows j = 0..n-1: softmax(q k / sqrt(hd)) v over the n_shared positions of
+    kc/vc ([position, n_embd]), then the own[j] positions of kb/vb[seqs[j]] (a branch's own tokens
+    after a shared prefix; own[j] = 0 for a session's single token). scores[j * n_head + h] holds
+    the row's weights, tops[j * n_head + h] its running maximum, then 1/total.
 
-    A head's keys are 64 floats in every 4 KiB row of the cache (410M), so reading one head's
-    column of positions after another (``_attend``) strides through memory, and the cache of a long
-    story was read at about half the speed of a stream (410M, 1024 positions, 2 threads: 11.1 ms a
-    token for 24 layers, 18 GB/s). Here a block of rows is read for all the thread's heads before
-    the next (the block stays in L1 between heads), and two threads with half the heads each read
-    the rows' two halves side by side. ``tops`` holds each head's running maximum.
+    A head's keys are 64 floats in every 4 KiB row of a cache (410M), so reading one head's column
+    of positions after another strides through memory: the cache of a long story was read at
+    about half the speed of a stream (410M, 1024 positions, 2 threads: 11.1 ms a token for 24
+    layers; 8.3 ms this way). Here a block of ROW_BLOCK positions is read for all the thread's
+    heads before the next (the block stays in L1 between heads), and two threads with half the
+    heads each read the positions' two halves side by side. The prefix's blocks are read once for
+    all rows (each of 8 rows re-read the whole prefix before), and a branch's own positions are
+    rows of n_embd like the prefix's, one stream per row (head-major, they were 16 runs of a few
+    KiB per row and layer: 410M, 8 rows of 32 prefix and 32 own positions, 2 threads, 4.5 ms a step
+    for 24 layers' attention).
     """
+    n = seqs.size
     hd = kc.shape[1] // n_head
     scale = np.float32(1.0 / math.sqrt(hd))
-    for h in range(h0, h1):
-        tops[h] = np.float32(-3.0e38)
-    for j in range(0, length, ROW_BLOCK):
-        count = min(ROW_BLOCK, length - j)
-        keys = kc[j:j + count]
+    for j in range(n):
         for h in range(h0, h1):
-            q = qkv[h * 3 * hd:h * 3 * hd + hd]
-            tops[h] = _scores(q, keys, count, h * hd, (h + 1) * hd, scale, scores[h], j, tops[h])
-    for h in range(h0, h1):
-        sc = scores[h]
-        top = tops[h]
-        total = np.float32(0.0)
-        for j in range(length):
-            e = exp_nonpositive(sc[j] - top)
-            sc[j] = e
-            total += e
-        tops[h] = np.float32(1.0) / total
-        out[h * hd:(h + 1) * hd] = 0.0
-    for j in range(0, length, ROW_BLOCK):
-        count = min(ROW_BLOCK, length - j)
-        values = vc[j:j + count]
+            tops[j * n_head + h] = np.float32(-3.0e38)
+    for b in range(0, n_shared, ROW_BLOCK):
+        count = min(ROW_BLOCK, n_shared - b)
+        keys = kc[b:b + count]
+        for j in range(n):
+            for h in range(h0, h1):
+                i = j * n_head + h
+                q = qkv[j, h * 3 * hd:h * 3 * hd + hd]
+                tops[i] = _scores(q, keys, count, h * hd, (h + 1) * hd, scale, scores[i], b, tops[i])
+    for j in range(n):
+        for b in range(0, own[j], ROW_BLOCK):
+            count = min(ROW_BLOCK, own[j] - b)
+            keys = kb[seqs[j], b:b + count]
+            for h in range(h0, h1):
+                i = j * n_head + h
+                q = qkv[j, h * 3 * hd:h * 3 * hd + hd]
+                tops[i] = _scores(q, keys, count, h * hd, (h + 1) * hd, scale, scores[i], n_shared + b, tops[i])
+    for j in range(n):
         for h in range(h0, h1):
-            _weigh(out[h * hd:(h + 1) * hd], scores[h], j, tops[h], values, count, h * hd, (h + 1) * hd)
+            i = j * n_head + h
+            sc = scores[i]
+            top = tops[i]
+            total = np.float32(0.0)
+            for t in range(n_shared + own[j]):
+                e = exp_nonpositive(sc[t] - top)
+                sc[t] = e
+                total += e
+            tops[i] = np.float32(1.0) / total
+            out[j, h * hd:(h + 1) * hd] = 0.0
+    for b in range(0, n_shared, ROW_BLOCK):
+        count = min(ROW_BLOCK, n_shared - b)
+        values = vc[b:b + count]
+        for j in range(n):
+            for h in range(h0, h1):
+                i = j * n_head + h
+                _weigh(out[j, h * hd:(h + 1) * hd], scores[i], b, tops[i], values, count, h * hd, (h + 1) * hd)
+    for j in range(n):
+        for b in range(0, own[j], ROW_BLOCK):
+            count = min(ROW_BLOCK, own[j] - b)
+            values = vb[seqs[j], b:b + count]
+            for h in range(h0, h1):
+                i = j * n_head + h
+                _weigh(out[j, h * hd:(h + 1) * hd], scores[i], n_shared + b, tops[i], values, count, h * hd,
+                       (h + 1) * hd)
 
 
 @njit(nogil=True, cache=True, parallel=True)
 def attention(parts, qkv, length, n_head, kc, vc, scores, out):
     """Every head of one token over cache positions 0..length-1, the heads shared by ``parts`` threads."""
     tops = np.empty(n_head, np.float32)
+    one = np.zeros(1, np.int64)                  # the token is row 0, with no branch positions
+    no_branch = kc[:0].reshape((1, 0, kc.shape[1]))
+    rows, out_rows = qkv.reshape((1, qkv.size)), out.reshape((1, out.size))
     for p in prange(parts):
         h0, h1 = _share(n_head, np.int64(p), parts)
-        _attend_heads(qkv, h0, h1, n_head, kc, vc, length, scores, tops, out)
+        _attend_rows(rows, h0, h1, n_head, kc, vc, length, one, one, no_branch, no_branch, scores, tops, out_rows)
 
 
 @njit(nogil=True, cache=True)
@@ -608,15 +631,16 @@ def forward_token(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel
 @njit(nogil=True, cache=True, parallel=True)
 def row_attention(parts, qkv, seqs, lengths, n_shared, n_head, kc, vc, kb, vb, scores, out):
     """Row j (the next token of sequence seqs[j]) over the n_shared prefix positions of kc/vc and
-    its sequence's own lengths[seqs[j]] + 1 positions of kb/vb ([sequence, head, position, head_dim]:
-    one head's own keys contiguous); the (row, head) pairs shared by ``parts`` threads."""
+    its sequence's own lengths[seqs[j]] + 1 positions of kb/vb ([sequence, position, n_embd]);
+    the heads shared by ``parts`` threads."""
     n = seqs.size
+    own = np.empty(n, np.int64)
+    for j in range(n):
+        own[j] = lengths[seqs[j]] + 1
+    tops = np.empty(n * n_head, np.float32)
     for p in prange(parts):
-        i0, i1 = _share(n * n_head, np.int64(p), parts)
-        for i in range(i0, i1):
-            j, h = i // n_head, i % n_head
-            s = seqs[j]
-            _attend(qkv[j], h, n_head, kc, vc, n_shared, kb[s, h], vb[s, h], 0, lengths[s] + 1, scores[i], out[j])
+        h0, h1 = _share(n_head, np.int64(p), parts)
+        _attend_rows(qkv, h0, h1, n_head, kc, vc, n_shared, seqs, own, kb, vb, scores, tops, out)
 
 
 @njit(nogil=True, cache=True, parallel=True)
@@ -628,7 +652,7 @@ def prompt_attention(parts, qkv, n, n_past, n_head, kc, vc, scores, out):
         q = np.int64(p)
         for i in range(q, n * n_head, parts):
             j, h = i // n_head, i % n_head
-            _attend(qkv[j], h, n_head, kc, vc, n_past + j + 1, kc, vc, 0, 0, scores[q], out[j])
+            _attend(qkv[j], h, n_head, kc, vc, n_past + j + 1, scores[q], out[j])
 
 
 @njit(nogil=True, cache=True)
@@ -662,8 +686,8 @@ def _row_layers(parts, wq, wo, wu, wd, ln, bqkv, bo, bu, bd, parallel_residual, 
         else:
             for j in range(n):
                 s = seqs[j]
-                rope_row_heads(qkv[j], n_shared + lengths[s], cos, sin, n_head, n_rot, kb[layer, s],
-                               vb[layer, s], lengths[s])
+                rope_row(qkv[j], n_shared + lengths[s], cos, sin, n_head, n_rot, kb[layer, s, lengths[s]],
+                         vb[layer, s, lengths[s]])
             row_attention(parts, qkv, seqs, lengths, n_shared, n_head, kcache[layer], vcache[layer], kb[layer],
                           vb[layer], scores, att)
         if parallel_residual:
@@ -694,7 +718,7 @@ def forward_rows(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_
     """One new token for each of n sequences through every layer and the head: logits[j] for row j.
 
     Row j continues sequence seqs[j]: the n_shared positions of kcache/vcache are the prefix all
-    sequences share, and kb/vb[layer, s] ([head, position, head_dim]) hold sequence s's own
+    sequences share, and kb/vb[layer, s] ([position, n_embd]) hold sequence s's own
     lengths[s] tokens, after which this row's key and value are stored (the caller then counts them in lengths). x [n, n_embd] holds
     the embeddings and is overwritten; bufs are forward_token's buffers with a row per sequence.
     """
@@ -709,7 +733,7 @@ def forward_rows(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_
 # call like forward_rows, where the batched path of prompt.py pays Python, a thread pool's hand-offs
 # and numpy temporaries per matrix and layer (most of a 32-token prompt's time at 70M).
 NO_SEQS = np.zeros(0, np.int64)
-NO_OWN = np.zeros((1, 1, 1, 1, 1), np.float32)
+NO_OWN = np.zeros((1, 1, 1, 1), np.float32)
 
 
 @njit(nogil=True, cache=True)

@@ -266,15 +266,16 @@ class FastSession(Session):
 
 
 class FastBranches(Branches):
-    """Branches of a FastSession: their own keys and values [layer, sequence, head, max_new, head_dim]
-    (head-major, so the attention reads one head's own keys as one contiguous run), and buffers of
+    """Branches of a FastSession: their own keys and values [layer, sequence, max_new, n_embd] (a
+    position's row laid out as in the session's cache, so the attention reads a sequence's own
+    positions as one stream, and a branch kept copies into the session unchanged), and buffers of
     a row per sequence for ``forward_rows``, which evaluates a token of each in one pass."""
 
     def __init__(self, session: FastSession, n: int, max_new: int):
         super().__init__(session, n, max_new)
         model, c = session.model, session.config
         # resident where written only: memory grows with the tokens evaluated, not with max_new
-        self.kb = lazy_zeros((c.n_layer, n, c.n_head, max_new, c.n_embd // c.n_head))
+        self.kb = lazy_zeros((c.n_layer, n, max_new, c.n_embd))
         self.vb = lazy_zeros(self.kb.shape)
         self._x = np.zeros((n, c.n_embd), np.float32)
         self._bufs = token_buffers(model, (n,))
@@ -305,9 +306,8 @@ class FastBranches(Branches):
     def _copy_to_session(self, i: int, count: int) -> None:
         at = len(self.session.tokens)
         self.session.reserve(at + count)
-        rows = (self.kb.shape[0], count, self.session.kcache.shape[2])       # [layer, position, n_embd]
-        self.session.kcache[:, at:at + count] = self.kb[:, i, :, :count].transpose(0, 2, 1, 3).reshape(rows)
-        self.session.vcache[:, at:at + count] = self.vb[:, i, :, :count].transpose(0, 2, 1, 3).reshape(rows)
+        self.session.kcache[:, at:at + count] = self.kb[:, i, :count]
+        self.session.vcache[:, at:at + count] = self.vb[:, i, :count]
 
 
 FastSession.BRANCHES = FastBranches
