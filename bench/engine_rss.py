@@ -62,7 +62,7 @@ def measure(path: str, threads: int, prompt_tokens: int, gen_tokens: int) -> dic
     positions = prompt_tokens + gen_tokens
     return dict(file=os.path.basename(path), weight_type=model.file.weight_type,
                 file_mib=model.file.file_size / 2**20,
-                kv_mib=2 * c.n_layer * positions * c.n_embd * 4 / 2**20,
+                kv_mib=2 * c.n_layer * positions * c.n_embd * session.kcache.itemsize / 2**20,   # fp16: 2 bytes
                 rss_load=steps[1][1], rss_gen=steps[-1][1], steps=steps)
 
 

@@ -89,7 +89,8 @@ def bench(path, threads=None, prompt_tokens=32, gen_tokens=64, seed=0, parallel=
     prompt_logits = session.eval(prompt)
     prompt_s = time.perf_counter() - t
     gen_s = greedy_seconds(session, prompt_logits, gen_tokens)
-    kv_mib = 2 * config.n_layer * n_ctx * config.n_embd * 4 / 2**20
+    kv_bytes = np.dtype(model.kv_dtype).itemsize        # 2 for the default fp16 caches
+    kv_mib = 2 * config.n_layer * n_ctx * config.n_embd * kv_bytes / 2**20
     result = {}
     if parallel:
         rss_single = current_rss_mib()
@@ -108,7 +109,8 @@ def bench(path, threads=None, prompt_tokens=32, gen_tokens=64, seed=0, parallel=
         result = dict(parallel_n=parallel, parallel_gen_tokens_per_s=round(parallel * gen_tokens / parallel_s, 2),
                       parallel_speedup=round(parallel * gen_s / parallel_s, 2),
                       parallel_rss_mib=round(parallel_rss, 1), single_rss_mib=round(rss_single, 1),
-                      parallel_kv_mib=round(2 * config.n_layer * parallel * gen_tokens * config.n_embd * 4 / 2**20, 1))
+                      parallel_kv_mib=round(2 * config.n_layer * parallel * gen_tokens * config.n_embd * kv_bytes / 2**20,
+                                              1))
     return dict(
         model=str(path), weight_type=f.weight_type, qnt_version=f.qnt_version, threads=model.threads,
         kernels=fast.KERNELS,

@@ -26,13 +26,44 @@ from numba.extending import overload
 from engine.fast.gemm import matmat
 from engine.fast.matvec import TILE, matvec, n_tiles, prepare
 from engine.fast.rows import rows_product
-from engine.fast.simd import (ROWS512, load_floats_pair, load_splat, max_floats, max_lane, mul_add, store_floats_pair,
-                              zero_floats16)
+from engine.fast.simd import (ROWS512, float_to_half, half_to_float, load_floats_pair, load_splat, max_floats, max_lane,
+                              mul_add, store_floats_pair, zero_floats16)
 
 LN_EPS = np.float32(1e-5)
 ROPE_BASE = 10000.0
 # fastmath without "no NaNs/no infinities": the softmax relies on exp(-large) being 0.
 SAFE_FAST = {"reassoc", "contract", "arcp", "nsz"}
+
+
+def kv_value(a, i):
+    """Element i of a key or value cache as float32: the cache holds fp16 bits (uint16) or float32."""
+
+
+@overload(kv_value, inline="always")
+def _kv_value_kernel(a, i):
+    if a.dtype == types.uint16:
+        return lambda a, i: half_to_float(a[i])
+    return lambda a, i: a[i]
+
+
+FP16_MAX = np.float32(65504.0)
+
+
+def kv_put(a, i, v):
+    """a[i] = v in a key or value cache of fp16 bits (rounded to nearest even) or float32."""
+
+
+@overload(kv_put, inline="always")
+def _kv_put_kernel(a, i, v):
+    if a.dtype == types.uint16:
+        def put_half(a, i, v):
+            # saturated: a key past fp16's range would be inf, and the softmax's NaN
+            a[i] = float_to_half(min(max(v, -FP16_MAX), FP16_MAX))
+        return put_half
+
+    def put(a, i, v):
+        a[i] = v
+    return put
 
 
 def rope_tables(n_ctx: int, n_rot: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,8 +190,8 @@ def _rope_head(qkv_row, h, hd, pos, cos, sin, half, k_out, v_out):
         _rotate(q, cos[pos], sin[pos], half)
         _rotate(k, cos[pos], sin[pos], half)
     for d in range(hd):      # loops, not slice assignment: no shape check to compile
-        k_out[d] = k[d]
-        v_out[d] = v[d]
+        kv_put(k_out, d, k[d])
+        kv_put(v_out, d, v[d])
 
 
 @njit(nogil=True, cache=True)
@@ -194,17 +225,17 @@ def _scores(q, keys, count, lo, hi, scale, sc, at, top):
         s0 = s1 = s2 = s3 = np.float32(0.0)
         for d in range(hi - lo):
             qd = q[d]
-            s0 += qd * k0[d]
-            s1 += qd * k1[d]
-            s2 += qd * k2[d]
-            s3 += qd * k3[d]
+            s0 += qd * kv_value(k0, d)
+            s1 += qd * kv_value(k1, d)
+            s2 += qd * kv_value(k2, d)
+            s3 += qd * kv_value(k3, d)
         sc[at + j], sc[at + j + 1], sc[at + j + 2], sc[at + j + 3] = s0 * scale, s1 * scale, s2 * scale, s3 * scale
         top = max(top, max(max(s0, s1), max(s2, s3)) * scale)
     for j in range(n4, count):
         key = keys[j, lo:hi]
         s = np.float32(0.0)
         for d in range(hi - lo):
-            s += q[d] * key[d]
+            s += q[d] * kv_value(key, d)
         s *= scale
         sc[at + j] = s
         top = max(top, s)
@@ -219,12 +250,12 @@ def _weigh(o, sc, at, inv, values, count, lo, hi):
         p0, p1, p2, p3 = sc[at + j] * inv, sc[at + j + 1] * inv, sc[at + j + 2] * inv, sc[at + j + 3] * inv
         v0, v1, v2, v3 = values[j, lo:hi], values[j + 1, lo:hi], values[j + 2, lo:hi], values[j + 3, lo:hi]
         for d in range(hi - lo):
-            o[d] += (p0 * v0[d] + p1 * v1[d]) + (p2 * v2[d] + p3 * v3[d])
+            o[d] += (p0 * kv_value(v0, d) + p1 * kv_value(v1, d)) + (p2 * kv_value(v2, d) + p3 * kv_value(v3, d))
     for j in range(n4, count):
         p = sc[at + j] * inv
         val = values[j, lo:hi]
         for d in range(hi - lo):
-            o[d] += p * val[d]
+            o[d] += p * kv_value(val, d)
 
 
 @njit(nogil=True, fastmath=SAFE_FAST, cache=True)
@@ -287,10 +318,10 @@ def attend_prompt_heads(qkv, n, n_past, cos, sin, n_head, n_rot, kc, vc, out, h0
             j1 = min(length, j0 + 16)
             for d in range(hd):
                 for j in range(j0, j1):
-                    keys[d * span + j] = kc[j, lo + d]
+                    keys[d * span + j] = kv_value(kc, (j, lo + d))
         for j in range(length):
             for d in range(hd):
-                values[j * width_d + d] = vc[j, lo + d]
+                values[j * width_d + d] = kv_value(vc, (j, lo + d))
         for i0 in range(0, n, 4):
             m = min(4, n - i0)
             width = n_past + i0 + m            # the positions the block's last query sees
@@ -733,7 +764,6 @@ def forward_rows(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel_
 # call like forward_rows, where the batched path of prompt.py pays Python, a thread pool's hand-offs
 # and numpy temporaries per matrix and layer (most of a 32-token prompt's time at 70M).
 NO_SEQS = np.zeros(0, np.int64)
-NO_OWN = np.zeros((1, 1, 1, 1), np.float32)
 
 
 @njit(nogil=True, cache=True)
@@ -743,7 +773,8 @@ def forward_prompt_rows(parts, wq, wo, wu, wd, ln, bqkv, bo, bu, bd, lnf, parall
     layer: their keys and values into kcache/vcache at those positions, each row attending to the
     positions up to its own. bufs[0][:n] ends as the final-LayerNorm output (the caller applies the
     head to the rows it needs); x is overwritten. scores is [parts, at least n_past + n];
-    no_seqs and no_own are NO_SEQS and NO_OWN (the unused branch arguments, typed)."""
+    no_seqs is NO_SEQS and no_own a [1, 1, 1, 1] array of the caches' dtype (the unused branch
+    arguments, typed)."""
     _row_layers(parts, wq, wo, wu, wd, ln, bqkv, bo, bu, bd, parallel_residual, n_head, n_rot, True,
                 no_seqs, no_seqs, n_past, cos, sin, kcache, vcache, no_own, no_own, x, bufs, scores)
     layer_norm_rows(x, x.shape[0], lnf[0], lnf[1], bufs[0])

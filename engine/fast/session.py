@@ -9,11 +9,12 @@ blocks the GUI thread for long.
 """
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 
-from engine.fast.forward import NO_OWN, NO_SEQS, forward_prompt_rows, forward_rows, forward_token, products, rope_tables
+from engine.fast.forward import NO_SEQS, forward_prompt_rows, forward_rows, forward_token, products, rope_tables
 from engine.fast.matvec import xsum_floats
 from engine.fast.prompt import TileDecoder, forward_prompt
 from engine.fast.repack import pack_matrices
@@ -25,6 +26,36 @@ BATCH_MIN = 6          # from this many new tokens on, the batched (GEMM) path i
 SHORT_PROMPT = 64      # up to this many new tokens, the one-call compiled path (forward_prompt_rows)
 PROMPT_CHUNK = 512     # tokens per batched pass (bounds the activation memory)
 KV_CHUNK = 256         # the key and value caches grow by whole chunks of positions (or by half their size)
+
+# The key and value caches hold float32, or with NEOX_WRITER_KV=f16 fp16 (as uint16 bits: numba has
+# no float16 arrays on the CPU), as llama.cpp's do by default: half the bytes a generated token
+# reads from a long story's cache (410M q4_0 after 1024 tokens: 48 -> 57-61 tokens/s here) and half
+# the memory, for a perplexity 0.007 % higher (docs/benchmarks.md). Not the default: a token's keys
+# computed by the batched path and by the single-token path differ in the last float bits, and
+# rounding to fp16 turns that into whole fp16 steps now and then, so N branches reproduce N single
+# generations (issue 13) less often on near ties. The attention converts each value as it reads it.
+KV_DTYPES = {"f16": np.uint16, "f32": np.float32}
+
+
+def kv_dtype_from_env() -> type:
+    """The caches' dtype NEOX_WRITER_KV names (f32, the default, or f16)."""
+    name = os.environ.get("NEOX_WRITER_KV", "f32").strip().lower() or "f32"
+    if name not in KV_DTYPES:
+        raise ValueError(f"NEOX_WRITER_KV={name!r}: expected one of {', '.join(KV_DTYPES)}")
+    return KV_DTYPES[name]
+
+
+def kv_floats(cache: np.ndarray) -> np.ndarray:
+    """A key or value cache (or a slice of one) as float32."""
+    return cache.view(np.float16).astype(np.float32) if cache.dtype == np.uint16 else cache
+
+
+def kv_stored(values: np.ndarray, dtype) -> np.ndarray:
+    """Float keys or values as a cache of ``dtype`` holds them (fp16 bits, rounded to nearest and
+    saturated at +-65504 like ``forward.kv_put``, or float32)."""
+    if np.dtype(dtype) == np.uint16:
+        return np.clip(np.asarray(values, np.float32), -65504, 65504).astype(np.float16).view(np.uint16)
+    return np.asarray(values, np.float32)
 
 _MATRICES = {
     "qkv": "attention.query_key_value.weight",
@@ -46,6 +77,7 @@ class FastModel:
         self.file = ggml_file
         self.config = c = config
         self.threads = resolve_threads(threads)
+        self.kv_dtype = kv_dtype_from_env()      # of the sessions' caches made from now on
         single_threaded_blas()
         tensors = ggml_file.tensors
         packed = {k: self._pack(s) for k, s in _MATRICES.items()}
@@ -146,8 +178,9 @@ class FastSession(Session):
         c = model.config
         self.model = model
         e = c.n_embd
-        self.kcache = lazy_zeros((c.n_layer, 0, e))
-        self.vcache = lazy_zeros((c.n_layer, 0, e))
+        self.kcache = lazy_zeros((c.n_layer, 0, e), model.kv_dtype)
+        self.vcache = lazy_zeros((c.n_layer, 0, e), model.kv_dtype)
+        self._no_own = np.zeros((1, 1, 1, 1), model.kv_dtype)     # forward_prompt_rows' unused branch caches
         self.reserve(1)
         self.cos, self.sin = rope_tables(n_ctx, c.n_rot)
         self._x = np.zeros(e, np.float32)
@@ -172,7 +205,7 @@ class FastSession(Session):
         held = min(have, len(self.tokens))      # copying the room past them would make it resident
         for name in ("kcache", "vcache"):
             old = getattr(self, name)
-            new = lazy_zeros((old.shape[0], size, old.shape[2]))     # resident where written only
+            new = lazy_zeros((old.shape[0], size, old.shape[2]), old.dtype)     # resident where written only
             new[:, :held] = old[:, :held]
             setattr(self, name, new)
 
@@ -224,7 +257,7 @@ class FastSession(Session):
         forward_prompt_rows(threads, m.qkv.arrays, m.dense.arrays, m.up.arrays, m.down.arrays, m.ln, m.b_qkv,
                             m.b_dense, m.b_up, m.b_down, m.lnf, c.parallel_residual, c.n_head, c.n_rot, n_past,
                             self.cos, self.sin, self.kcache, self.vcache, x, bufs, self._rows_scores,
-                            NO_SEQS, NO_OWN)
+                            NO_SEQS, self._no_own)
         self.model.prompt_chooser.record(threads, (time.perf_counter() - start) / n)
         after_first_use("short prompt")
         h, xs = bufs[0], bufs[7]
@@ -275,7 +308,7 @@ class FastBranches(Branches):
         super().__init__(session, n, max_new)
         model, c = session.model, session.config
         # resident where written only: memory grows with the tokens evaluated, not with max_new
-        self.kb = lazy_zeros((c.n_layer, n, max_new, c.n_embd))
+        self.kb = lazy_zeros((c.n_layer, n, max_new, c.n_embd), session.kcache.dtype)
         self.vb = lazy_zeros(self.kb.shape)
         self._x = np.zeros((n, c.n_embd), np.float32)
         self._bufs = token_buffers(model, (n,))

@@ -98,6 +98,55 @@ def _half_to_float_bits(h):
 half_to_float = _half_to_float_f16c if HAS_F16C else _half_to_float_bits
 
 
+@intrinsic
+def _fptrunc_half(typingctx, f):
+    """float32 -> fp16 bits as one LLVM fptrunc (round to nearest even), vcvtps2ph with F16C."""
+    if f != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+    return types.uint16(types.float32), codegen
+
+
+@njit(inline="always")
+def _float_to_half_f16c(f):
+    return _fptrunc_half(np.float32(f))
+
+
+_F16_TOO_BIG = np.uint32((127 + 16) << 23)             # 65536: rounds to inf, as fptrunc does
+_F16_SUBNORMAL = np.uint32(113 << 23)                  # 2**-14, the smallest fp16 normal
+_F16_DENORM_MAGIC = np.uint32(((127 - 15) + (23 - 10) + 1) << 23)    # the bits of 0.5
+_F16_DENORM_MAGIC_FLOAT = np.float32(0.5)
+
+
+@njit(inline="always")
+def _float_to_half_bits(f):
+    """float32 -> fp16 bits by integer arithmetic (no F16C), rounding to nearest even like fptrunc.
+
+    F. Giesen's float_to_half_fast3_rtne: a normal result takes the float32's top mantissa bits
+    with the exponent rebased and a rounding bias; a subnormal one adds a magic float whose
+    exponent lines the 10 mantissa bits up at the bottom, so the float addition rounds them.
+    """
+    u = np.float32(f).view(np.uint32)
+    sign = np.uint32(u & np.uint32(0x80000000))
+    u = np.uint32(u ^ sign)                    # numba widens uint32 arithmetic: narrowed at each step
+    if u >= _F16_TOO_BIG:
+        out = np.uint32(0x7E00) if u > np.uint32(0x7F800000) else np.uint32(0x7C00)
+    elif u < _F16_SUBNORMAL:
+        total = np.float32(u.view(np.float32) + _F16_DENORM_MAGIC_FLOAT)
+        out = np.uint32(total.view(np.uint32) - _F16_DENORM_MAGIC)
+    else:
+        odd = np.uint32((u >> np.uint32(13)) & np.uint32(1))
+        u = np.uint32(u + np.uint32(((15 - 127) << 23) & 0xFFFFFFFF) + np.uint32(0xFFF) + odd)
+        out = np.uint32(u >> np.uint32(13))
+    return np.uint16(out | np.uint32(sign >> np.uint32(16)))
+
+
+# float32 -> fp16 bits (the f16 key and value caches)
+float_to_half = _float_to_half_f16c if HAS_F16C else _float_to_half_bits
+
+
 _I8, _I16, _I32, _F32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.FloatType()
 _V32I8 = ir.VectorType(_I8, 32)
 _V16I16 = ir.VectorType(_I16, 16)
