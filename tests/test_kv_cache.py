@@ -124,29 +124,37 @@ def every_path(model, ids):
            np.stack([session.eval([t]) for t in ids[130:140]])]  # the token path
     branches = session.branch(4, 8)
     rows = branches.eval(ids[140:144])
-    out.append(np.concatenate([rows, branches.eval([int(np.argmax(r)) for r in rows])]))
+    out.append(np.concatenate([rows, branches.eval(ids[144:148])]))
+    branches.adopt(2)                          # a kept branch's keys and values copied into the session
+    out.append(session.eval([int(ids[0])]))
     return out, session, branches
 
 
 def test_fp16_caches_hold_the_rounded_float32_values_and_stay_close(monkeypatch, tmp_path):
     path = tmp_path / "tiny-f32.bin"
     write_random_model(path, dict(n_ctx=512), ftype="f32")
-    ids = tokens(144, 6)
+    ids = tokens(148, 6)
     runs = {}
     for kv in ("f32", "f16"):
         monkeypatch.setenv("NEOX_WRITER_KV", kv)
         runs[kv] = every_path(load_model(path, backend="fast"), ids)
     (want, wide, wide_branches), (got, half, half_branches) = runs["f32"], runs["f16"]
     assert half.kcache.dtype == np.uint16 and wide.kcache.dtype == np.float32
-    assert half.kcache.nbytes * 2 == wide.kcache.nbytes and half_branches.kb.dtype == np.uint16
+    assert half.kcache.nbytes * 2 == wide.kcache.nbytes
+    assert half.vcache.dtype == half_branches.kb.dtype == half_branches.vb.dtype == np.uint16
     # layer 0's keys and values come from the same embeddings: exactly the float32 cache rounded
     for name in ("kcache", "vcache"):
         a, b = getattr(half, name)[0, :140], getattr(wide, name)[0, :140]
         assert np.array_equal(a, kv_stored(b, np.uint16)), name
         scale = np.abs(kv_floats(getattr(wide, name)[:, :140])).max()
         assert np.abs(kv_floats(getattr(half, name)[:, :140]) - getattr(wide, name)[:, :140]).max() < 1e-2 * scale
-    np.testing.assert_array_equal(half_branches.kb[0, :, :2], kv_stored(wide_branches.kb[0, :, :2], np.uint16))
-    for path_name, a, b in zip(("batched", "short", "token", "rows"), got, want):
+    for own in ("kb", "vb"):
+        np.testing.assert_array_equal(getattr(half_branches, own)[0, :, :2],
+                                      kv_stored(getattr(wide_branches, own)[0, :, :2], np.uint16))
+    # the adopted branch's two positions follow the prefix in the session, as they were in the branch
+    assert half.tokens[140:143] == wide.tokens[140:143] == [ids[142], ids[146], ids[0]]
+    np.testing.assert_array_equal(half.vcache[:, 140:142], half_branches.vb[:, 2, :2])
+    for path_name, a, b in zip(("batched", "short", "token", "rows", "adopted"), got, want):
         assert np.abs(a - b).max() < 2e-2 * np.abs(b).max(), path_name
 
 

@@ -309,7 +309,7 @@ class FastBranches(Branches):
         model, c = session.model, session.config
         # resident where written only: memory grows with the tokens evaluated, not with max_new
         self.kb = lazy_zeros((c.n_layer, n, max_new, c.n_embd), session.kcache.dtype)
-        self.vb = lazy_zeros(self.kb.shape)
+        self.vb = lazy_zeros(self.kb.shape, self.kb.dtype)
         self._x = np.zeros((n, c.n_embd), np.float32)
         self._bufs = token_buffers(model, (n,))
         self._scores = np.zeros((n * c.n_head, self.n_prefix + max_new), np.float32)
