@@ -39,6 +39,8 @@ def float32_caches(monkeypatch):
     relative), which alone moves a random tiny model's logits by 1e-3 to 1e-2; tests/test_kv_cache.py
     tests those against these."""
     monkeypatch.setenv("NEOX_WRITER_KV", "f32")
+
+
 TYPES = [("f32", 0), ("f16", 0)] + [(t, v) for t in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0") for v in (0, 1, 2)]
 MODELS = ["tiny-parallel", "tiny-sequential", "tiny-hd80"]
 

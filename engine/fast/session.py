@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from engine.fast.forward import NO_SEQS, forward_prompt_rows, forward_rows, forward_token, products, rope_tables
+from engine.fast.forward import FP16_MAX, NO_SEQS, forward_prompt_rows, forward_rows, forward_token, products, rope_tables
 from engine.fast.matvec import xsum_floats
 from engine.fast.prompt import TileDecoder, forward_prompt
 from engine.fast.repack import pack_matrices
@@ -54,7 +54,7 @@ def kv_stored(values: np.ndarray, dtype) -> np.ndarray:
     """Float keys or values as a cache of ``dtype`` holds them (fp16 bits, rounded to nearest and
     saturated at +-65504 like ``forward.kv_put``, or float32)."""
     if np.dtype(dtype) == np.uint16:
-        return np.clip(np.asarray(values, np.float32), -65504, 65504).astype(np.float16).view(np.uint16)
+        return np.clip(np.asarray(values, np.float32), -FP16_MAX, FP16_MAX).astype(np.float16).view(np.uint16)
     return np.asarray(values, np.float32)
 
 _MATRICES = {
