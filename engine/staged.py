@@ -143,7 +143,7 @@ class StagedSession(Session):
         count = len(old.tokens)
         c = self.config
         # the same numbers in the same order: [layer, position, head, dim] is [layer, position, n_embd]
-        # (float32 in the fast caches, fp16 with NEOX_WRITER_KV=f16; fast is loaded by now, so the import is free)
+        # (fp16 in the fast caches, float32 with NEOX_WRITER_KV=f32; fast is loaded by now, so the import is free)
         from engine.fast.session import kv_stored
         new.reserve(count)
         new.kcache[:, :count] = kv_stored(old.k[:, :count].reshape(c.n_layer, count, c.n_embd), new.kcache.dtype)

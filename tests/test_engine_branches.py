@@ -41,11 +41,13 @@ def single_greedy(model, prompt, first, steps):
     return tokens, rows
 
 
-def check_branches_match_single(model, prompt, n, tolerance):
+def check_branches_match_single(model, prompt, n, tolerance, exact=False):
     """N branches, greedy for STEPS tokens after N forced first tokens, against N single runs.
 
     A sequence is compared token by token; if two candidates are closer than the tolerance allows
-    (float rounding may pick either), the comparison of that sequence stops there.
+    (float rounding may pick either), the comparison of that sequence stops there. With ``exact``
+    (the fast backend: a row's products, attention and norms are summed as the single token's)
+    every row's logits must equal the single run's to the bit, so no sequence may stop.
     """
     starts = forced_starts(model, prompt, n)
     singles = [single_greedy(model, prompt, t, STEPS) for t in starts]
@@ -59,6 +61,8 @@ def check_branches_match_single(model, prompt, n, tolerance):
         for row, i in enumerate(live):
             want_tokens, want_rows = singles[i]
             assert rel_err(logits[row], want_rows[step]) < tolerance, (i, step)
+            if exact:
+                assert np.array_equal(logits[row], want_rows[step]), (i, step, rel_err(logits[row], want_rows[step]))
             token = int(np.argmax(logits[row]))
             if token != want_tokens[step]:
                 top2 = np.sort(want_rows[step])[-2:]
@@ -78,21 +82,56 @@ def check_branches_match_single(model, prompt, n, tolerance):
 @pytest.mark.parametrize("type_name,version", TYPES)
 def test_greedy_branches_equal_single_sequences_every_type(converted, name, type_name, version):
     model = load_model(converted(name, type_name, version), backend="fast")
-    check_branches_match_single(model, tokens_of(name)[:20], 5, tol(type_name))
+    check_branches_match_single(model, tokens_of(name)[:20], 5, tol(type_name), exact=True)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 8])
 @pytest.mark.parametrize("type_name,version", [("q4_0", 2), ("q5_1", 1), ("q8_0", 2), ("f16", 0)])
 def test_every_batch_size(converted, n, type_name, version):
     model = load_model(converted("tiny-parallel", type_name, version), backend="fast")
-    check_branches_match_single(model, tokens_of("tiny-parallel")[:12], n, tol(type_name))
+    check_branches_match_single(model, tokens_of("tiny-parallel")[:12], n, tol(type_name), exact=True)
 
 
 @pytest.mark.parametrize("type_name,qk_layout", [("q4_2", "E3"), ("q4_3", "E1")])
 def test_stablelm_era_16_value_blocks(tmp_path, type_name, qk_layout):
     path = tmp_path / f"{type_name}.bin"
     write_random_model(path, dict(n_embd=64, n_vocab=96), layout="stablelm", ftype=type_name, era=qk_layout)
-    check_branches_match_single(load_model(path, backend="fast"), list(range(3, 20)), 4, 1e-3)
+    check_branches_match_single(load_model(path, backend="fast"), list(range(3, 20)), 4, 1e-3, exact=True)
+
+
+@pytest.fixture(scope="module")
+def wide_gguf(tmp_path_factory):
+    """preset -> a GGUF file of that llama.cpp preset (K-quants, iq4), from a random model 256 wide
+    (the K-quants' super-blocks need rows of 256)."""
+    from engine.gguf_quantize import quantize_to_gguf
+    folder = tmp_path_factory.mktemp("wide")
+    src = folder / "wide-f32.bin"
+    write_random_model(src, dict(n_embd=256, n_vocab=300, n_layer=2))
+
+    def get(preset):
+        path = folder / f"wide-{preset}.gguf"
+        if not path.exists():
+            quantize_to_gguf(src, path, preset)
+        return path
+    return get
+
+
+@pytest.mark.parametrize("preset", ["q4_K_M", "q5_K_M", "q6_K", "q3_K_M", "q2_K", "iq4_xs", "iq4_nl"])
+def test_k_quants_and_iq4_in_gguf_files(wide_gguf, preset):
+    check_branches_match_single(load_model(wide_gguf(preset), backend="fast"), list(range(3, 20)), 4, 2e-2,
+                                exact=True)
+
+
+@pytest.mark.parametrize("kv", ["f16", "f32"])
+@pytest.mark.parametrize("name,type_name,version", [("tiny-sequential", "q4_1", 1), ("tiny-hd80", "f16", 0),
+                                                    ("tiny-parallel", "q5_0", 2)])
+def test_both_cache_types_reproduce_the_single_generation(converted, monkeypatch, kv, name, type_name, version):
+    """fp16 caches round each key and value: a last-bit difference between a branch's key and its single
+    generation's would round to another half, so the branches must sum exactly as the token does."""
+    monkeypatch.setenv("NEOX_WRITER_KV", kv)
+    model = load_model(converted(name, type_name, version), backend="fast")
+    assert model.new_session().kcache.dtype == {"f16": np.uint16, "f32": np.float32}[kv]
+    check_branches_match_single(model, tokens_of(name)[:20], 5, tol(type_name), exact=True)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -121,7 +160,8 @@ from test_engine_branches import check_branches_match_single
 assert fast.KERNELS == sys.argv[2], fast.KERNELS
 prompt = list(range(3, 15))
 for path in sys.argv[3:]:
-    check_branches_match_single(load_model(path, backend="fast"), prompt, 5, 2e-2 if sys.argv[2] != "float" else 1e-3)
+    check_branches_match_single(load_model(path, backend="fast"), prompt, 5, 2e-2 if sys.argv[2] != "float" else 1e-3,
+                                exact=True)
 print("ok")
 """
 

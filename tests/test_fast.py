@@ -34,10 +34,9 @@ def tol(type_name: str) -> float:
 
 @pytest.fixture(autouse=True)
 def float32_caches(monkeypatch):
-    """The kernels against the reference at float32 precision: float32 key and value caches (the
-    default) even where NEOX_WRITER_KV=f16 is set. fp16 caches round each key and value (2**-11
-    relative), which alone moves a random tiny model's logits by 1e-3 to 1e-2; tests/test_kv_cache.py
-    tests those against these."""
+    """The kernels against the reference at float32 precision: float32 key and value caches, not the
+    default fp16 ones. fp16 caches round each key and value (2**-11 relative), which alone moves a
+    random tiny model's logits by 1e-3 to 1e-2; tests/test_kv_cache.py tests those against these."""
     monkeypatch.setenv("NEOX_WRITER_KV", "f32")
 
 

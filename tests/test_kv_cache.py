@@ -5,7 +5,7 @@ A session at a 2048-token context that has seen 300 tokens holds 512 positions (
 are exactly those of one that had its whole room from the start (prompt path, token path,
 branches adopted past a chunk's end).
 
-With NEOX_WRITER_KV=f16 the caches hold fp16 (float32 by default): the conversion rounds to nearest
+The caches hold fp16 by default (float32 with NEOX_WRITER_KV=f32): the conversion rounds to nearest
 even like numpy's, on both of its routes (F16C and integer arithmetic); every evaluation path
 stores the rounded values of what a float32 cache would hold; its logits stay within fp16's reach
 of the float32 cache's, and a trained model's perplexity moves by less than 0.1 %.
@@ -108,8 +108,10 @@ def test_float_to_half_rounds_as_numpy_does(f16c):
 
 def test_the_cache_type_comes_from_neox_writer_kv(monkeypatch):
     monkeypatch.delenv("NEOX_WRITER_KV", raising=False)
+    assert kv_dtype_from_env() == np.uint16
+    monkeypatch.setenv("NEOX_WRITER_KV", "F32")
     assert kv_dtype_from_env() == np.float32
-    monkeypatch.setenv("NEOX_WRITER_KV", "F16")
+    monkeypatch.setenv("NEOX_WRITER_KV", "f16")
     assert kv_dtype_from_env() == np.uint16
     monkeypatch.setenv("NEOX_WRITER_KV", "bf16")
     with pytest.raises(ValueError, match="NEOX_WRITER_KV='bf16'"):

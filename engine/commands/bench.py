@@ -89,7 +89,7 @@ def bench(path, threads=None, prompt_tokens=32, gen_tokens=64, seed=0, parallel=
     prompt_logits = session.eval(prompt)
     prompt_s = time.perf_counter() - t
     gen_s = greedy_seconds(session, prompt_logits, gen_tokens)
-    kv_bytes = np.dtype(model.kv_dtype).itemsize        # 4 (float32, the default), 2 with NEOX_WRITER_KV=f16
+    kv_bytes = np.dtype(model.kv_dtype).itemsize        # 2 (fp16, the default), 4 with NEOX_WRITER_KV=f32
     kv_mib = 2 * config.n_layer * n_ctx * config.n_embd * kv_bytes / 2**20
     result = {}
     if parallel:

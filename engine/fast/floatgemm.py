@@ -9,6 +9,8 @@ than on loads. Four tokens' activations over ``COLUMN_BLOCK`` columns stay in L1
 rows (``ROW_BLOCK_BYTES``, held in L2) passes by; then the next four tokens of the block meet the
 same rows (blocks of ``TOKEN_BLOCK`` tokens, packed, so that theirs stay in L2 as well).
 
+``gemv_rows`` is the one-token product, summed per row exactly as here.
+
 This replaced decoding f16 rows to float32 for numpy's BLAS (OpenBLAS's 256-bit kernels): about as
 fast on long prompts, much faster on short ones (410M f16, 32 tokens: 98-117 -> 137-170 tokens/s
 batched, 193 in the one-call path, which this made usable for f16), with no decoded copy. For a
@@ -23,7 +25,7 @@ import numpy as np
 from numba import njit
 
 from engine.fast.matvec import as_float
-from engine.fast.simd import add_lanes, load_floats, mul_add, prefetch, zero_floats
+from engine.fast.simd import add_lanes, load_floats, mul_add, prefetch, prefetch_far, zero_floats
 
 TOKEN_BLOCK = 64          # tokens per pass: their packed activations (256 KiB at 1024 columns) stay in L2
 COLUMN_BLOCK = 1024       # columns per pass: four tokens' activations (16 KiB) stay in L1
@@ -70,6 +72,45 @@ def _three_rows_one_token(w, w0, cols, x, x0, k0, k1, out, t, r, first):
     _put(out, t, r, add_lanes(c0), first)
     _put(out, t, r + 1, add_lanes(c1), first)
     _put(out, t, r + 2, add_lanes(c2), first)
+
+
+@njit(nogil=True, fastmath=True, inline="always")
+def _eight_rows_one_token(w, w0, cols, x, k0, k1, out, r, first, ahead):
+    """out[0, r..r+7] for one token: eight rows' chains side by side, each row summed exactly as
+    ``_three_rows_four_tokens`` sums it; lines from ``ahead`` on asked for into L2, as many per step
+    as the step reads (the next eight rows' same columns: ahead moves 8 values a column)."""
+    c0 = zero_floats()
+    c1 = zero_floats()
+    c2 = zero_floats()
+    c3 = zero_floats()
+    c4 = zero_floats()
+    c5 = zero_floats()
+    c6 = zero_floats()
+    c7 = zero_floats()
+    for k in range(k0, k1, WIDTH):
+        p = ahead + 8 * (k - k0)
+        prefetch_far(w, p)
+        prefetch_far(w, p + 32)
+        if w.itemsize == 4:
+            prefetch_far(w, p + 16)
+            prefetch_far(w, p + 48)
+        y = load_floats(x, k)
+        c0 = mul_add(load_floats(w, w0 + k), y, c0)
+        c1 = mul_add(load_floats(w, w0 + cols + k), y, c1)
+        c2 = mul_add(load_floats(w, w0 + 2 * cols + k), y, c2)
+        c3 = mul_add(load_floats(w, w0 + 3 * cols + k), y, c3)
+        c4 = mul_add(load_floats(w, w0 + 4 * cols + k), y, c4)
+        c5 = mul_add(load_floats(w, w0 + 5 * cols + k), y, c5)
+        c6 = mul_add(load_floats(w, w0 + 6 * cols + k), y, c6)
+        c7 = mul_add(load_floats(w, w0 + 7 * cols + k), y, c7)
+    _put(out, 0, r, add_lanes(c0), first)
+    _put(out, 0, r + 1, add_lanes(c1), first)
+    _put(out, 0, r + 2, add_lanes(c2), first)
+    _put(out, 0, r + 3, add_lanes(c3), first)
+    _put(out, 0, r + 4, add_lanes(c4), first)
+    _put(out, 0, r + 5, add_lanes(c5), first)
+    _put(out, 0, r + 6, add_lanes(c6), first)
+    _put(out, 0, r + 7, add_lanes(c7), first)
 
 
 @njit(nogil=True, fastmath=True, inline="always")
@@ -196,3 +237,39 @@ def gemm_rows(w, layer, x, out, r0, r1):
             for r in range(r0, r1):
                 w0 = (layer * rows + r) * cols
                 _put(out, t, r, _dot_tail(wf, w0, xf, t * cols, wide, cols), wide == 0)
+
+
+@njit(nogil=True, fastmath=True, cache=True)
+def gemv_rows(w, layer, x, out, r0, r1):
+    """``gemm_rows`` of one token: out[0, r] = x[0] . W[layer, r] for r0 <= r < r1.
+
+    Each row is summed bit for bit as ``gemm_rows`` sums it (one 8-lane chain per block of
+    COLUMN_BLOCK columns), so a sequence's token and a batched branch's equal each other exactly:
+    with fp16 key and value caches a last-bit difference in a key would round to another half and
+    could turn a near tie (tests/test_engine_branches.py). One chain is an FMA's latency per 8
+    weights, so eight rows go side by side. Eight rows 4 KiB or more apart (f32 at 1024 columns, f16
+    at 2048) fall in the same L1 sets and read memory at half speed here, so each step also asks for
+    the next eight rows' lines into L2 (``prefetch_far``), in order: one stream, as the single-row loop
+    this replaced (``matvec._rows``, LLVM's vectorised sum in its own order) read them, at its speed
+    (bench: 410M f16 4 x 4096 x 1024 and 4096 x 4096, 70M and 410M f16 generation within noise)."""
+    rows, cols = w.shape[1], w.shape[2]
+    wf = w.reshape(-1)
+    xf = np.ascontiguousarray(x[0])
+    wide = cols - cols % WIDTH
+    r = r0
+    while r + 8 <= r1:
+        w0 = (layer * rows + r) * cols
+        for k0 in range(0, max(wide, 1), COLUMN_BLOCK):
+            # the block of the next eight rows, spread over this block's steps (within the matrix)
+            nxt = w0 + 8 * cols + 8 * k0 if r + 16 <= r1 else w0
+            _eight_rows_one_token(wf, w0, cols, xf, k0, min(wide, k0 + COLUMN_BLOCK), out, r, k0 == 0, nxt)
+        r += 8
+    while r < r1:
+        w0 = (layer * rows + r) * cols
+        for k0 in range(0, max(wide, 1), COLUMN_BLOCK):
+            _one_row_one_token(wf, w0, xf, 0, k0, min(wide, k0 + COLUMN_BLOCK), out, 0, r, k0 == 0)
+        r += 1
+    if wide < cols:
+        for r in range(r0, r1):
+            w0 = (layer * rows + r) * cols
+            _put(out, 0, r, _dot_tail(wf, w0, xf, 0, wide, cols), wide == 0)

@@ -426,7 +426,8 @@ def _product(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
     as a single row (the 4/5-bit types): it reads two streams of groups half the range apart,
     which this machine reads at full memory speed, and streams a 410M q4_0 matrix in 67 instead
     of matvec's 87 us of CPU (q5_1 92 vs 145; bench/rows_kernels.py --n 1). Not q8_0: its
-    blocks are twice the bytes, and at 1.4B the rows kernel took 662-683 us against 590-616."""
+    blocks are twice the bytes, and at 1.4B the rows kernel took 662-683 us against 590-616.
+    f16/f32 rows take ``matmat`` too (``floatgemm.gemv_rows``): summed as the batched rows are."""
 
 
 @overload(_product, inline="always")
@@ -435,6 +436,9 @@ def _product_kernel(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
             and out.layout == "C"):
         return lambda a0, a1, a2, a3, layer, x, xs, out, t0, t1: rows_product(
             a0, a1, a2, a3, layer, xs.reshape((1, xs.size)), out.reshape((1, out.size)), t0, t1)
+    if out.ndim == 1 and a0.ndim == 3 and a0.layout == "C":
+        return lambda a0, a1, a2, a3, layer, x, xs, out, t0, t1: matmat(
+            a0, a1, a2, a3, layer, x.reshape((1, x.size)), xs, out.reshape((1, out.size)), t0, t1)
     if out.ndim == 1:
         return lambda a0, a1, a2, a3, layer, x, xs, out, t0, t1: matvec(a0, a1, a2, a3, layer, x, xs, out, t0, t1)
     return lambda a0, a1, a2, a3, layer, x, xs, out, t0, t1: matmat(a0, a1, a2, a3, layer, x, xs, out, t0, t1)
@@ -643,9 +647,9 @@ def forward_token(parts, wq, wo, wu, wd, wh, ln, bqkv, bo, bu, bd, lnf, parallel
                 x[i] += attn_out[i] + b[i]
             layer_norm(x, ln[layer, 2], ln[layer, 3], h2)
             products(parts, wu, layer, h2, xs2, up, wu, skip, h2, xs2, up, no_bias)
-            b = bu[layer]
-            for i in range(n_ff):
-                up[i] = _gelu(up[i] + b[i])
+            # bias_gelu, as the rows take it: an inlined loop here compiled to other roundings (no
+            # fastmath), so a branch's tokens left its single generation's at near ties
+            bias_gelu(up.reshape((1, up.size)), 0, n_ff, bu[layer])
             products(parts, wd, layer, up_in, xs2, down, wd, skip, up_in, xs2, down, no_bias)
             b = bd[layer]
             for i in range(e):

@@ -21,7 +21,7 @@ from numba.extending import overload
 from engine.fast.matvec import (Q2, Q3, Q6, Q8_UNSIGNED, QK, _iq4_groups, _nibble_groups, _q8_groups, _quantize,
                                 block_scales, half_block, half_groups, half_offsets, half_scales, iq4_block, iq4_dot,
                                 iq4_lookup, iq4_scales, kind_of, matvec, widen, widen_halves, x_bytes)
-from engine.fast.floatgemm import gemm_rows
+from engine.fast.floatgemm import gemm_rows, gemv_rows
 from engine.fast.repack import LANES, TILE
 from engine.fast.rows import rows_product
 from engine.fast.simd import (FEATURES, MODE, ROWS512, abs_bytes, broadcast4, dot4, load_bytes, load_floats, mul, mul_add,
@@ -404,10 +404,11 @@ def _matmat(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
     if a0.ndim == 3 and a0.layout == "C":    # f16 / f32 rows: floatgemm.py
 
         def float_rows(a0, a1, a2, a3, layer, x, xs, out, t0, t1):
+            r0, r1 = t0 * TILE, min(a0.shape[1], t1 * TILE)
             if out.shape[0] == 1:
-                matvec(a0, a1, a2, a3, layer, x[0], xs[0], out[0], t0, t1)
+                gemv_rows(a0, layer, x, out, r0, r1)
             else:      # x may be the first columns of a wider buffer: a few rows, copied at no cost
-                gemm_rows(a0, layer, np.ascontiguousarray(x), out, t0 * TILE, min(a0.shape[1], t1 * TILE))
+                gemm_rows(a0, layer, np.ascontiguousarray(x), out, r0, r1)
         return float_rows
 
     def per_row(a0, a1, a2, a3, layer, x, xs, out, t0, t1):

@@ -85,7 +85,7 @@ def xsum_floats(cols: int, qh_tables: bool) -> int:
     return 2 * (cols // 16 + 1) + cols // 4 + 8 + (cols // QK * QH_TABLE if qh_tables else 0)
 
 
-@njit(nogil=True, fastmath=True, cache=True)
+@njit(nogil=True, cache=True)     # no fastmath: its sums vectorised differently for a strided x
 def _fold(x, half, xsum, bit_tables):
     """Prepare x for a nibble matrix, in place: block sums into xsum, then x[hi] -= 16 x[lo].
 
@@ -206,22 +206,6 @@ def _q8_0(qs, d, layer, x, out, t0, t1):
                 for j in range(QK):
                     s += np.float32(qb[j, r]) * xb[j]
                 acc[r] += as_float(db[r]) * s
-
-
-@njit(nogil=True, fastmath=True, cache=True)
-def _rows(w, layer, x, out, t0, t1):
-    """f16 (stored as fp16 bits) or f32 rows: one long vectorised dot per row.
-
-    (Kernels of 4 rows at a time with explicit vectors, or 2 rows in this loop, tried for f16,
-    ran at half this speed in the forward pass: 114-189 vs 239-297 tokens/s at 70M.)
-    """
-    rows, cols = w.shape[1], w.shape[2]
-    for r in range(t0 * TILE, min(rows, t1 * TILE)):
-        row = w[layer, r]
-        s = np.float32(0.0)
-        for k in range(cols):
-            s += as_float(row[k]) * x[k]
-        out[r] = s
 
 
 @njit(nogil=True, inline="always")
@@ -594,8 +578,8 @@ def matvec(a0, a1, a2, a3, layer, x, xsum, out, t0, t1):
 
 @overload(matvec)
 def _matvec(a0, a1, a2, a3, layer, x, xsum, out, t0, t1):
-    if a0.ndim == 3:                                 # f16 / f32 rows
-        return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _rows(a0, layer, x, out, t0, t1)
+    if a0.ndim == 3:     # f16 / f32 rows: floatgemm.gemv_rows (gemm.matmat), summed as the batched rows are
+        return None
     if a0.ndim == 4:                                 # the lanes layout: integer kernels on x quantized in xsum
         if a0.dtype == types.int8:
             return lambda a0, a1, a2, a3, layer, x, xsum, out, t0, t1: _lanes_q8_0(a0, a1, layer, xsum, out, t0, t1)

@@ -27,19 +27,19 @@ SHORT_PROMPT = 64      # up to this many new tokens, the one-call compiled path 
 PROMPT_CHUNK = 512     # tokens per batched pass (bounds the activation memory)
 KV_CHUNK = 256         # the key and value caches grow by whole chunks of positions (or by half their size)
 
-# The key and value caches hold float32, or with NEOX_WRITER_KV=f16 fp16 (as uint16 bits: numba has
-# no float16 arrays on the CPU), as llama.cpp's do by default: half the bytes a generated token
-# reads from a long story's cache (410M q4_0 after 1024 tokens: 48 -> 57-61 tokens/s here) and half
-# the memory, for a perplexity 0.007 % higher (docs/benchmarks.md). Not the default: a token's keys
-# computed by the batched path and by the single-token path differ in the last float bits, and
-# rounding to fp16 turns that into whole fp16 steps now and then, so N branches reproduce N single
-# generations (issue 13) less often on near ties. The attention converts each value as it reads it.
+# The key and value caches hold fp16 (as uint16 bits: numba has no float16 arrays on the CPU), as
+# llama.cpp's do by default: half the bytes a generated token reads from a long story's cache (410M
+# q4_0 after 1024 tokens: 48 -> 57-61 tokens/s here) and half the memory, for a perplexity 0.007 %
+# higher (docs/benchmarks.md); NEOX_WRITER_KV=f32 keeps float32. fp16 rounding turns a last-bit
+# difference in a key into a whole fp16 step, so the batched rows and the single token sum every
+# product, norm and attention alike (tests/test_engine_branches.py: bit-equal logits): N branches
+# reproduce N single generations exactly (issue 13). The attention converts each value as it reads it.
 KV_DTYPES = {"f16": np.uint16, "f32": np.float32}
 
 
 def kv_dtype_from_env() -> type:
-    """The caches' dtype NEOX_WRITER_KV names (f32, the default, or f16)."""
-    name = os.environ.get("NEOX_WRITER_KV", "f32").strip().lower() or "f32"
+    """The caches' dtype NEOX_WRITER_KV names (f16, the default, or f32)."""
+    name = os.environ.get("NEOX_WRITER_KV", "f16").strip().lower() or "f16"
     if name not in KV_DTYPES:
         raise ValueError(f"NEOX_WRITER_KV={name!r}: expected one of {', '.join(KV_DTYPES)}")
     return KV_DTYPES[name]

@@ -550,18 +550,30 @@ def mul(typingctx, a, b):
     return a(a, a), codegen
 
 
-@intrinsic
-def prefetch(typingctx, array, index):
-    """Ask the CPU to start loading the cache line holding array[index] (a hint: never faults)."""
+def _prefetch(array, index, locality):
+    """The typing and code of a prefetch hint for array[index] (llvm.prefetch: read, data cache)."""
     if not (_is_c_array(array) and _is_index(index)):
         return None
 
     def codegen(context, builder, sig, args):
         pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1], _I8)
         fn = _intrinsic_fn(builder, "llvm.prefetch.p0", ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32])
-        builder.call(fn, [pointer, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+        builder.call(fn, [pointer, ir.Constant(_I32, 0), ir.Constant(_I32, locality), ir.Constant(_I32, 1)])
         return context.get_dummy_value()
     return types.none(array, index), codegen
+
+
+@intrinsic
+def prefetch(typingctx, array, index):
+    """Ask the CPU to start loading the cache line holding array[index] (a hint: never faults)."""
+    return _prefetch(array, index, 3)
+
+
+@intrinsic
+def prefetch_far(typingctx, array, index):
+    """``prefetch`` into the outer caches only (prefetcht2): for lines wanted a while later, which
+    prefetched into L1 would evict the lines in use where rows 4 KiB apart share its sets."""
+    return _prefetch(array, index, 1)
 
 
 @intrinsic
