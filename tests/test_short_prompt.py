@@ -17,6 +17,14 @@ from conftest import FIXTURES_DIR
 from engine import load_model
 from test_fast import MODELS, TYPES, converted, rel_err, tol  # noqa: F401  (converted is a fixture)
 
+
+@pytest.fixture(autouse=True)
+def float32_caches(monkeypatch):
+    """float32 key and value caches, not the default fp16: these compare caches and logits with the
+    reference's (or with each other's float32 copies) at float32 tolerance; tests/test_kv_cache.py
+    covers the fp16 caches on every path."""
+    monkeypatch.setenv("NEOX_WRITER_KV", "f32")
+
 LENGTHS = [1, 2, 5, 31, 32, 33, 64, fast_session.SHORT_PROMPT, fast_session.SHORT_PROMPT + 1]
 N_PAST = [0, 17]
 

@@ -22,6 +22,14 @@ from engine import load_model
 from engine.loaded import open_model
 from engine.sampling import SamplerSettings
 
+
+@pytest.fixture(autouse=True)
+def float32_caches(monkeypatch):
+    """float32 key and value caches, not the default fp16: these compare caches and logits with the
+    reference's (or with each other's float32 copies) at float32 tolerance; tests/test_kv_cache.py
+    covers the fp16 caches on every path."""
+    monkeypatch.setenv("NEOX_WRITER_KV", "f32")
+
 DEMO = sorted(demo_dir().glob("demo-*.bin"))[0]
 PROMPT = "It was a truth universally acknowledged"
 WAIT_FOR_FILE = "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.01)"
