@@ -1,4 +1,7 @@
-"""Fused dequantize-and-dot kernels: weight matrix (any type, any layer) times one vector.
+"""Fused dequantize-and-dot kernels: a quantized weight matrix (any layer) times one vector.
+
+f16/f32 matrices take ``floatgemm.gemv_rows`` instead (through ``gemm.matmat``), summed as the
+batched rows are.
 
 ``matvec(a0, a1, a2, a3, layer, x, xsum, out, t0, t1)`` computes the rows of tiles t0..t1-1
 (groups of ``TILE`` rows) of ``out = W[layer] @ x`` over the four arrays of a ``PackedMatrix``
@@ -573,7 +576,7 @@ def _q8_groups(qs, d, layer, xq, out, t0, t1):
 
 
 def matvec(a0, a1, a2, a3, layer, x, xsum, out, t0, t1):
-    """Rows of tiles t0..t1-1 of W[layer] @ x, for the weight type the arrays hold."""
+    """Rows of tiles t0..t1-1 of W[layer] @ x, for the quantized type the arrays hold."""
 
 
 @overload(matvec)
